@@ -1,0 +1,32 @@
+package attest
+
+import (
+	"context"
+	"errors"
+)
+
+// Verifier verifies one upstream's credentials.
+type Verifier interface {
+	// Verify checks raw, presented as tokenType (one of the Type* constants), against
+	// this upstream and returns the attested workload. Errors wrap one of the sentinel
+	// errors of this package.
+	Verify(ctx context.Context, raw, tokenType string) (*Workload, error)
+}
+
+// Sentinel errors. Every error a Verifier or the Router returns wraps exactly one of
+// them, so callers map them with errors.Is. The wrapped detail is for logs, never for
+// clients.
+var (
+	// ErrMalformed: not a well-formed compact JWS of acceptable size and shape.
+	ErrMalformed = errors.New("malformed token")
+	// ErrUnknownIssuer: no configured upstream claims the token's issuer.
+	ErrUnknownIssuer = errors.New("unknown issuer")
+	// ErrInvalid: signature, algorithm, key, audience, time or claim checks failed.
+	ErrInvalid = errors.New("invalid token")
+	// ErrUnavailable: the upstream's keys cannot be obtained right now (fetch
+	// failed and no usable cached keys).
+	ErrUnavailable = errors.New("upstream keys unavailable")
+	// ErrUnsupportedType: the token type presented is not one of the Type* constants
+	// (the token itself was not looked at).
+	ErrUnsupportedType = errors.New("unsupported token type")
+)

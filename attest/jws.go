@@ -1,0 +1,222 @@
+package attest
+
+import (
+	"encoding/base64"
+	"fmt"
+	"strings"
+
+	"github.com/safeconduct/safeconduct/attest/internal/strictjson"
+)
+
+// MaxTokenSize is the largest credential, in bytes, that is looked at. Larger ones are
+// refused before anything is split or decoded.
+const MaxTokenSize = 16 << 10
+
+// Nesting bounds for the untrusted JSON of a token. A header holds flat members (an
+// embedded jwk or x5c at depth 2); claims nest a little (`act` chains, the
+// `kubernetes.io` object).
+const (
+	maxHeaderDepth = 4
+	// MaxClaimsDepth bounds the nesting of a token's claims, for the router and the
+	// verifiers alike.
+	MaxClaimsDepth = 32
+)
+
+// signatureAlgorithms are the JWS algorithms an upstream may sign with: asymmetric
+// only. `none` and the HMAC family are absent on purpose, in every spelling: the
+// comparison is exact, so "None" or "hs256" fail as well.
+var signatureAlgorithms = []string{
+	"RS256", "RS384", "RS512",
+	"ES256", "ES384", "ES512",
+	"PS256", "PS384", "PS512",
+	"EdDSA",
+}
+
+// SignatureAlgorithms returns the JWS algorithms an upstream may be configured to
+// use, a fresh slice the caller may keep.
+func SignatureAlgorithms() []string {
+	return append([]string(nil), signatureAlgorithms...)
+}
+
+// IsSignatureAlgorithm reports whether alg is one of SignatureAlgorithms (exact,
+// case-sensitive match).
+func IsSignatureAlgorithm(alg string) bool {
+	for _, a := range signatureAlgorithms {
+		if a == alg {
+			return true
+		}
+	}
+	return false
+}
+
+// Header is the JOSE header of a compact JWS after ParseHeaderInsecure checked it.
+// Nothing in it is authenticated until a verifier checked the signature.
+type Header struct {
+	// Alg is one of SignatureAlgorithms.
+	Alg string
+	// Kid is the key ID, empty when the header has none.
+	Kid string
+	// Typ is the `typ` as sent, empty when absent.
+	Typ string
+}
+
+// b64 is the encoding of every JWS segment: unpadded base64url with canonical
+// trailing bits, as every encoder writes it.
+var b64 = base64.RawURLEncoding.Strict()
+
+// ParseHeaderInsecure runs every check on raw, presented as tokenType, that needs no
+// key and no network, and returns the JOSE header. It does NOT verify the signature:
+// the result only says that raw is worth verifying. In order:
+//
+//   - tokenType is one of the Type* constants, else ErrUnsupportedType;
+//   - raw is at most MaxTokenSize bytes (checked before anything else is read);
+//   - raw is a compact JWS: three non-empty base64url segments, exactly two dots.
+//     JWE (four dots), JSON serialization and whitespace are refused;
+//   - the header is one JSON object without duplicate names;
+//   - `alg` is one of SignatureAlgorithms (never `none`, never HMAC);
+//   - `crit`, `b64`, `zip` and `enc` are absent, and `cty` does not announce a nested
+//     JWT;
+//   - `typ` is absent, `JWT`, or `at+jwt` unless tokenType is TypeIDToken
+//     (media types compared case-insensitively, `application/` optional).
+//
+// `jku`, `x5u`, `jwk` and `x5c` are ignored: keys come only from the upstream's
+// configured key set, never from the token. Errors wrap ErrMalformed (or
+// ErrUnsupportedType).
+func ParseHeaderInsecure(raw, tokenType string) (Header, error) {
+	if len(raw) > MaxTokenSize {
+		return Header{}, fmt.Errorf("%w: token of %d bytes exceeds %d", ErrMalformed, len(raw), MaxTokenSize)
+	}
+	if err := checkTokenType(tokenType); err != nil {
+		return Header{}, err
+	}
+	hdrEnd, _, err := splitCompact(raw)
+	if err != nil {
+		return Header{}, err
+	}
+	hdrJSON, err := b64.DecodeString(raw[:hdrEnd])
+	if err != nil {
+		return Header{}, fmt.Errorf("%w: header is not base64url", ErrMalformed)
+	}
+	hdr, err := strictjson.DecodeObject(hdrJSON, maxHeaderDepth)
+	if err != nil {
+		return Header{}, fmt.Errorf("%w: header: %w", ErrMalformed, err)
+	}
+	return checkHeader(hdr, tokenType)
+}
+
+// splitCompact checks that raw is three non-empty base64url segments separated by
+// exactly two dots and returns the indexes of the two dots. One pass, no allocation.
+func splitCompact(raw string) (dot1, dot2 int, err error) {
+	dot1, dot2 = -1, -1
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		switch {
+		case c == '.':
+			switch {
+			case dot1 < 0:
+				dot1 = i
+			case dot2 < 0:
+				dot2 = i
+			default:
+				return 0, 0, fmt.Errorf("%w: not a compact JWS (more than two dots)", ErrMalformed)
+			}
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
+		default:
+			return 0, 0, fmt.Errorf("%w: not a compact JWS (byte 0x%02x at offset %d)", ErrMalformed, c, i)
+		}
+	}
+	if dot2 < 0 {
+		return 0, 0, fmt.Errorf("%w: not a compact JWS (fewer than two dots)", ErrMalformed)
+	}
+	if dot1 == 0 || dot2 == dot1+1 || dot2 == len(raw)-1 {
+		return 0, 0, fmt.Errorf("%w: empty JWS segment", ErrMalformed)
+	}
+	return dot1, dot2, nil
+}
+
+// checkHeader applies the header rules of ParseHeaderInsecure to a decoded header.
+func checkHeader(hdr map[string]any, tokenType string) (Header, error) {
+	var h Header
+	alg, ok := hdr["alg"].(string)
+	if !ok {
+		return h, fmt.Errorf("%w: header alg missing or not a string", ErrMalformed)
+	}
+	if !IsSignatureAlgorithm(alg) {
+		return h, fmt.Errorf("%w: header alg %.32q not allowed", ErrMalformed, alg)
+	}
+	h.Alg = alg
+	for _, name := range [...]string{"crit", "b64", "zip", "enc"} {
+		if _, ok := hdr[name]; ok {
+			return h, fmt.Errorf("%w: header %s not supported", ErrMalformed, name)
+		}
+	}
+	if v, ok := hdr["cty"]; ok {
+		cty, ok := v.(string)
+		if !ok {
+			return h, fmt.Errorf("%w: header cty not a string", ErrMalformed)
+		}
+		if mediaType(cty) == "jwt" {
+			return h, fmt.Errorf("%w: nested JWT (cty %.32q) not supported", ErrMalformed, cty)
+		}
+	}
+	if v, ok := hdr["kid"]; ok {
+		if h.Kid, ok = v.(string); !ok {
+			return h, fmt.Errorf("%w: header kid not a string", ErrMalformed)
+		}
+	}
+	if v, ok := hdr["typ"]; ok {
+		if h.Typ, ok = v.(string); !ok {
+			return h, fmt.Errorf("%w: header typ not a string", ErrMalformed)
+		}
+		switch mediaType(h.Typ) {
+		case "jwt":
+		case "at+jwt":
+			if tokenType == TypeIDToken {
+				return h, fmt.Errorf("%w: typ %.32q presented as an ID token", ErrMalformed, h.Typ)
+			}
+		default:
+			return h, fmt.Errorf("%w: typ %.32q is not a JWT of the presented type", ErrMalformed, h.Typ)
+		}
+	}
+	return h, nil
+}
+
+// mediaType normalizes a `typ` or `cty` value for comparison (RFC 7515 §4.1.9):
+// lower case, without the optional "application/" prefix.
+func mediaType(s string) string {
+	s = strings.ToLower(s)
+	return strings.TrimPrefix(s, "application/")
+}
+
+// checkTokenType accepts the RFC 8693 token types a JWT may be presented as.
+func checkTokenType(tokenType string) error {
+	switch tokenType {
+	case TypeJWT, TypeIDToken, TypeAccessToken:
+		return nil
+	}
+	return fmt.Errorf("%w: %.100q", ErrUnsupportedType, tokenType)
+}
+
+// peekUnverified returns the `iss` of raw's payload WITHOUT verifying anything, for
+// routing only. raw must have passed ParseHeaderInsecure. The payload must be one
+// JSON object without duplicate names at any depth, so that the `iss` routed on is
+// the `iss` the verifier checks.
+func peekUnverified(raw string) (iss string, err error) {
+	dot1, dot2, err := splitCompact(raw)
+	if err != nil {
+		return "", err
+	}
+	payload, err := b64.DecodeString(raw[dot1+1 : dot2])
+	if err != nil {
+		return "", fmt.Errorf("%w: payload is not base64url", ErrMalformed)
+	}
+	claims, err := strictjson.DecodeObject(payload, MaxClaimsDepth)
+	if err != nil {
+		return "", fmt.Errorf("%w: payload: %w", ErrMalformed, err)
+	}
+	iss, ok := claims["iss"].(string)
+	if !ok || iss == "" {
+		return "", fmt.Errorf("%w: iss missing or not a non-empty string", ErrMalformed)
+	}
+	return iss, nil
+}

@@ -1,0 +1,201 @@
+package oidc
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/safeconduct/safeconduct/attest"
+)
+
+// Defaults and bounds of Config.
+const (
+	DefaultClockSkew          = 30 * time.Second
+	MaxClockSkew              = 60 * time.Second
+	DefaultRefreshMinInterval = 30 * time.Second
+	DefaultCacheTTL           = 5 * time.Minute
+	DefaultMaxStale           = time.Hour
+	DefaultFetchTimeout       = 5 * time.Second
+	DefaultMaxResponseBytes   = 1 << 20
+)
+
+// Config configures the Verifier of one OIDC upstream. Zero durations and sizes take
+// the documented defaults; an empty Issuer or audience list is an error, never "any".
+type Config struct {
+	// Name is the upstream's configured name (Workload.Upstream). Required.
+	Name string
+	// Issuer is the exact `iss` of the upstream's tokens, an absolute URL. Without
+	// JWKSURI or JWKSFile it is also the discovery base: keys are found through
+	// Issuer + "/.well-known/openid-configuration", whose `issuer` must equal it.
+	Issuer string
+	// Audiences are the accepted `aud` values: a token must name at least one.
+	// Required, no empty entry.
+	Audiences []string
+	// JWKSURI fetches keys from a fixed URL instead of discovery. JWKSFile reads them
+	// once, at New, from a local file (air-gapped clusters). At most one of the two.
+	JWKSURI  string
+	JWKSFile string
+	// Algorithms are the accepted JWS algorithms, a subset of
+	// attest.SignatureAlgorithms (the default: all of them).
+	Algorithms []string
+	// ClockSkew is the leeway on exp, nbf and iat: default 30s, at most 60s.
+	ClockSkew time.Duration
+	// MaxTokenAge, when set, refuses tokens whose iat is older than this (and tokens
+	// without iat).
+	MaxTokenAge time.Duration
+
+	// HTTPClient supplies the transport (proxy, TLS roots) for discovery and JWKS
+	// fetches. Only its Transport is used: every fetch is bounded by FetchTimeout and
+	// MaxResponseBytes, redirects are refused and only 200 is accepted, whatever the
+	// client says. Default: a transport with the system roots and TLS 1.2 or later.
+	HTTPClient *http.Client
+	// Now is the clock for token times and cache ages. Default time.Now.
+	Now func() time.Time
+	// Logger receives fetch failures and key set changes (never tokens or keys).
+	// Default: discard.
+	Logger *slog.Logger
+
+	// RefreshMinInterval is the least time between two key fetches of this upstream,
+	// whatever triggers them (unknown kid, age, failure). Default 30s.
+	RefreshMinInterval time.Duration
+	// CacheTTL is the age after which fetched keys are refreshed in the background
+	// while still in use. Default 5m.
+	CacheTTL time.Duration
+	// MaxStale is how long after the last successful fetch the keys stay usable
+	// while refreshes fail; after it, Verify fails closed with ErrUnavailable.
+	// Default 1h; at least CacheTTL.
+	MaxStale time.Duration
+	// FetchTimeout bounds each key refresh, discovery and JWKS requests together,
+	// bodies included. Default 5s.
+	FetchTimeout time.Duration
+	// MaxResponseBytes caps each discovery or JWKS response (and JWKSFile). Larger
+	// ones fail. Default 1 MiB.
+	MaxResponseBytes int64
+
+	// InsecureAllowLoopbackHTTP permits http:// issuer and JWKS URLs whose host is a
+	// loopback address or "localhost". For tests only; production URLs are https.
+	InsecureAllowLoopbackHTTP bool
+}
+
+// settings is a validated Config with defaults applied.
+type settings struct {
+	Config
+	algs map[string]bool
+}
+
+// validate checks cfg, applies defaults and reports every problem at once.
+func (cfg Config) validate() (*settings, error) {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("oidc upstream %q: "+format, append([]any{cfg.Name}, args...)...))
+	}
+	if cfg.Name == "" {
+		bad("name is required")
+	}
+	if cfg.Issuer == "" {
+		bad("issuer is required")
+	} else if u, err := url.Parse(cfg.Issuer); err != nil || !u.IsAbs() || u.Host == "" {
+		bad("issuer %q is not an absolute URL", cfg.Issuer)
+	} else if cfg.JWKSURI == "" && cfg.JWKSFile == "" {
+		if err := cfg.checkFetchURL(cfg.Issuer); err != nil {
+			bad("issuer (used for discovery): %v", err)
+		}
+	}
+	if len(cfg.Audiences) == 0 {
+		bad("at least one audience is required")
+	}
+	if slices.Contains(cfg.Audiences, "") {
+		bad("empty audience")
+	}
+	switch {
+	case cfg.JWKSURI != "" && cfg.JWKSFile != "":
+		bad("jwks_uri and jwks_file are mutually exclusive")
+	case cfg.JWKSURI != "":
+		if err := cfg.checkFetchURL(cfg.JWKSURI); err != nil {
+			bad("jwks_uri: %v", err)
+		}
+	}
+	s := &settings{Config: cfg, algs: map[string]bool{}}
+	if len(s.Algorithms) == 0 {
+		s.Algorithms = attest.SignatureAlgorithms()
+	} else {
+		s.Algorithms = slices.Clone(s.Algorithms)
+	}
+	for _, a := range s.Algorithms {
+		if !attest.IsSignatureAlgorithm(a) {
+			bad("algorithm %q not allowed (use %v)", a, attest.SignatureAlgorithms())
+		}
+		s.algs[a] = true
+	}
+	s.Audiences = slices.Clone(s.Audiences)
+
+	dur := func(name string, v *time.Duration, def, max time.Duration) {
+		switch {
+		case *v < 0:
+			bad("%s must not be negative", name)
+		case *v == 0:
+			*v = def
+		case max > 0 && *v > max:
+			bad("%s %v exceeds %v", name, *v, max)
+		}
+	}
+	dur("clock_skew", &s.ClockSkew, DefaultClockSkew, MaxClockSkew)
+	dur("max_token_age", &s.MaxTokenAge, 0, 0)
+	dur("refresh_min_interval", &s.RefreshMinInterval, DefaultRefreshMinInterval, 0)
+	dur("cache_ttl", &s.CacheTTL, DefaultCacheTTL, 0)
+	dur("max_stale", &s.MaxStale, DefaultMaxStale, 0)
+	dur("fetch_timeout", &s.FetchTimeout, DefaultFetchTimeout, 0)
+	if s.MaxStale < s.CacheTTL {
+		bad("max_stale %v is shorter than cache_ttl %v", s.MaxStale, s.CacheTTL)
+	}
+	switch {
+	case s.MaxResponseBytes < 0:
+		bad("max_response_bytes must not be negative")
+	case s.MaxResponseBytes == 0:
+		s.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	if s.Now == nil {
+		s.Now = time.Now
+	}
+	if s.Logger == nil {
+		s.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// checkFetchURL accepts https URLs, and http URLs on a loopback host when
+// InsecureAllowLoopbackHTTP is set.
+func (cfg *Config) checkFetchURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("invalid URL: %w", err)
+	}
+	if u.Host == "" || u.User != nil || u.Fragment != "" {
+		return fmt.Errorf("%q must be an absolute URL without userinfo or fragment", raw)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if cfg.InsecureAllowLoopbackHTTP && isLoopback(u.Hostname()) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%q must be an https URL", raw)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

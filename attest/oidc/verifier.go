@@ -1,0 +1,353 @@
+package oidc
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/safeconduct/safeconduct/attest"
+	"github.com/safeconduct/safeconduct/attest/internal/strictjson"
+)
+
+// MaxSubjectLength is the longest `sub` accepted, in bytes.
+const MaxSubjectLength = 1024
+
+// maxNumericDate is 9999-12-31T23:59:59Z: later dates are refused as absurd.
+const maxNumericDate = 253402300799
+
+// Verifier verifies the JWTs of one OIDC upstream against its cached keys. It is safe
+// for concurrent use.
+type Verifier struct {
+	s     *settings
+	keys  *keySet
+	fetch *fetcher // nil for a JWKSFile
+	algs  []jose.SignatureAlgorithm
+}
+
+var _ attest.Verifier = (*Verifier)(nil)
+
+// New validates cfg and returns its Verifier. A JWKSFile is read and vetted now; a
+// remote key set (JWKSURI or discovery) is fetched lazily, on first use, so that the
+// STS starts while an upstream is down. ctx supplies values (not cancellation, which
+// is ignored, as go-oidc does) to the Verifier's fetches.
+func New(ctx context.Context, cfg Config) (*Verifier, error) {
+	s, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	v := &Verifier{s: s}
+	for _, a := range s.Algorithms {
+		v.algs = append(v.algs, jose.SignatureAlgorithm(a))
+	}
+	v.keys = &keySet{
+		baseCtx:  context.WithoutCancel(ctx),
+		timeout:  s.FetchTimeout,
+		now:      s.Now,
+		interval: s.RefreshMinInterval,
+		ttl:      s.CacheTTL,
+		maxStale: s.MaxStale,
+		log:      s.Logger.With("upstream", s.Name),
+	}
+	if s.JWKSFile != "" {
+		snap, err := readJWKSFile(s.JWKSFile, s.MaxResponseBytes)
+		if err != nil {
+			return nil, fmt.Errorf("oidc upstream %q: jwks_file: %w", s.Name, err)
+		}
+		v.keys.cur.Store(snap)
+		return v, nil
+	}
+	v.fetch = &fetcher{
+		client:  newFetchClient(s.HTTPClient, s.FetchTimeout, s.MaxResponseBytes),
+		issuer:  s.Issuer,
+		jwksURI: s.JWKSURI,
+		check:   s.checkFetchURL,
+	}
+	v.keys.fetch = func(ctx context.Context) (*snapshot, string, error) {
+		body, uri, err := v.fetch.jwks(ctx)
+		if err != nil {
+			return nil, uri, err
+		}
+		snap, err := parseJWKS(body)
+		if err != nil {
+			return nil, uri, fmt.Errorf("jwks %s refused: %w", uri, err)
+		}
+		return snap, uri, nil
+	}
+	return v, nil
+}
+
+func readJWKSFile(path string, max int64) (*snapshot, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > max {
+		return nil, errTooLarge
+	}
+	return parseJWKS(data)
+}
+
+// Name returns the upstream's configured name.
+func (v *Verifier) Name() string { return v.s.Name }
+
+// Issuer returns the upstream's issuer, the key to route its tokens by.
+func (v *Verifier) Issuer() string { return v.s.Issuer }
+
+// Stats are counters of a Verifier's key fetching, for metrics.
+type Stats struct {
+	// Requests counts discovery and JWKS requests made.
+	Requests uint64
+	// Updates counts key sets accepted (the first included); Failures counts key
+	// refreshes that failed or fetched a set that was refused.
+	Updates, Failures uint64
+	// Keys is the number of usable keys cached now; KeysFetched when they were
+	// fetched (zero for a JWKSFile or before the first fetch).
+	Keys        int
+	KeysFetched time.Time
+}
+
+// Stats returns the Verifier's counters.
+func (v *Verifier) Stats() Stats {
+	var st Stats
+	if v.fetch != nil {
+		st.Requests = v.fetch.requests.Load()
+	}
+	st.Updates = v.keys.updates.Load()
+	st.Failures = v.keys.failures.Load()
+	if s := v.keys.cur.Load(); s != nil {
+		st.Keys = len(s.keys)
+		st.KeysFetched = s.fetched
+	}
+	return st
+}
+
+// Verify checks raw, presented as tokenType, and returns the attested Workload. In
+// order: the checks of attest.ParseHeaderInsecure; the upstream's algorithm list;
+// go-jose parsing with exactly one signature; the key by kid (one shared, rate
+// limited refresh for an unknown kid) fitting the alg; the signature; and only then
+// the claims: iss, aud, exp, nbf, iat, max age and sub. Errors wrap
+// attest.ErrUnsupportedType, ErrMalformed, ErrInvalid or ErrUnavailable.
+func (v *Verifier) Verify(ctx context.Context, raw, tokenType string) (*attest.Workload, error) {
+	hdr, err := attest.ParseHeaderInsecure(raw, tokenType)
+	if err != nil {
+		return nil, err
+	}
+	if !v.s.algs[hdr.Alg] {
+		return nil, v.invalid("alg %s not allowed for this upstream", hdr.Alg)
+	}
+	jws, err := jose.ParseSignedCompact(raw, v.algs)
+	if err != nil {
+		return nil, fmt.Errorf("%w: upstream %q: %w", attest.ErrMalformed, v.s.Name, err)
+	}
+	if len(jws.Signatures) != 1 {
+		return nil, fmt.Errorf("%w: upstream %q: %d signatures", attest.ErrMalformed, v.s.Name, len(jws.Signatures))
+	}
+	// go-jose parsed the same header bytes; insist it read them the same way.
+	if sh := jws.Signatures[0].Header; string(sh.Algorithm) != hdr.Alg || sh.KeyID != hdr.Kid {
+		return nil, fmt.Errorf("%w: upstream %q: header parsed inconsistently", attest.ErrMalformed, v.s.Name)
+	}
+	k, err := v.keys.key(ctx, hdr.Kid, hdr.Alg)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %q: %w", v.s.Name, err)
+	}
+	payload, err := jws.Verify(k.pub)
+	if err != nil {
+		return nil, v.invalid("signature: %v", err)
+	}
+	// Only now, with the signature verified, are claims looked at: an expired forged
+	// token fails as forged.
+	claims, err := strictjson.DecodeObject(payload, attest.MaxClaimsDepth)
+	if err != nil {
+		return nil, fmt.Errorf("%w: upstream %q: claims: %w", attest.ErrMalformed, v.s.Name, err)
+	}
+	return v.workload(claims)
+}
+
+func (v *Verifier) invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: upstream %q: %s", attest.ErrInvalid, v.s.Name, fmt.Sprintf(format, args...))
+}
+
+// workload checks verified claims and builds the Workload.
+func (v *Verifier) workload(c map[string]any) (*attest.Workload, error) {
+	if iss, _ := c["iss"].(string); iss != v.s.Issuer {
+		return nil, v.invalid("iss %.128q is not the upstream's issuer", iss)
+	}
+	aud, err := audience(c["aud"])
+	if err != nil {
+		return nil, v.invalid("%v", err)
+	}
+	if !v.acceptsAudience(aud) {
+		return nil, v.invalid("no accepted audience in aud")
+	}
+
+	now, skew := v.s.Now(), v.s.ClockSkew
+	exp, ok, err := numericDate(c, "exp")
+	switch {
+	case err != nil:
+		return nil, v.invalid("%v", err)
+	case !ok:
+		return nil, v.invalid("exp missing")
+	case !now.Before(exp.Add(skew)):
+		return nil, v.invalid("expired at %s", exp.UTC().Format(time.RFC3339))
+	}
+	nbf, ok, err := numericDate(c, "nbf")
+	switch {
+	case err != nil:
+		return nil, v.invalid("%v", err)
+	case ok && nbf.After(now.Add(skew)):
+		return nil, v.invalid("not valid before %s", nbf.UTC().Format(time.RFC3339))
+	}
+	iat, hasIat, err := numericDate(c, "iat")
+	switch {
+	case err != nil:
+		return nil, v.invalid("%v", err)
+	case hasIat && iat.After(now.Add(skew)):
+		return nil, v.invalid("issued in the future (%s)", iat.UTC().Format(time.RFC3339))
+	case v.s.MaxTokenAge > 0 && !hasIat:
+		return nil, v.invalid("iat missing and a max token age is set")
+	case v.s.MaxTokenAge > 0 && now.Sub(iat) > v.s.MaxTokenAge+skew:
+		return nil, v.invalid("issued %s ago, more than max token age %v", now.Sub(iat).Round(time.Second), v.s.MaxTokenAge)
+	}
+
+	sub, ok := c["sub"].(string)
+	if !ok {
+		return nil, v.invalid("sub missing or not a string")
+	}
+	if err := checkSubject(sub); err != nil {
+		return nil, v.invalid("%v", err)
+	}
+	var jti string
+	if j, ok := c["jti"]; ok {
+		if jti, ok = j.(string); !ok {
+			return nil, v.invalid("jti not a string")
+		}
+	}
+
+	w := &attest.Workload{
+		Upstream:   v.s.Name,
+		Issuer:     v.s.Issuer,
+		Subject:    sub,
+		ID:         sub,
+		TokenID:    jti,
+		Audience:   aud,
+		Expiry:     exp,
+		Claims:     c,
+		Attributes: map[string]string{"sub": sub, "iss": v.s.Issuer},
+	}
+	if hasIat {
+		w.IssuedAt = iat
+	}
+	kubernetesAttributes(c, w.Attributes)
+	return w, nil
+}
+
+func (v *Verifier) acceptsAudience(aud []string) bool {
+	for _, a := range aud {
+		for _, want := range v.s.Audiences {
+			if a == want {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// audience reads `aud`: a non-empty string or a non-empty array of non-empty strings.
+func audience(v any) ([]string, error) {
+	switch a := v.(type) {
+	case nil:
+		return nil, fmt.Errorf("aud missing")
+	case string:
+		if a == "" {
+			return nil, fmt.Errorf("aud empty")
+		}
+		return []string{a}, nil
+	case []any:
+		if len(a) == 0 {
+			return nil, fmt.Errorf("aud empty")
+		}
+		out := make([]string, len(a))
+		for i, e := range a {
+			s, ok := e.(string)
+			if !ok || s == "" {
+				return nil, fmt.Errorf("aud entry not a non-empty string")
+			}
+			out[i] = s
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("aud neither a string nor an array")
+}
+
+// numericDate reads an optional NumericDate claim, which must be a JSON number
+// between 0 and year 9999.
+func numericDate(c map[string]any, name string) (time.Time, bool, error) {
+	v, ok := c[name]
+	if !ok {
+		return time.Time{}, false, nil
+	}
+	f, ok := v.(float64)
+	if !ok {
+		return time.Time{}, false, fmt.Errorf("%s is not a number", name)
+	}
+	if f < 0 || f > maxNumericDate || math.IsNaN(f) {
+		return time.Time{}, false, fmt.Errorf("%s out of range", name)
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)), true, nil
+}
+
+// checkSubject refuses empty or overlong subjects, invalid UTF-8, and any control,
+// format (invisible, bidi) or white space character.
+func checkSubject(sub string) error {
+	if sub == "" || len(sub) > MaxSubjectLength {
+		return fmt.Errorf("sub of %d bytes (allowed 1 to %d)", len(sub), MaxSubjectLength)
+	}
+	for i, r := range sub {
+		if r == utf8.RuneError || unicode.IsControl(r) || unicode.IsSpace(r) || unicode.Is(unicode.Cf, r) {
+			return fmt.Errorf("sub has a forbidden character at byte %d", i)
+		}
+	}
+	return nil
+}
+
+// kubernetesAttributes copies the string fields of a Kubernetes projected service
+// account token's `kubernetes.io` claim into attrs.
+func kubernetesAttributes(c map[string]any, attrs map[string]string) {
+	k8s, ok := c["kubernetes.io"].(map[string]any)
+	if !ok {
+		return
+	}
+	str := func(m map[string]any, name string) (string, bool) {
+		s, ok := m[name].(string)
+		return s, ok && s != ""
+	}
+	if ns, ok := str(k8s, "namespace"); ok {
+		attrs["namespace"] = ns
+	}
+	if sa, ok := k8s["serviceaccount"].(map[string]any); ok {
+		if name, ok := str(sa, "name"); ok {
+			attrs["service_account"] = name
+		}
+	}
+	if pod, ok := k8s["pod"].(map[string]any); ok {
+		if name, ok := str(pod, "name"); ok {
+			attrs["pod"] = name
+		}
+		if uid, ok := str(pod, "uid"); ok {
+			attrs["pod_uid"] = uid
+		}
+	}
+}
