@@ -1,0 +1,418 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google/externalaccount"
+
+	"github.com/safeconduct/safeconduct/internal/stsclient"
+	"github.com/safeconduct/safeconduct/internal/testissuer"
+	"github.com/safeconduct/safeconduct/internal/testredis"
+)
+
+// End-to-end tests: the real sts and stsctl binaries, real TLS on 127.0.0.1, a real
+// OIDC upstream (discovery + JWKS over TLS) and a JWKS-file upstream, verification
+// with go-oidc from the STS's own discovery, and a third-party RFC 8693 client.
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sts-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	for _, name := range []string{"sts", "stsctl"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), "../"+name)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", name, err, out)
+			os.Exit(1)
+		}
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const (
+	ledger   = "https://ledger.internal"
+	payments = "system:serviceaccount:payments:api"
+	outsider = "system:serviceaccount:billing:api"
+)
+
+const e2ePolicy = `rules:
+  - name: payments-to-ledger
+    effect: allow
+    upstreams: [cluster-a, cluster-b]
+    subjects: ["system:serviceaccount:payments:*"]
+    audiences: ["https://ledger.internal"]
+    scopes: [ledger.read, ledger.write]
+    max_ttl: 10m
+`
+
+type e2e struct {
+	t      *testing.T
+	dir    string
+	url    string
+	cfg    string
+	caFile string
+	client *http.Client
+	a, b   *testissuer.Issuer
+	cmd    *exec.Cmd
+	log    *lockedBuffer
+	done   chan error
+}
+
+// setup writes TLS files, upstream keys, config and policy. revocation is the YAML
+// revocation section ("" for the embedded store).
+func setup(t *testing.T, revocation string) *e2e {
+	t.Helper()
+	e := &e2e{t: t, dir: t.TempDir(), a: testissuer.New(t, "https://issuer.example"), b: testissuer.Serve(t)}
+	port := freePort(t)
+	e.url = fmt.Sprintf("https://127.0.0.1:%d", port)
+	// A throwaway CA for the STS certificate (the quickstart's generator).
+	if err := ensureTLS(e.path("ca.crt"), e.path("tls.crt"), e.path("tls.key")); err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	ca, _ := os.ReadFile(e.path("ca.crt"))
+	pool.AppendCertsFromPEM(ca)
+	e.caFile = e.path("ca.crt")
+	e.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	if revocation == "" {
+		revocation = "revocation:\n  backend: embedded\n  embedded: {path: data/revocation.db}\n"
+	}
+	e.write("sts.yaml", fmt.Sprintf(`issuer: %s
+listen: 127.0.0.1:%d
+tls: {cert_file: tls.crt, key_file: tls.key}
+signing: {algorithm: ES256, key_dir: keys}
+tokens: {default_ttl: 5m, max_ttl: 1h}
+upstreams:
+  - name: cluster-a
+    kind: oidc
+    issuer: https://issuer.example
+    audiences: [sts]
+    jwks_file: cluster-a-jwks.json
+  - name: cluster-b
+    kind: oidc
+    issuer: %s
+    audiences: [sts]
+policy_files: [policy.yaml]
+%s`, e.url, port, e.b.URL, revocation))
+	e.write("policy.yaml", e2ePolicy)
+	e.write("cluster-a-jwks.json", string(e.a.JWKS()))
+	e.cfg = e.path("sts.yaml")
+	return e
+}
+
+func (e *e2e) path(name string) string { return filepath.Join(e.dir, name) }
+
+func (e *e2e) write(name, data string) {
+	e.t.Helper()
+	if err := os.WriteFile(e.path(name), []byte(data), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// start runs `sts serve` from another working directory (paths resolve against the
+// config file) and waits until discovery answers.
+func (e *e2e) start() {
+	t := e.t
+	t.Helper()
+	e.cmd = exec.Command(filepath.Join(binDir, "sts"), "serve", "--config", e.cfg)
+	e.cmd.Dir = t.TempDir()
+	// The served upstream's certificate is trusted the way operators do it.
+	e.cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+e.b.WriteCA(t, e.dir))
+	e.log = &lockedBuffer{}
+	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
+	if err := e.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.done = make(chan error, 1)
+	go func() { e.done <- e.cmd.Wait() }()
+	t.Cleanup(func() { e.stop() })
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-e.done:
+			t.Fatalf("sts exited early: %v\n%s", err, e.log)
+		default:
+		}
+		resp, err := e.client.Get(e.url + "/.well-known/openid-configuration")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("sts not ready in 20s\n%s", e.log)
+}
+
+// stop sends SIGTERM and waits (bounded) for a clean exit.
+func (e *e2e) stop() error {
+	if e.cmd == nil || e.cmd.ProcessState != nil {
+		return nil
+	}
+	_ = e.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-e.done:
+		e.done <- err
+		return err
+	case <-time.After(15 * time.Second):
+		_ = e.cmd.Process.Kill()
+		return fmt.Errorf("sts did not stop within 15s")
+	}
+}
+
+func (e *e2e) exchange(subject string) (*stsclient.Response, error) {
+	return stsclient.Exchange(context.Background(), e.client, e.url+"/token", stsclient.Request{
+		SubjectToken: subject, SubjectTokenType: stsclient.TypeJWT,
+		Audiences: []string{ledger}, Scopes: []string{"ledger.read"},
+	})
+}
+
+func TestE2EExchangeAndVerify(t *testing.T) {
+	e := setup(t, "")
+	e.start()
+	for name, subject := range map[string]string{
+		"jwks-file upstream": e.a.Token(t, payments),
+		"discovery upstream": e.b.Token(t, payments),
+	} {
+		t.Run(name, func(t *testing.T) {
+			resp, err := e.exchange(subject)
+			if err != nil {
+				t.Fatal(err)
+			}
+			claims, err := stsclient.Verify(context.Background(), e.client, e.url, ledger, resp.AccessToken)
+			if err != nil {
+				t.Fatalf("go-oidc rejects the minted token: %v", err)
+			}
+			if claims["sub"] != payments || claims["aud"] != ledger || claims["scope"] != "ledger.read" {
+				t.Fatalf("claims %v", claims)
+			}
+			// A verifier for another audience refuses it.
+			if _, err := stsclient.Verify(context.Background(), e.client, e.url, "https://other.internal", resp.AccessToken); err == nil {
+				t.Fatal("token accepted for another audience")
+			}
+		})
+	}
+	if _, err := e.exchange(e.a.Token(t, outsider)); err == nil || !strings.Contains(err.Error(), "invalid_request") {
+		t.Fatalf("outsider: %v", err)
+	}
+	// Nothing secret in the log: no token, no key.
+	if err := e.stop(); err != nil {
+		t.Fatalf("graceful stop: %v", err)
+	}
+	if strings.Contains(e.log.String(), "eyJ") || strings.Contains(e.log.String(), "PRIVATE") {
+		t.Fatal("log holds token or key material")
+	}
+	if !strings.Contains(e.log.String(), `"subject_token_sha256"`) {
+		t.Fatalf("no audit event in the log:\n%s", e.log)
+	}
+}
+
+// TestE2EExternalAccountClient: golang.org/x/oauth2's external-account client, an RFC
+// 8693 client we did not write, obtains a token that verifies.
+func TestE2EExternalAccountClient(t *testing.T) {
+	e := setup(t, "")
+	e.start()
+	file := e.path("subject.jwt")
+	e.write("subject.jwt", e.a.Token(t, payments))
+	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, e.client)
+	ts, err := externalaccount.NewTokenSource(ctx, externalaccount.Config{
+		Audience:         ledger,
+		SubjectTokenType: stsclient.TypeJWT,
+		TokenURL:         e.url + "/token",
+		CredentialSource: &externalaccount.CredentialSource{File: file},
+		Scopes:           []string{"ledger.read"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := ts.Token()
+	if err != nil {
+		t.Fatalf("externalaccount: %v", err)
+	}
+	if _, err := stsclient.Verify(context.Background(), e.client, e.url, ledger, tok.AccessToken); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestE2EStsctl: stsctl exchange prints the response; stsctl verify validates it.
+func TestE2EStsctl(t *testing.T) {
+	e := setup(t, "")
+	e.start()
+	e.write("subject.jwt", e.a.Token(t, payments))
+	out := runBin(t, 0, "stsctl", "exchange", "--sts", e.url, "--cacert", e.caFile,
+		"--subject-token", "@"+e.path("subject.jwt"), "--audience", ledger, "--scope", "ledger.read", "--token-only")
+	e.write("minted.jwt", strings.TrimSpace(out))
+	out = runBin(t, 0, "stsctl", "verify", "--issuer", e.url, "--cacert", e.caFile, "--audience", ledger, "--token", "@"+e.path("minted.jwt"))
+	if !strings.Contains(out, `"sub": "`+payments+`"`) {
+		t.Fatalf("verify output:\n%s", out)
+	}
+	out = runBin(t, 1, "stsctl", "verify", "--issuer", e.url, "--cacert", e.caFile, "--audience", "https://other", "--token", "@"+e.path("minted.jwt"))
+	if !strings.Contains(out, "token rejected") {
+		t.Fatalf("verify for another audience:\n%s", out)
+	}
+	out = runBin(t, 1, "stsctl", "exchange", "--sts", e.url, "--cacert", e.caFile,
+		"--subject-token", "@"+e.path("subject.jwt"), "--audience", "https://evil.example")
+	if !strings.Contains(out, "invalid_target") {
+		t.Fatalf("refused exchange:\n%s", out)
+	}
+}
+
+// TestE2ERedisBackend: with Redis as the store the exchange works; when Redis dies the
+// STS fails closed (503, nothing minted) and reports not ready.
+func TestE2ERedisBackend(t *testing.T) {
+	addr, stopRedis := testredis.StartProcess(t)
+	e := setup(t, fmt.Sprintf("revocation:\n  backend: redis\n  redis: {addrs: [%q], prefix: %q}\n", addr, testredis.Prefix(t)))
+	e.start()
+	if _, err := e.exchange(e.a.Token(t, payments)); err != nil {
+		t.Fatal(err)
+	}
+	stopRedis()
+	_, err := e.exchange(e.a.Token(t, payments))
+	if se, ok := err.(*stsclient.Error); !ok || se.Status != 503 || se.Code != "temporarily_unavailable" {
+		t.Fatalf("with Redis down: %v", err)
+	}
+	resp, err := e.client.Get(e.url + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Fatalf("readyz %d with Redis down", resp.StatusCode)
+	}
+}
+
+// TestE2EPolicyReloadOnSIGHUP: a new policy takes effect on SIGHUP; a broken one is
+// refused with file:line in the log and the last good policy stays.
+func TestE2EPolicyReloadOnSIGHUP(t *testing.T) {
+	e := setup(t, "")
+	e.start()
+	if _, err := e.exchange(e.a.Token(t, outsider)); err == nil {
+		t.Fatal("outsider allowed before reload")
+	}
+	e.write("policy.yaml", strings.Replace(e2ePolicy, "payments:*", "*", 1))
+	hup := func() { _ = e.cmd.Process.Signal(syscall.SIGHUP) }
+	hup()
+	waitFor(t, func() bool { _, err := e.exchange(e.a.Token(t, outsider)); return err == nil })
+	e.write("policy.yaml", "rules:\n  - name: broken\n    effect: maybe\n")
+	hup()
+	waitFor(t, func() bool { return strings.Contains(e.log.String(), "policy reload failed") })
+	if !strings.Contains(e.log.String(), "policy.yaml:3") {
+		t.Fatalf("reload error lacks file:line:\n%s", e.log)
+	}
+	if _, err := e.exchange(e.a.Token(t, outsider)); err != nil {
+		t.Fatalf("last good policy dropped: %v", err)
+	}
+}
+
+func TestE2ECheckConfig(t *testing.T) {
+	e := setup(t, "")
+	if out := runBin(t, 0, "sts", "check-config", "--config", e.cfg); !strings.Contains(out, ": ok") {
+		t.Fatalf("good config:\n%s", out)
+	}
+	if _, err := os.Stat(e.path("keys")); err == nil {
+		t.Fatal("check-config created the key directory")
+	}
+	e.write("policy.yaml", "rules:\n  - name: r\n    effect: allow\n    upstreams: [cluster-z]\n    subjects: [\"*\"]\n    audiences: [a]\n")
+	out := runBin(t, 1, "sts", "check-config", "--config", e.cfg)
+	if !strings.Contains(out, "policy.yaml:4") || !strings.Contains(out, "cluster-z") {
+		t.Fatalf("unknown upstream in policy:\n%s", out)
+	}
+	e.write("bad.yaml", "issuer: https://x\nlisten: nope\ncolour: blue\nupstreams: []\n")
+	out = runBin(t, 1, "sts", "check-config", "--config", e.path("bad.yaml"))
+	for _, want := range []string{"bad.yaml:2: listen must be host:port", "bad.yaml:3: field colour not found", "bad.yaml:4: at least one upstream"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check-config output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestE2EQuickstart(t *testing.T) {
+	dir := t.TempDir()
+	out := runBin(t, 0, "sts", "quickstart", "--once", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	if !strings.Contains(out, "verifies from") || !strings.Contains(out, `"sub": "system:serviceaccount:demo:app"`) {
+		t.Fatalf("quickstart output:\n%s", out)
+	}
+	// A second run reuses the files (keys, certificates) and works again.
+	runBin(t, 0, "sts", "quickstart", "--once", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+}
+
+// runBin executes a built binary and checks its exit code; it returns stdout+stderr.
+func runBin(t *testing.T, wantCode int, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, name), args...)
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if code != wantCode {
+		t.Fatalf("%s %s: exit %d, want %d\n%s", name, strings.Join(args, " "), code, wantCode, out)
+	}
+	return string(out)
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("condition not met within 10s")
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// lockedBuffer is the child's output, written by exec's copier while tests read it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}

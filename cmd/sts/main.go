@@ -1,0 +1,214 @@
+// Command sts is the safeconduct Security Token Service.
+//
+//	sts serve --config sts.yaml          run the STS
+//	sts check-config --config sts.yaml   validate the configuration and exit
+//	sts quickstart [--dir DIR]           write a demo setup, run it, show an exchange
+//	sts version
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/safeconduct/safeconduct/issuer"
+)
+
+const usage = `usage: sts <command> [flags]
+
+commands:
+  serve --config FILE          run the STS
+  check-config --config FILE   validate the configuration (and policy, keys, TLS files)
+  quickstart [--dir DIR]       create a self-contained demo (self-signed TLS, a demo
+                               upstream, a policy), start it and show one exchange
+  version                      print the version
+`
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	switch args[0] {
+	case "serve":
+		return cmdServe(ctx, args[1:], stderr)
+	case "check-config":
+		return cmdCheckConfig(ctx, args[1:], stdout, stderr)
+	case "quickstart":
+		return cmdQuickstart(ctx, args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, version())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "sts: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		v := bi.Main.Version
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				v += " " + s.Value
+			}
+		}
+		return "sts " + v
+	}
+	return "sts (unknown version)"
+}
+
+func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "path of the configuration file (required)")
+	if err := fs.Parse(args); err != nil {
+		return "", false
+	}
+	if *path == "" || fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "usage: sts %s --config FILE\n", name)
+		return "", false
+	}
+	return *path, true
+}
+
+func cmdCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	path, ok := configFlag("check-config", args, stderr)
+	if !ok {
+		return 2
+	}
+	cfg, err := issuer.LoadConfig(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if err := issuer.Check(ctx, cfg); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", path)
+	return 0
+}
+
+func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
+	path, ok := configFlag("serve", args, stderr)
+	if !ok {
+		return 2
+	}
+	cfg, err := issuer.LoadConfig(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	log := newLogger(cfg.Log, stderr)
+	redis.SetLogger(redisLogger{log})
+	if err := serve(ctx, cfg, log, nil); err != nil {
+		log.Error("sts stopped", slog.String("error", err.Error()))
+		return 1
+	}
+	return 0
+}
+
+// serve runs the STS for cfg until ctx ends. ready, when not nil, is called once the
+// listener is bound.
+func serve(ctx context.Context, cfg *issuer.Config, log *slog.Logger, ready func()) error {
+	s, err := issuer.New(ctx, cfg, issuer.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	tlsConfig, err := tlsFor(cfg)
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	go reloadOnHUP(ctx, cfg, s, log)
+	log.Info("sts serving",
+		slog.String("issuer", cfg.Issuer),
+		slog.String("listen", l.Addr().String()),
+		slog.Bool("tls", tlsConfig != nil),
+		slog.String("kid", s.ActiveKeyID()),
+		slog.String("alg", string(s.Algorithm())),
+		slog.String("revocation", cfg.Revocation.Backend))
+	if ready != nil {
+		ready()
+	}
+	err = s.Serve(ctx, l, tlsConfig, 10*time.Second)
+	log.Info("sts stopped serving")
+	return err
+}
+
+func tlsFor(cfg *issuer.Config) (*tls.Config, error) {
+	if cfg.TLS.InsecureHTTP {
+		return nil, nil
+	}
+	return issuer.LoadTLS(cfg)
+}
+
+// reloadOnHUP reloads the policy files on SIGHUP; an invalid policy is logged and
+// the last good one kept.
+func reloadOnHUP(ctx context.Context, cfg *issuer.Config, s *issuer.Server, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			p, err := issuer.LoadPolicy(cfg)
+			if err != nil {
+				log.Error("policy reload failed; keeping the last good policy", slog.String("error", err.Error()))
+				continue
+			}
+			s.SetPolicy(p)
+			log.Info("policy reloaded")
+		}
+	}
+}
+
+func newLogger(c issuer.LogConfig, w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	switch c.Level {
+	case "debug":
+		level = slog.LevelDebug
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// redisLogger routes go-redis's internal messages (dial failures, pool events) into
+// the structured log instead of bare stderr lines.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, fmt.Sprintf(format, v...), slog.String("component", "redis"))
+}

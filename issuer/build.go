@@ -1,0 +1,199 @@
+package issuer
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/safeconduct/safeconduct/attest"
+	"github.com/safeconduct/safeconduct/attest/oidc"
+	"github.com/safeconduct/safeconduct/policy"
+	"github.com/safeconduct/safeconduct/revocation"
+)
+
+// New assembles a Server from a validated Config: the signing keys (a key is created
+// in an empty key_dir), the upstream verifiers, the policy and the revocation store.
+// Remote upstream keys are fetched lazily, so one unreachable upstream does not stop
+// the STS from starting.
+func New(ctx context.Context, cfg *Config, o Options) (*Server, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	router, err := buildAttester(ctx, cfg, o)
+	if err != nil {
+		return nil, err
+	}
+	pol, err := loadPolicy(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ring, err := loadKeyRing(cfg.Path(cfg.Signing.KeyDir), jose.SignatureAlgorithm(cfg.Signing.Algorithm), o.Now())
+	if err != nil {
+		return nil, err
+	}
+	store, err := openStore(cfg, o)
+	if err != nil {
+		return nil, err
+	}
+	s, err := newServer(deps{
+		issuer:     cfg.Issuer,
+		attester:   router,
+		decider:    pol,
+		store:      store,
+		ring:       ring,
+		defaultTTL: cfg.Tokens.DefaultTTL.D(),
+		maxTTL:     cfg.Tokens.MaxTTL.D(),
+	}, o)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Check is the dry run of New behind `sts check-config`: it validates everything New
+// would use (policy files, JWKS files, TLS files, the key directory) without
+// creating keys, opening the store or making network requests. All problems are
+// reported together.
+func Check(ctx context.Context, cfg *Config) error {
+	var errs []error
+	if _, err := buildAttester(ctx, cfg, Options{}); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := loadPolicy(cfg); err != nil {
+		errs = append(errs, err)
+	}
+	if !cfg.TLS.InsecureHTTP {
+		if _, err := LoadTLS(cfg); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	dir := cfg.Path(cfg.Signing.KeyDir)
+	if _, err := os.Stat(dir); err == nil {
+		if keys, err := readKeys(dir, jose.SignatureAlgorithm(cfg.Signing.Algorithm)); err != nil {
+			errs = append(errs, err)
+		} else if len(keys) > 0 {
+			if _, err := newKeyRing(keys, jose.SignatureAlgorithm(cfg.Signing.Algorithm)); err != nil {
+				errs = append(errs, fmt.Errorf("%w (a %s key is created at start when none exists)", err, cfg.Signing.Algorithm))
+			}
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("signing.key_dir: %w", err))
+	}
+	if cfg.Revocation.Backend == "redis" && cfg.Revocation.Redis.PasswordFile != "" {
+		if _, err := os.Stat(cfg.Path(cfg.Revocation.Redis.PasswordFile)); err != nil {
+			errs = append(errs, fmt.Errorf("revocation.redis.password_file: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func buildAttester(ctx context.Context, cfg *Config, o Options) (*attest.Router, error) {
+	byIssuer := map[string]attest.Verifier{}
+	var errs []error
+	for _, u := range cfg.Upstreams {
+		v, err := oidc.New(ctx, oidc.Config{
+			Name:        u.Name,
+			Issuer:      u.Issuer,
+			Audiences:   u.Audiences,
+			JWKSURI:     u.JWKSURI,
+			JWKSFile:    cfg.Path(u.JWKSFile),
+			Algorithms:  u.Algorithms,
+			ClockSkew:   u.ClockSkew.D(),
+			MaxTokenAge: u.MaxTokenAge.D(),
+			Now:         o.Now,
+			Logger:      o.Logger,
+			HTTPClient:  o.UpstreamClient,
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("upstream %s: %w", u.Name, err))
+			continue
+		}
+		byIssuer[u.Issuer] = v
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return attest.NewRouter(byIssuer)
+}
+
+func loadPolicy(cfg *Config) (*policy.Policy, error) {
+	files := make([]string, len(cfg.PolicyFiles))
+	for i, f := range cfg.PolicyFiles {
+		files[i] = cfg.Path(f)
+	}
+	p, err := policy.Load(files...)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(cfg.Upstreams))
+	for i, u := range cfg.Upstreams {
+		names[i] = u.Name
+	}
+	if err := p.ValidateUpstreams(names); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// LoadPolicy loads and validates the configured policy files (for hot reload).
+func LoadPolicy(cfg *Config) (Decider, error) { return loadPolicy(cfg) }
+
+func openStore(cfg *Config, o Options) (revocation.Store, error) {
+	switch cfg.Revocation.Backend {
+	case "redis":
+		r := cfg.Revocation.Redis
+		rc := revocation.RedisConfig{
+			Addrs:      r.Addrs,
+			MasterName: r.MasterName,
+			Cluster:    r.Cluster,
+			Username:   r.Username,
+			DB:         r.DB,
+		}
+		if r.PasswordFile != "" {
+			pw, err := os.ReadFile(cfg.Path(r.PasswordFile))
+			if err != nil {
+				return nil, fmt.Errorf("revocation.redis.password_file: %w", err)
+			}
+			rc.Password = strings.TrimRight(string(pw), "\r\n")
+		}
+		if r.TLS {
+			tc := &tls.Config{MinVersion: tls.VersionTLS12}
+			if r.CAFile != "" {
+				pem, err := os.ReadFile(cfg.Path(r.CAFile))
+				if err != nil {
+					return nil, fmt.Errorf("revocation.redis.ca_file: %w", err)
+				}
+				tc.RootCAs = x509.NewCertPool()
+				if !tc.RootCAs.AppendCertsFromPEM(pem) {
+					return nil, errors.New("revocation.redis.ca_file: no certificate found")
+				}
+			}
+			rc.TLS = tc
+		}
+		return revocation.NewRedis(revocation.NewRedisClient(rc), revocation.RedisOptions{Prefix: r.Prefix, Now: o.Now}), nil
+	default:
+		return revocation.OpenEmbedded(cfg.Path(cfg.Revocation.Embedded.Path), revocation.EmbeddedOptions{Now: o.Now})
+	}
+}
+
+// LoadTLS reads the serving certificate and key named by the config and returns a
+// TLS 1.2+ server configuration.
+func LoadTLS(cfg *Config) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(cfg.Path(cfg.TLS.CertFile), cfg.Path(cfg.TLS.KeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		NextProtos:   []string{"h2", "http/1.1"},
+	}, nil
+}

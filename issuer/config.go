@@ -1,0 +1,436 @@
+package issuer
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the STS configuration file (see README "Configuration"). Field names are
+// the contract; unknown keys are errors.
+type Config struct {
+	Issuer      string           `yaml:"issuer"`
+	Listen      string           `yaml:"listen"`
+	TLS         TLSConfig        `yaml:"tls"`
+	Signing     SigningConfig    `yaml:"signing"`
+	Tokens      TokensConfig     `yaml:"tokens"`
+	Upstreams   []UpstreamConfig `yaml:"upstreams"`
+	PolicyFiles []string         `yaml:"policy_files"`
+	Revocation  RevocationConfig `yaml:"revocation"`
+	Log         LogConfig        `yaml:"log"`
+
+	// path is the file the config was read from; relative paths resolve against its
+	// directory.
+	path string
+}
+
+// TLSConfig names the serving certificate. InsecureHTTP serves plain HTTP and must be
+// asked for explicitly (tests, or TLS terminated by a trusted local proxy).
+type TLSConfig struct {
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	InsecureHTTP bool   `yaml:"insecure_http"`
+}
+
+// SigningConfig selects the signing algorithm and where the PEM keys live.
+type SigningConfig struct {
+	Algorithm string `yaml:"algorithm"`
+	KeyDir    string `yaml:"key_dir"`
+}
+
+// TokensConfig bounds minted token lifetimes.
+type TokensConfig struct {
+	DefaultTTL Duration `yaml:"default_ttl"`
+	MaxTTL     Duration `yaml:"max_ttl"`
+}
+
+// UpstreamConfig is one trusted upstream issuer.
+type UpstreamConfig struct {
+	Name        string   `yaml:"name"`
+	Kind        string   `yaml:"kind"`
+	Issuer      string   `yaml:"issuer"`
+	Audiences   []string `yaml:"audiences"`
+	JWKSURI     string   `yaml:"jwks_uri"`
+	JWKSFile    string   `yaml:"jwks_file"`
+	Algorithms  []string `yaml:"algorithms"`
+	ClockSkew   Duration `yaml:"clock_skew"`
+	MaxTokenAge Duration `yaml:"max_token_age"`
+}
+
+// RevocationConfig selects the revocation store backend.
+type RevocationConfig struct {
+	Backend  string         `yaml:"backend"`
+	Embedded EmbeddedConfig `yaml:"embedded"`
+	Redis    RedisConfig    `yaml:"redis"`
+}
+
+// EmbeddedConfig is the bbolt file of the embedded store.
+type EmbeddedConfig struct {
+	Path string `yaml:"path"`
+}
+
+// RedisConfig is how to reach Redis (standalone, Sentinel with master_name, or Cluster
+// with several addrs).
+type RedisConfig struct {
+	Addrs      []string `yaml:"addrs"`
+	MasterName string   `yaml:"master_name"`
+	Cluster    bool     `yaml:"cluster"`
+	Username   string   `yaml:"username"`
+	// PasswordFile holds the password (never put secrets in the config itself).
+	PasswordFile string `yaml:"password_file"`
+	DB           int    `yaml:"db"`
+	Prefix       string `yaml:"prefix"`
+	TLS          bool   `yaml:"tls"`
+	CAFile       string `yaml:"ca_file"`
+}
+
+// LogConfig sets the application log.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info (default), warn, error
+	Format string `yaml:"format"` // json (default) or text
+}
+
+// Duration is a time.Duration written as a Go duration string ("5m", "90s").
+type Duration time.Duration
+
+// UnmarshalYAML reads a duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return errors.New("want a duration such as 5m or 90s")
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("want a duration such as 5m or 90s, got %q", n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Signing algorithms the STS can mint with.
+var signingAlgorithms = []string{"ES256", "EdDSA", "RS256", "PS256"}
+
+// Upstream token algorithms that may be allowed.
+var upstreamAlgorithms = []string{"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
+
+// Problem is one configuration error at a place in a file.
+type Problem struct {
+	File string
+	Line int
+	Msg  string
+}
+
+func (p Problem) String() string {
+	if p.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s", p.File, p.Line, p.Msg)
+	}
+	return fmt.Sprintf("%s: %s", p.File, p.Msg)
+}
+
+// ConfigError holds every problem found in a configuration, in file order.
+type ConfigError struct {
+	Problems []Problem
+}
+
+func (e *ConfigError) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// maxConfigSize bounds the config file.
+const maxConfigSize = 1 << 20
+
+// LoadConfig reads, strictly parses and validates the configuration at path,
+// reporting every problem together (a *ConfigError). It reads no other file and
+// makes no network request.
+func LoadConfig(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxConfigSize {
+		return nil, &ConfigError{Problems: []Problem{{File: path, Msg: "file larger than 1 MiB"}}}
+	}
+	return ParseConfig(path, data)
+}
+
+// ParseConfig parses and validates configuration bytes; name is used in problems and
+// as the base for relative paths.
+func ParseConfig(name string, data []byte) (*Config, error) {
+	cfg := &Config{path: name}
+	var problems []Problem
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, &ConfigError{Problems: []Problem{yamlProblem(name, err)}}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, &ConfigError{Problems: []Problem{yamlProblem(name, err)}}
+		}
+		for _, msg := range te.Errors {
+			problems = append(problems, yamlProblem(name, errors.New(msg)))
+		}
+	}
+	v := &validator{file: name, root: &root}
+	cfg.validate(v)
+	problems = append(problems, v.problems...)
+	if len(problems) > 0 {
+		slices.SortStableFunc(problems, func(a, b Problem) int { return a.Line - b.Line })
+		return nil, &ConfigError{Problems: problems}
+	}
+	return cfg, nil
+}
+
+// yamlProblem turns a yaml.v3 message ("yaml: line 3: ..." or "line 3: ...") into a
+// Problem with its line.
+func yamlProblem(file string, err error) Problem {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if num, tail, ok := strings.Cut(rest, ": "); ok {
+			if n, err := strconv.Atoi(num); err == nil {
+				return Problem{File: file, Line: n, Msg: tail}
+			}
+		}
+	}
+	return Problem{File: file, Msg: msg}
+}
+
+// validator collects problems with the line of the offending key.
+type validator struct {
+	file     string
+	root     *yaml.Node
+	problems []Problem
+}
+
+// at records msg at the node reached by path (map keys and list indexes); the
+// deepest existing node's line is used.
+func (v *validator) at(msg string, path ...any) {
+	v.problems = append(v.problems, Problem{File: v.file, Line: lineOf(v.root, path), Msg: msg})
+}
+
+func lineOf(n *yaml.Node, path []any) int {
+	if n == nil {
+		return 0
+	}
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := n.Line
+	for _, p := range path {
+		var next *yaml.Node
+		switch p := p.(type) {
+		case string:
+			if n.Kind == yaml.MappingNode {
+				for i := 0; i+1 < len(n.Content); i += 2 {
+					if n.Content[i].Value == p {
+						line = n.Content[i].Line
+						next = n.Content[i+1]
+						break
+					}
+				}
+			}
+		case int:
+			if n.Kind == yaml.SequenceNode && p < len(n.Content) {
+				next = n.Content[p]
+				line = next.Line
+			}
+		}
+		if next == nil {
+			return line
+		}
+		n = next
+	}
+	return line
+}
+
+func (c *Config) validate(v *validator) {
+	if c.Issuer == "" {
+		v.at("issuer is required", "issuer")
+	} else if u, err := url.Parse(c.Issuer); err != nil || !u.IsAbs() || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(c.Issuer, "/") {
+		v.at("issuer must be an absolute URL without query, fragment or trailing slash", "issuer")
+	} else if u.Scheme != "https" && !(u.Scheme == "http" && c.TLS.InsecureHTTP) {
+		v.at("issuer must be https (http only with tls.insecure_http: true)", "issuer")
+	}
+	if c.Listen == "" {
+		v.at("listen is required (host:port)", "listen")
+	} else if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		v.at("listen must be host:port", "listen")
+	}
+	if c.TLS.InsecureHTTP {
+		if c.TLS.CertFile != "" || c.TLS.KeyFile != "" {
+			v.at("tls.insecure_http excludes cert_file and key_file", "tls")
+		}
+	} else if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
+		v.at("tls.cert_file and tls.key_file are required (or tls.insecure_http: true)", "tls")
+	}
+	if c.Signing.Algorithm == "" {
+		c.Signing.Algorithm = "ES256"
+	} else if !slices.Contains(signingAlgorithms, c.Signing.Algorithm) {
+		v.at(fmt.Sprintf("signing.algorithm %q is not one of %s", c.Signing.Algorithm, strings.Join(signingAlgorithms, ", ")), "signing", "algorithm")
+	}
+	if c.Signing.KeyDir == "" {
+		v.at("signing.key_dir is required", "signing")
+	}
+	if c.Tokens.DefaultTTL == 0 {
+		c.Tokens.DefaultTTL = Duration(5 * time.Minute)
+	}
+	if c.Tokens.MaxTTL == 0 {
+		c.Tokens.MaxTTL = Duration(time.Hour)
+	}
+	if c.Tokens.DefaultTTL < Duration(time.Second) {
+		v.at("tokens.default_ttl must be at least 1s", "tokens", "default_ttl")
+	}
+	if c.Tokens.MaxTTL < c.Tokens.DefaultTTL {
+		v.at("tokens.max_ttl must not be below tokens.default_ttl", "tokens", "max_ttl")
+	}
+	if c.Tokens.MaxTTL > Duration(24*time.Hour) {
+		v.at("tokens.max_ttl must not exceed 24h", "tokens", "max_ttl")
+	}
+	if len(c.Upstreams) == 0 {
+		v.at("at least one upstream is required", "upstreams")
+	}
+	names := map[string]bool{}
+	issuers := map[string]bool{}
+	for i := range c.Upstreams {
+		c.Upstreams[i].validate(v, i, names, issuers)
+	}
+	if len(c.PolicyFiles) == 0 {
+		v.at("policy_files must name at least one file (without policy nothing is issued)", "policy_files")
+	}
+	for i, f := range c.PolicyFiles {
+		if f == "" {
+			v.at("empty policy file name", "policy_files", i)
+		}
+	}
+	switch c.Revocation.Backend {
+	case "", "embedded":
+		c.Revocation.Backend = "embedded"
+		if c.Revocation.Embedded.Path == "" {
+			v.at("revocation.embedded.path is required for the embedded backend", "revocation")
+		}
+	case "redis":
+		if len(c.Revocation.Redis.Addrs) == 0 {
+			v.at("revocation.redis.addrs must name at least one host:port", "revocation", "redis")
+		}
+		for i, a := range c.Revocation.Redis.Addrs {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				v.at(fmt.Sprintf("revocation.redis.addrs[%d] %q is not host:port", i, a), "revocation", "redis", "addrs", i)
+			}
+		}
+	default:
+		v.at(fmt.Sprintf("revocation.backend %q is not embedded or redis", c.Revocation.Backend), "revocation", "backend")
+	}
+	switch c.Log.Level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		v.at("log.level must be debug, info, warn or error", "log", "level")
+	}
+	switch c.Log.Format {
+	case "", "json", "text":
+	default:
+		v.at("log.format must be json or text", "log", "format")
+	}
+}
+
+func (u *UpstreamConfig) validate(v *validator, i int, names, issuers map[string]bool) {
+	at := func(msg string, path ...any) { v.at(msg, append([]any{"upstreams", i}, path...)...) }
+	switch {
+	case u.Name == "":
+		at("upstream name is required")
+	case names[u.Name]:
+		at(fmt.Sprintf("duplicate upstream name %q", u.Name), "name")
+	case !validName(u.Name):
+		at(fmt.Sprintf("upstream name %q may hold only letters, digits, '.', '_' and '-'", u.Name), "name")
+	}
+	names[u.Name] = true
+	if u.Kind != "oidc" {
+		at(fmt.Sprintf("upstream kind %q is not supported (want oidc)", u.Kind), "kind")
+	}
+	if u.Issuer == "" {
+		at("upstream issuer is required", "issuer")
+	} else if p, err := url.Parse(u.Issuer); err != nil || !p.IsAbs() || p.Host == "" {
+		at(fmt.Sprintf("upstream issuer %q is not an absolute URL", u.Issuer), "issuer")
+	} else if issuers[u.Issuer] {
+		at(fmt.Sprintf("issuer %q is claimed by two upstreams; a token must route to exactly one", u.Issuer), "issuer")
+	}
+	issuers[u.Issuer] = true
+	if len(u.Audiences) == 0 {
+		at("upstream audiences must name at least one expected audience (an empty expectation would accept any)", "audiences")
+	}
+	for j, a := range u.Audiences {
+		if strings.TrimSpace(a) == "" {
+			at("empty audience", "audiences", j)
+		}
+	}
+	if u.JWKSURI != "" && u.JWKSFile != "" {
+		at("jwks_uri and jwks_file are exclusive", "jwks_uri")
+	}
+	if u.JWKSURI != "" {
+		if p, err := url.Parse(u.JWKSURI); err != nil || p.Scheme != "https" || p.Host == "" {
+			at("jwks_uri must be an https URL", "jwks_uri")
+		}
+	}
+	if u.JWKSURI == "" && u.JWKSFile == "" {
+		if p, err := url.Parse(u.Issuer); err == nil && p.Scheme != "https" {
+			at("discovery needs an https issuer; set jwks_uri or jwks_file", "issuer")
+		}
+	}
+	for j, a := range u.Algorithms {
+		if !slices.Contains(upstreamAlgorithms, a) {
+			at(fmt.Sprintf("algorithm %q is not one of %s", a, strings.Join(upstreamAlgorithms, ", ")), "algorithms", j)
+		}
+	}
+	if u.ClockSkew < 0 || u.ClockSkew > Duration(time.Minute) {
+		at("clock_skew must be between 0s and 60s", "clock_skew")
+	}
+	if u.MaxTokenAge < 0 {
+		at("max_token_age must not be negative", "max_token_age")
+	}
+}
+
+func validName(s string) bool {
+	if len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Path resolves a path from the config against the config file's directory.
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(filepath.Dir(c.path), p)
+}
+
+// File is the path the configuration was read from.
+func (c *Config) File() string { return c.path }

@@ -1,0 +1,55 @@
+package issuer
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+)
+
+// Paths the server answers.
+const (
+	PathToken     = "/token"
+	PathJWKS      = "/jwks"
+	PathOpenID    = "/.well-known/openid-configuration"
+	PathOAuthMeta = "/.well-known/oauth-authorization-server"
+)
+
+// discoveryDoc renders the RFC 8414 / OpenID discovery document once. go-oidc and
+// other verifiers read issuer, jwks_uri and the signing algorithms from it.
+func discoveryDoc(issuer string, ring *keyRing) ([]byte, error) {
+	var algs []string
+	for _, k := range ring.keys {
+		if !slices.Contains(algs, string(k.alg)) {
+			algs = append(algs, string(k.alg))
+		}
+	}
+	return json.Marshal(map[string]any{
+		"issuer":                                issuer,
+		"token_endpoint":                        issuer + PathToken,
+		"jwks_uri":                              issuer + PathJWKS,
+		"grant_types_supported":                 []string{GrantTypeTokenExchange},
+		"token_endpoint_auth_methods_supported": []string{"none"},
+		"response_types_supported":              []string{"token"},
+		"subject_types_supported":               []string{"public"},
+		"id_token_signing_alg_values_supported": algs,
+		"service_documentation":                 "https://github.com/safeconduct/safeconduct#readme",
+	})
+}
+
+// staticJSON serves a pre-rendered JSON document, cacheable for maxAge seconds.
+func staticJSON(doc []byte, cacheControl string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Type", "application/json")
+		h.Set("Cache-Control", cacheControl)
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodGet {
+			_, _ = w.Write(doc)
+		}
+	}
+}

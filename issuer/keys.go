@@ -1,0 +1,254 @@
+package issuer
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+)
+
+// signingKey is one parsed private key from key_dir, kept in memory.
+type signingKey struct {
+	kid     string
+	alg     jose.SignatureAlgorithm
+	signer  crypto.Signer
+	file    string
+	created time.Time
+}
+
+// keyRing holds the signing keys: the active one signs, all are published.
+type keyRing struct {
+	active *signingKey
+	keys   []*signingKey // sorted by created, oldest first
+	jwks   []byte        // the public JWKS document, rendered once
+}
+
+// keyFilePrefix names key files: key-<UTC time>.pem, so the newest sorts last.
+const keyFilePrefix = "key-"
+
+// loadKeyRing reads every *.pem private key in dir. If dir has none, it creates one
+// key of alg (the directory is created 0700, the file 0600). The newest key of alg
+// becomes active; every key is published.
+func loadKeyRing(dir string, alg jose.SignatureAlgorithm, now time.Time) (*keyRing, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("signing keys: %w", err)
+	}
+	keys, err := readKeys(dir, alg)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.ContainsFunc(keys, func(k *signingKey) bool { return k.alg == alg }) {
+		k, err := generateKey(dir, alg, now)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	return newKeyRing(keys, alg)
+}
+
+func newKeyRing(keys []*signingKey, alg jose.SignatureAlgorithm) (*keyRing, error) {
+	slices.SortStableFunc(keys, func(a, b *signingKey) int {
+		if c := a.created.Compare(b.created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.file, b.file)
+	})
+	r := &keyRing{keys: keys}
+	seen := map[string]string{}
+	set := jose.JSONWebKeySet{}
+	for _, k := range keys {
+		if other, dup := seen[k.kid]; dup {
+			return nil, fmt.Errorf("signing keys: %s and %s are the same key", other, k.file)
+		}
+		seen[k.kid] = k.file
+		if k.alg == alg {
+			r.active = k
+		}
+		set.Keys = append(set.Keys, jose.JSONWebKey{Key: k.signer.Public(), KeyID: k.kid, Algorithm: string(k.alg), Use: "sig"})
+	}
+	if r.active == nil {
+		return nil, fmt.Errorf("signing keys: no %s key", alg)
+	}
+	var err error
+	if r.jwks, err = json.Marshal(set); err != nil {
+		return nil, fmt.Errorf("signing keys: %w", err)
+	}
+	return r, nil
+}
+
+func readKeys(dir string, alg jose.SignatureAlgorithm) ([]*signingKey, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("signing keys: %w", err)
+	}
+	var keys []*signingKey
+	var errs []error
+	for _, e := range entries {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".pem") {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		k, err := readKey(path, alg)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		keys = append(keys, k)
+	}
+	return keys, errors.Join(errs...)
+}
+
+// maxKeyFile bounds a key file.
+const maxKeyFile = 64 << 10
+
+func readKey(path string, preferred jose.SignatureAlgorithm) (*signingKey, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("signing key %s: %w", path, err)
+	}
+	if st.Size() > maxKeyFile {
+		return nil, fmt.Errorf("signing key %s: file too large", path)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("signing key %s: %w", path, err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, fmt.Errorf("signing key %s: no PEM block", path)
+	}
+	var key any
+	switch block.Type {
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(block.Bytes)
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	default:
+		return nil, fmt.Errorf("signing key %s: unsupported PEM type %q", path, block.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("signing key %s: %w", path, err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("signing key %s: not a signing key", path)
+	}
+	alg, err := algFor(signer, preferred)
+	if err != nil {
+		return nil, fmt.Errorf("signing key %s: %w", path, err)
+	}
+	kid, err := thumbprint(signer.Public())
+	if err != nil {
+		return nil, fmt.Errorf("signing key %s: %w", path, err)
+	}
+	return &signingKey{kid: kid, alg: alg, signer: signer, file: path, created: st.ModTime()}, nil
+}
+
+// algFor returns the JWS algorithm a key signs with. RSA keys sign with the preferred
+// algorithm when it is an RSA one, else RS256.
+func algFor(k crypto.Signer, preferred jose.SignatureAlgorithm) (jose.SignatureAlgorithm, error) {
+	switch pub := k.Public().(type) {
+	case *ecdsa.PublicKey:
+		if pub.Curve != elliptic.P256() {
+			return "", errors.New("only P-256 EC keys are supported")
+		}
+		return jose.ES256, nil
+	case ed25519.PublicKey:
+		return jose.EdDSA, nil
+	case *rsa.PublicKey:
+		if pub.N.BitLen() < 2048 {
+			return "", errors.New("RSA keys must be at least 2048 bits")
+		}
+		if preferred == jose.PS256 {
+			return jose.PS256, nil
+		}
+		return jose.RS256, nil
+	default:
+		return "", fmt.Errorf("unsupported key type %T", pub)
+	}
+}
+
+// generateKey creates a key for alg in dir, written atomically with mode 0600.
+func generateKey(dir string, alg jose.SignatureAlgorithm, now time.Time) (*signingKey, error) {
+	var signer crypto.Signer
+	var err error
+	switch alg {
+	case jose.ES256:
+		signer, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case jose.EdDSA:
+		_, signer, err = ed25519.GenerateKey(rand.Reader)
+	case jose.RS256, jose.PS256:
+		signer, err = rsa.GenerateKey(rand.Reader, 3072)
+	default:
+		err = fmt.Errorf("unsupported algorithm %s", alg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("generate signing key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(signer)
+	if err != nil {
+		return nil, fmt.Errorf("generate signing key: %w", err)
+	}
+	kid, err := thumbprint(signer.Public())
+	if err != nil {
+		return nil, err
+	}
+	name := filepath.Join(dir, keyFilePrefix+now.UTC().Format("20060102T150405Z")+"-"+kid[:8]+".pem")
+	tmp, err := os.CreateTemp(dir, ".key-*")
+	if err != nil {
+		return nil, fmt.Errorf("generate signing key: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	err = tmp.Chmod(0o600)
+	if err == nil {
+		err = pem.Encode(tmp, &pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("generate signing key: %w", err)
+	}
+	return &signingKey{kid: kid, alg: alg, signer: signer, file: name, created: now}, nil
+}
+
+// thumbprint is the RFC 7638 SHA-256 JWK thumbprint, base64url: a stable kid.
+func thumbprint(pub crypto.PublicKey) (string, error) {
+	tp, err := (&jose.JSONWebKey{Key: pub}).Thumbprint(crypto.SHA256)
+	if err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(tp), nil
+}
+
+// tokenHash is the hex SHA-256 of a token, the only form in which a token may be
+// logged.
+func tokenHash(tok string) string {
+	sum := sha256.Sum256([]byte(tok))
+	return fmt.Sprintf("%x", sum)
+}

@@ -1,0 +1,71 @@
+package issuer
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the server's Prometheus metrics, on a registry of its own (no
+// package-level globals). Labels have fixed, low cardinality.
+type metrics struct {
+	registry  *prometheus.Registry
+	requests  *prometheus.CounterVec
+	exchanges *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "safeconduct_http_requests_total",
+			Help: "HTTP requests by endpoint and status code.",
+		}, []string{"endpoint", "code"}),
+		exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "safeconduct_exchanges_total",
+			Help: "Token exchanges by outcome (issued, refused) and OAuth error code.",
+		}, []string{"outcome", "error"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "safeconduct_exchange_duration_seconds",
+			Help:    "Time to decide and answer one token exchange, by outcome.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}, []string{"outcome"}),
+	}
+	m.registry.MustRegister(m.requests, m.exchanges, m.latency,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) observeExchange(outcome, code string, d time.Duration) {
+	m.exchanges.WithLabelValues(outcome, code).Inc()
+	m.latency.WithLabelValues(outcome).Observe(d.Seconds())
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+}
+
+// statusRecorder captures the status code for the request counter.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+// instrument counts requests to endpoint by status code.
+func (m *metrics) instrument(endpoint string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		h(rec, r)
+		m.requests.WithLabelValues(endpoint, strconv.Itoa(rec.status)).Inc()
+	}
+}

@@ -1,0 +1,147 @@
+package issuer
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/go-jose/go-jose/v4"
+)
+
+// TypeAccessTokenJWT is the RFC 9068 media type of minted tokens' `typ` header.
+const TypeAccessTokenJWT = "at+jwt"
+
+// minter signs RFC 9068 access tokens with the active key of a key ring. The go-jose
+// signer is built once; claims are marshalled by hand (PERFORMANCE.md lesson 2).
+type minter struct {
+	issuer string
+	key    *signingKey
+	signer jose.Signer
+}
+
+func newMinter(issuer string, key *signingKey) (*minter, error) {
+	opts := (&jose.SignerOptions{}).WithType(TypeAccessTokenJWT)
+	s, err := jose.NewSigner(jose.SigningKey{
+		Algorithm: key.alg,
+		Key:       jose.JSONWebKey{Key: key.signer, KeyID: key.kid, Algorithm: string(key.alg)},
+	}, opts)
+	if err != nil {
+		return nil, fmt.Errorf("signer for key %s: %w", key.kid, err)
+	}
+	return &minter{issuer: issuer, key: key, signer: s}, nil
+}
+
+// claims are the minted token's claims.
+type claims struct {
+	Subject  string
+	Audience []string
+	IssuedAt time.Time
+	Expiry   time.Time
+	ID       string
+	ClientID string
+	Scopes   []string
+	Upstream string
+}
+
+// mint returns the signed compact JWS.
+func (m *minter) mint(c *claims) (string, error) {
+	buf := make([]byte, 0, 384)
+	buf = append(buf, `{"iss":`...)
+	buf = appendJSONString(buf, m.issuer)
+	buf = append(buf, `,"sub":`...)
+	buf = appendJSONString(buf, c.Subject)
+	buf = append(buf, `,"aud":`...)
+	if len(c.Audience) == 1 {
+		buf = appendJSONString(buf, c.Audience[0])
+	} else {
+		buf = append(buf, '[')
+		for i, a := range c.Audience {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = appendJSONString(buf, a)
+		}
+		buf = append(buf, ']')
+	}
+	iat := c.IssuedAt.Unix()
+	buf = append(buf, `,"exp":`...)
+	buf = strconv.AppendInt(buf, c.Expiry.Unix(), 10)
+	buf = append(buf, `,"iat":`...)
+	buf = strconv.AppendInt(buf, iat, 10)
+	buf = append(buf, `,"nbf":`...)
+	buf = strconv.AppendInt(buf, iat, 10)
+	buf = append(buf, `,"jti":`...)
+	buf = appendJSONString(buf, c.ID)
+	buf = append(buf, `,"client_id":`...)
+	buf = appendJSONString(buf, c.ClientID)
+	if len(c.Scopes) > 0 {
+		buf = append(buf, `,"scope":"`...)
+		for i, s := range c.Scopes {
+			if i > 0 {
+				buf = append(buf, ' ')
+			}
+			buf = appendJSONStringBody(buf, s)
+		}
+		buf = append(buf, '"')
+	}
+	if c.Upstream != "" {
+		buf = append(buf, `,"upstream":`...)
+		buf = appendJSONString(buf, c.Upstream)
+	}
+	buf = append(buf, '}')
+	jws, err := m.signer.Sign(buf)
+	if err != nil {
+		return "", fmt.Errorf("sign: %w", err)
+	}
+	return jws.CompactSerialize()
+}
+
+// newTokenID returns a random 128-bit jti, base64url.
+func newTokenID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(buf []byte, s string) []byte {
+	buf = append(buf, '"')
+	buf = appendJSONStringBody(buf, s)
+	return append(buf, '"')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONStringBody appends s escaped for a JSON string, without quotes. Invalid
+// UTF-8 becomes U+FFFD, as encoding/json does.
+func appendJSONStringBody(buf []byte, s string) []byte {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				buf = append(buf, '\\', c)
+			case c < 0x20:
+				buf = append(buf, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			default:
+				buf = append(buf, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			buf = append(buf, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			buf = append(buf, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+		default:
+			buf = append(buf, s[i:i+size]...)
+		}
+		i += size
+	}
+	return buf
+}

@@ -1,0 +1,245 @@
+package issuer
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/safeconduct/safeconduct/attest"
+	"github.com/safeconduct/safeconduct/policy"
+	"github.com/safeconduct/safeconduct/revocation"
+)
+
+// handleToken is POST /token. It owns the order of the exchange so that no token
+// type can skip a step: parse -> authenticate client -> attest subject (and actor)
+// -> policy -> revocation -> mint -> audit -> respond.
+func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, &oauthError{Code: codeInvalidRequest, Description: "use POST", Status: http.StatusMethodNotAllowed})
+		return
+	}
+	start := s.now()
+	ev := &exchangeEvent{}
+	resp, oerr := s.exchange(r, ev)
+	if oerr != nil {
+		ev.outcome = "refused"
+		ev.code = oerr.Code
+		writeError(w, oerr)
+	} else {
+		ev.outcome = "issued"
+		writeTokenResponse(w, resp)
+	}
+	s.metrics.observeExchange(ev.outcome, ev.code, s.now().Sub(start))
+	s.audit(r.Context(), ev)
+}
+
+// tokenResponse is the RFC 8693 §2.2.1 success body.
+type tokenResponse struct {
+	AccessToken     string
+	IssuedTokenType string
+	ExpiresIn       int64
+	Scope           string
+}
+
+func (s *Server) exchange(r *http.Request, ev *exchangeEvent) (*tokenResponse, *oauthError) {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/x-www-form-urlencoded" {
+		return nil, badRequest(codeInvalidRequest, "the body must be application/x-www-form-urlencoded")
+	}
+	if r.URL.RawQuery != "" {
+		return nil, badRequest(codeInvalidRequest, "parameters must be sent in the body, not the URL")
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, &oauthError{Code: codeInvalidRequest, Description: "the request body is too large", Status: http.StatusRequestEntityTooLarge}
+		}
+		return nil, badRequest(codeInvalidRequest, "the request body could not be read")
+	}
+	req, oerr := parseTokenRequest(string(body))
+	if oerr != nil {
+		ev.reason = oerr.Description
+		return nil, oerr
+	}
+	ev.subjectTokenSHA = tokenHash(req.SubjectToken)
+	ev.audiences = slices.Concat(req.Audiences, req.Resources)
+
+	// Client authentication: no client registry yet, so only public clients. A client
+	// that tries to authenticate is told so instead of being silently trusted.
+	if _, _, ok := r.BasicAuth(); ok || req.ClientSecret {
+		ev.reason = "client authentication sent but no client is registered"
+		return nil, &oauthError{Code: codeInvalidClient, Description: "client authentication is not supported by this server", Status: http.StatusUnauthorized}
+	}
+
+	ctx := r.Context()
+	wl, err := s.attester.Attest(ctx, req.SubjectToken, req.SubjectTokenType)
+	if err != nil {
+		ev.reason = "subject_token: " + err.Error()
+		if errors.Is(err, attest.ErrUnavailable) {
+			return nil, errUnavailable
+		}
+		return nil, errSubjectRejected
+	}
+	ev.workload = wl
+	if req.ActorToken != "" {
+		if _, err := s.attester.Attest(ctx, req.ActorToken, req.ActorTokenType); err != nil {
+			ev.reason = "actor_token: " + err.Error()
+			if errors.Is(err, attest.ErrUnavailable) {
+				return nil, errUnavailable
+			}
+			return nil, errActorRejected
+		}
+		ev.reason = "delegation: no policy grants actors yet"
+		return nil, errActorRejected
+	}
+
+	d := s.policy().Decide(policy.Request{Workload: wl, Audiences: req.Audiences, Resources: req.Resources, Scopes: req.Scopes})
+	ev.rule, ev.reason = d.Rule, d.Reason
+	switch d.Outcome {
+	case policy.Allow:
+	case policy.DenyTarget:
+		return nil, errTargetRefused
+	case policy.DenyScope:
+		return nil, errScopeRefused
+	default: // no rule, explicit deny: indistinguishable from a bad token
+		return nil, errSubjectRejected
+	}
+
+	if err := s.store.Admit(ctx, revocation.Query{Upstream: wl.Upstream, Subject: wl.Subject}); err != nil {
+		if errors.Is(err, revocation.ErrBlocked) {
+			ev.reason = "revocation: " + err.Error()
+			return nil, errSubjectRejected
+		}
+		ev.reason = "revocation store: " + err.Error()
+		s.log.ErrorContext(ctx, "revocation store unavailable; refusing to issue", slog.String("error", err.Error()))
+		return nil, errUnavailable
+	}
+
+	now := s.now()
+	iat := now.Truncate(time.Second)
+	exp, ok := s.expiry(iat, d.MaxTTL, wl.Expiry)
+	if !ok {
+		ev.reason = "subject_token expires within a second"
+		return nil, errSubjectRejected
+	}
+	c := &claims{
+		Subject:  wl.ID,
+		Audience: d.Audiences,
+		IssuedAt: iat,
+		Expiry:   exp,
+		ID:       newTokenID(),
+		ClientID: wl.ID,
+		Scopes:   d.Scopes,
+		Upstream: wl.Upstream,
+	}
+	tok, err := s.minter.mint(c)
+	if err != nil {
+		ev.reason = "mint: " + err.Error()
+		s.log.ErrorContext(ctx, "signing failed", slog.String("error", err.Error()))
+		return nil, errUnavailable
+	}
+	ev.jti, ev.expiry, ev.scopes = c.ID, exp, d.Scopes
+	return &tokenResponse{
+		AccessToken:     tok,
+		IssuedTokenType: req.RequestedTokenType,
+		ExpiresIn:       exp.Unix() - iat.Unix(),
+		Scope:           strings.Join(d.Scopes, " "),
+	}, nil
+}
+
+// expiry is min(default TTL, rule max, config max) from iat, never after the subject
+// token's own exp. ok is false when less than a second would remain.
+func (s *Server) expiry(iat time.Time, ruleMax time.Duration, subjectExp time.Time) (time.Time, bool) {
+	ttl := s.defaultTTL
+	if ruleMax > 0 && ruleMax < ttl {
+		ttl = ruleMax
+	}
+	if ttl > s.maxTTL {
+		ttl = s.maxTTL
+	}
+	exp := iat.Add(ttl)
+	if limit := subjectExp.Truncate(time.Second); exp.After(limit) {
+		exp = limit
+	}
+	return exp, exp.Sub(iat) >= time.Second
+}
+
+// writeTokenResponse writes the success body, marshalled by hand.
+func writeTokenResponse(w http.ResponseWriter, t *tokenResponse) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json;charset=UTF-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	buf := make([]byte, 0, len(t.AccessToken)+192)
+	buf = append(buf, `{"access_token":`...)
+	buf = appendJSONString(buf, t.AccessToken)
+	buf = append(buf, `,"issued_token_type":`...)
+	buf = appendJSONString(buf, t.IssuedTokenType)
+	buf = append(buf, `,"token_type":"Bearer","expires_in":`...)
+	buf = strconv.AppendInt(buf, t.ExpiresIn, 10)
+	if t.Scope != "" {
+		buf = append(buf, `,"scope":`...)
+		buf = appendJSONString(buf, t.Scope)
+	}
+	buf = append(buf, '}', '\n')
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(buf)
+}
+
+// exchangeEvent is the audit record of one exchange. It never holds a token, only
+// its SHA-256.
+type exchangeEvent struct {
+	outcome         string
+	code            string
+	reason          string
+	rule            string
+	workload        *attest.Workload
+	audiences       []string
+	scopes          []string
+	jti             string
+	expiry          time.Time
+	subjectTokenSHA string
+}
+
+// audit writes one structured event per exchange decision to the audit log.
+func (s *Server) audit(ctx context.Context, ev *exchangeEvent) {
+	attrs := make([]slog.Attr, 0, 12)
+	attrs = append(attrs, slog.String("event", "exchange"), slog.String("outcome", ev.outcome))
+	if ev.code != "" {
+		attrs = append(attrs, slog.String("error", ev.code))
+	}
+	if ev.workload != nil {
+		attrs = append(attrs, slog.String("upstream", ev.workload.Upstream), slog.String("sub", ev.workload.ID))
+	}
+	if len(ev.audiences) > 0 {
+		attrs = append(attrs, slog.Any("aud", ev.audiences))
+	}
+	if ev.rule != "" {
+		attrs = append(attrs, slog.String("rule", ev.rule))
+	}
+	if ev.reason != "" {
+		attrs = append(attrs, slog.String("reason", ev.reason))
+	}
+	if ev.jti != "" {
+		attrs = append(attrs, slog.String("jti", ev.jti), slog.Time("exp", ev.expiry))
+		if len(ev.scopes) > 0 {
+			attrs = append(attrs, slog.String("scope", strings.Join(ev.scopes, " ")))
+		}
+	}
+	if ev.subjectTokenSHA != "" {
+		attrs = append(attrs, slog.String("subject_token_sha256", ev.subjectTokenSHA))
+	}
+	level := slog.LevelInfo
+	if ev.code == codeTemporarilyUnavailable || ev.code == codeServerError {
+		level = slog.LevelWarn
+	}
+	s.auditLog.LogAttrs(ctx, level, "exchange", attrs...)
+}
