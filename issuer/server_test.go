@@ -441,6 +441,7 @@ func TestTokenEndpointHTTP(t *testing.T) {
 		{"query parameters", http.MethodPost, "/token?subject_token=x", "application/x-www-form-urlencoded", body, nil, 400, codeInvalidRequest},
 		{"body too large", http.MethodPost, "/token", "application/x-www-form-urlencoded", body + "&pad=" + strings.Repeat("a", maxBodyBytes), nil, 413, codeInvalidRequest},
 		{"basic auth", http.MethodPost, "/token", "application/x-www-form-urlencoded", body, func(r *http.Request) { r.SetBasicAuth("c", "s") }, 401, codeInvalidClient},
+		{"two auth methods", http.MethodPost, "/token", "application/x-www-form-urlencoded", body + "&client_secret=s", func(r *http.Request) { r.SetBasicAuth("c", "s") }, 400, codeInvalidRequest},
 		{"charset param ok", http.MethodPost, "/token", "application/x-www-form-urlencoded; charset=UTF-8", body, nil, 200, ""},
 	}
 	for _, tc := range cases {

@@ -74,7 +74,12 @@ func (s *Server) exchange(r *http.Request, ev *exchangeEvent) (*tokenResponse, *
 
 	// Client authentication: no client registry yet, so only public clients. A client
 	// that tries to authenticate is told so instead of being silently trusted.
-	if _, _, ok := r.BasicAuth(); ok || req.ClientSecret {
+	_, _, basic := r.BasicAuth()
+	if basic && req.ClientSecret {
+		ev.reason = "two client authentication methods in one request"
+		return nil, badRequest(codeInvalidRequest, "use exactly one client authentication method")
+	}
+	if basic || req.ClientSecret {
 		ev.reason = "client authentication sent but no client is registered"
 		return nil, &oauthError{Code: codeInvalidClient, Description: "client authentication is not supported by this server", Status: http.StatusUnauthorized}
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/safeconduct/safeconduct/internal/stsclient"
 	"github.com/safeconduct/safeconduct/internal/testissuer"
 	"github.com/safeconduct/safeconduct/internal/testredis"
+	"github.com/safeconduct/safeconduct/issuer"
 )
 
 // End-to-end tests: the real sts and stsctl binaries, real TLS on 127.0.0.1, a real
@@ -415,4 +416,43 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// TestDeployExamples: every example configuration under deploy/examples parses and
+// its policy loads against its upstreams; the single-node one passes the full `sts
+// check-config` once the files it names exist beside it.
+func TestDeployExamples(t *testing.T) {
+	configs, err := filepath.Glob("../../deploy/examples/*-sts.yaml")
+	if err != nil || len(configs) == 0 {
+		t.Fatalf("no example configs: %v", err)
+	}
+	for _, c := range configs {
+		t.Run(filepath.Base(c), func(t *testing.T) {
+			cfg, err := issuer.LoadConfig(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := issuer.LoadPolicy(cfg); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	dir := t.TempDir()
+	for _, name := range []string{"single-node-sts.yaml", "single-node-policy.yaml"} {
+		data, err := os.ReadFile(filepath.Join("../../deploy/examples", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ensureTLS(filepath.Join(dir, "ca.crt"), filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")); err != nil {
+		t.Fatal(err)
+	}
+	up := testissuer.New(t, "https://issuer.example")
+	if err := os.WriteFile(filepath.Join(dir, "cluster-a-jwks.json"), up.JWKS(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runBin(t, 0, "sts", "check-config", "--config", filepath.Join(dir, "single-node-sts.yaml"))
 }

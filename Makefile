@@ -1,0 +1,25 @@
+# Developer commands. CI runs .ci/run, which calls the same steps.
+.PHONY: test race lint fuzz bench tidy-check quickstart ci
+
+test:            ## the README's test command
+	go test -race ./...
+
+lint:
+	gofmt -l $$(git ls-files '*.go') | (! grep .)
+	go vet ./...
+	go tool staticcheck ./...
+
+fuzz:            ## every fuzz target for 30s
+	bash scripts/fuzz.sh 30s
+
+bench:           ## in-process hot-path benchmarks
+	go test -run '^$$' -bench . -benchmem ./issuer ./attest/... ./policy ./revocation
+
+tidy-check:
+	go mod tidy && git diff --exit-code go.mod go.sum
+
+quickstart:
+	go run ./cmd/sts quickstart
+
+ci:
+	bash .ci/run

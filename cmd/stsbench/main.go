@@ -1,0 +1,335 @@
+// Command stsbench is a closed-loop load generator for the STS token endpoint
+// (POST /token, RFC 8693) over HTTPS keep-alive connections.
+//
+// It mints --tokens distinct upstream subject tokens (distinct `sub` suffixes and
+// `jti`s, valid for an hour) with the private key of an upstream the STS trusts, then
+// runs --concurrency workers, each on its own HTTP/1.1 keep-alive connection, sending
+// exchanges back to back: first for --warmup (not recorded), then for --duration. Every
+// response is checked (200, JSON, non-empty access_token, expires_in > 0); anything
+// else is counted as an error by kind. Tokens are never printed.
+//
+// Against the quickstart (`go run ./cmd/sts quickstart`, which serves on
+// https://127.0.0.1:8443 with its files in ./sts-quickstart):
+//
+//	go run ./cmd/stsbench --quickstart sts-quickstart --pid "$(pgrep -n -x sts)"
+//
+// Against any STS on this machine:
+//
+//	stsbench --sts https://127.0.0.1:8443 --cacert ca.crt \
+//	    --upstream-key upstream.pem --upstream-issuer https://issuer.example \
+//	    [--kid KID] [--upstream-audience sts] [--subject-prefix system:serviceaccount:demo:bench-] \
+//	    [--audience https://api.demo.internal] [--scope api.read] \
+//	    [--tokens 1000] [--concurrency 8] [--duration 10s] [--warmup 1s] \
+//	    [--max-requests 5000000] [--pid PID] [--allow-remote] [--json]
+//
+// It reports successful exchanges, errors by kind, throughput, the latency
+// percentiles of successful exchanges, its own CPU time and, with --pid, the STS
+// process's CPU time over the measured window (from /proc/PID/stat) per exchange.
+//
+// Safety: it only sends to the given URL, and only to loopback addresses
+// (127.0.0.0/8, ::1; checked on the URL and again on every dial) unless
+// --allow-remote is given. The run is bounded in time (--warmup + --duration, each
+// request by a 10 s timeout) and in count (--max-requests per phase).
+//
+// Exit status: 0 when every request succeeded, 1 on failure or when any request
+// failed (the report is printed first), 2 on a usage error.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The quickstart's demo upstream and grant (cmd/sts/quickstart.go).
+const (
+	quickstartSTS      = "https://127.0.0.1:8443"
+	quickstartIssuer   = "https://demo-upstream.safeconduct.invalid"
+	quickstartKeyFile  = "demo-upstream-key.pem"
+	quickstartCAFile   = "ca.crt"
+	defaultAudience    = "https://api.demo.internal"
+	defaultScope       = "api.read"
+	defaultSubjectPref = "system:serviceaccount:demo:bench-"
+)
+
+// Bounds that keep a run finite and the subject tokens (valid 1h) valid throughout.
+const (
+	maxTokens      = 100_000
+	maxConcurrency = 1024
+	maxDuration    = 30 * time.Minute
+	maxWarmup      = 5 * time.Minute
+	requestTimeout = 10 * time.Second
+	// failFast: stop when this many requests have failed before any succeeded.
+	failFast = 20
+)
+
+const usageLine = "usage: stsbench (--sts URL --upstream-key PEM --upstream-issuer URL | --quickstart DIR) [flags]"
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+// options are the parsed command line.
+type options struct {
+	sts, cacert                                string
+	keyFile, issuer, kid, upAudience, subjPref string
+	audience, scope                            string
+	tokens, concurrency                        int
+	duration, warmup                           time.Duration
+	maxRequests                                int64
+	pid                                        int
+	allowRemote, json                          bool
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	o, code := parseFlags(args, stderr)
+	if code >= 0 {
+		return code
+	}
+	target, err := checkTarget(o.sts, o.allowRemote)
+	if err != nil {
+		fmt.Fprintln(stderr, "stsbench:", err)
+		return 2
+	}
+	tokenURL := strings.TrimSuffix(target.String(), "/") + "/token"
+
+	key, err := loadKey(o.keyFile)
+	if err != nil {
+		fmt.Fprintln(stderr, "stsbench: --upstream-key:", err)
+		return 1
+	}
+	if o.kid == "" {
+		o.kid = thumbprint(key)
+	}
+	var server *procCPU
+	if o.pid != 0 {
+		if server, err = newProcCPU(o.pid); err != nil {
+			fmt.Fprintln(stderr, "stsbench: --pid:", err)
+			return 1
+		}
+	}
+	bodies, err := mintBodies(key, o, time.Now())
+	if err != nil {
+		fmt.Fprintln(stderr, "stsbench: minting subject tokens:", err)
+		return 1
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	b, err := newBench(tokenURL, o, bodies)
+	if err != nil {
+		fmt.Fprintln(stderr, "stsbench:", err)
+		return 1
+	}
+	res, err := b.run(ctx, server)
+	if err != nil {
+		fmt.Fprintln(stderr, "stsbench:", err)
+		return 1
+	}
+	if o.json {
+		enc := json.NewEncoder(stdout)
+		if err := enc.Encode(res); err != nil {
+			fmt.Fprintln(stderr, "stsbench:", err)
+			return 1
+		}
+	} else {
+		res.writeText(stdout)
+	}
+	switch {
+	case res.Stopped == stopInterrupted:
+		fmt.Fprintln(stderr, "stsbench: interrupted")
+		return 1
+	case res.OK == 0:
+		fmt.Fprintln(stderr, "stsbench: no exchange succeeded")
+		return 1
+	case res.Errors > 0:
+		fmt.Fprintf(stderr, "stsbench: %d requests failed\n", res.Errors)
+		return 1
+	}
+	return 0
+}
+
+// parseFlags returns the options, or an exit code >= 0 when run should stop.
+func parseFlags(args []string, stderr io.Writer) (*options, int) {
+	o := &options{}
+	fs := flag.NewFlagSet("stsbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, usageLine)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.sts, "sts", "", "STS base `URL`; requests go to URL/token (default with --quickstart: "+quickstartSTS+")")
+	fs.StringVar(&o.cacert, "cacert", "", "PEM CA certificate `FILE` to trust for the STS (default: system roots)")
+	fs.StringVar(&o.keyFile, "upstream-key", "", "`PEM` file with the private key (P-256 or RSA) of an upstream the STS trusts")
+	fs.StringVar(&o.issuer, "upstream-issuer", "", "iss of the subject tokens: the upstream's issuer `URL`")
+	fs.StringVar(&o.kid, "kid", "", "`KID`: the kid header of the subject tokens (default: RFC 7638 SHA-256 thumbprint of the key, base64url)")
+	fs.StringVar(&o.upAudience, "upstream-audience", "sts", "`AUD`: the aud claim of the subject tokens")
+	fs.StringVar(&o.subjPref, "subject-prefix", defaultSubjectPref, "sub of the subject tokens is `PREFIX` followed by a distinct number")
+	fs.StringVar(&o.audience, "audience", defaultAudience, "audience requested from the STS")
+	fs.StringVar(&o.scope, "scope", defaultScope, "scope requested from the STS (space-delimited; empty for none)")
+	fs.IntVar(&o.tokens, "tokens", 1000, fmt.Sprintf("number of distinct subject tokens, used round robin (1..%d)", maxTokens))
+	fs.IntVar(&o.concurrency, "concurrency", 8, fmt.Sprintf("workers, each with its own keep-alive connection (1..%d)", maxConcurrency))
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured window; no request starts after it (at most "+maxDuration.String()+")")
+	fs.DurationVar(&o.warmup, "warmup", time.Second, "unrecorded load before the measured window (at most "+maxWarmup.String()+")")
+	fs.Int64Var(&o.maxRequests, "max-requests", 5_000_000, "at most this many requests in the measured window (and as many during warmup)")
+	fs.IntVar(&o.pid, "pid", 0, "PID of the STS process: report its CPU time over the measured window (/proc/PID/stat)")
+	quick := fs.String("quickstart", "", "`DIR` written by `sts quickstart`: use its upstream key, CA and demo issuer")
+	fs.BoolVar(&o.allowRemote, "allow-remote", false, "allow a target that is not a loopback address")
+	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, 0
+		}
+		return nil, 2
+	}
+	usage := func(format string, a ...any) (*options, int) {
+		fmt.Fprintf(stderr, "stsbench: "+format+"\n%s\n", append(a, usageLine)...)
+		return nil, 2
+	}
+	if fs.NArg() > 0 {
+		return usage("unexpected argument %q", fs.Arg(0))
+	}
+	if *quick != "" {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["sts"] {
+			o.sts = quickstartSTS
+		}
+		if !set["upstream-key"] {
+			o.keyFile = filepath.Join(*quick, quickstartKeyFile)
+		}
+		if !set["cacert"] {
+			o.cacert = filepath.Join(*quick, quickstartCAFile)
+		}
+		if !set["upstream-issuer"] {
+			o.issuer = quickstartIssuer
+		}
+	}
+	switch {
+	case o.sts == "":
+		return usage("--sts is required (or --quickstart DIR)")
+	case o.keyFile == "":
+		return usage("--upstream-key is required (or --quickstart DIR)")
+	case o.issuer == "":
+		return usage("--upstream-issuer is required (or --quickstart DIR)")
+	case o.upAudience == "":
+		return usage("--upstream-audience must not be empty")
+	case o.audience == "":
+		return usage("--audience must not be empty")
+	case o.tokens < 1 || o.tokens > maxTokens:
+		return usage("--tokens must be 1..%d", maxTokens)
+	case o.concurrency < 1 || o.concurrency > maxConcurrency:
+		return usage("--concurrency must be 1..%d", maxConcurrency)
+	case o.duration <= 0 || o.duration > maxDuration:
+		return usage("--duration must be in (0, %s]", maxDuration)
+	case o.warmup < 0 || o.warmup > maxWarmup:
+		return usage("--warmup must be in [0, %s]", maxWarmup)
+	case o.maxRequests < int64(o.concurrency):
+		return usage("--max-requests must be at least --concurrency")
+	case o.pid < 0:
+		return usage("--pid must be positive")
+	}
+	if u, err := url.Parse(o.issuer); err != nil || u.Scheme == "" || u.Host == "" {
+		return usage("--upstream-issuer must be an absolute URL")
+	}
+	return o, -1
+}
+
+// stopReason says why the measured window ended.
+type stopReason string
+
+const (
+	stopDeadline    stopReason = "duration"
+	stopMaxRequests stopReason = "max-requests"
+	stopInterrupted stopReason = "interrupted"
+)
+
+// result is what a run measured; it is printed as text or as JSON.
+type result struct {
+	URL         string         `json:"url"`
+	Concurrency int            `json:"concurrency"`
+	Tokens      int            `json:"tokens"`
+	WarmupS     float64        `json:"warmup_s"`
+	DurationS   float64        `json:"duration_s"` // measured wall time, last response included
+	Stopped     stopReason     `json:"stopped"`
+	OK          int            `json:"ok"`
+	Errors      int            `json:"errors"`
+	ErrorKinds  map[string]int `json:"errors_by_kind"`
+	Throughput  float64        `json:"throughput_ok_per_s"`
+	Latency     latencyUS      `json:"latency_us"`
+	Server      *cpuReport     `json:"server_cpu,omitempty"`
+	Generator   cpuReport      `json:"generator_cpu"`
+	GenProcs    int            `json:"generator_gomaxprocs"`
+	NumCPU      int            `json:"num_cpu"`
+}
+
+// latencyUS are the latency percentiles of successful exchanges, in microseconds.
+type latencyUS struct {
+	P50  float64 `json:"p50"`
+	P90  float64 `json:"p90"`
+	P99  float64 `json:"p99"`
+	P999 float64 `json:"p99_9"`
+	Max  float64 `json:"max"`
+}
+
+// cpuReport is a process's CPU time over the measured window.
+type cpuReport struct {
+	PID          int     `json:"pid,omitempty"`
+	Name         string  `json:"name,omitempty"`
+	Seconds      float64 `json:"seconds"`
+	UtilPct      float64 `json:"util_pct"` // of one core; 200 = two cores busy
+	PerRequestUS float64 `json:"per_request_us"`
+}
+
+func newCPUReport(cpu, wall time.Duration, requests int) cpuReport {
+	r := cpuReport{Seconds: cpu.Seconds()}
+	if wall > 0 {
+		r.UtilPct = 100 * cpu.Seconds() / wall.Seconds()
+	}
+	if requests > 0 {
+		r.PerRequestUS = float64(cpu.Microseconds()) / float64(requests)
+	}
+	return r
+}
+
+func (r *result) writeText(w io.Writer) {
+	fmt.Fprintf(w, "target:      %s, %d connections, %d subject tokens, warmup %s\n",
+		r.URL, r.Concurrency, r.Tokens, seconds(r.WarmupS))
+	fmt.Fprintf(w, "requests:    %d ok, %d errors\n", r.OK, r.Errors)
+	for _, k := range sortedKeys(r.ErrorKinds) {
+		fmt.Fprintf(w, "  error:     %d × %s\n", r.ErrorKinds[k], k)
+	}
+	fmt.Fprintf(w, "duration:    %s (stopped by %s)\n", seconds(r.DurationS), r.Stopped)
+	fmt.Fprintf(w, "throughput:  %.0f ok/s\n", r.Throughput)
+	if l := r.Latency; r.OK > 0 {
+		fmt.Fprintf(w, "latency:     p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n",
+			micros(l.P50), micros(l.P90), micros(l.P99), micros(l.P999), micros(l.Max))
+	}
+	if s := r.Server; s != nil {
+		fmt.Fprintf(w, "server cpu:  %.2f s (%.0f%% of a core), %.1f µs per exchange [pid %d, %s]\n",
+			s.Seconds, s.UtilPct, s.PerRequestUS, s.PID, s.Name)
+	}
+	g := r.Generator
+	fmt.Fprintf(w, "stsbench cpu: %.2f s (%.0f%% of a core), %.1f µs per request [GOMAXPROCS %d, %d CPUs]\n",
+		g.Seconds, g.UtilPct, g.PerRequestUS, r.GenProcs, r.NumCPU)
+}
+
+func seconds(s float64) string {
+	return time.Duration(s * float64(time.Second)).Round(time.Millisecond).String()
+}
+
+func micros(us float64) string {
+	d := time.Duration(us * float64(time.Microsecond))
+	if d >= 10*time.Millisecond {
+		return d.Round(100 * time.Microsecond).String()
+	}
+	return d.Round(time.Microsecond).String()
+}
