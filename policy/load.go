@@ -16,6 +16,8 @@ import (
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/safeconduct/safeconduct/internal/glob"
 )
 
 // Limits on what a policy may be, so a bad or hostile file cannot exhaust memory.
@@ -404,7 +406,7 @@ func (c *compiler) rule(file string, index int, n *yaml.Node) {
 		c.problem(file, lineOf(fields["subjects"], n), "%ssubjects: at least one subject pattern is required", ctx)
 	}
 	for _, s := range subjects {
-		r.subjects = append(r.subjects, compileGlob(s.value))
+		r.subjects = append(r.subjects, glob.Compile(s.value))
 	}
 
 	// Audiences and scopes are exact values. '*' is refused in them so nobody

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/safeconduct/safeconduct/internal/glob"
 )
 
 // Effects a rule may have.
@@ -36,7 +38,7 @@ type rule struct {
 	file     string
 	line     int
 	upstream []located
-	subjects []glob
+	subjects []glob.Glob
 	// audiences and scopes keep the written order for Rules(); the sets answer
 	// membership for Decide.
 	audiences   []string
@@ -62,7 +64,7 @@ type located struct {
 // and time) join the static match.
 func (r *rule) matchesWorkload(subject string) bool {
 	for i := range r.subjects {
-		if r.subjects[i].match(subject) {
+		if r.subjects[i].Match(subject) {
 			return true
 		}
 	}
@@ -160,7 +162,7 @@ func (p *Policy) Rules() []Rule {
 			x.Upstreams = append(x.Upstreams, u.value)
 		}
 		for _, g := range r.subjects {
-			x.Subjects = append(x.Subjects, g.pattern)
+			x.Subjects = append(x.Subjects, g.Pattern())
 		}
 		out = append(out, x)
 	}

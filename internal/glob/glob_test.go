@@ -1,4 +1,4 @@
-package policy
+package glob
 
 import (
 	"strings"
@@ -66,9 +66,9 @@ func TestGlob(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
-		g := compileGlob(tt.pattern)
+		g := Compile(tt.pattern)
 		for _, s := range tt.match {
-			if !g.match(s) {
+			if !g.Match(s) {
 				t.Errorf("%q should match %q", tt.pattern, s)
 			}
 			if !refMatch(tt.pattern, s) {
@@ -76,7 +76,7 @@ func TestGlob(t *testing.T) {
 			}
 		}
 		for _, s := range tt.noMatch {
-			if g.match(s) {
+			if g.Match(s) {
 				t.Errorf("%q should not match %q", tt.pattern, s)
 			}
 			if refMatch(tt.pattern, s) {
@@ -87,9 +87,9 @@ func TestGlob(t *testing.T) {
 }
 
 func TestGlobNoAllocs(t *testing.T) {
-	g := compileGlob("spiffe://*/ns/*/sa/*")
+	g := Compile("spiffe://*/ns/*/sa/*")
 	allocs := testing.AllocsPerRun(100, func() {
-		if !g.match("spiffe://td/ns/payments/sa/api") {
+		if !g.Match("spiffe://td/ns/payments/sa/api") {
 			t.Fatal("no match")
 		}
 	})
@@ -131,12 +131,12 @@ func FuzzGlob(f *testing.F) {
 		if len(pattern) > 64 || len(s) > 256 {
 			return // keep the quadratic reference fast
 		}
-		g := compileGlob(pattern)
-		if got, want := g.match(s), refMatch(pattern, s); got != want {
+		g := Compile(pattern)
+		if got, want := g.Match(s), refMatch(pattern, s); got != want {
 			t.Fatalf("match(%q, %q) = %v, reference says %v", pattern, s, got, want)
 		}
 		// A pattern matches itself with every '*' read as nothing.
-		if !g.match(strings.ReplaceAll(pattern, "*", "")) {
+		if !g.Match(strings.ReplaceAll(pattern, "*", "")) {
 			t.Fatalf("%q does not match its own literal text", pattern)
 		}
 	})

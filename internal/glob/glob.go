@@ -1,15 +1,21 @@
-package policy
+// Package glob matches subject patterns: '*' matches any run of bytes (including ':'
+// and '/'), every other byte matches itself, and patterns are anchored at both ends.
+// Patterns are compiled once; matching never allocates.
+//
+//	g := glob.Compile("system:serviceaccount:payments:*")
+//	g.Match("system:serviceaccount:payments:api") // true
+package glob
 
 import "strings"
 
-// glob is a compiled subject pattern. '*' matches any run of bytes, including none
+// Glob is a compiled subject pattern. '*' matches any run of bytes, including none
 // and including ':' and '/'; every other byte matches itself. A pattern is anchored
 // at both ends: "a:*" matches "a:b" but not "xa:b". There is no escape: a pattern
 // cannot match a literal '*' only.
 //
 // Matching never allocates and runs in O(len(pattern) * len(subject)) at worst
 // (strings.Index per literal segment), without backtracking.
-type glob struct {
+type Glob struct {
 	pattern string
 	// star is false for a literal pattern, which matches by equality.
 	star bool
@@ -19,8 +25,9 @@ type glob struct {
 	middle         []string
 }
 
-func compileGlob(pattern string) glob {
-	g := glob{pattern: pattern}
+// Compile compiles pattern. Every string is a valid pattern.
+func Compile(pattern string) Glob {
+	g := Glob{pattern: pattern}
 	first := strings.IndexByte(pattern, '*')
 	if first < 0 {
 		return g
@@ -37,8 +44,8 @@ func compileGlob(pattern string) glob {
 	return g
 }
 
-// match reports whether s matches the whole pattern.
-func (g *glob) match(s string) bool {
+// Match reports whether s matches the whole pattern.
+func (g *Glob) Match(s string) bool {
 	if !g.star {
 		return s == g.pattern
 	}
@@ -59,4 +66,18 @@ func (g *glob) match(s string) bool {
 		s = s[i+len(seg):]
 	}
 	return true
+}
+
+// Pattern returns the source pattern.
+func (g *Glob) Pattern() string { return g.pattern }
+
+// Literal reports whether the pattern has no '*' (it matches one string only).
+func (g *Glob) Literal() bool { return !g.star }
+
+// Prefix is the literal text before the first '*' (the whole pattern when Literal).
+func (g *Glob) Prefix() string {
+	if !g.star {
+		return g.pattern
+	}
+	return g.prefix
 }
