@@ -27,8 +27,11 @@ type Config struct {
 	Tokens      TokensConfig     `yaml:"tokens"`
 	Upstreams   []UpstreamConfig `yaml:"upstreams"`
 	PolicyFiles []string         `yaml:"policy_files"`
-	Revocation  RevocationConfig `yaml:"revocation"`
-	Log         LogConfig        `yaml:"log"`
+	// PolicyReloadInterval is how often policy files are checked for changes
+	// (default 5s; SIGHUP reloads at once).
+	PolicyReloadInterval Duration         `yaml:"policy_reload_interval"`
+	Revocation           RevocationConfig `yaml:"revocation"`
+	Log                  LogConfig        `yaml:"log"`
 
 	// path is the file the config was read from; relative paths resolve against its
 	// directory.
@@ -320,6 +323,11 @@ func (c *Config) validate(v *validator) {
 	}
 	if len(c.PolicyFiles) == 0 {
 		v.at("policy_files must name at least one file (without policy nothing is issued)", "policy_files")
+	}
+	if c.PolicyReloadInterval == 0 {
+		c.PolicyReloadInterval = Duration(5 * time.Second)
+	} else if c.PolicyReloadInterval < Duration(time.Second) {
+		v.at("policy_reload_interval must be at least 1s", "policy_reload_interval")
 	}
 	for i, f := range c.PolicyFiles {
 		if f == "" {

@@ -17,6 +17,9 @@ type metrics struct {
 	requests  *prometheus.CounterVec
 	exchanges *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
+	decisions *prometheus.CounterVec
+	// policyReloads counts policy reloads by result (ok, error).
+	policyReloads *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -36,7 +39,15 @@ func newMetrics() *metrics {
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 		}, []string{"outcome"}),
 	}
-	m.registry.MustRegister(m.requests, m.exchanges, m.latency,
+	m.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "safeconduct_policy_decisions_total",
+		Help: "Policy decisions by deciding rule (empty when no rule decided) and outcome; stsctl policy review reads it to find unused rules.",
+	}, []string{"rule", "outcome"})
+	m.policyReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "safeconduct_policy_reloads_total",
+		Help: "Policy reloads by result (ok, error).",
+	}, []string{"result"})
+	m.registry.MustRegister(m.requests, m.exchanges, m.latency, m.decisions, m.policyReloads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

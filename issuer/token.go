@@ -108,6 +108,7 @@ func (s *Server) exchange(r *http.Request, ev *exchangeEvent) (*tokenResponse, *
 
 	d := s.policy().Decide(policy.Request{Workload: wl, Audiences: req.Audiences, Resources: req.Resources, Scopes: req.Scopes})
 	ev.rule, ev.reason = d.Rule, d.Reason
+	s.metrics.decisions.WithLabelValues(d.Rule, d.Outcome.String()).Inc()
 	switch d.Outcome {
 	case policy.Allow:
 	case policy.DenyTarget:

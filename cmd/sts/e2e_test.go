@@ -115,6 +115,7 @@ upstreams:
     issuer: %s
     audiences: [sts]
 policy_files: [policy.yaml]
+policy_reload_interval: 1s
 %s`, e.url, port, e.b.URL, revocation))
 	e.write("policy.yaml", e2ePolicy)
 	e.write("cluster-a-jwks.json", string(e.a.JWKS()))
@@ -322,6 +323,20 @@ func TestE2EPolicyReloadOnSIGHUP(t *testing.T) {
 	if !strings.Contains(e.log.String(), "policy.yaml:3") {
 		t.Fatalf("reload error lacks file:line:\n%s", e.log)
 	}
+	if _, err := e.exchange(e.a.Token(t, outsider)); err != nil {
+		t.Fatalf("last good policy dropped: %v", err)
+	}
+}
+
+// TestE2EPolicyReloadOnFileChange: an edited policy file takes effect without a
+// signal; a broken edit keeps the last good policy.
+func TestE2EPolicyReloadOnFileChange(t *testing.T) {
+	e := setup(t, "")
+	e.start()
+	e.write("policy.yaml", strings.Replace(e2ePolicy, "payments:*", "*", 1))
+	waitFor(t, func() bool { _, err := e.exchange(e.a.Token(t, outsider)); return err == nil })
+	e.write("policy.yaml", "rules: [")
+	waitFor(t, func() bool { return strings.Contains(e.log.String(), `"trigger":"file change"`) && strings.Contains(e.log.String(), "policy reload failed") })
 	if _, err := e.exchange(e.a.Token(t, outsider)); err != nil {
 		t.Fatalf("last good policy dropped: %v", err)
 	}

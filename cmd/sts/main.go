@@ -143,7 +143,7 @@ func serve(ctx context.Context, cfg *issuer.Config, log *slog.Logger, ready func
 	if err != nil {
 		return err
 	}
-	go reloadOnHUP(ctx, cfg, s, log)
+	go watchPolicy(ctx, cfg, s)
 	log.Info("sts serving",
 		slog.String("issuer", cfg.Issuer),
 		slog.String("listen", l.Addr().String()),
@@ -166,26 +166,28 @@ func tlsFor(cfg *issuer.Config) (*tls.Config, error) {
 	return issuer.LoadTLS(cfg)
 }
 
-// reloadOnHUP reloads the policy files on SIGHUP; an invalid policy is logged and
-// the last good one kept.
-func reloadOnHUP(ctx context.Context, cfg *issuer.Config, s *issuer.Server, log *slog.Logger) {
+// watchPolicy reloads the policy files when they change and on SIGHUP; an invalid
+// policy is logged and the last good one kept.
+func watchPolicy(ctx context.Context, cfg *issuer.Config, s *issuer.Server) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-			p, err := issuer.LoadPolicy(cfg)
-			if err != nil {
-				log.Error("policy reload failed; keeping the last good policy", slog.String("error", err.Error()))
-				continue
+	reload := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				select {
+				case reload <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
 			}
-			s.SetPolicy(p)
-			log.Info("policy reloaded")
 		}
-	}
+	}()
+	s.WatchPolicy(ctx, cfg, cfg.PolicyReloadInterval.D(), reload)
 }
 
 func newLogger(c issuer.LogConfig, w io.Writer) *slog.Logger {
