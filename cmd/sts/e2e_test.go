@@ -336,7 +336,9 @@ func TestE2EPolicyReloadOnFileChange(t *testing.T) {
 	e.write("policy.yaml", strings.Replace(e2ePolicy, "payments:*", "*", 1))
 	waitFor(t, func() bool { _, err := e.exchange(e.a.Token(t, outsider)); return err == nil })
 	e.write("policy.yaml", "rules: [")
-	waitFor(t, func() bool { return strings.Contains(e.log.String(), `"trigger":"file change"`) && strings.Contains(e.log.String(), "policy reload failed") })
+	waitFor(t, func() bool {
+		return strings.Contains(e.log.String(), `"trigger":"file change"`) && strings.Contains(e.log.String(), "policy reload failed")
+	})
 	if _, err := e.exchange(e.a.Token(t, outsider)); err != nil {
 		t.Fatalf("last good policy dropped: %v", err)
 	}
