@@ -18,12 +18,30 @@
 // Functions whose name ends in Insecure read unverified data; their results must not
 // be trusted beyond the check they perform.
 //
+// A Workload carries the verified claims and the string attributes mapped from them
+// (package attest/attrs: CEL expressions per upstream, with presets for Kubernetes
+// and GitHub Actions). Attributes are either present and non-empty or absent; an
+// absent attribute, e.g. because its claim is missing, matches no attribute pattern.
+// Each upstream may also bound which subjects it can assert at all (issuer breadth,
+// oidc.Config.Subjects) and require claim values (oidc.Config.RequiredClaims).
+//
+// For delegation (RFC 8693), Workload.ActChain parses a verified `act` claim into
+// the current actor and its predecessors, and Workload.MayAct the `may_act` claim;
+// both refuse malformed claims with ErrInvalid and decide nothing: authorization is
+// policy's. CheckSubject is the subject sanity check every verifier applies.
+//
 // Usage:
 //
+//	mapping, err := attrs.Compile(attrs.PresetKubernetes, nil)
+//	if err != nil {
+//		return err
+//	}
 //	k8s, err := oidc.New(ctx, oidc.Config{
-//		Name:      "prod-cluster",
-//		Issuer:    "https://oidc.prod.example.com",
-//		Audiences: []string{"sts.example.com"},
+//		Name:       "prod-cluster",
+//		Issuer:     "https://oidc.prod.example.com",
+//		Audiences:  []string{"sts.example.com"},
+//		Subjects:   []string{"system:serviceaccount:prod:*"},
+//		Attributes: mapping,
 //	})
 //	if err != nil {
 //		return err
@@ -40,5 +58,6 @@
 //		// invalid_request; log err.
 //	default:
 //		// w.Upstream, w.Subject, w.Attributes["namespace"], ...
+//		chain, err := w.ActChain() // nil, nil without an `act` claim
 //	}
 package attest

@@ -29,9 +29,14 @@ type Workload struct {
 	// `exp` (always set: a credential without `exp` is refused).
 	IssuedAt time.Time
 	Expiry   time.Time
-	// Attributes are string attributes derived from claims (e.g. namespace,
-	// service_account), for policy and for copying into minted tokens.
+	// Attributes are string attributes derived from the verified claims, for policy
+	// and for copying into minted tokens: "sub" and "iss" always, and those of the
+	// upstream's attribute mapping (package attest/attrs: namespace,
+	// service_account, repository, ...). Every value is non-empty: an attribute whose
+	// claim is missing, or whose expression failed, is absent from the map, and an
+	// absent attribute matches no attribute pattern (not even "*"). Read-only.
 	Attributes map[string]string
 	// Claims are all verified claims of the credential, decoded from JSON. Read-only.
+	// ActChain and MayAct read the delegation claims `act` and `may_act`.
 	Claims map[string]any
 }

@@ -8,12 +8,14 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/safeconduct/safeconduct/attest"
+	"github.com/safeconduct/safeconduct/attest/oidc"
 )
 
 // The verification hot path: Router prechecks, then the Verifier against cached keys
-// (already fetched from the TLS test issuer), for a Kubernetes-style token.
-func benchmarkVerify(b *testing.B, alg, kid string, key any) {
-	e := newEnv(b)
+// (already fetched from the TLS test issuer), for a Kubernetes-style token, with the
+// kubernetes attribute preset on (as newEnv configures it) unless mods say otherwise.
+func benchmarkVerify(b *testing.B, alg, kid string, key any, mods ...func(*oidc.Config)) {
+	e := newEnv(b, mods...)
 	raw := signRaw(b, alg, hdr(alg, kid, "typ", "JWT"), e.claims(), key)
 	if _, err := e.attest(raw, attest.TypeJWT); err != nil {
 		b.Fatal(err)
@@ -29,6 +31,19 @@ func benchmarkVerify(b *testing.B, alg, kid string, key any) {
 func BenchmarkVerifyES256(b *testing.B) { benchmarkVerify(b, "ES256", "es1", testKeys().es1) }
 func BenchmarkVerifyRS256(b *testing.B) { benchmarkVerify(b, "RS256", "rs1", testKeys().rs1) }
 func BenchmarkVerifyEdDSA(b *testing.B) { benchmarkVerify(b, "EdDSA", "ed1", testKeys().ed1) }
+
+// The same without attribute mapping, and with issuer breadth and a required claim
+// on top of the preset: the cost of each.
+func BenchmarkVerifyES256NoAttributes(b *testing.B) {
+	benchmarkVerify(b, "ES256", "es1", testKeys().es1, func(c *oidc.Config) { c.Attributes = nil })
+}
+
+func BenchmarkVerifyES256Breadth(b *testing.B) {
+	benchmarkVerify(b, "ES256", "es1", testKeys().es1, func(c *oidc.Config) {
+		c.Subjects = []string{"system:serviceaccount:staging:*", "system:serviceaccount:prod:*"}
+		c.RequiredClaims = map[string]string{"jti": "jti-*"}
+	})
+}
 
 // Baselines in the same run, for comparison: go-jose ParseSigned + Verify alone, and
 // go-oidc's IDTokenVerifier over a static key set.

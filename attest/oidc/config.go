@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/safeconduct/safeconduct/attest"
+	"github.com/safeconduct/safeconduct/attest/attrs"
+	"github.com/safeconduct/safeconduct/internal/glob"
 )
 
 // Defaults and bounds of Config.
@@ -49,6 +52,26 @@ type Config struct {
 	// without iat).
 	MaxTokenAge time.Duration
 
+	// Subjects bounds the issuer's breadth: glob patterns (package internal/glob:
+	// '*' matches any run of bytes, ':' and '/' included; anchored at both ends) of
+	// the subjects this upstream may assert, e.g. "system:serviceaccount:prod:*" for
+	// one cluster's prod namespace. A token whose `sub` matches none is refused with
+	// attest.ErrInvalid, before any policy sees it. Empty means any subject: the STS
+	// configuration should say so explicitly (e.g. with "*"). No empty pattern.
+	Subjects []string
+	// RequiredClaims maps claim names to glob patterns (as Subjects) that the claim
+	// must match, e.g. {"repository_owner": "my-org"} for GitHub Actions. A token
+	// whose claim is missing, not a string, or outside its pattern is refused with
+	// attest.ErrInvalid. No empty name or pattern.
+	RequiredClaims map[string]string
+	// Attributes maps the verified claims to Workload.Attributes (compiled once with
+	// attrs.Compile, e.g. from attrs.PresetKubernetes or attrs.PresetGitHubActions).
+	// nil: no attributes besides "sub" and "iss", which are always set. An
+	// attribute whose claim is missing or whose expression fails is absent, never
+	// empty, and never refuses the token: absent attributes match no policy
+	// attribute pattern. Failures are counted in Stats and logged at debug level.
+	Attributes *attrs.Mapping
+
 	// HTTPClient supplies the transport (proxy, TLS roots) for discovery and JWKS
 	// fetches. Only its Transport is used: every fetch is bounded by FetchTimeout and
 	// MaxResponseBytes, redirects are refused and only 200 is accepted, whatever the
@@ -85,7 +108,15 @@ type Config struct {
 // settings is a validated Config with defaults applied.
 type settings struct {
 	Config
-	algs map[string]bool
+	algs     map[string]bool
+	subjects []glob.Glob
+	required []requiredClaim // sorted by name
+}
+
+// requiredClaim is one entry of Config.RequiredClaims, compiled.
+type requiredClaim struct {
+	name    string
+	pattern glob.Glob
 }
 
 // validate checks cfg, applies defaults and reports every problem at once.
@@ -133,6 +164,26 @@ func (cfg Config) validate() (*settings, error) {
 		s.algs[a] = true
 	}
 	s.Audiences = slices.Clone(s.Audiences)
+	s.Subjects = slices.Clone(s.Subjects)
+	for _, p := range s.Subjects {
+		if p == "" {
+			bad("empty subject pattern")
+			continue
+		}
+		s.subjects = append(s.subjects, glob.Compile(p))
+	}
+	s.RequiredClaims = maps.Clone(s.RequiredClaims)
+	for _, name := range slices.Sorted(maps.Keys(s.RequiredClaims)) {
+		p := s.RequiredClaims[name]
+		switch {
+		case name == "":
+			bad("required claim with an empty name")
+		case p == "":
+			bad("required claim %q has an empty pattern", name)
+		default:
+			s.required = append(s.required, requiredClaim{name: name, pattern: glob.Compile(p)})
+		}
+	}
 
 	dur := func(name string, v *time.Duration, def, max time.Duration) {
 		switch {

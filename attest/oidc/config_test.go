@@ -38,6 +38,11 @@ func TestNewValidatesConfig(t *testing.T) {
 		{"negative max age", func(c *oidc.Config) { c.MaxTokenAge = -time.Second }, "negative"},
 		{"max stale below ttl", func(c *oidc.Config) { c.CacheTTL = time.Hour; c.MaxStale = time.Minute }, "shorter"},
 		{"negative size", func(c *oidc.Config) { c.MaxResponseBytes = -1 }, "negative"},
+		{"subjects", func(c *oidc.Config) { c.Subjects = []string{"system:serviceaccount:prod:*", "*"} }, ""},
+		{"empty subject pattern", func(c *oidc.Config) { c.Subjects = []string{"system:serviceaccount:prod:*", ""} }, "empty subject pattern"},
+		{"required claims", func(c *oidc.Config) { c.RequiredClaims = map[string]string{"repository_owner": "my-org"} }, ""},
+		{"required claim without name", func(c *oidc.Config) { c.RequiredClaims = map[string]string{"": "x"} }, "empty name"},
+		{"required claim without pattern", func(c *oidc.Config) { c.RequiredClaims = map[string]string{"repository_owner": ""} }, `"repository_owner" has an empty pattern`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -61,11 +66,14 @@ func TestNewValidatesConfig(t *testing.T) {
 }
 
 func TestNewReportsEveryError(t *testing.T) {
-	_, err := oidc.New(t.Context(), oidc.Config{Algorithms: []string{"none"}, ClockSkew: time.Hour})
+	_, err := oidc.New(t.Context(), oidc.Config{
+		Algorithms: []string{"none"}, ClockSkew: time.Hour,
+		Subjects: []string{""}, RequiredClaims: map[string]string{"a": ""},
+	})
 	if err == nil {
 		t.Fatal("accepted")
 	}
-	for _, want := range []string{"name", "issuer", "audience", "none", "clock_skew"} {
+	for _, want := range []string{"name", "issuer", "audience", "none", "clock_skew", "subject pattern", `"a"`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}

@@ -25,20 +25,46 @@
 // (exact), `aud` (one of Audiences), `exp` (required), `nbf`, `iat`, MaxTokenAge,
 // with at most ClockSkew of leeway, and a sane `sub`.
 //
+// Then the upstream's own limits, so that no policy ever sees what it may not
+// assert:
+//
+//   - issuer breadth: with Subjects set, a `sub` matching none of its glob patterns
+//     is refused ("subject outside the upstream's allowed subjects"). Empty Subjects
+//     means any subject; say so explicitly in the STS configuration (e.g. "*");
+//   - RequiredClaims: each named claim must be a string matching its glob pattern
+//     (e.g. repository_owner: my-org); a missing or non-string claim is refused.
+//
+// All of these refusals wrap attest.ErrInvalid.
+//
+// # Attributes
+//
+// Workload.Attributes always holds "sub" and "iss". Config.Attributes, a Mapping
+// compiled once with package attest/attrs (presets for Kubernetes projected service
+// account tokens and GitHub Actions, CEL expressions for the rest), adds the mapped
+// attributes. An attribute whose claim is missing, or whose expression fails on a
+// claim of the wrong type, is absent, never empty, and never refuses the token;
+// an absent attribute matches no policy attribute pattern. Absences and failures are
+// counted in Stats, and failures logged at debug level with the token's jti.
+//
 // Usage:
 //
+//	gha, err := attrs.Compile(attrs.PresetGitHubActions, nil)
+//	if err != nil {
+//		return err
+//	}
 //	v, err := oidc.New(ctx, oidc.Config{
-//		Name:        "github-actions",
-//		Issuer:      "https://token.actions.githubusercontent.com",
-//		Audiences:   []string{"https://sts.example.com"},
-//		Algorithms:  []string{"RS256"},
-//		MaxTokenAge: 10 * time.Minute,
+//		Name:           "github-actions",
+//		Issuer:         "https://token.actions.githubusercontent.com",
+//		Audiences:      []string{"https://sts.example.com"},
+//		Algorithms:     []string{"RS256"},
+//		MaxTokenAge:    10 * time.Minute,
+//		Subjects:       []string{"repo:my-org/*"},
+//		RequiredClaims: map[string]string{"repository_owner": "my-org"},
+//		Attributes:     gha,
 //	})
 //	if err != nil {
 //		return err
 //	}
 //	w, err := v.Verify(ctx, rawToken, attest.TypeJWT)
-//
-// Attributes: `sub` and `iss`, and for Kubernetes projected service account tokens
-// `namespace`, `service_account`, `pod` and `pod_uid` from the `kubernetes.io` claim.
+//	// w.Attributes["repository"], w.Attributes["ref"], ...
 package oidc

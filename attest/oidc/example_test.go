@@ -13,6 +13,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/safeconduct/safeconduct/attest"
+	"github.com/safeconduct/safeconduct/attest/attrs"
 	"github.com/safeconduct/safeconduct/attest/oidc"
 )
 
@@ -30,12 +31,20 @@ func Example() {
 	os.WriteFile(jwksFile, set, 0o600)
 
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	k8s, err := attrs.Compile(attrs.PresetKubernetes, nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	v, err := oidc.New(ctx, oidc.Config{
 		Name:      "prod-cluster",
 		Issuer:    "https://kubernetes.default.svc",
 		Audiences: []string{"sts.example.com"},
 		JWKSFile:  jwksFile,
 		Now:       func() time.Time { return now },
+		// Only this cluster's payments namespace, with the Kubernetes attributes.
+		Subjects:   []string{"system:serviceaccount:payments:*"},
+		Attributes: k8s,
 	})
 	if err != nil {
 		fmt.Println(err)

@@ -23,6 +23,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/safeconduct/safeconduct/attest"
+	"github.com/safeconduct/safeconduct/attest/attrs"
 	"github.com/safeconduct/safeconduct/attest/oidc"
 )
 
@@ -293,6 +294,7 @@ func newEnv(t testing.TB, mods ...func(*oidc.Config)) *env {
 		HTTPClient:   e.iss.srv.Client(),
 		Now:          e.clock.Now,
 		FetchTimeout: 2 * time.Second,
+		Attributes:   kubernetesMapping(t),
 	}
 	for _, m := range mods {
 		m(&e.cfg)
@@ -306,6 +308,16 @@ func newEnv(t testing.TB, mods ...func(*oidc.Config)) *env {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// kubernetesMapping is the kubernetes preset, compiled.
+func kubernetesMapping(t testing.TB) *attrs.Mapping {
+	t.Helper()
+	m, err := attrs.Compile(attrs.PresetKubernetes, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // claims returns the payload JSON of a good token, changed by mods.

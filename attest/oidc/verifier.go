@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
+	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	jose "github.com/go-jose/go-jose/v4"
 
@@ -17,7 +17,7 @@ import (
 )
 
 // MaxSubjectLength is the longest `sub` accepted, in bytes.
-const MaxSubjectLength = 1024
+const MaxSubjectLength = attest.MaxSubjectLength
 
 // maxNumericDate is 9999-12-31T23:59:59Z: later dates are refused as absurd.
 const maxNumericDate = 253402300799
@@ -29,6 +29,9 @@ type Verifier struct {
 	keys  *keySet
 	fetch *fetcher // nil for a JWKSFile
 	algs  []jose.SignatureAlgorithm
+	log   *slog.Logger
+
+	attrAbsent, attrErrors atomic.Uint64
 }
 
 var _ attest.Verifier = (*Verifier)(nil)
@@ -42,7 +45,7 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &Verifier{s: s}
+	v := &Verifier{s: s, log: s.Logger.With("upstream", s.Name)}
 	for _, a := range s.Algorithms {
 		v.algs = append(v.algs, jose.SignatureAlgorithm(a))
 	}
@@ -53,7 +56,7 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		interval: s.RefreshMinInterval,
 		ttl:      s.CacheTTL,
 		maxStale: s.MaxStale,
-		log:      s.Logger.With("upstream", s.Name),
+		log:      v.log,
 	}
 	if s.JWKSFile != "" {
 		snap, err := readJWKSFile(s.JWKSFile, s.MaxResponseBytes)
@@ -116,6 +119,11 @@ type Stats struct {
 	// fetched (zero for a JWKSFile or before the first fetch).
 	Keys        int
 	KeysFetched time.Time
+	// AttributesAbsent counts attributes of the Config.Attributes mapping left
+	// absent on attested tokens, for any reason (mostly a claim the token does not
+	// carry); AttributeErrors counts those among them whose expression failed (a
+	// claim of the wrong type, an unguarded missing claim, the cost limit).
+	AttributesAbsent, AttributeErrors uint64
 }
 
 // Stats returns the Verifier's counters.
@@ -124,6 +132,8 @@ func (v *Verifier) Stats() Stats {
 	if v.fetch != nil {
 		st.Requests = v.fetch.requests.Load()
 	}
+	st.AttributesAbsent = v.attrAbsent.Load()
+	st.AttributeErrors = v.attrErrors.Load()
 	st.Updates = v.keys.updates.Load()
 	st.Failures = v.keys.failures.Load()
 	if s := v.keys.cur.Load(); s != nil {
@@ -137,7 +147,8 @@ func (v *Verifier) Stats() Stats {
 // order: the checks of attest.ParseHeaderInsecure; the upstream's algorithm list;
 // go-jose parsing with exactly one signature; the key by kid (one shared, rate
 // limited refresh for an unknown kid) fitting the alg; the signature; and only then
-// the claims: iss, aud, exp, nbf, iat, max age and sub. Errors wrap
+// the claims: iss, aud, exp, nbf, iat, max age, sub, the upstream's allowed
+// subjects and required claims. Attributes are mapped last. Errors wrap
 // attest.ErrUnsupportedType, ErrMalformed, ErrInvalid or ErrUnavailable.
 func (v *Verifier) Verify(ctx context.Context, raw, tokenType string) (*attest.Workload, error) {
 	hdr, err := attest.ParseHeaderInsecure(raw, tokenType)
@@ -225,8 +236,8 @@ func (v *Verifier) workload(c map[string]any) (*attest.Workload, error) {
 	if !ok {
 		return nil, v.invalid("sub missing or not a string")
 	}
-	if err := checkSubject(sub); err != nil {
-		return nil, v.invalid("%v", err)
+	if err := attest.CheckSubject(sub); err != nil {
+		return nil, v.invalid("sub: %v", err)
 	}
 	var jti string
 	if j, ok := c["jti"]; ok {
@@ -235,22 +246,72 @@ func (v *Verifier) workload(c map[string]any) (*attest.Workload, error) {
 		}
 	}
 
+	if len(v.s.subjects) > 0 && !v.allowedSubject(sub) {
+		return nil, v.invalid("subject outside the upstream's allowed subjects (sub %.128q)", sub)
+	}
+	for i := range v.s.required {
+		r := &v.s.required[i]
+		s, ok := c[r.name].(string)
+		if !ok {
+			return nil, v.invalid("required claim %.128q missing or not a string", r.name)
+		}
+		if !r.pattern.Match(s) {
+			return nil, v.invalid("required claim %.128q outside the upstream's allowed values", r.name)
+		}
+	}
+
 	w := &attest.Workload{
-		Upstream:   v.s.Name,
-		Issuer:     v.s.Issuer,
-		Subject:    sub,
-		ID:         sub,
-		TokenID:    jti,
-		Audience:   aud,
-		Expiry:     exp,
-		Claims:     c,
-		Attributes: map[string]string{"sub": sub, "iss": v.s.Issuer},
+		Upstream: v.s.Name,
+		Issuer:   v.s.Issuer,
+		Subject:  sub,
+		ID:       sub,
+		TokenID:  jti,
+		Audience: aud,
+		Expiry:   exp,
+		Claims:   c,
 	}
 	if hasIat {
 		w.IssuedAt = iat
 	}
-	kubernetesAttributes(c, w.Attributes)
+	w.Attributes = v.attributes(c, jti)
+	w.Attributes["sub"] = sub
+	w.Attributes["iss"] = v.s.Issuer
 	return w, nil
+}
+
+func (v *Verifier) allowedSubject(sub string) bool {
+	for i := range v.s.subjects {
+		if v.s.subjects[i].Match(sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// attributes applies the upstream's mapping to verified claims. Failures leave
+// attributes absent, never refuse the token: they are counted and logged.
+func (v *Verifier) attributes(c map[string]any, jti string) map[string]string {
+	m := v.s.Attributes
+	if m == nil {
+		return make(map[string]string, 2)
+	}
+	attrs, err := m.Apply(c)
+	if absent := m.Len() - len(attrs); absent > 0 {
+		v.attrAbsent.Add(uint64(absent))
+	}
+	if err != nil {
+		v.attrErrors.Add(uint64(countErrors(err)))
+		v.log.Debug("attributes absent after failed expressions", "jti", jti, "error", err)
+	}
+	return attrs
+}
+
+// countErrors counts the errors joined in err.
+func countErrors(err error) int {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return len(j.Unwrap())
+	}
+	return 1
 }
 
 func (v *Verifier) acceptsAudience(aud []string) bool {
@@ -307,47 +368,4 @@ func numericDate(c map[string]any, name string) (time.Time, bool, error) {
 	}
 	sec, frac := math.Modf(f)
 	return time.Unix(int64(sec), int64(frac*1e9)), true, nil
-}
-
-// checkSubject refuses empty or overlong subjects, invalid UTF-8, and any control,
-// format (invisible, bidi) or white space character.
-func checkSubject(sub string) error {
-	if sub == "" || len(sub) > MaxSubjectLength {
-		return fmt.Errorf("sub of %d bytes (allowed 1 to %d)", len(sub), MaxSubjectLength)
-	}
-	for i, r := range sub {
-		if r == utf8.RuneError || unicode.IsControl(r) || unicode.IsSpace(r) || unicode.Is(unicode.Cf, r) {
-			return fmt.Errorf("sub has a forbidden character at byte %d", i)
-		}
-	}
-	return nil
-}
-
-// kubernetesAttributes copies the string fields of a Kubernetes projected service
-// account token's `kubernetes.io` claim into attrs.
-func kubernetesAttributes(c map[string]any, attrs map[string]string) {
-	k8s, ok := c["kubernetes.io"].(map[string]any)
-	if !ok {
-		return
-	}
-	str := func(m map[string]any, name string) (string, bool) {
-		s, ok := m[name].(string)
-		return s, ok && s != ""
-	}
-	if ns, ok := str(k8s, "namespace"); ok {
-		attrs["namespace"] = ns
-	}
-	if sa, ok := k8s["serviceaccount"].(map[string]any); ok {
-		if name, ok := str(sa, "name"); ok {
-			attrs["service_account"] = name
-		}
-	}
-	if pod, ok := k8s["pod"].(map[string]any); ok {
-		if name, ok := str(pod, "name"); ok {
-			attrs["pod"] = name
-		}
-		if uid, ok := str(pod, "uid"); ok {
-			attrs["pod_uid"] = uid
-		}
-	}
 }

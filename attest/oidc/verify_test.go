@@ -35,7 +35,7 @@ func TestVerify(t *testing.T) {
 				}
 				want := map[string]string{
 					"sub": w.Subject, "iss": e.iss.URL(), "namespace": "prod",
-					"service_account": "api", "pod": "api-7d9f", "pod_uid": "pod-uid",
+					"service_account": "api", "service_account_uid": "sa-uid", "pod": "api-7d9f", "pod_uid": "pod-uid",
 				}
 				if len(w.Attributes) != len(want) {
 					t.Fatalf("attributes %v", w.Attributes)
