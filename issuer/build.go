@@ -13,6 +13,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/safeconduct/safeconduct/attest"
+	"github.com/safeconduct/safeconduct/attest/attrs"
 	"github.com/safeconduct/safeconduct/attest/oidc"
 	"github.com/safeconduct/safeconduct/policy"
 	"github.com/safeconduct/safeconduct/revocation"
@@ -99,18 +100,30 @@ func buildAttester(ctx context.Context, cfg *Config, o Options) (*attest.Router,
 	byIssuer := map[string]attest.Verifier{}
 	var errs []error
 	for _, u := range cfg.Upstreams {
+		var mapping *attrs.Mapping
+		if u.Preset != "" || len(u.Attributes) > 0 {
+			m, err := attrs.Compile(u.Preset, u.Attributes)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("upstream %s: %w", u.Name, err))
+				continue
+			}
+			mapping = m
+		}
 		v, err := oidc.New(ctx, oidc.Config{
-			Name:        u.Name,
-			Issuer:      u.Issuer,
-			Audiences:   u.Audiences,
-			JWKSURI:     u.JWKSURI,
-			JWKSFile:    cfg.Path(u.JWKSFile),
-			Algorithms:  u.Algorithms,
-			ClockSkew:   u.ClockSkew.D(),
-			MaxTokenAge: u.MaxTokenAge.D(),
-			Now:         o.Now,
-			Logger:      o.Logger,
-			HTTPClient:  o.UpstreamClient,
+			Name:           u.Name,
+			Issuer:         u.Issuer,
+			Audiences:      u.Audiences,
+			JWKSURI:        u.JWKSURI,
+			JWKSFile:       cfg.Path(u.JWKSFile),
+			Algorithms:     u.Algorithms,
+			ClockSkew:      u.ClockSkew.D(),
+			MaxTokenAge:    u.MaxTokenAge.D(),
+			Now:            o.Now,
+			Logger:         o.Logger,
+			HTTPClient:     o.UpstreamClient,
+			Subjects:       u.Subjects,
+			RequiredClaims: u.RequiredClaims,
+			Attributes:     mapping,
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("upstream %s: %w", u.Name, err))

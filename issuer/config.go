@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/safeconduct/safeconduct/attest/attrs"
 )
 
 // Config is the STS configuration file (see README "Configuration"). Field names are
@@ -69,6 +71,15 @@ type UpstreamConfig struct {
 	Algorithms  []string `yaml:"algorithms"`
 	ClockSkew   Duration `yaml:"clock_skew"`
 	MaxTokenAge Duration `yaml:"max_token_age"`
+	// Subjects limits which subjects this upstream may assert (issuer breadth);
+	// empty = any.
+	Subjects []string `yaml:"subjects"`
+	// RequiredClaims maps a claim name to a glob its string value must match.
+	RequiredClaims map[string]string `yaml:"required_claims"`
+	// Preset names a built-in claim -> attribute mapping (kubernetes,
+	// github_actions); Attributes adds or overrides CEL expressions over `claims`.
+	Preset     string            `yaml:"preset"`
+	Attributes map[string]string `yaml:"attributes"`
 }
 
 // RevocationConfig selects the revocation store backend.
@@ -411,6 +422,19 @@ func (u *UpstreamConfig) validate(v *validator, i int, names, issuers map[string
 		if !slices.Contains(upstreamAlgorithms, a) {
 			at(fmt.Sprintf("algorithm %q is not one of %s", a, strings.Join(upstreamAlgorithms, ", ")), "algorithms", j)
 		}
+	}
+	for j, p := range u.Subjects {
+		if strings.TrimSpace(p) == "" {
+			at("empty subject pattern (leave subjects out to allow any subject)", "subjects", j)
+		}
+	}
+	for name, p := range u.RequiredClaims {
+		if name == "" || p == "" {
+			at("required_claims entries need a claim name and a pattern", "required_claims")
+		}
+	}
+	if _, err := attrs.Compile(u.Preset, u.Attributes); err != nil {
+		at("attribute mapping: "+strings.ReplaceAll(err.Error(), "\n", "; "), "attributes")
 	}
 	if u.ClockSkew < 0 || u.ClockSkew > Duration(time.Minute) {
 		at("clock_skew must be between 0s and 60s", "clock_skew")

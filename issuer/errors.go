@@ -41,6 +41,7 @@ var (
 	errActorRejected   = badRequest(codeInvalidRequest, "actor_token is invalid or not accepted")
 	errTargetRefused   = badRequest(codeInvalidTarget, "a requested audience or resource is not permitted")
 	errScopeRefused    = badRequest(codeInvalidScope, "a requested scope is not permitted")
+	errServer          = &oauthError{Code: codeServerError, Description: "internal error", Status: http.StatusInternalServerError}
 	errUnavailable     = &oauthError{Code: codeTemporarilyUnavailable, Description: "the service cannot issue tokens right now; retry later", Status: http.StatusServiceUnavailable, RetryAfter: 1}
 )
 

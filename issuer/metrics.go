@@ -18,6 +18,8 @@ type metrics struct {
 	exchanges *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
 	decisions *prometheus.CounterVec
+	// audited counts audit-mode (dry-run) rule hits by rule and would-be outcome.
+	audited *prometheus.CounterVec
 	// policyReloads counts policy reloads by result (ok, error).
 	policyReloads *prometheus.CounterVec
 }
@@ -43,11 +45,15 @@ func newMetrics() *metrics {
 		Name: "safeconduct_policy_decisions_total",
 		Help: "Policy decisions by deciding rule (empty when no rule decided) and outcome; stsctl policy review reads it to find unused rules.",
 	}, []string{"rule", "outcome"})
+	m.audited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "safeconduct_policy_audit_hits_total",
+		Help: "Audit-mode (dry-run) rules that matched, by rule and the outcome they would have produced.",
+	}, []string{"rule", "would"})
 	m.policyReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "safeconduct_policy_reloads_total",
 		Help: "Policy reloads by result (ok, error).",
 	}, []string{"result"})
-	m.registry.MustRegister(m.requests, m.exchanges, m.latency, m.decisions, m.policyReloads,
+	m.registry.MustRegister(m.requests, m.exchanges, m.latency, m.decisions, m.audited, m.policyReloads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -4,11 +4,14 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 	"unicode/utf8"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/safeconduct/safeconduct/attest"
 )
 
 // TypeAccessTokenJWT is the RFC 9068 media type of minted tokens' `typ` header.
@@ -44,6 +47,10 @@ type claims struct {
 	ClientID string
 	Scopes   []string
 	Upstream string
+	// Act is the delegation chain, current actor first (RFC 8693 §4.1).
+	Act []attest.Actor
+	// Attributes are the workload attributes policy chose to copy.
+	Attributes map[string]string
 }
 
 // mint returns the signed compact JWS.
@@ -91,12 +98,48 @@ func (m *minter) mint(c *claims) (string, error) {
 		buf = append(buf, `,"upstream":`...)
 		buf = appendJSONString(buf, c.Upstream)
 	}
+	if len(c.Act) > 0 {
+		buf = append(buf, `,"act":`...)
+		buf = appendAct(buf, c.Act)
+	}
+	if len(c.Attributes) > 0 {
+		buf = append(buf, `,"attributes":{`...)
+		names := make([]string, 0, len(c.Attributes))
+		for n := range c.Attributes {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		for i, n := range names {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = appendJSONString(buf, n)
+			buf = append(buf, ':')
+			buf = appendJSONString(buf, c.Attributes[n])
+		}
+		buf = append(buf, '}')
+	}
 	buf = append(buf, '}')
 	jws, err := m.signer.Sign(buf)
 	if err != nil {
 		return "", fmt.Errorf("sign: %w", err)
 	}
 	return jws.CompactSerialize()
+}
+
+// appendAct appends the nested act claim: {"sub":..,"iss":..,"act":{...}}.
+func appendAct(buf []byte, chain []attest.Actor) []byte {
+	buf = append(buf, `{"sub":`...)
+	buf = appendJSONString(buf, chain[0].Subject)
+	if chain[0].Issuer != "" {
+		buf = append(buf, `,"iss":`...)
+		buf = appendJSONString(buf, chain[0].Issuer)
+	}
+	if len(chain) > 1 {
+		buf = append(buf, `,"act":`...)
+		buf = appendAct(buf, chain[1:])
+	}
+	return append(buf, '}')
 }
 
 // newTokenID returns a random 128-bit jti, base64url.

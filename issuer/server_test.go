@@ -69,6 +69,8 @@ type stsOptions struct {
 	tokens     string // YAML of the tokens section
 	dir        string // reuse a directory (restart)
 	policy     string
+	aExtra     string // more YAML keys of the cluster-a upstream (4-space indent)
+	upstreams  string // more upstream entries
 }
 
 type syncBuffer struct {
@@ -121,18 +123,18 @@ signing: {algorithm: %s, key_dir: keys}
     issuer: https://issuer.example
     audiences: [sts]
     jwks_file: a-jwks.json
-  - name: cluster-b
+%s  - name: cluster-b
     kind: oidc
     issuer: %s
     audiences: [sts, other]
-policy_files: [policy.yaml]
-%s`, ts.url, l.Addr(), o.alg, o.tokens, ts.b.URL, o.revocation)
+%spolicy_files: [policy.yaml]
+%s`, ts.url, l.Addr(), o.alg, o.tokens, o.aExtra, ts.b.URL, o.upstreams, o.revocation)
 	write := func(name, data string) {
 		if err := os.WriteFile(filepath.Join(ts.dir, name), []byte(data), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write("sts.yaml", cfgText)
+	write("sts.yaml", strings.ReplaceAll(cfgText, "SELF", ts.url))
 	write("policy.yaml", o.policy)
 	write("a-jwks.json", string(ts.a.JWKS()))
 	cfg, err := LoadConfig(filepath.Join(ts.dir, "sts.yaml"))

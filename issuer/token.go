@@ -94,28 +94,63 @@ func (s *Server) exchange(r *http.Request, ev *exchangeEvent) (*tokenResponse, *
 		return nil, errSubjectRejected
 	}
 	ev.workload = wl
+	chain, err := wl.ActChain()
+	if err != nil {
+		ev.reason = "subject_token: " + err.Error()
+		return nil, errSubjectRejected
+	}
+	var actor *attest.Workload
+	depth := 0
+	notAfter := wl.Expiry
 	if req.ActorToken != "" {
-		if _, err := s.attester.Attest(ctx, req.ActorToken, req.ActorTokenType); err != nil {
+		if actor, err = s.attester.Attest(ctx, req.ActorToken, req.ActorTokenType); err != nil {
 			ev.reason = "actor_token: " + err.Error()
 			if errors.Is(err, attest.ErrUnavailable) {
 				return nil, errUnavailable
 			}
 			return nil, errActorRejected
 		}
-		ev.reason = "delegation: no policy grants actors yet"
-		return nil, errActorRejected
+		ev.actor = actor
+		depth = 1 + len(chain)
+		if actor.Expiry.Before(notAfter) {
+			notAfter = actor.Expiry
+		}
+	} else if len(chain) > 0 {
+		// A delegated token names its actors; whoever presents it again must say who
+		// they are, so the chain grows instead of being laundered into direct access.
+		ev.reason = "subject_token carries act but no actor_token was sent"
+		return nil, badRequest(codeInvalidRequest, "a delegated subject_token must be exchanged with an actor_token")
 	}
 
-	d := s.policy().Decide(policy.Request{Workload: wl, Audiences: req.Audiences, Resources: req.Resources, Scopes: req.Scopes})
-	ev.rule, ev.reason = d.Rule, d.Reason
+	now := s.now()
+	d := s.policy().Decide(policy.Request{
+		Workload:           wl,
+		Actor:              actor,
+		DelegationDepth:    depth,
+		Audiences:          req.Audiences,
+		Resources:          req.Resources,
+		Scopes:             req.Scopes,
+		RequestedTokenType: req.RequestedTokenType,
+		ClientID:           req.ClientID,
+		Now:                now,
+	})
+	ev.rule, ev.reason, ev.audited = d.Rule, d.Reason, d.Audited
 	s.metrics.decisions.WithLabelValues(d.Rule, d.Outcome.String()).Inc()
+	for _, a := range d.Audited {
+		s.metrics.audited.WithLabelValues(a.Rule, a.Would).Inc()
+	}
 	switch d.Outcome {
 	case policy.Allow:
 	case policy.DenyTarget:
 		return nil, errTargetRefused
 	case policy.DenyScope:
 		return nil, errScopeRefused
-	default: // no rule, explicit deny: indistinguishable from a bad token
+	case policy.DenyActor:
+		return nil, errActorRejected
+	case policy.DenyRequest:
+		s.log.ErrorContext(ctx, "policy refused an inconsistent request", slog.String("reason", d.Reason))
+		return nil, errServer
+	default: // no rule, explicit deny, sender constraint: indistinguishable from a bad token
 		return nil, errSubjectRejected
 	}
 
@@ -129,22 +164,26 @@ func (s *Server) exchange(r *http.Request, ev *exchangeEvent) (*tokenResponse, *
 		return nil, errUnavailable
 	}
 
-	now := s.now()
 	iat := now.Truncate(time.Second)
-	exp, ok := s.expiry(iat, d.MaxTTL, wl.Expiry)
+	exp, ok := s.expiry(iat, d.MaxTTL, notAfter)
 	if !ok {
-		ev.reason = "subject_token expires within a second"
+		ev.reason = "subject or actor token expires within a second"
 		return nil, errSubjectRejected
 	}
 	c := &claims{
-		Subject:  wl.ID,
-		Audience: d.Audiences,
-		IssuedAt: iat,
-		Expiry:   exp,
-		ID:       newTokenID(),
-		ClientID: wl.ID,
-		Scopes:   d.Scopes,
-		Upstream: wl.Upstream,
+		Subject:    wl.ID,
+		Audience:   d.Audiences,
+		IssuedAt:   iat,
+		Expiry:     exp,
+		ID:         newTokenID(),
+		ClientID:   wl.ID,
+		Scopes:     d.Scopes,
+		Upstream:   wl.Upstream,
+		Attributes: copyAttributes(wl.Attributes, d.CopyAttributes),
+	}
+	if actor != nil {
+		c.ClientID = actor.ID
+		c.Act = append([]attest.Actor{{Subject: actor.ID, Issuer: actor.Issuer}}, chain...)
 	}
 	tok, err := s.minter.mint(c)
 	if err != nil {
@@ -212,6 +251,8 @@ type exchangeEvent struct {
 	scopes          []string
 	jti             string
 	expiry          time.Time
+	actor           *attest.Workload
+	audited         []policy.AuditHit
 	subjectTokenSHA string
 }
 
@@ -224,6 +265,9 @@ func (s *Server) audit(ctx context.Context, ev *exchangeEvent) {
 	}
 	if ev.workload != nil {
 		attrs = append(attrs, slog.String("upstream", ev.workload.Upstream), slog.String("sub", ev.workload.ID))
+	}
+	if ev.actor != nil {
+		attrs = append(attrs, slog.String("actor_upstream", ev.actor.Upstream), slog.String("actor", ev.actor.ID))
 	}
 	if len(ev.audiences) > 0 {
 		attrs = append(attrs, slog.Any("aud", ev.audiences))
@@ -240,6 +284,9 @@ func (s *Server) audit(ctx context.Context, ev *exchangeEvent) {
 			attrs = append(attrs, slog.String("scope", strings.Join(ev.scopes, " ")))
 		}
 	}
+	for _, a := range ev.audited {
+		attrs = append(attrs, slog.Group("audit_rule", slog.String("rule", a.Rule), slog.String("would", a.Would)))
+	}
 	if ev.subjectTokenSHA != "" {
 		attrs = append(attrs, slog.String("subject_token_sha256", ev.subjectTokenSHA))
 	}
@@ -248,4 +295,22 @@ func (s *Server) audit(ctx context.Context, ev *exchangeEvent) {
 		level = slog.LevelWarn
 	}
 	s.auditLog.LogAttrs(ctx, level, "exchange", attrs...)
+}
+
+// copyAttributes returns the workload attributes the deciding rule asked to copy
+// into the token (only those the workload has).
+func copyAttributes(have map[string]string, names []string) map[string]string {
+	if len(names) == 0 || len(have) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(names))
+	for _, n := range names {
+		if v, ok := have[n]; ok {
+			out[n] = v
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }

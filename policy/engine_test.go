@@ -92,6 +92,17 @@ func wl(upstream, subject string) *attest.Workload {
 	return &attest.Workload{Upstream: upstream, Subject: subject}
 }
 
+// testNow is the time of every test request.
+var testNow = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+
+// at sets the request's time to testNow unless it has one.
+func at(req policy.Request) policy.Request {
+	if req.Now.IsZero() {
+		req.Now = testNow
+	}
+	return req
+}
+
 func TestDecide(t *testing.T) {
 	p := mustParse(t, testPolicy)
 	api := wl("cluster-a", "system:serviceaccount:payments:api")
@@ -292,7 +303,7 @@ func TestDecide(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := p.Decide(tt.req)
+			got := p.Decide(at(tt.req))
 			checkDecision(t, got, tt.want, tt.reason)
 		})
 	}
@@ -322,18 +333,18 @@ func checkDecision(t *testing.T, got, want policy.Decision, reason string) {
 
 func TestDecideEmptyPolicy(t *testing.T) {
 	p := mustParse(t, "# nothing yet\n")
-	d := p.Decide(policy.Request{Workload: wl("a", "b"), Audiences: []string{ledger}})
+	d := p.Decide(at(policy.Request{Workload: wl("a", "b"), Audiences: []string{ledger}}))
 	checkDecision(t, d, policy.Decision{Outcome: policy.DenyNoRule}, `no rule matches upstream "a" subject "b"`)
 
 	var nilPolicy *policy.Policy
-	d = nilPolicy.Decide(policy.Request{Workload: wl("a", "b"), Audiences: []string{ledger}})
+	d = nilPolicy.Decide(at(policy.Request{Workload: wl("a", "b"), Audiences: []string{ledger}}))
 	checkDecision(t, d, policy.Decision{Outcome: policy.DenyNoRule}, "no policy")
 }
 
 // A Reason quotes what the caller controls, so it cannot forge log lines.
 func TestDecideReasonQuotesInput(t *testing.T) {
 	p := mustParse(t, testPolicy)
-	d := p.Decide(policy.Request{Workload: wl("cluster-a", "evil\nlevel=INFO msg=granted"), Audiences: []string{ledger}})
+	d := p.Decide(at(policy.Request{Workload: wl("cluster-a", "evil\nlevel=INFO msg=granted"), Audiences: []string{ledger}}))
 	if strings.Contains(d.Reason, "\n") {
 		t.Errorf("Reason %q holds a raw newline", d.Reason)
 	}
@@ -345,6 +356,7 @@ func TestDecideDoesNotAllocateOnAllow(t *testing.T) {
 		Workload:  wl("cluster-a", "system:serviceaccount:payments:api"),
 		Audiences: []string{ledger, audit},
 		Scopes:    []string{"ledger.read", "ledger.write"},
+		Now:       testNow,
 	}
 	allocs := testing.AllocsPerRun(100, func() {
 		if !p.Decide(req).Allowed() {
@@ -362,7 +374,7 @@ func TestDecideGrantDoesNotAliasAppend(t *testing.T) {
 	p := mustParse(t, testPolicy)
 	auds := make([]string, 1, 4)
 	auds[0] = ledger
-	d := p.Decide(policy.Request{Workload: wl("cluster-a", "system:serviceaccount:payments:api"), Audiences: auds})
+	d := p.Decide(at(policy.Request{Workload: wl("cluster-a", "system:serviceaccount:payments:api"), Audiences: auds}))
 	if !d.Allowed() {
 		t.Fatal(d.Reason)
 	}
@@ -384,6 +396,7 @@ func TestDecideConcurrent(t *testing.T) {
 					Audiences: []string{ledger},
 					Resources: []string{audit},
 					Scopes:    []string{"ledger.read"},
+					Now:       testNow,
 				}
 				if d := p.Decide(req); !d.Allowed() {
 					t.Errorf("refused: %s", d.Reason)
@@ -410,7 +423,8 @@ func TestOutcomeString(t *testing.T) {
 
 // benchPolicy writes n rules over 10 upstreams, 1,000 rules per file (a file holds
 // at most 1 MiB), each with its own subject pattern and audience; every 10th rule
-// of an upstream is a deny rule for debug shells.
+// of an upstream is a deny rule for debug shells, and every third allow rule has a
+// condition.
 func benchPolicy(n int) []policy.File {
 	var files []policy.File
 	var b strings.Builder
@@ -419,9 +433,12 @@ func benchPolicy(n int) []policy.File {
 			b.WriteString("rules:\n")
 		}
 		up := i % 10
-		if i/10%10 == 9 {
+		switch {
+		case benchDeny(i):
 			fmt.Fprintf(&b, "  - {name: r%d, effect: deny, upstreams: [up-%d], subjects: [\"system:serviceaccount:ns%d:debug-*\"]}\n", i, up, i)
-		} else {
+		case benchWhen(i):
+			fmt.Fprintf(&b, "  - {name: r%d, effect: allow, upstreams: [up-%d], subjects: [\"system:serviceaccount:ns%d:*\"], audiences: [\"https://svc%d.internal\"], scopes: [read, write], max_ttl: 5m, when: 'workload.attributes[\"env\"] == \"prod\" && !has(request.actor)'}\n", i, up, i, i)
+		default:
 			fmt.Fprintf(&b, "  - {name: r%d, effect: allow, upstreams: [up-%d], subjects: [\"system:serviceaccount:ns%d:*\"], audiences: [\"https://svc%d.internal\"], scopes: [read, write], max_ttl: 5m}\n", i, up, i, i)
 		}
 		if i%1000 == 999 || i == n-1 {
@@ -432,30 +449,53 @@ func benchPolicy(n int) []policy.File {
 	return files
 }
 
+func benchDeny(i int) bool { return i/10%10 == 9 }
+func benchWhen(i int) bool { return !benchDeny(i) && i%3 == 0 }
+
+// benchLast is the last allow rule of the policy, with a condition or without.
+func benchLast(n int, when bool) int {
+	for i := n - 1; i >= 0; i-- {
+		if !benchDeny(i) && benchWhen(i) == when {
+			return i
+		}
+	}
+	panic("no such rule")
+}
+
 func BenchmarkDecide(b *testing.B) {
 	for _, n := range []int{10, 1_000, 10_000} {
 		p, err := policy.ParseFiles(benchPolicy(n)...)
 		if err != nil {
 			b.Fatal(err)
 		}
-		// The last allow rule of upstream up-8: every rule of that upstream is
-		// looked at before it grants.
-		last := n - 2
-		for last/10%10 == 9 {
-			last -= 10
+		request := func(i int) policy.Request {
+			w := wl(fmt.Sprintf("up-%d", i%10), fmt.Sprintf("system:serviceaccount:ns%d:api", i))
+			w.Attributes = map[string]string{"env": "prod"}
+			return policy.Request{
+				Workload:  w,
+				Audiences: []string{fmt.Sprintf("https://svc%d.internal", i)},
+				Scopes:    []string{"read"},
+				Now:       testNow,
+			}
 		}
-		allow := policy.Request{
-			Workload:  wl(fmt.Sprintf("up-%d", last%10), fmt.Sprintf("system:serviceaccount:ns%d:api", last)),
-			Audiences: []string{fmt.Sprintf("https://svc%d.internal", last)},
-			Scopes:    []string{"read"},
-		}
-		if d := p.Decide(allow); !d.Allowed() {
-			b.Fatalf("%d rules: %s", n, d.Reason)
+		// The last allow rules of the policy: with a linear scan, every rule of
+		// their upstream would be looked at before they grant.
+		allow, allowWhen := request(benchLast(n, false)), request(benchLast(n, true))
+		for _, req := range []policy.Request{allow, allowWhen} {
+			if d := p.Decide(req); !d.Allowed() {
+				b.Fatalf("%d rules: %s", n, d.Reason)
+			}
 		}
 		b.Run(fmt.Sprintf("rules=%d/allow-last", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				p.Decide(allow)
+			}
+		})
+		b.Run(fmt.Sprintf("rules=%d/allow-when", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				p.Decide(allowWhen)
 			}
 		})
 		noRule := allow

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/google/cel-go/cel"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/safeconduct/safeconduct/internal/glob"
@@ -144,42 +146,75 @@ func pathless(err error) error {
 
 // compiler accumulates rules and problems over the files of one policy.
 type compiler struct {
-	files    []string
-	rules    []*rule
-	byName   map[string]*rule
-	count    int // rule entries seen, valid or not
+	files     []string
+	rules     []*rule
+	admin     []*adminRule
+	sensitive []glob.Glob
+	// byName holds the first definition of each rule and admin rule name: names
+	// are unique across both lists and every file.
+	byName   map[string]located
+	count    int // rule and admin entries seen, valid or not
 	tooMany  bool
 	problems []Problem
 	warnings []Problem
+	// programs caches compiled conditions by environment and source, so a
+	// condition repeated over many rules is compiled once.
+	programs map[programKey]cel.Program
+}
+
+type programKey struct {
+	admin bool
+	src   string
 }
 
 func newCompiler() *compiler {
-	return &compiler{byName: make(map[string]*rule)}
+	return &compiler{byName: make(map[string]located), programs: make(map[programKey]cel.Program)}
 }
 
 func (c *compiler) problem(file string, line int, format string, args ...any) {
 	c.problems = append(c.problems, Problem{File: file, Line: line, Msg: fmt.Sprintf(format, args...)})
 }
 
+// sortProblems sorts by file (in the order given) then line, keeping discovery
+// order within a line.
+func sortProblems(problems []Problem, files []string) {
+	order := make(map[string]int, len(files))
+	for i, f := range files {
+		if _, ok := order[f]; !ok {
+			order[f] = i
+		}
+	}
+	slices.SortStableFunc(problems, func(a, b Problem) int {
+		if d := order[a.File] - order[b.File]; d != 0 {
+			return d
+		}
+		return a.Line - b.Line
+	})
+}
+
 func (c *compiler) finish() (*Policy, error) {
 	if len(c.problems) > 0 {
-		// Sort by file (in the order given) then line; keep discovery order within
-		// a line.
-		order := make(map[string]int, len(c.files))
-		for i, f := range c.files {
-			if _, ok := order[f]; !ok {
-				order[f] = i
-			}
-		}
-		slices.SortStableFunc(c.problems, func(a, b Problem) int {
-			if d := order[a.File] - order[b.File]; d != 0 {
-				return d
-			}
-			return a.Line - b.Line
-		})
+		sortProblems(c.problems, c.files)
 		return nil, &LoadError{Problems: c.problems}
 	}
-	return &Policy{rules: c.rules, index: buildIndex(c.rules), warnings: c.warnings}, nil
+	for i, r := range c.rules {
+		r.ord = i
+	}
+	p := &Policy{
+		files:      c.files,
+		rules:      c.rules,
+		index:      buildIndex(c.rules),
+		admin:      c.admin,
+		adminIndex: make(map[string][]*adminRule),
+		sensitive:  c.sensitive,
+		warnings:   c.warnings,
+	}
+	for _, r := range c.admin {
+		for _, u := range r.upstream {
+			p.adminIndex[u.value] = append(p.adminIndex[u.value], r)
+		}
+	}
+	return p, nil
 }
 
 // yamlLine extracts the line from go-yaml's error text ("yaml: line 3: ...").
@@ -222,7 +257,7 @@ func (c *compiler) file(name string, data []byte) {
 		c.problem(name, 0, "%v", errTooLarge)
 		return
 	}
-	before := c.count
+	before, sensitive := c.count, len(c.sensitive)
 	// The document is decoded into a yaml.Node, never straight into Go structs, and
 	// walked by hand: that is how every problem is found in one pass, each with its
 	// line, and how unknown keys, duplicate keys, aliases and values of the wrong
@@ -252,10 +287,13 @@ func (c *compiler) file(name string, data []byte) {
 		}
 		c.top(name, root)
 	}
-	if c.count == before && !c.tooMany {
+	if c.count == before && len(c.sensitive) == sensitive && !c.tooMany {
 		c.warnings = append(c.warnings, Problem{File: name, Msg: "file defines no rules"})
 	}
 }
+
+// topKeys are the keys of a policy file.
+var topKeys = []string{"rules", "admin", "sensitive_audiences"}
 
 func (c *compiler) top(file string, n *yaml.Node) {
 	if isNull(n) {
@@ -277,11 +315,58 @@ func (c *compiler) top(file string, n *yaml.Node) {
 		}
 		switch key {
 		case "rules":
-			c.ruleList(file, n.Content[i+1])
+			c.entries(file, "rules", n.Content[i+1], c.rule)
+		case "admin":
+			c.entries(file, "admin", n.Content[i+1], c.adminRule)
+		case "sensitive_audiences":
+			fields := map[string]*yaml.Node{key: n.Content[i+1]}
+			p := len(c.problems)
+			list := c.stringList(file, "", key, fields, checkToken)
+			if len(list) == 0 && len(c.problems) == p {
+				c.problem(file, n.Content[i+1].Line, "%s: at least one pattern is required (leave the key out instead)", key)
+			}
+			for _, s := range list {
+				c.sensitive = append(c.sensitive, glob.Compile(s.value))
+			}
 		default:
-			c.problem(file, n.Content[i].Line, "unknown key %q (the only top-level key is \"rules\")", key)
+			c.problem(file, n.Content[i].Line, "unknown key %q %s", key, keyHint(key, "top-level keys", topKeys))
 		}
 	}
+}
+
+// keyHint suggests the key meant, or lists the keys.
+func keyHint(key, what string, keys []string) string {
+	best, dist := "", 3
+	for _, k := range keys {
+		if d := editDistance(key, k); d < dist {
+			best, dist = k, d
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf("(did you mean %q?)", best)
+	}
+	return fmt.Sprintf("(%s are %s)", what, strings.Join(keys, ", "))
+}
+
+// editDistance is the Levenshtein distance of two short keys.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // key checks a mapping key: a string, not seen before in this mapping.
@@ -302,8 +387,9 @@ func (c *compiler) key(file, ctx string, k *yaml.Node, seen map[string]int) (str
 	return k.Value, true
 }
 
-func (c *compiler) ruleList(file string, n *yaml.Node) {
-	items, ok := c.list(file, "", "rules", n)
+// entries compiles the list under a top-level key, one entry at a time.
+func (c *compiler) entries(file, what string, n *yaml.Node, compile func(file string, index int, n *yaml.Node)) {
+	items, ok := c.list(file, "", what, n)
 	if !ok {
 		return
 	}
@@ -316,68 +402,249 @@ func (c *compiler) ruleList(file string, n *yaml.Node) {
 			return
 		}
 		c.count++
-		c.rule(file, i, item)
+		compile(file, i, item)
 	}
 }
 
-// ruleKeys are the keys a rule may have. Anything else is an error: a misspelt key
-// must not silently drop a restriction.
-var ruleKeys = []string{"name", "effect", "upstreams", "subjects", "audiences", "scopes", "max_ttl"}
+// entry is one rule or admin rule mapping being compiled.
+type entry struct {
+	file string
+	node *yaml.Node
+	// ctx prefixes every problem: `rule "name": ` once the name is known.
+	ctx string
+	// fields are the values of the known keys, keyLine the lines of the keys.
+	fields  map[string]*yaml.Node
+	keyLine map[string]int
+}
 
-func (c *compiler) rule(file string, index int, n *yaml.Node) {
-	ctx := fmt.Sprintf("rules[%d]: ", index)
+// open checks that n is a mapping of known keys and returns its entry; kind names
+// the list ("rules" or "admin") and noun the entry ("rule" or "admin rule").
+func (c *compiler) open(file, kind, noun string, index int, n *yaml.Node, keys []string) (*entry, bool) {
+	e := &entry{file: file, node: n, ctx: fmt.Sprintf("%s[%d]: ", kind, index)}
 	if n.Kind == yaml.AliasNode {
-		c.problem(file, n.Line, "%sYAML aliases are not supported", ctx)
-		return
+		c.problem(file, n.Line, "%sYAML aliases are not supported", e.ctx)
+		return nil, false
 	}
 	if n.Kind != yaml.MappingNode {
-		c.problem(file, n.Line, "%sa rule must be a mapping", ctx)
-		return
+		article := "a"
+		if strings.HasPrefix(noun, "a") {
+			article = "an"
+		}
+		c.problem(file, n.Line, "%s%s %s must be a mapping", e.ctx, article, noun)
+		return nil, false
 	}
 	// Problems are about `rule "name"` when the rule has a usable name.
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if k.Value == "name" && k.ShortTag() == "!!str" && v.Kind == yaml.ScalarNode &&
 			v.ShortTag() == "!!str" && checkToken(v.Value) == "" {
-			ctx = fmt.Sprintf("rule %q: ", v.Value)
+			e.ctx = fmt.Sprintf("%s %q: ", noun, v.Value)
 			break
 		}
 	}
-	before := len(c.problems)
-	fields := make(map[string]*yaml.Node, len(ruleKeys))
-	seen := make(map[string]int, len(ruleKeys))
+	e.fields = make(map[string]*yaml.Node, len(keys))
+	e.keyLine = make(map[string]int, len(keys))
+	seen := make(map[string]int, len(keys))
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		key, ok := c.key(file, ctx, n.Content[i], seen)
+		key, ok := c.key(file, e.ctx, n.Content[i], seen)
 		if !ok {
 			continue
 		}
-		if !slices.Contains(ruleKeys, key) {
-			c.problem(file, n.Content[i].Line, "%sunknown key %q (rule keys are %s)", ctx, key, strings.Join(ruleKeys, ", "))
+		if !slices.Contains(keys, key) {
+			c.problem(file, n.Content[i].Line, "%sunknown key %q %s", e.ctx, key, keyHint(key, noun+" keys", keys))
 			continue
 		}
-		fields[key] = n.Content[i+1]
+		e.fields[key] = n.Content[i+1]
+		e.keyLine[key] = n.Content[i].Line
 	}
+	return e, true
+}
 
-	r := &rule{file: file, line: n.Line}
+// line is the line of key's value, or of the entry when the key is absent.
+func (e *entry) line(key string) int {
+	return lineOf(e.fields[key], e.node)
+}
 
-	// The name is unique across all the files of the policy.
-	if v, ok := fields["name"]; !ok {
-		c.problem(file, n.Line, "%sname is required", ctx)
-	} else if name, ok := c.str(file, ctx, "name", v); ok {
-		if msg := checkToken(name); msg != "" {
-			c.problem(file, v.Line, "%sname %s", ctx, msg)
-		} else {
-			r.name = name
-			if first, dup := c.byName[name]; dup {
-				c.problem(file, v.Line, "%sduplicate rule name (first defined at %s:%d)", ctx, first.file, first.line)
+// name checks the required, unique name.
+func (c *compiler) name(e *entry, noun string) string {
+	v, ok := e.fields["name"]
+	if !ok {
+		c.problem(e.file, e.node.Line, "%sname is required", e.ctx)
+		return ""
+	}
+	name, ok := c.str(e.file, e.ctx, "name", v)
+	if !ok {
+		return ""
+	}
+	if msg := checkToken(name); msg != "" {
+		c.problem(e.file, v.Line, "%sname %s", e.ctx, msg)
+		return ""
+	}
+	if first, dup := c.byName[name]; dup {
+		c.problem(e.file, v.Line, "%sduplicate %s name (first defined at %s:%d)", e.ctx, noun, first.value, first.line)
+	} else {
+		c.byName[name] = located{value: e.file, line: e.node.Line}
+	}
+	return name
+}
+
+// matcher compiles the keys rules and admin rules share: lifecycle, upstreams,
+// subjects, trust_domains, attributes and when.
+func (c *compiler) matcher(e *entry, admin bool) matcher {
+	var m matcher
+	if v, ok := e.fields["owner"]; ok {
+		if s, ok := c.str(e.file, e.ctx, "owner", v); ok {
+			if msg := checkText(s); msg != "" {
+				c.problem(e.file, v.Line, "%sowner %s", e.ctx, msg)
 			} else {
-				c.byName[name] = r
+				m.owner = s
 			}
 		}
 	}
+	if v, ok := e.fields["expires"]; ok {
+		m.expires, _ = c.date(e.file, e.ctx, "expires", v)
+	}
+	if v, ok := e.fields["review_by"]; ok {
+		m.reviewBy, _ = c.date(e.file, e.ctx, "review_by", v)
+	}
+
+	// Every rule, allow or deny, names its upstreams and subjects: a deny rule that
+	// forgot them must not turn into "deny nothing" or "deny everyone" by accident.
+	// (Each "at least one" complaint is left out when the list had bad entries,
+	// which were already reported.)
+	p := len(c.problems)
+	m.upstream = c.stringList(e.file, e.ctx, "upstreams", e.fields, checkToken)
+	if len(m.upstream) == 0 && len(c.problems) == p {
+		c.problem(e.file, e.line("upstreams"), "%supstreams: at least one upstream is required", e.ctx)
+	}
+	p = len(c.problems)
+	subjects := c.stringList(e.file, e.ctx, "subjects", e.fields, checkToken)
+	if len(subjects) == 0 && len(c.problems) == p {
+		c.problem(e.file, e.line("subjects"), "%ssubjects: at least one subject pattern is required", e.ctx)
+	}
+	for _, s := range subjects {
+		m.subjects = append(m.subjects, glob.Compile(s.value))
+	}
+
+	// An empty list or mapping never means "any": the key is left out instead.
+	p = len(c.problems)
+	for _, td := range c.stringList(e.file, e.ctx, "trust_domains", e.fields, checkToken) {
+		m.trustDomains = append(m.trustDomains, td.value)
+	}
+	if _, ok := e.fields["trust_domains"]; ok && len(m.trustDomains) == 0 && len(c.problems) == p {
+		c.problem(e.file, e.line("trust_domains"), "%strust_domains: at least one trust domain is required (leave the key out instead)", e.ctx)
+	}
+	if v, ok := e.fields["attributes"]; ok {
+		m.attributes = c.attributes(e.file, e.ctx, "attributes", v)
+	}
+	if v, ok := e.fields["when"]; ok {
+		m.when = c.when(e, v, admin)
+	}
+	return m
+}
+
+// attributes compiles a mapping of attribute names to value patterns.
+func (c *compiler) attributes(file, ctx, what string, n *yaml.Node) []attrMatch {
+	switch {
+	case n.Kind == yaml.AliasNode:
+		c.problem(file, n.Line, "%s%s: YAML aliases are not supported", ctx, what)
+		return nil
+	case n.Kind != yaml.MappingNode:
+		c.problem(file, n.Line, "%s%s must be a mapping of attribute names to patterns (write {name: pattern})", ctx, what)
+		return nil
+	case len(n.Content) == 0:
+		c.problem(file, n.Line, "%s%s: at least one attribute is required (leave the key out instead)", ctx, what)
+		return nil
+	}
+	var out []attrMatch
+	seen := make(map[string]int)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		name, ok := c.key(file, ctx+what+": ", n.Content[i], seen)
+		if !ok {
+			continue
+		}
+		if msg := checkToken(name); msg != "" {
+			c.problem(file, n.Content[i].Line, "%s%s: attribute name %q %s", ctx, what, name, msg)
+			continue
+		}
+		pattern, ok := c.str(file, ctx, what+"."+name, n.Content[i+1])
+		if !ok {
+			continue
+		}
+		if msg := checkText(pattern); msg != "" {
+			c.problem(file, n.Content[i+1].Line, "%s%s.%s %s", ctx, what, name, msg)
+			continue
+		}
+		out = append(out, attrMatch{name: name, pattern: glob.Compile(pattern)})
+	}
+	return out
+}
+
+// when compiles a condition in the environment of rules or of admin rules. CEL
+// problems are located at the line of the `when` key, with the position inside
+// the expression.
+func (c *compiler) when(e *entry, v *yaml.Node, admin bool) *condition {
+	src, ok := c.str(e.file, e.ctx, "when", v)
+	if !ok {
+		return nil
+	}
+	line := e.keyLine["when"]
+	key := programKey{admin: admin, src: src}
+	prg, ok := c.programs[key]
+	if !ok {
+		env, err := ruleEnv()
+		if admin {
+			env, err = adminEnv()
+		}
+		if err != nil {
+			c.problem(e.file, line, "%swhen: cannot build the condition environment: %v", e.ctx, err)
+			return nil
+		}
+		var problems []celProblem
+		prg, problems = compileCondition(env, src)
+		if len(problems) > 0 {
+			multiline := strings.Contains(strings.TrimRight(src, "\n"), "\n")
+			for _, p := range problems {
+				where := ""
+				switch {
+				case p.line > 0 && multiline:
+					where = fmt.Sprintf(" (condition line %d, column %d)", p.line, p.column)
+				case p.line > 0:
+					where = fmt.Sprintf(" (column %d)", p.column)
+				}
+				c.problem(e.file, line, "%swhen: %s%s", e.ctx, oneLine(p.msg), where)
+			}
+			return nil
+		}
+		c.programs[key] = prg
+	}
+	return &condition{src: src, line: line, prg: prg}
+}
+
+// ruleKeys are the keys a rule may have. Anything else is an error: a misspelt key
+// must not silently drop a restriction.
+var ruleKeys = []string{
+	"name", "effect", "mode", "owner", "expires", "review_by",
+	"upstreams", "subjects", "trust_domains", "attributes", "when",
+	"actors", "max_delegation_depth",
+	"audiences", "resources", "scopes", "max_ttl", "copy_attributes", "require_sender_constraint",
+}
+
+// onAllowOnly are the rule keys that mean nothing on a deny rule.
+var onAllowOnly = []string{"max_ttl", "copy_attributes", "require_sender_constraint", "max_delegation_depth"}
+
+func (c *compiler) rule(file string, index int, n *yaml.Node) {
+	e, ok := c.open(file, "rules", "rule", index, n, ruleKeys)
+	if !ok {
+		return
+	}
+	ctx := e.ctx
+	before := len(c.problems)
+	r := &rule{file: file, line: n.Line}
+	r.name = c.name(e, "rule")
 
 	effectKnown := false
-	if v, ok := fields["effect"]; !ok {
+	if v, ok := e.fields["effect"]; !ok {
 		c.problem(file, n.Line, "%seffect is required (allow or deny)", ctx)
 	} else if effect, ok := c.str(file, ctx, "effect", v); ok {
 		switch effect {
@@ -390,40 +657,54 @@ func (c *compiler) rule(file string, index int, n *yaml.Node) {
 			c.problem(file, v.Line, "%seffect must be \"allow\" or \"deny\", not %q", ctx, effect)
 		}
 	}
+	if v, ok := e.fields["mode"]; ok {
+		if mode, ok := c.str(file, ctx, "mode", v); ok {
+			switch mode {
+			case ModeEnforce:
+			case ModeAudit:
+				r.audit = true
+			default:
+				c.problem(file, v.Line, "%smode must be %q or %q, not %q", ctx, ModeEnforce, ModeAudit, mode)
+			}
+		}
+	}
 
-	// Every rule, allow or deny, names its upstreams and subjects: a deny rule that
-	// forgot them must not turn into "deny nothing" or "deny everyone" by accident.
-	// (Each "at least one" complaint is left out when the list had bad entries,
-	// which were already reported.)
+	r.matcher = c.matcher(e, false)
+
+	if v, ok := e.fields["actors"]; ok {
+		r.actors = c.actors(file, ctx, v)
+	}
+
+	// Audiences, resources and scopes are exact values. '*' is refused in them so
+	// nobody writes "*" believing it is a wildcard and grants a literal "*".
 	p := len(c.problems)
-	r.upstream = c.stringList(file, ctx, "upstreams", fields, checkToken)
-	if len(r.upstream) == 0 && len(c.problems) == p {
-		c.problem(file, lineOf(fields["upstreams"], n), "%supstreams: at least one upstream is required", ctx)
-	}
-	p = len(c.problems)
-	subjects := c.stringList(file, ctx, "subjects", fields, checkToken)
-	if len(subjects) == 0 && len(c.problems) == p {
-		c.problem(file, lineOf(fields["subjects"], n), "%ssubjects: at least one subject pattern is required", ctx)
-	}
-	for _, s := range subjects {
-		r.subjects = append(r.subjects, glob.Compile(s.value))
-	}
-
-	// Audiences and scopes are exact values. '*' is refused in them so nobody
-	// writes "*" believing it is a wildcard and grants a literal "*" audience.
-	p = len(c.problems)
-	for _, a := range c.stringList(file, ctx, "audiences", fields, checkExact) {
+	for _, a := range c.stringList(file, ctx, "audiences", e.fields, checkExact) {
 		r.audiences = append(r.audiences, a.value)
 	}
-	// An allow rule must say what it grants: an empty list never means "any".
-	if effectKnown && !r.deny && len(r.audiences) == 0 && len(c.problems) == p {
-		c.problem(file, lineOf(fields["audiences"], n), "%saudiences: an allow rule must grant at least one audience", ctx)
+	audProblems := len(c.problems) != p
+	p = len(c.problems)
+	_, r.hasResources = e.fields["resources"]
+	for _, x := range c.stringList(file, ctx, "resources", e.fields, checkResource) {
+		r.resources = append(r.resources, x.value)
 	}
-	for _, s := range c.stringList(file, ctx, "scopes", fields, checkScope) {
+	if r.hasResources && len(r.resources) == 0 && len(c.problems) == p {
+		c.problem(file, e.line("resources"), "%sresources: at least one resource is required (leave the key out instead)", ctx)
+	}
+	// An allow rule must say what it grants: an empty list never means "any".
+	if effectKnown && !r.deny && len(r.audiences) == 0 && !audProblems {
+		_, written := e.fields["audiences"]
+		switch {
+		case !r.hasResources:
+			c.problem(file, e.line("audiences"), "%saudiences: an allow rule must grant at least one audience", ctx)
+		case written:
+			c.problem(file, e.line("audiences"), "%saudiences: must not be empty (leave the key out to grant resources only)", ctx)
+		}
+	}
+	for _, s := range c.stringList(file, ctx, "scopes", e.fields, checkScope) {
 		r.scopes = append(r.scopes, s.value)
 	}
 
-	if v, ok := fields["max_ttl"]; ok {
+	if v, ok := e.fields["max_ttl"]; ok {
 		// A bare number (max_ttl: 600) is read as text so the complaint is about
 		// the missing unit, not about YAML types.
 		s, ok := v.Value, v.Kind == yaml.ScalarNode && !isNull(v)
@@ -437,10 +718,39 @@ func (c *compiler) rule(file string, index int, n *yaml.Node) {
 				c.problem(file, v.Line, "%smax_ttl: %q is not a duration (write e.g. 10m or 1h30m)", ctx, s)
 			case d <= 0:
 				c.problem(file, v.Line, "%smax_ttl must be positive", ctx)
-			case effectKnown && r.deny:
-				c.problem(file, v.Line, "%smax_ttl has no meaning on a deny rule", ctx)
 			default:
 				r.maxTTL = d
+			}
+		}
+	}
+	p = len(c.problems)
+	for _, a := range c.stringList(file, ctx, "copy_attributes", e.fields, checkToken) {
+		r.copyAttributes = append(r.copyAttributes, a.value)
+	}
+	if _, ok := e.fields["copy_attributes"]; ok && len(r.copyAttributes) == 0 && len(c.problems) == p {
+		c.problem(file, e.line("copy_attributes"), "%scopy_attributes: at least one attribute is required (leave the key out instead)", ctx)
+	}
+	if v, ok := e.fields["require_sender_constraint"]; ok {
+		r.requireSender, _ = c.boolean(file, ctx, "require_sender_constraint", v)
+	}
+	if v, ok := e.fields["max_delegation_depth"]; ok {
+		if d, ok := c.integer(file, ctx, "max_delegation_depth", v); ok {
+			switch {
+			case d < 1 || d > MaxDelegationDepth:
+				c.problem(file, v.Line, "%smax_delegation_depth must be between 1 and %d", ctx, MaxDelegationDepth)
+			case e.fields["actors"] == nil:
+				c.problem(file, v.Line, "%smax_delegation_depth needs actors (it bounds their delegation)", ctx)
+			default:
+				r.maxDepth = d
+			}
+		}
+	} else if len(r.actors) > 0 && !r.deny {
+		r.maxDepth = DefaultMaxDelegationDepth
+	}
+	if effectKnown && r.deny {
+		for _, k := range onAllowOnly {
+			if v, ok := e.fields[k]; ok {
+				c.problem(file, v.Line, "%s%s has no meaning on a deny rule", ctx, k)
 			}
 		}
 	}
@@ -449,9 +759,118 @@ func (c *compiler) rule(file string, index int, n *yaml.Node) {
 		return
 	}
 	r.audienceSet = newStringSet(r.audiences)
+	r.resourceSet = newStringSet(r.resources)
 	r.scopeSet = newStringSet(r.scopes)
 	r.allowReason = fmt.Sprintf("rule %q grants every requested target and scope", r.name)
 	c.rules = append(c.rules, r)
+}
+
+var actorKeys = []string{"upstreams", "subjects", "attributes"}
+
+// actors compiles a rule's actors list.
+func (c *compiler) actors(file, ctx string, n *yaml.Node) []actorSpec {
+	items, ok := c.list(file, ctx, "actors", n)
+	if !ok {
+		return nil
+	}
+	if len(items) == 0 {
+		c.problem(file, n.Line, "%sactors: at least one actor is required (leave the key out to allow no delegation)", ctx)
+		return nil
+	}
+	var out []actorSpec
+	for i, item := range items {
+		actx := fmt.Sprintf("%sactors[%d]: ", ctx, i)
+		if item.Kind != yaml.MappingNode {
+			c.problem(file, item.Line, "%san actor must be a mapping with upstreams and subjects", actx)
+			continue
+		}
+		e := &entry{file: file, node: item, ctx: actx, fields: make(map[string]*yaml.Node), keyLine: make(map[string]int)}
+		seen := make(map[string]int)
+		for j := 0; j+1 < len(item.Content); j += 2 {
+			key, ok := c.key(file, actx, item.Content[j], seen)
+			if !ok {
+				continue
+			}
+			if !slices.Contains(actorKeys, key) {
+				c.problem(file, item.Content[j].Line, "%sunknown key %q %s", actx, key, keyHint(key, "actor keys", actorKeys))
+				continue
+			}
+			e.fields[key] = item.Content[j+1]
+		}
+		a := actorSpec{line: item.Line}
+		p := len(c.problems)
+		a.upstreams = c.stringList(file, actx, "upstreams", e.fields, checkToken)
+		if len(a.upstreams) == 0 && len(c.problems) == p {
+			c.problem(file, e.line("upstreams"), "%supstreams: at least one upstream is required", actx)
+		}
+		p = len(c.problems)
+		subjects := c.stringList(file, actx, "subjects", e.fields, checkToken)
+		if len(subjects) == 0 && len(c.problems) == p {
+			c.problem(file, e.line("subjects"), "%ssubjects: at least one subject pattern is required", actx)
+		}
+		for _, s := range subjects {
+			a.subjects = append(a.subjects, glob.Compile(s.value))
+		}
+		if v, ok := e.fields["attributes"]; ok {
+			a.attributes = c.attributes(file, actx, "attributes", v)
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// Date layouts of expires and review_by.
+const (
+	dateLayout     = "2006-01-02"
+	dateTimeLayout = time.RFC3339
+)
+
+// date reads YYYY-MM-DD (midnight UTC: the date is the first day the rule no
+// longer matches) or an RFC 3339 time. YAML reads unquoted dates as timestamps;
+// both forms are accepted.
+func (c *compiler) date(file, ctx, what string, n *yaml.Node) (time.Time, bool) {
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!timestamp" || n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" {
+		if t, err := time.Parse(dateLayout, n.Value); err == nil {
+			return t.UTC(), true
+		}
+		if t, err := time.Parse(dateTimeLayout, n.Value); err == nil {
+			return t.UTC(), true
+		}
+		c.problem(file, n.Line, "%s%s: %q is not a date (write YYYY-MM-DD or an RFC 3339 time)", ctx, what, n.Value)
+		return time.Time{}, false
+	}
+	c.str(file, ctx, what, n) // reports the type problem
+	return time.Time{}, false
+}
+
+func (c *compiler) boolean(file, ctx, what string, n *yaml.Node) (bool, bool) {
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!bool" {
+		var b bool
+		if err := n.Decode(&b); err == nil {
+			return b, true
+		}
+	}
+	if n.Kind == yaml.AliasNode {
+		c.problem(file, n.Line, "%s%s: YAML aliases are not supported", ctx, what)
+	} else {
+		c.problem(file, n.Line, "%s%s must be true or false", ctx, what)
+	}
+	return false, false
+}
+
+func (c *compiler) integer(file, ctx, what string, n *yaml.Node) (int, bool) {
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!int" {
+		var i int
+		if err := n.Decode(&i); err == nil {
+			return i, true
+		}
+	}
+	if n.Kind == yaml.AliasNode {
+		c.problem(file, n.Line, "%s%s: YAML aliases are not supported", ctx, what)
+	} else {
+		c.problem(file, n.Line, "%s%s must be a whole number", ctx, what)
+	}
+	return 0, false
 }
 
 func lineOf(v, parent *yaml.Node) int {
@@ -576,6 +995,39 @@ func checkScope(s string) string {
 	}
 	if strings.Contains(s, "*") {
 		return "must not contain '*': scopes are matched exactly, there are no wildcards"
+	}
+	return ""
+}
+
+// checkText is the rule for owners and attribute value patterns: non-empty
+// printable text, spaces allowed inside but not around it.
+func checkText(s string) string {
+	if s == "" {
+		return "must not be empty"
+	}
+	if !utf8.ValidString(s) {
+		return "must be valid UTF-8"
+	}
+	for _, r := range s {
+		if r != ' ' && !unicode.IsPrint(r) {
+			return "must not contain control or invisible characters"
+		}
+	}
+	if strings.TrimSpace(s) != s {
+		return "must not start or end with a space"
+	}
+	return ""
+}
+
+// checkResource is checkExact for RFC 8707 resources: absolute URIs without a
+// fragment.
+func checkResource(s string) string {
+	if msg := checkExact(s); msg != "" {
+		return strings.Replace(msg, "audiences are", "resources are", 1)
+	}
+	u, err := url.Parse(s)
+	if err != nil || !u.IsAbs() || u.Fragment != "" || strings.Contains(s, "#") {
+		return "must be an absolute URI without a fragment (RFC 8707)"
 	}
 	return ""
 }

@@ -32,11 +32,11 @@ func TestLoad(t *testing.T) {
 	}
 	want := []policy.Rule{
 		{
-			Name: "block-debug-shells", Effect: policy.EffectDeny, File: filepath.Join("testdata", "base.yaml"), Line: 3,
+			Name: "block-debug-shells", Effect: policy.EffectDeny, Mode: policy.ModeEnforce, File: filepath.Join("testdata", "base.yaml"), Line: 3,
 			Upstreams: []string{"cluster-a", "cluster-b"}, Subjects: []string{"system:serviceaccount:*:debug-*"},
 		},
 		{
-			Name: "payments-to-ledger", Effect: policy.EffectAllow, File: filepath.Join("testdata", "payments.yaml"), Line: 2,
+			Name: "payments-to-ledger", Effect: policy.EffectAllow, Mode: policy.ModeEnforce, File: filepath.Join("testdata", "payments.yaml"), Line: 2,
 			Upstreams: []string{"cluster-a"}, Subjects: []string{"system:serviceaccount:payments:*"},
 			Audiences: []string{"https://ledger.internal"}, Scopes: []string{"ledger.read", "ledger.write"}, MaxTTL: 10 * time.Minute,
 		},
@@ -64,7 +64,7 @@ func TestLoadReportsEverything(t *testing.T) {
 	_, err := policy.Load(bad, missing, payments)
 	want := []string{
 		bad + `:2: rule "payments-to-ledger": audiences: an allow rule must grant at least one audience`,
-		bad + `:6: rule "payments-to-ledger": unknown key "audience" (rule keys are name, effect, upstreams, subjects, audiences, scopes, max_ttl)`,
+		bad + `:6: rule "payments-to-ledger": unknown key "audience" (did you mean "audiences"?)`,
 		bad + `:7: rule "payments-to-ledger": max_ttl: "ten minutes" is not a duration (write e.g. 10m or 1h30m)`,
 		bad + `:8: rule "payments-to-ledger": duplicate rule name (first defined at ` + bad + `:2)`,
 		bad + `:9: rule "payments-to-ledger": effect must be "allow" or "deny", not "permit"`,
@@ -94,7 +94,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown top-level key",
 			src:  "version: 1\nrules: []\n",
-			want: []string{`p.yaml:1: unknown key "version" (the only top-level key is "rules")`},
+			want: []string{`p.yaml:1: unknown key "version" (top-level keys are rules, admin, sensitive_audiences)`},
 		},
 		{
 			name: "unknown rule key",
@@ -106,7 +106,7 @@ func TestParseErrors(t *testing.T) {
     audiences: [x]
     ttl: 5m
 `,
-			want: []string{`p.yaml:7: rule "r": unknown key "ttl" (rule keys are name, effect, upstreams, subjects, audiences, scopes, max_ttl)`},
+			want: []string{`p.yaml:7: rule "r": unknown key "ttl" (rule keys are name, effect, mode, owner, expires, review_by, upstreams, subjects, trust_domains, attributes, when, actors, max_delegation_depth, audiences, resources, scopes, max_ttl, copy_attributes, require_sender_constraint)`},
 		},
 		{
 			name: "duplicate key",
@@ -231,7 +231,7 @@ rules:
     subjects: *s
 `,
 			want: []string{
-				`p.yaml:1: unknown key "subjects" (the only top-level key is "rules")`,
+				`p.yaml:1: unknown key "subjects" (top-level keys are rules, admin, sensitive_audiences)`,
 				`p.yaml:6: rule "r": subjects: YAML aliases are not supported`,
 			},
 		},
