@@ -133,6 +133,8 @@ Try it yourself:
   go run ./cmd/stsctl exchange --sts %[1]s --cacert %[2]s/ca.crt \
     --subject-token @%[2]s/demo-subject.jwt --audience %[4]s --scope %[5]s
   go run ./cmd/stsctl verify --issuer %[1]s --cacert %[2]s/ca.crt --audience %[4]s --token @FILE
+  go run ./cmd/stsctl policy test --config %[2]s/sts.yaml --subject-token @%[2]s/demo-subject.jwt --audience %[4]s
+  go run ./cmd/stsctl policy review --config %[2]s/sts.yaml --metrics %[1]s/metrics --cacert %[2]s/ca.crt
 `, base, dir, demoSubject, demoAudience, demoScope, resp.ExpiresIn, pretty)
 	return nil
 }
@@ -176,6 +178,8 @@ upstreams:
     issuer: %s
     audiences: [sts]
     jwks_file: demo-upstream-jwks.json
+    preset: kubernetes                 # namespace, service_account, pod, ... from the token
+    subjects: ["system:serviceaccount:demo:*"]   # what this upstream may assert
 policy_files: [policy.yaml]
 revocation:
   backend: embedded
@@ -186,11 +190,14 @@ log: {level: info, format: text}
 rules:
   - name: demo-to-api
     effect: allow
+    owner: you@example.com
     upstreams: [demo]
     subjects: ["system:serviceaccount:demo:*"]
+    when: 'workload.attributes["namespace"] == "demo"'
     audiences: [%q]
     scopes: [api.read, api.write]
     max_ttl: 10m
+    copy_attributes: [namespace, service_account]
 `, demoAudience),
 	}
 	for name, data := range files {

@@ -21,6 +21,7 @@ const usage = `usage: stsctl <command> [flags]
 commands:
   exchange   exchange a subject token at the STS (RFC 8693) and print the response
   verify     validate a minted token from the STS's discovery + JWKS and print its claims
+  policy     test a request against policy offline (policy test), or review access (policy review)
 
 Token flags take a value, @FILE to read a file, or - to read standard input.
 Run 'stsctl <command> -h' for the flags of a command.
@@ -41,6 +42,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdExchange(ctx, args[1:], stdin, stdout, stderr)
 	case "verify":
 		err = cmdVerify(ctx, args[1:], stdin, stdout, stderr)
+	case "policy":
+		err = cmdPolicy(ctx, args[1:], stdin, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -54,6 +57,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.Is(err, errUsage):
+		if err != errUsage {
+			fmt.Fprintln(stderr, "stsctl:", err)
+		}
 		return 2
 	default:
 		fmt.Fprintln(stderr, "stsctl:", err)

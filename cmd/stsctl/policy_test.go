@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/safeconduct/safeconduct/internal/testissuer"
+)
+
+const testConfig = `issuer: https://sts.example
+listen: 127.0.0.1:8443
+tls: {cert_file: tls.crt, key_file: tls.key}
+signing: {key_dir: keys}
+upstreams:
+  - name: cluster-a
+    kind: oidc
+    issuer: https://issuer.example
+    audiences: [sts]
+    jwks_file: jwks.json
+    preset: kubernetes
+policy_files: [policy.yaml]
+revocation: {backend: embedded, embedded: {path: data/rev.db}}
+`
+
+const testPolicyFile = `rules:
+  - name: payments-to-ledger
+    effect: allow
+    owner: payments-team
+    upstreams: [cluster-a]
+    subjects: ["system:serviceaccount:payments:*"]
+    attributes: {namespace: payments}
+    audiences: ["https://ledger.internal"]
+    scopes: [ledger.read]
+    max_ttl: 10m
+  - name: everyone-metrics
+    effect: allow
+    upstreams: [cluster-a]
+    subjects: ["*"]
+    audiences: ["https://metrics.internal"]
+    review_by: 2020-01-01
+`
+
+func writeFiles(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, data := range map[string]string{"sts.yaml": testConfig, "policy.yaml": testPolicyFile} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func stsctl(t *testing.T, wantCode int, args ...string) string {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(args, strings.NewReader(""), &out, &errb)
+	if code != wantCode {
+		t.Fatalf("stsctl %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, wantCode, out.String(), errb.String())
+	}
+	return out.String() + errb.String()
+}
+
+func TestPolicyTest(t *testing.T) {
+	dir := writeFiles(t)
+	up := testissuer.New(t, "https://issuer.example")
+	k8s := func(ns string) func(map[string]any) {
+		return func(c map[string]any) { c["kubernetes.io"] = map[string]any{"namespace": ns} }
+	}
+	good := filepath.Join(dir, "good.jwt")
+	wrongNS := filepath.Join(dir, "wrong-ns.jwt")
+	os.WriteFile(good, []byte(up.Token(t, "system:serviceaccount:payments:api", k8s("payments"))), 0o600)
+	os.WriteFile(wrongNS, []byte(up.Token(t, "system:serviceaccount:payments:api", k8s("other"))), 0o600)
+	cfg := filepath.Join(dir, "sts.yaml")
+
+	out := stsctl(t, 0, "policy", "test", "--config", cfg, "--subject-token", "@"+good,
+		"--audience", "https://ledger.internal", "--scope", "ledger.read", "--expect", "allow")
+	for _, want := range []string{"decision:    allow", "rule:        payments-to-ledger", "namespace=payments", "max_ttl 10m0s", "* payments-to-ledger", "not verified"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// The attribute mapping from the config decides: another namespace is refused,
+	// and the trace says why.
+	out = stsctl(t, 0, "policy", "test", "--config", cfg, "--subject-token", "@"+wrongNS,
+		"--audience", "https://ledger.internal", "--expect", "deny")
+	if !strings.Contains(out, "namespace") || !strings.Contains(out, "deny_target") {
+		t.Errorf("deny output:\n%s", out)
+	}
+	// --expect mismatch fails (for policy tests in CI).
+	stsctl(t, 1, "policy", "test", "--config", cfg, "--subject-token", "@"+wrongNS, "--audience", "https://ledger.internal", "--expect", "allow")
+	// JSON output.
+	out = stsctl(t, 0, "policy", "test", "--policy", filepath.Join(dir, "policy.yaml"), "--upstream", "cluster-a",
+		"--subject-token", "@"+good, "--audience", "https://metrics.internal", "--json")
+	var v struct{ Decision struct{ Outcome, Rule string } }
+	if err := json.Unmarshal([]byte(out), &v); err != nil || v.Decision.Outcome != "allow" || v.Decision.Rule != "everyone-metrics" {
+		t.Fatalf("json %v: %s", err, out)
+	}
+	// Usage errors.
+	stsctl(t, 2, "policy", "test", "--subject-token", "@"+good)
+	stsctl(t, 2, "policy", "nope")
+}
+
+func TestPolicyReview(t *testing.T) {
+	dir := writeFiles(t)
+	metrics := filepath.Join(dir, "metrics.txt")
+	os.WriteFile(metrics, []byte(`# HELP safeconduct_policy_decisions_total x
+# TYPE safeconduct_policy_decisions_total counter
+safeconduct_policy_decisions_total{outcome="allow",rule="payments-to-ledger"} 42
+safeconduct_policy_decisions_total{outcome="deny_no_rule",rule=""} 3
+`), 0o600)
+	out := stsctl(t, 0, "policy", "review", "--config", filepath.Join(dir, "sts.yaml"), "--metrics", metrics, "--now", "2026-11-23T00:00:00Z")
+	for _, want := range []string{"Usage: known", "system:serviceaccount:payments:*", "https://ledger.internal", "everyone-metrics", "unused", "review_overdue", "broad"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("review lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "payments-to-ledger: unused") {
+		t.Errorf("a used rule is reported unused:\n%s", out)
+	}
+	// A file that is not STS metrics is refused rather than read as "all unused".
+	os.WriteFile(metrics, []byte("up 1\n"), 0o600)
+	stsctl(t, 1, "policy", "review", "--config", filepath.Join(dir, "sts.yaml"), "--metrics", metrics)
+}
