@@ -96,7 +96,9 @@ func TestPolicyTest(t *testing.T) {
 	// JSON output.
 	out = stsctl(t, 0, "policy", "test", "--policy", filepath.Join(dir, "policy.yaml"), "--upstream", "cluster-a",
 		"--subject-token", "@"+good, "--audience", "https://metrics.internal", "--json")
-	var v struct{ Decision struct{ Outcome, Rule string } }
+	var v struct {
+		Decision struct{ Outcome, Rule string }
+	}
 	if err := json.Unmarshal([]byte(out), &v); err != nil || v.Decision.Outcome != "allow" || v.Decision.Rule != "everyone-metrics" {
 		t.Fatalf("json %v: %s", err, out)
 	}
