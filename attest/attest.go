@@ -13,6 +13,15 @@ type Verifier interface {
 	Verify(ctx context.Context, raw, tokenType string) (*Workload, error)
 }
 
+// ParsedVerifier is a Verifier that can take a token the Router has already parsed
+// (ParseInsecure), so the header and payload are decoded once per exchange. It must
+// verify the signature over exactly p.Payload before trusting p.Claims.
+type ParsedVerifier interface {
+	Verifier
+	// VerifyParsed is Verify for a token already through ParseInsecure.
+	VerifyParsed(ctx context.Context, p *Parsed) (*Workload, error)
+}
+
 // Sentinel errors. Every error a Verifier or the Router returns wraps exactly one of
 // them, so callers map them with errors.Is. The wrapped detail is for logs, never for
 // clients.

@@ -202,21 +202,53 @@ func checkTokenType(tokenType string) error {
 // JSON object without duplicate names at any depth, so that the `iss` routed on is
 // the `iss` the verifier checks.
 func peekUnverified(raw string) (iss string, err error) {
-	dot1, dot2, err := splitCompact(raw)
+	p, err := ParseInsecure(raw, TypeJWT)
 	if err != nil {
 		return "", err
 	}
-	payload, err := b64.DecodeString(raw[dot1+1 : dot2])
-	if err != nil {
-		return "", fmt.Errorf("%w: payload is not base64url", ErrMalformed)
-	}
-	claims, err := strictjson.DecodeObject(payload, MaxClaimsDepth)
-	if err != nil {
-		return "", fmt.Errorf("%w: payload: %w", ErrMalformed, err)
-	}
-	iss, ok := claims["iss"].(string)
+	return issuerOf(p)
+}
+
+// issuerOf is the unverified `iss` a parsed token is routed by.
+func issuerOf(p *Parsed) (string, error) {
+	iss, ok := p.Claims["iss"].(string)
 	if !ok || iss == "" {
 		return "", fmt.Errorf("%w: iss missing or not a non-empty string", ErrMalformed)
 	}
 	return iss, nil
+}
+
+// Parsed is a token that passed every check of ParseHeaderInsecure, with its payload
+// decoded (strictly: one JSON object, no duplicate names) but NOT verified. The
+// Router parses once and hands the result to the Verifier, which verifies the
+// signature over exactly these payload bytes before it trusts Claims.
+type Parsed struct {
+	// Raw is the compact JWS as presented, TokenType how it was presented.
+	Raw       string
+	TokenType string
+	// Header is the checked JOSE header.
+	Header Header
+	// Payload is the decoded payload segment; Claims is its JSON object.
+	Payload []byte
+	Claims  map[string]any
+}
+
+// ParseInsecure runs ParseHeaderInsecure and decodes the payload. Nothing in the
+// result is authenticated until a Verifier has checked the signature over Payload.
+func ParseInsecure(raw, tokenType string) (*Parsed, error) {
+	hdr, err := ParseHeaderInsecure(raw, tokenType)
+	if err != nil {
+		return nil, err
+	}
+	_, dot2, _ := splitCompact(raw) // already checked by ParseHeaderInsecure
+	dot1 := strings.IndexByte(raw, '.')
+	payload, err := b64.DecodeString(raw[dot1+1 : dot2])
+	if err != nil {
+		return nil, fmt.Errorf("%w: payload is not base64url", ErrMalformed)
+	}
+	claims, err := strictjson.DecodeObject(payload, MaxClaimsDepth)
+	if err != nil {
+		return nil, fmt.Errorf("%w: payload: %w", ErrMalformed, err)
+	}
+	return &Parsed{Raw: raw, TokenType: tokenType, Header: hdr, Payload: payload, Claims: claims}, nil
 }

@@ -48,10 +48,11 @@ func NewRouter(byIssuer map[string]Verifier) (*Router, error) {
 // Verifier attested. Errors wrap ErrUnsupportedType, ErrMalformed, ErrUnknownIssuer,
 // ErrInvalid or ErrUnavailable; their text is for logs, never for clients.
 func (r *Router) Attest(ctx context.Context, raw, tokenType string) (*Workload, error) {
-	if _, err := ParseHeaderInsecure(raw, tokenType); err != nil {
+	p, err := ParseInsecure(raw, tokenType)
+	if err != nil {
 		return nil, err
 	}
-	iss, err := peekUnverified(raw)
+	iss, err := issuerOf(p)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +60,12 @@ func (r *Router) Attest(ctx context.Context, raw, tokenType string) (*Workload, 
 	if !ok {
 		return nil, fmt.Errorf("%w: %.128q", ErrUnknownIssuer, iss)
 	}
-	w, err := v.Verify(ctx, raw, tokenType)
+	var w *Workload
+	if pv, ok := v.(ParsedVerifier); ok {
+		w, err = pv.VerifyParsed(ctx, p)
+	} else {
+		w, err = v.Verify(ctx, raw, tokenType)
+	}
 	if err != nil {
 		return nil, err
 	}

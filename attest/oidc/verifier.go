@@ -1,6 +1,7 @@
 package oidc
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -13,7 +14,6 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/safeconduct/safeconduct/attest"
-	"github.com/safeconduct/safeconduct/attest/internal/strictjson"
 )
 
 // MaxSubjectLength is the longest `sub` accepted, in bytes.
@@ -151,14 +151,22 @@ func (v *Verifier) Stats() Stats {
 // subjects and required claims. Attributes are mapped last. Errors wrap
 // attest.ErrUnsupportedType, ErrMalformed, ErrInvalid or ErrUnavailable.
 func (v *Verifier) Verify(ctx context.Context, raw, tokenType string) (*attest.Workload, error) {
-	hdr, err := attest.ParseHeaderInsecure(raw, tokenType)
+	p, err := attest.ParseInsecure(raw, tokenType)
 	if err != nil {
 		return nil, err
 	}
+	return v.VerifyParsed(ctx, p)
+}
+
+// VerifyParsed is Verify for a token already parsed by attest.ParseInsecure (the
+// Router's path): the header and payload are not decoded a second time. The
+// signature is verified over exactly p.Payload before p.Claims is looked at.
+func (v *Verifier) VerifyParsed(ctx context.Context, p *attest.Parsed) (*attest.Workload, error) {
+	hdr := p.Header
 	if !v.s.algs[hdr.Alg] {
 		return nil, v.invalid("alg %s not allowed for this upstream", hdr.Alg)
 	}
-	jws, err := jose.ParseSignedCompact(raw, v.algs)
+	jws, err := jose.ParseSignedCompact(p.Raw, v.algs)
 	if err != nil {
 		return nil, fmt.Errorf("%w: upstream %q: %w", attest.ErrMalformed, v.s.Name, err)
 	}
@@ -177,13 +185,12 @@ func (v *Verifier) Verify(ctx context.Context, raw, tokenType string) (*attest.W
 	if err != nil {
 		return nil, v.invalid("signature: %v", err)
 	}
-	// Only now, with the signature verified, are claims looked at: an expired forged
-	// token fails as forged.
-	claims, err := strictjson.DecodeObject(payload, attest.MaxClaimsDepth)
-	if err != nil {
-		return nil, fmt.Errorf("%w: upstream %q: claims: %w", attest.ErrMalformed, v.s.Name, err)
+	// Only now, with the signature verified over these very bytes, are the claims
+	// decoded from them trusted: an expired forged token fails as forged.
+	if !bytes.Equal(payload, p.Payload) {
+		return nil, fmt.Errorf("%w: upstream %q: verified payload differs from the parsed one", attest.ErrMalformed, v.s.Name)
 	}
-	return v.workload(claims)
+	return v.workload(p.Claims)
 }
 
 func (v *Verifier) invalid(format string, args ...any) error {
