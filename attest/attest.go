@@ -2,6 +2,7 @@ package attest
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 )
 
@@ -20,6 +21,17 @@ type ParsedVerifier interface {
 	Verifier
 	// VerifyParsed is Verify for a token already through ParseInsecure.
 	VerifyParsed(ctx context.Context, p *Parsed) (*Workload, error)
+}
+
+// X509Verifier verifies X.509-SVIDs, the client certificate chains of mTLS, for one
+// SPIFFE trust domain. A Verifier routed by trust domain (Routes.ByTrustDomain) that
+// also implements it receives the chains Router.AttestX509 routes to that domain.
+type X509Verifier interface {
+	// VerifyX509 verifies chain, leaf first as presented in the TLS handshake
+	// (tls.ConnectionState.PeerCertificates), as an X.509-SVID of the trust domain
+	// and returns the attested workload. Errors wrap one of the sentinel errors of
+	// this package.
+	VerifyX509(ctx context.Context, chain []*x509.Certificate) (*Workload, error)
 }
 
 // Sentinel errors. Every error a Verifier or the Router returns wraps exactly one of

@@ -209,13 +209,26 @@ func peekUnverified(raw string) (iss string, err error) {
 	return issuerOf(p)
 }
 
-// issuerOf is the unverified `iss` a parsed token is routed by.
+// issuerOf is the unverified `iss` a parsed token is routed by, required.
 func issuerOf(p *Parsed) (string, error) {
-	iss, ok := p.Claims["iss"].(string)
-	if !ok || iss == "" {
-		return "", fmt.Errorf("%w: iss missing or not a non-empty string", ErrMalformed)
+	iss, ok, err := optionalIssuer(p)
+	if err == nil && !ok {
+		err = fmt.Errorf("%w: iss missing", ErrMalformed)
 	}
-	return iss, nil
+	return iss, err
+}
+
+// optionalIssuer is the unverified `iss` of a parsed token: ok is false when the
+// claim is absent; present, it must be a non-empty string.
+func optionalIssuer(p *Parsed) (iss string, ok bool, err error) {
+	v, present := p.Claims["iss"]
+	if !present {
+		return "", false, nil
+	}
+	if iss, ok = v.(string); !ok || iss == "" {
+		return "", false, fmt.Errorf("%w: iss not a non-empty string", ErrMalformed)
+	}
+	return iss, true, nil
 }
 
 // Parsed is a token that passed every check of ParseHeaderInsecure, with its payload

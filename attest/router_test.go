@@ -2,11 +2,18 @@ package attest
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
+	"math/big"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // fakeVerifier attests every token it is handed for its issuer, counting calls: the
@@ -227,5 +234,253 @@ func BenchmarkRouterPrechecks(b *testing.B) {
 		if _, err := peekUnverified(tok); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// tdVerifier attests every JWT-SVID and X.509-SVID it is handed for its trust
+// domain, echoing the presented SPIFFE ID, counting calls. issuer and subject,
+// when set, override what it attests (a misbehaving verifier).
+type tdVerifier struct {
+	td              string
+	issuer, subject string
+	calls           atomic.Int64
+}
+
+func (f *tdVerifier) Verify(_ context.Context, raw, tokenType string) (*Workload, error) {
+	f.calls.Add(1)
+	p, err := ParseInsecure(raw, tokenType)
+	if err != nil {
+		return nil, err
+	}
+	sub, _ := p.Claims["sub"].(string)
+	return f.workload(sub), nil
+}
+
+func (f *tdVerifier) VerifyX509(_ context.Context, chain []*x509.Certificate) (*Workload, error) {
+	f.calls.Add(1)
+	return f.workload(chain[0].URIs[0].String()), nil
+}
+
+func (f *tdVerifier) workload(sub string) *Workload {
+	w := &Workload{Issuer: "spiffe://" + f.td, Subject: sub}
+	if f.issuer != "" {
+		w.Issuer = f.issuer
+	}
+	if f.subject != "" {
+		w.Subject = f.subject
+	}
+	return w
+}
+
+// jwtOnly routes JWT-SVIDs but verifies no X.509-SVIDs.
+type jwtOnly struct{ fakeVerifier }
+
+func TestRouterTrustDomains(t *testing.T) {
+	const idA = "spiffe://a.example/ns/prod/w"
+	tests := []struct {
+		name    string
+		payload string
+		want    error  // nil: attested
+		routed  string // "oidc" or "a": the verifier that must have attested
+	}{
+		{"no iss, SPIFFE sub", `{"sub":"` + idA + `"}`, nil, "a"},
+		{"unclaimed iss, SPIFFE sub", `{"iss":"https://spire.a.example","sub":"` + idA + `"}`, nil, "a"},
+		{"OIDC issuer wins over a SPIFFE sub", `{"iss":"https://good.example","sub":"` + idA + `"}`, nil, "oidc"},
+		{"second trust domain", `{"sub":"spiffe://b.example/w"}`, nil, "b"},
+		{"unknown trust domain", `{"sub":"spiffe://c.example/w"}`, ErrUnknownIssuer, ""},
+		{"unclaimed iss, unknown trust domain", `{"iss":"https://x.example","sub":"spiffe://c.example/w"}`, ErrUnknownIssuer, ""},
+		{"unclaimed iss, plain sub", `{"iss":"https://x.example","sub":"w"}`, ErrUnknownIssuer, ""},
+		{"no iss, plain sub", `{"sub":"system:serviceaccount:prod:api"}`, ErrMalformed, ""},
+		{"no iss, no sub", `{"aud":"x"}`, ErrMalformed, ""},
+		{"no iss, sub not a string", `{"sub":["` + idA + `"]}`, ErrMalformed, ""},
+		{"empty iss", `{"iss":"","sub":"` + idA + `"}`, ErrMalformed, ""},
+		{"iss not a string", `{"iss":1,"sub":"` + idA + `"}`, ErrMalformed, ""},
+		{"uppercase trust domain", `{"sub":"spiffe://A.example/w"}`, ErrMalformed, ""},
+		{"port", `{"sub":"spiffe://a.example:8443/w"}`, ErrMalformed, ""},
+		{"userinfo", `{"sub":"spiffe://u@a.example/w"}`, ErrMalformed, ""},
+		{"query", `{"sub":"spiffe://a.example/w?x"}`, ErrMalformed, ""},
+		{"dot segment", `{"sub":"spiffe://a.example/./w"}`, ErrMalformed, ""},
+		{"empty segment", `{"sub":"spiffe://a.example//w"}`, ErrMalformed, ""},
+		{"trailing slash", `{"sub":"spiffe://a.example/w/"}`, ErrMalformed, ""},
+		{"percent-encoding", `{"sub":"spiffe://a.example/w%41"}`, ErrMalformed, ""},
+		{"uppercase scheme", `{"sub":"SPIFFE://a.example/w"}`, ErrMalformed, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			oidc := &fakeVerifier{issuer: "https://good.example"}
+			a, b := &tdVerifier{td: "a.example"}, &tdVerifier{td: "b.example"}
+			r, err := NewRouterRoutes(Routes{
+				ByIssuer:      map[string]Verifier{oidc.issuer: oidc},
+				ByTrustDomain: map[string]Verifier{"a.example": a, "b.example": b},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w, err := r.Attest(context.Background(), compact(`{"alg":"ES256","kid":"k"}`, tt.payload), TypeJWT)
+			calls := map[string]int64{"oidc": oidc.calls.Load(), "a": a.calls.Load(), "b": b.calls.Load()}
+			if tt.want != nil {
+				if !errors.Is(err, tt.want) {
+					t.Fatalf("error %v, want %v", err, tt.want)
+				}
+				if calls["oidc"]+calls["a"]+calls["b"] != 0 {
+					t.Fatalf("verifiers called for a refused token: %v", calls)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if calls[tt.routed] != 1 || calls["oidc"]+calls["a"]+calls["b"] != 1 {
+				t.Fatalf("routed %v, want %s", calls, tt.routed)
+			}
+			if tt.routed != "oidc" && w.Issuer != "spiffe://"+tt.routed+".example" {
+				t.Fatalf("workload %+v", w)
+			}
+		})
+	}
+}
+
+// A trust domain's verifier is held to the route: its trust domain as issuer, the
+// routed SPIFFE ID as subject.
+func TestRouterHoldsVerifierToTrustDomain(t *testing.T) {
+	const idA = "spiffe://a.example/w"
+	leaf := uriCert(t, idA)
+	for name, v := range map[string]*tdVerifier{
+		"other trust domain": {td: "a.example", issuer: "spiffe://b.example"},
+		"other subject":      {td: "a.example", subject: "spiffe://a.example/admin"},
+		"OIDC issuer":        {td: "a.example", issuer: "https://good.example"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r, err := NewRouterRoutes(Routes{ByTrustDomain: map[string]Verifier{"a.example": v}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.Attest(context.Background(), compact(`{"alg":"ES256"}`, `{"sub":"`+idA+`"}`), TypeJWT); !errors.Is(err, ErrInvalid) {
+				t.Fatalf("JWT: got %v, want ErrInvalid", err)
+			}
+			if _, err := r.AttestX509(context.Background(), []*x509.Certificate{leaf}); !errors.Is(err, ErrInvalid) {
+				t.Fatalf("X.509: got %v, want ErrInvalid", err)
+			}
+		})
+	}
+	r, err := NewRouterRoutes(Routes{ByTrustDomain: map[string]Verifier{"a.example": nilVerifier{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Attest(context.Background(), compact(`{"alg":"ES256"}`, `{"sub":"`+idA+`"}`), TypeJWT); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("nil workload: got %v", err)
+	}
+}
+
+// uriCert is a self-signed certificate with the URI SANs (routing never verifies it).
+func uriCert(t *testing.T, uris ...string) *x509.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotAfter: time.Now().Add(time.Hour)}
+	for _, u := range uris {
+		p, err := url.Parse(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl.URIs = append(tmpl.URIs, p)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestRouterAttestX509(t *testing.T) {
+	tests := []struct {
+		name   string
+		chain  func(t *testing.T) []*x509.Certificate
+		want   error
+		routed string
+	}{
+		{"trust domain a", func(t *testing.T) []*x509.Certificate { return []*x509.Certificate{uriCert(t, "spiffe://a.example/w")} }, nil, "a"},
+		{"trust domain b", func(t *testing.T) []*x509.Certificate { return []*x509.Certificate{uriCert(t, "spiffe://b.example/w")} }, nil, "b"},
+		{"unknown trust domain", func(t *testing.T) []*x509.Certificate { return []*x509.Certificate{uriCert(t, "spiffe://c.example/w")} }, ErrUnknownIssuer, ""},
+		{"JWT-only verifier", func(t *testing.T) []*x509.Certificate { return []*x509.Certificate{uriCert(t, "spiffe://j.example/w")} }, ErrUnknownIssuer, ""},
+		{"OIDC issuer is no trust domain", func(t *testing.T) []*x509.Certificate {
+			return []*x509.Certificate{uriCert(t, "spiffe://good.example/w")}
+		}, ErrUnknownIssuer, ""},
+		{"no chain", func(*testing.T) []*x509.Certificate { return nil }, ErrMalformed, ""},
+		{"nil leaf", func(*testing.T) []*x509.Certificate { return []*x509.Certificate{nil} }, ErrMalformed, ""},
+		{"no URI SAN", func(t *testing.T) []*x509.Certificate { return []*x509.Certificate{uriCert(t)} }, ErrMalformed, ""},
+		{"two URI SANs", func(t *testing.T) []*x509.Certificate {
+			return []*x509.Certificate{uriCert(t, "spiffe://a.example/w", "spiffe://b.example/w")}
+		}, ErrMalformed, ""},
+		{"malformed SPIFFE ID", func(t *testing.T) []*x509.Certificate { return []*x509.Certificate{uriCert(t, "spiffe://A.example/w")} }, ErrMalformed, ""},
+		{"not SPIFFE", func(t *testing.T) []*x509.Certificate { return []*x509.Certificate{uriCert(t, "https://a.example/w")} }, ErrMalformed, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := &tdVerifier{td: "a.example"}, &tdVerifier{td: "b.example"}
+			j := &jwtOnly{}
+			r, err := NewRouterRoutes(Routes{
+				ByIssuer:      map[string]Verifier{"https://good.example": &fakeVerifier{issuer: "https://good.example"}},
+				ByTrustDomain: map[string]Verifier{"a.example": a, "b.example": b, "j.example": j},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w, err := r.AttestX509(context.Background(), tt.chain(t))
+			calls := map[string]int64{"a": a.calls.Load(), "b": b.calls.Load(), "j": j.calls.Load()}
+			if tt.want != nil {
+				if !errors.Is(err, tt.want) {
+					t.Fatalf("error %v, want %v", err, tt.want)
+				}
+				if calls["a"]+calls["b"]+calls["j"] != 0 {
+					t.Fatalf("verifiers called: %v", calls)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if calls[tt.routed] != 1 || w.Issuer != "spiffe://"+tt.routed+".example" {
+				t.Fatalf("routed %v, workload %+v", calls, w)
+			}
+		})
+	}
+}
+
+func TestNewRouterRoutes(t *testing.T) {
+	v := &fakeVerifier{}
+	for name, routes := range map[string]Routes{
+		"empty":                {},
+		"empty maps":           {ByIssuer: map[string]Verifier{}, ByTrustDomain: map[string]Verifier{}},
+		"uppercase td":         {ByTrustDomain: map[string]Verifier{"Prod.example": v}},
+		"td as SPIFFE ID":      {ByTrustDomain: map[string]Verifier{"spiffe://prod.example": v}},
+		"td with port":         {ByTrustDomain: map[string]Verifier{"prod.example:443": v}},
+		"td with path":         {ByTrustDomain: map[string]Verifier{"prod.example/x": v}},
+		"empty td":             {ByTrustDomain: map[string]Verifier{"": v}},
+		"nil td verifier":      {ByTrustDomain: map[string]Verifier{"prod.example": nil}},
+		"nil issuer verifier":  {ByIssuer: map[string]Verifier{"https://a.example": nil}, ByTrustDomain: map[string]Verifier{"prod.example": v}},
+		"empty issuer with td": {ByIssuer: map[string]Verifier{"": v}, ByTrustDomain: map[string]Verifier{"prod.example": v}},
+	} {
+		if _, err := NewRouterRoutes(routes); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	// Every problem is reported.
+	_, err := NewRouterRoutes(Routes{ByIssuer: map[string]Verifier{"": v}, ByTrustDomain: map[string]Verifier{"Bad": v, "ok.example": nil}})
+	if err == nil || strings.Count(err.Error(), "\n") != 2 {
+		t.Fatalf("want three problems, got %v", err)
+	}
+	r, err := NewRouterRoutes(Routes{ByTrustDomain: map[string]Verifier{"b.example": v, "a.example": v}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(r.TrustDomains(), ","); got != "a.example,b.example" || len(r.Issuers()) != 0 {
+		t.Fatalf("TrustDomains() = %s, Issuers() = %v", got, r.Issuers())
 	}
 }

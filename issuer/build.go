@@ -15,6 +15,7 @@ import (
 	"github.com/safeconduct/safeconduct/attest"
 	"github.com/safeconduct/safeconduct/attest/attrs"
 	"github.com/safeconduct/safeconduct/attest/oidc"
+	"github.com/safeconduct/safeconduct/attest/spiffe"
 	"github.com/safeconduct/safeconduct/policy"
 	"github.com/safeconduct/safeconduct/revocation"
 )
@@ -23,14 +24,19 @@ import (
 // in an empty key_dir), the upstream verifiers, the policy and the revocation store.
 // Remote upstream keys are fetched lazily, so one unreachable upstream does not stop
 // the STS from starting.
-func New(ctx context.Context, cfg *Config, o Options) (*Server, error) {
+func New(ctx context.Context, cfg *Config, o Options) (s *Server, err error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	router, err := buildAttester(ctx, cfg, o)
+	router, closeAttester, err := buildAttester(ctx, cfg, o)
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			closeAttester()
+		}
+	}()
 	pol, err := loadPolicy(cfg)
 	if err != nil {
 		return nil, err
@@ -43,7 +49,7 @@ func New(ctx context.Context, cfg *Config, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := newServer(deps{
+	s, err = newServer(deps{
 		issuer:     cfg.Issuer,
 		attester:   router,
 		decider:    pol,
@@ -56,6 +62,7 @@ func New(ctx context.Context, cfg *Config, o Options) (*Server, error) {
 		store.Close()
 		return nil, err
 	}
+	s.closers = append(s.closers, func() error { closeAttester(); return nil })
 	return s, nil
 }
 
@@ -65,13 +72,15 @@ func New(ctx context.Context, cfg *Config, o Options) (*Server, error) {
 // reported together.
 func Check(ctx context.Context, cfg *Config) error {
 	var errs []error
-	if _, err := buildAttester(ctx, cfg, Options{}); err != nil {
+	if _, closeAttester, err := buildAttester(ctx, cfg, Options{}); err != nil {
 		errs = append(errs, err)
+	} else {
+		closeAttester()
 	}
 	if _, err := loadPolicy(cfg); err != nil {
 		errs = append(errs, err)
 	}
-	if !cfg.TLS.InsecureHTTP {
+	if !cfg.TLS.InsecureHTTP && cfg.TLS.WorkloadAPISocket == "" {
 		if _, err := LoadTLS(cfg); err != nil {
 			errs = append(errs, err)
 		}
@@ -96,45 +105,98 @@ func Check(ctx context.Context, cfg *Config) error {
 	return errors.Join(errs...)
 }
 
-func buildAttester(ctx context.Context, cfg *Config, o Options) (*attest.Router, error) {
-	byIssuer := map[string]attest.Verifier{}
+// buildAttester makes one verifier per upstream and the router over them. close
+// releases the verifiers' background work (bundle refreshes, Workload API streams).
+func buildAttester(ctx context.Context, cfg *Config, o Options) (router *attest.Router, close func(), err error) {
+	routes := attest.Routes{ByIssuer: map[string]attest.Verifier{}, ByTrustDomain: map[string]attest.Verifier{}}
+	var closers []func() error
+	close = func() {
+		for _, c := range closers {
+			_ = c()
+		}
+	}
 	var errs []error
 	for _, u := range cfg.Upstreams {
-		var mapping *attrs.Mapping
-		if u.Preset != "" || len(u.Attributes) > 0 {
-			m, err := attrs.Compile(u.Preset, u.Attributes)
+		switch u.Kind {
+		case "spiffe":
+			v, err := spiffe.New(ctx, spiffeConfig(cfg, u, o))
 			if err != nil {
 				errs = append(errs, fmt.Errorf("upstream %s: %w", u.Name, err))
 				continue
 			}
-			mapping = m
+			closers = append(closers, v.Close)
+			routes.ByTrustDomain[v.TrustDomain().Name()] = v
+		default:
+			v, err := oidcVerifier(ctx, cfg, u, o)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("upstream %s: %w", u.Name, err))
+				continue
+			}
+			routes.ByIssuer[u.Issuer] = v
 		}
-		v, err := oidc.New(ctx, oidc.Config{
-			Name:           u.Name,
-			Issuer:         u.Issuer,
-			Audiences:      u.Audiences,
-			JWKSURI:        u.JWKSURI,
-			JWKSFile:       cfg.Path(u.JWKSFile),
-			Algorithms:     u.Algorithms,
-			ClockSkew:      u.ClockSkew.D(),
-			MaxTokenAge:    u.MaxTokenAge.D(),
-			Now:            o.Now,
-			Logger:         o.Logger,
-			HTTPClient:     o.UpstreamClient,
-			Subjects:       u.Subjects,
-			RequiredClaims: u.RequiredClaims,
-			Attributes:     mapping,
-		})
+	}
+	if len(errs) == 0 {
+		router, err = attest.NewRouterRoutes(routes)
+		if err == nil {
+			return router, close, nil
+		}
+		errs = append(errs, err)
+	}
+	close()
+	return nil, nil, errors.Join(errs...)
+}
+
+func oidcVerifier(ctx context.Context, cfg *Config, u UpstreamConfig, o Options) (*oidc.Verifier, error) {
+	var mapping *attrs.Mapping
+	if u.Preset != "" || len(u.Attributes) > 0 {
+		m, err := attrs.Compile(u.Preset, u.Attributes)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("upstream %s: %w", u.Name, err))
-			continue
+			return nil, err
 		}
-		byIssuer[u.Issuer] = v
+		mapping = m
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	return oidc.New(ctx, oidc.Config{
+		Name:           u.Name,
+		Issuer:         u.Issuer,
+		Audiences:      u.Audiences,
+		JWKSURI:        u.JWKSURI,
+		JWKSFile:       cfg.Path(u.JWKSFile),
+		Algorithms:     u.Algorithms,
+		ClockSkew:      u.ClockSkew.D(),
+		MaxTokenAge:    u.MaxTokenAge.D(),
+		Now:            o.Now,
+		Logger:         o.Logger,
+		HTTPClient:     o.UpstreamClient,
+		Subjects:       u.Subjects,
+		RequiredClaims: u.RequiredClaims,
+		Attributes:     mapping,
+	})
+}
+
+func spiffeConfig(cfg *Config, u UpstreamConfig, o Options) spiffe.Config {
+	sc := spiffe.Config{
+		Name:              u.Name,
+		TrustDomain:       u.TrustDomain,
+		Audiences:         u.Audiences,
+		BundleFile:        cfg.Path(u.BundleFile),
+		WorkloadAPISocket: u.WorkloadAPISocket,
+		PathTemplates:     u.PathTemplates,
+		Subjects:          u.Subjects,
+		HTTPClient:        o.UpstreamClient,
+		Now:               o.Now,
+		Logger:            o.Logger,
 	}
-	return attest.NewRouter(byIssuer)
+	if e := u.BundleEndpoint; e != nil {
+		sc.BundleEndpoint = &spiffe.EndpointConfig{
+			URL:              e.URL,
+			Profile:          e.Profile,
+			EndpointSPIFFEID: e.EndpointSPIFFEID,
+			BootstrapBundle:  cfg.Path(e.BootstrapBundle),
+			RefreshInterval:  e.RefreshInterval.D(),
+			MaxStale:         e.MaxStale.D(),
+		}
+	}
+	return sc
 }
 
 func loadPolicy(cfg *Config) (*policy.Policy, error) {
@@ -195,18 +257,4 @@ func openStore(cfg *Config, o Options) (revocation.Store, error) {
 	default:
 		return revocation.OpenEmbedded(cfg.Path(cfg.Revocation.Embedded.Path), revocation.EmbeddedOptions{Now: o.Now})
 	}
-}
-
-// LoadTLS reads the serving certificate and key named by the config and returns a
-// TLS 1.2+ server configuration.
-func LoadTLS(cfg *Config) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(cfg.Path(cfg.TLS.CertFile), cfg.Path(cfg.TLS.KeyFile))
-	if err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
-	}
-	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{cert},
-		NextProtos:   []string{"h2", "http/1.1"},
-	}, nil
 }

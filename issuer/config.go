@@ -16,6 +16,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/safeconduct/safeconduct/attest/attrs"
 )
 
@@ -46,6 +48,13 @@ type TLSConfig struct {
 	CertFile     string `yaml:"cert_file"`
 	KeyFile      string `yaml:"key_file"`
 	InsecureHTTP bool   `yaml:"insecure_http"`
+	// WorkloadAPISocket serves with the STS's own X.509-SVID from the SPIFFE
+	// Workload API (rotated without restart) instead of cert_file/key_file.
+	WorkloadAPISocket string `yaml:"workload_api_socket"`
+	// ClientCertificates is "none" (default) or "request": ask clients for a
+	// certificate, verified as an X.509-SVID against the spiffe upstreams' bundles
+	// (client authentication, mTLS subject/actor identity, cnf binding).
+	ClientCertificates string `yaml:"client_certificates"`
 }
 
 // SigningConfig selects the signing algorithm and where the PEM keys live.
@@ -80,6 +89,28 @@ type UpstreamConfig struct {
 	// github_actions); Attributes adds or overrides CEL expressions over `claims`.
 	Preset     string            `yaml:"preset"`
 	Attributes map[string]string `yaml:"attributes"`
+
+	// kind: spiffe. TrustDomain names the trust domain; exactly one bundle source:
+	// BundleFile, BundleEndpoint or WorkloadAPISocket. PathTemplates map SPIFFE ID
+	// path segments to attributes ("/ns/{namespace}/sa/{service_account}").
+	TrustDomain       string                `yaml:"trust_domain"`
+	BundleFile        string                `yaml:"bundle_file"`
+	BundleEndpoint    *BundleEndpointConfig `yaml:"bundle_endpoint"`
+	WorkloadAPISocket string                `yaml:"workload_api_socket"`
+	PathTemplates     []string              `yaml:"path_templates"`
+}
+
+// BundleEndpointConfig is a SPIFFE bundle endpoint (federation).
+type BundleEndpointConfig struct {
+	URL string `yaml:"url"`
+	// Profile is https_web (web PKI) or https_spiffe (the endpoint presents the
+	// X.509-SVID EndpointSPIFFEID, checked against the trust domain's own bundle,
+	// seeded from BootstrapBundle).
+	Profile          string   `yaml:"profile"`
+	EndpointSPIFFEID string   `yaml:"endpoint_spiffe_id"`
+	BootstrapBundle  string   `yaml:"bootstrap_bundle"`
+	RefreshInterval  Duration `yaml:"refresh_interval"`
+	MaxStale         Duration `yaml:"max_stale"`
 }
 
 // RevocationConfig selects the revocation store backend.
@@ -294,12 +325,27 @@ func (c *Config) validate(v *validator) {
 	} else if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		v.at("listen must be host:port", "listen")
 	}
-	if c.TLS.InsecureHTTP {
-		if c.TLS.CertFile != "" || c.TLS.KeyFile != "" {
-			v.at("tls.insecure_http excludes cert_file and key_file", "tls")
+	switch {
+	case c.TLS.InsecureHTTP:
+		if c.TLS.CertFile != "" || c.TLS.KeyFile != "" || c.TLS.WorkloadAPISocket != "" || c.TLS.ClientCertificates == "request" {
+			v.at("tls.insecure_http excludes certificates and client_certificates", "tls")
 		}
-	} else if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
-		v.at("tls.cert_file and tls.key_file are required (or tls.insecure_http: true)", "tls")
+	case c.TLS.WorkloadAPISocket != "":
+		if c.TLS.CertFile != "" || c.TLS.KeyFile != "" {
+			v.at("tls.workload_api_socket excludes cert_file and key_file", "tls")
+		}
+		if !strings.HasPrefix(c.TLS.WorkloadAPISocket, "unix://") {
+			v.at("tls.workload_api_socket must be a unix:// address", "tls", "workload_api_socket")
+		}
+	case c.TLS.CertFile == "" || c.TLS.KeyFile == "":
+		v.at("tls.cert_file and tls.key_file are required (or tls.workload_api_socket, or tls.insecure_http: true)", "tls")
+	}
+	switch c.TLS.ClientCertificates {
+	case "":
+		c.TLS.ClientCertificates = "none"
+	case "none", "request":
+	default:
+		v.at("tls.client_certificates must be none or request", "tls", "client_certificates")
 	}
 	if c.Signing.Algorithm == "" {
 		c.Signing.Algorithm = "ES256"
@@ -331,6 +377,9 @@ func (c *Config) validate(v *validator) {
 	issuers := map[string]bool{}
 	for i := range c.Upstreams {
 		c.Upstreams[i].validate(v, i, names, issuers)
+	}
+	if c.TLS.ClientCertificates == "request" && !slices.ContainsFunc(c.Upstreams, func(u UpstreamConfig) bool { return u.Kind == "spiffe" }) {
+		v.at("tls.client_certificates: request needs a spiffe upstream to verify client certificates against", "tls", "client_certificates")
 	}
 	if len(c.PolicyFiles) == 0 {
 		v.at("policy_files must name at least one file (without policy nothing is issued)", "policy_files")
@@ -386,17 +435,14 @@ func (u *UpstreamConfig) validate(v *validator, i int, names, issuers map[string
 		at(fmt.Sprintf("upstream name %q may hold only letters, digits, '.', '_' and '-'", u.Name), "name")
 	}
 	names[u.Name] = true
-	if u.Kind != "oidc" {
-		at(fmt.Sprintf("upstream kind %q is not supported (want oidc)", u.Kind), "kind")
+	switch u.Kind {
+	case "oidc":
+		u.validateOIDC(at, issuers)
+	case "spiffe":
+		u.validateSPIFFE(at, issuers)
+	default:
+		at(fmt.Sprintf("upstream kind %q is not supported (want oidc or spiffe)", u.Kind), "kind")
 	}
-	if u.Issuer == "" {
-		at("upstream issuer is required", "issuer")
-	} else if p, err := url.Parse(u.Issuer); err != nil || !p.IsAbs() || p.Host == "" {
-		at(fmt.Sprintf("upstream issuer %q is not an absolute URL", u.Issuer), "issuer")
-	} else if issuers[u.Issuer] {
-		at(fmt.Sprintf("issuer %q is claimed by two upstreams; a token must route to exactly one", u.Issuer), "issuer")
-	}
-	issuers[u.Issuer] = true
 	if len(u.Audiences) == 0 {
 		at("upstream audiences must name at least one expected audience (an empty expectation would accept any)", "audiences")
 	}
@@ -405,6 +451,88 @@ func (u *UpstreamConfig) validate(v *validator, i int, names, issuers map[string
 			at("empty audience", "audiences", j)
 		}
 	}
+	for j, p := range u.Subjects {
+		if strings.TrimSpace(p) == "" {
+			at("empty subject pattern (leave subjects out to allow any subject)", "subjects", j)
+		}
+	}
+}
+
+// validateSPIFFE checks a kind: spiffe upstream. Trust domains share the issuer
+// namespace as spiffe://<td>, so one trust domain routes to exactly one upstream.
+func (u *UpstreamConfig) validateSPIFFE(at func(string, ...any), issuers map[string]bool) {
+	if u.TrustDomain == "" {
+		at("trust_domain is required for a spiffe upstream", "trust_domain")
+	} else if _, err := spiffeid.TrustDomainFromString(u.TrustDomain); err != nil || strings.Contains(u.TrustDomain, "/") {
+		at(fmt.Sprintf("trust_domain %q is not a valid SPIFFE trust domain name", u.TrustDomain), "trust_domain")
+	} else if key := "spiffe://" + u.TrustDomain; issuers[key] {
+		at(fmt.Sprintf("trust domain %q is claimed by two upstreams", u.TrustDomain), "trust_domain")
+	} else {
+		issuers[key] = true
+	}
+	sources := 0
+	for _, set := range []bool{u.BundleFile != "", u.BundleEndpoint != nil, u.WorkloadAPISocket != ""} {
+		if set {
+			sources++
+		}
+	}
+	if sources != 1 {
+		at("a spiffe upstream needs exactly one of bundle_file, bundle_endpoint, workload_api_socket", "trust_domain")
+	}
+	if e := u.BundleEndpoint; e != nil {
+		if p, err := url.Parse(e.URL); err != nil || p.Scheme != "https" || p.Host == "" {
+			at("bundle_endpoint.url must be an https URL", "bundle_endpoint", "url")
+		}
+		switch e.Profile {
+		case "https_web":
+		case "https_spiffe":
+			if _, err := spiffeid.FromString(e.EndpointSPIFFEID); err != nil {
+				at("bundle_endpoint.endpoint_spiffe_id must be a SPIFFE ID for the https_spiffe profile", "bundle_endpoint", "endpoint_spiffe_id")
+			}
+			if e.BootstrapBundle == "" {
+				at("bundle_endpoint.bootstrap_bundle is required for the https_spiffe profile", "bundle_endpoint")
+			}
+		default:
+			at("bundle_endpoint.profile must be https_web or https_spiffe", "bundle_endpoint", "profile")
+		}
+		if e.RefreshInterval < 0 || e.MaxStale < 0 {
+			at("bundle_endpoint durations must not be negative", "bundle_endpoint")
+		}
+	}
+	if u.WorkloadAPISocket != "" && !strings.HasPrefix(u.WorkloadAPISocket, "unix://") {
+		at("workload_api_socket must be a unix:// address", "workload_api_socket")
+	}
+	for _, f := range []struct {
+		set  bool
+		name string
+	}{{u.Issuer != "", "issuer"}, {u.JWKSURI != "", "jwks_uri"}, {u.JWKSFile != "", "jwks_file"},
+		{len(u.Algorithms) > 0, "algorithms"}, {len(u.RequiredClaims) > 0, "required_claims"},
+		{u.Preset != "", "preset"}, {len(u.Attributes) > 0, "attributes"}, {u.MaxTokenAge != 0, "max_token_age"}, {u.ClockSkew != 0, "clock_skew"}} {
+		if f.set {
+			at(f.name+" does not apply to a spiffe upstream", f.name)
+		}
+	}
+}
+
+// validateOIDC checks a kind: oidc upstream.
+func (u *UpstreamConfig) validateOIDC(at func(string, ...any), issuers map[string]bool) {
+	for _, f := range []struct {
+		set  bool
+		name string
+	}{{u.TrustDomain != "", "trust_domain"}, {u.BundleFile != "", "bundle_file"}, {u.BundleEndpoint != nil, "bundle_endpoint"},
+		{u.WorkloadAPISocket != "", "workload_api_socket"}, {len(u.PathTemplates) > 0, "path_templates"}} {
+		if f.set {
+			at(f.name+" applies to spiffe upstreams only", f.name)
+		}
+	}
+	if u.Issuer == "" {
+		at("upstream issuer is required", "issuer")
+	} else if p, err := url.Parse(u.Issuer); err != nil || !p.IsAbs() || p.Host == "" || p.Scheme == "spiffe" {
+		at(fmt.Sprintf("upstream issuer %q is not an absolute http(s) URL", u.Issuer), "issuer")
+	} else if issuers[u.Issuer] {
+		at(fmt.Sprintf("issuer %q is claimed by two upstreams; a token must route to exactly one", u.Issuer), "issuer")
+	}
+	issuers[u.Issuer] = true
 	if u.JWKSURI != "" && u.JWKSFile != "" {
 		at("jwks_uri and jwks_file are exclusive", "jwks_uri")
 	}
@@ -421,11 +549,6 @@ func (u *UpstreamConfig) validate(v *validator, i int, names, issuers map[string
 	for j, a := range u.Algorithms {
 		if !slices.Contains(upstreamAlgorithms, a) {
 			at(fmt.Sprintf("algorithm %q is not one of %s", a, strings.Join(upstreamAlgorithms, ", ")), "algorithms", j)
-		}
-	}
-	for j, p := range u.Subjects {
-		if strings.TrimSpace(p) == "" {
-			at("empty subject pattern (leave subjects out to allow any subject)", "subjects", j)
 		}
 	}
 	for name, p := range u.RequiredClaims {

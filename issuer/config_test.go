@@ -74,9 +74,12 @@ upstreams:
     jwks_uri: https://issuer.example/jwks
     colour: blue
   - name: cluster-a
-    kind: saml
+    kind: oidc
     issuer: https://issuer.example
     audiences: [""]
+  - name: c3
+    kind: saml
+    audiences: [a]
 policy_files: [policy.yaml]
 revocation:
   backend: etcd
@@ -95,10 +98,10 @@ revocation:
 		"sts.yaml:12: jwks_uri and jwks_file are exclusive",
 		"sts.yaml:13: field colour not found",
 		"sts.yaml:14: duplicate upstream name",
-		"sts.yaml:15: upstream kind \"saml\"",
 		"sts.yaml:16: issuer \"https://issuer.example\" is claimed by two upstreams",
 		"sts.yaml:17: empty audience",
-		"sts.yaml:20: revocation.backend \"etcd\"",
+		"sts.yaml:19: upstream kind \"saml\"",
+		"sts.yaml:23: revocation.backend \"etcd\"",
 	}
 	msg := err.Error()
 	for _, w := range want {
@@ -127,6 +130,12 @@ func TestParseConfigRejects(t *testing.T) {
 		"trailing slash":      {"issuer: https://127.0.0.1:8443", "issuer: https://127.0.0.1:8443/", "trailing slash"},
 		"bad alg":             {"jwks_file: cluster-a-jwks.json", "jwks_file: cluster-a-jwks.json\n    algorithms: [HS256]", "algorithm \"HS256\""},
 		"not yaml":            {"listen: 127.0.0.1:8443", "listen: [", "sts.yaml"},
+		"spiffe without td":   {"    kind: oidc\n    issuer: https://issuer.example\n", "    kind: spiffe\n", "trust_domain is required"},
+		"spiffe with jwks":    {"    kind: oidc\n    issuer: https://issuer.example\n", "    kind: spiffe\n    trust_domain: prod.example\n", "jwks_file does not apply"},
+		"spiffe two sources":  {"    kind: oidc\n    issuer: https://issuer.example\n    audiences: [sts]\n    jwks_file: cluster-a-jwks.json\n", "    kind: spiffe\n    trust_domain: prod.example\n    audiences: [sts]\n    bundle_file: b.json\n    workload_api_socket: unix:///tmp/a.sock\n", "exactly one of"},
+		"spiffe bad td":       {"    kind: oidc\n    issuer: https://issuer.example\n    audiences: [sts]\n    jwks_file: cluster-a-jwks.json\n", "    kind: spiffe\n    trust_domain: Prod.Example\n    audiences: [sts]\n    bundle_file: b.json\n", "not a valid SPIFFE trust domain"},
+		"spiffe endpoint":     {"    kind: oidc\n    issuer: https://issuer.example\n    audiences: [sts]\n    jwks_file: cluster-a-jwks.json\n", "    kind: spiffe\n    trust_domain: prod.example\n    audiences: [sts]\n    bundle_endpoint: {url: https://b.example/bundle, profile: https_spiffe}\n", "endpoint_spiffe_id must be"},
+		"oidc with td":        {"    jwks_file: cluster-a-jwks.json\n", "    jwks_file: cluster-a-jwks.json\n    trust_domain: x\n", "applies to spiffe upstreams only"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

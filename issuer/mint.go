@@ -51,6 +51,8 @@ type claims struct {
 	Act []attest.Actor
 	// Attributes are the workload attributes policy chose to copy.
 	Attributes map[string]string
+	// CertThumbprint binds the token to the client certificate: cnf.x5t#S256.
+	CertThumbprint string
 }
 
 // mint returns the signed compact JWS.
@@ -97,6 +99,11 @@ func (m *minter) mint(c *claims) (string, error) {
 	if c.Upstream != "" {
 		buf = append(buf, `,"upstream":`...)
 		buf = appendJSONString(buf, c.Upstream)
+	}
+	if c.CertThumbprint != "" {
+		buf = append(buf, `,"cnf":{"x5t#S256":`...)
+		buf = appendJSONString(buf, c.CertThumbprint)
+		buf = append(buf, '}')
 	}
 	if len(c.Act) > 0 {
 		buf = append(buf, `,"act":`...)

@@ -48,7 +48,7 @@ var singleValued = []string{
 }
 
 // subjectTokenTypes are the token types accepted for subject and actor tokens.
-var subjectTokenTypes = []string{TypeJWT, TypeIDToken, TypeAccessToken}
+var subjectTokenTypes = []string{TypeJWT, TypeIDToken, TypeAccessToken, TypeX509SVID}
 
 // parseTokenRequest parses an application/x-www-form-urlencoded body. Every
 // parameter is read and checked here, once; the handler never looks at the form.

@@ -3,6 +3,7 @@ package issuer
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,8 @@ import (
 type Attester interface {
 	// Attest verifies raw presented as tokenType; errors wrap attest's sentinels.
 	Attest(ctx context.Context, raw, tokenType string) (*attest.Workload, error)
+	// AttestX509 verifies a client certificate chain (leaf first) as an X.509-SVID.
+	AttestX509(ctx context.Context, chain []*x509.Certificate) (*attest.Workload, error)
 }
 
 // Decider is the issuance policy (policy.Policy in production).
@@ -62,6 +65,8 @@ type Server struct {
 	now       func() time.Time
 	metrics   *metrics
 	mux       *http.ServeMux
+	// closers release what New started besides the store (verifier background work).
+	closers []func() error
 }
 
 // deps are the parts a Server is assembled from (New builds them from a Config;
@@ -178,6 +183,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Confi
 		TLSConfig:         tlsConfig,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ConnContext: func(c context.Context, _ net.Conn) context.Context {
+			return context.WithValue(c, connKey{}, &connIdentity{})
+		},
 	}
 	errc := make(chan error, 1)
 	go func() {
@@ -203,5 +211,11 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Confi
 	return nil
 }
 
-// Close releases the server's resources (the revocation store).
-func (s *Server) Close() error { return s.store.Close() }
+// Close releases the server's resources: verifiers' background work and the
+// revocation store.
+func (s *Server) Close() error {
+	for _, c := range s.closers {
+		_ = c()
+	}
+	return s.store.Close()
+}

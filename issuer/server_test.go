@@ -3,6 +3,7 @@ package issuer
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -61,6 +62,14 @@ type testSTS struct {
 	a, b   *testissuer.Issuer
 	audit  *syncBuffer
 	dir    string
+	hs     *httptest.Server
+}
+
+// withClientCert returns a client of the STS that presents cert.
+func (ts *testSTS) withClientCert(cert tls.Certificate) *http.Client {
+	tr := ts.hs.Client().Transport.(*http.Transport).Clone()
+	tr.TLSClientConfig.Certificates = []tls.Certificate{cert}
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 }
 
 type stsOptions struct {
@@ -70,6 +79,8 @@ type stsOptions struct {
 	dir        string // reuse a directory (restart)
 	policy     string
 	aExtra     string // more YAML keys of the cluster-a upstream (4-space indent)
+	tlsExtra   string // more YAML keys of the tls section (", key: value")
+	clientCert bool   // the listener requests client certificates
 	upstreams  string // more upstream entries
 }
 
@@ -115,7 +126,7 @@ func startSTS(t testing.TB, o stsOptions) *testSTS {
 	ts.url = "https://" + l.Addr().String()
 	cfgText := fmt.Sprintf(`issuer: %s
 listen: %s
-tls: {cert_file: unused.crt, key_file: unused.key}
+tls: {cert_file: unused.crt, key_file: unused.key%s}
 signing: {algorithm: %s, key_dir: keys}
 %supstreams:
   - name: cluster-a
@@ -128,7 +139,7 @@ signing: {algorithm: %s, key_dir: keys}
     issuer: %s
     audiences: [sts, other]
 %spolicy_files: [policy.yaml]
-%s`, ts.url, l.Addr(), o.alg, o.tokens, o.aExtra, ts.b.URL, o.upstreams, o.revocation)
+%s`, ts.url, l.Addr(), o.tlsExtra, o.alg, o.tokens, o.aExtra, ts.b.URL, o.upstreams, o.revocation)
 	write := func(name, data string) {
 		if err := os.WriteFile(filepath.Join(ts.dir, name), []byte(data), 0o600); err != nil {
 			t.Fatal(err)
@@ -153,12 +164,19 @@ signing: {algorithm: %s, key_dir: keys}
 	hs := httptest.NewUnstartedServer(ts.srv.Handler())
 	hs.Listener.Close()
 	hs.Listener = l
+	if o.clientCert {
+		hs.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
+		hs.Config.ConnContext = func(c context.Context, _ net.Conn) context.Context {
+			return context.WithValue(c, connKey{}, &connIdentity{})
+		}
+	}
 	hs.StartTLS()
 	t.Cleanup(func() {
 		hs.Close()
 		ts.srv.Close()
 	})
 	ts.client = hs.Client()
+	ts.hs = hs
 	return ts
 }
 

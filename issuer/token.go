@@ -2,7 +2,11 @@ package issuer
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"mime"
@@ -10,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/safeconduct/safeconduct/attest"
@@ -72,20 +77,35 @@ func (s *Server) exchange(r *http.Request, ev *exchangeEvent) (*tokenResponse, *
 	ev.subjectTokenSHA = tokenHash(req.SubjectToken)
 	ev.audiences = slices.Concat(req.Audiences, req.Resources)
 
-	// Client authentication: no client registry yet, so only public clients. A client
-	// that tries to authenticate is told so instead of being silently trusted.
+	// Client authentication: an X.509-SVID presented over mTLS, or none (public
+	// clients). There is no client registry for secrets: a client that tries one is
+	// told so instead of being silently trusted.
+	ctx := r.Context()
 	_, _, basic := r.BasicAuth()
-	if basic && req.ClientSecret {
+	client, cerr := s.clientIdentity(ctx, r)
+	methods := 0
+	for _, used := range []bool{basic, req.ClientSecret, client != nil || cerr != nil} {
+		if used {
+			methods++
+		}
+	}
+	if methods > 1 {
 		ev.reason = "two client authentication methods in one request"
 		return nil, badRequest(codeInvalidRequest, "use exactly one client authentication method")
+	}
+	if cerr != nil {
+		ev.reason = "client certificate: " + cerr.Error()
+		if errors.Is(cerr, attest.ErrUnavailable) {
+			return nil, errUnavailable
+		}
+		return nil, &oauthError{Code: codeInvalidClient, Description: "the client certificate is not a valid X.509-SVID of a trusted trust domain", Status: http.StatusUnauthorized}
 	}
 	if basic || req.ClientSecret {
 		ev.reason = "client authentication sent but no client is registered"
 		return nil, &oauthError{Code: codeInvalidClient, Description: "client authentication is not supported by this server", Status: http.StatusUnauthorized}
 	}
-
-	ctx := r.Context()
-	wl, err := s.attester.Attest(ctx, req.SubjectToken, req.SubjectTokenType)
+	ev.client = client
+	wl, err := s.attestToken(ctx, client, req.SubjectToken, req.SubjectTokenType)
 	if err != nil {
 		ev.reason = "subject_token: " + err.Error()
 		if errors.Is(err, attest.ErrUnavailable) {
@@ -103,7 +123,7 @@ func (s *Server) exchange(r *http.Request, ev *exchangeEvent) (*tokenResponse, *
 	depth := 0
 	notAfter := wl.Expiry
 	if req.ActorToken != "" {
-		if actor, err = s.attester.Attest(ctx, req.ActorToken, req.ActorTokenType); err != nil {
+		if actor, err = s.attestToken(ctx, client, req.ActorToken, req.ActorTokenType); err != nil {
 			ev.reason = "actor_token: " + err.Error()
 			if errors.Is(err, attest.ErrUnavailable) {
 				return nil, errUnavailable
@@ -131,7 +151,8 @@ func (s *Server) exchange(r *http.Request, ev *exchangeEvent) (*tokenResponse, *
 		Resources:          req.Resources,
 		Scopes:             req.Scopes,
 		RequestedTokenType: req.RequestedTokenType,
-		ClientID:           req.ClientID,
+		ClientID:           clientID(client, req.ClientID),
+		SenderConstrained:  client != nil,
 		Now:                now,
 	})
 	ev.rule, ev.reason, ev.audited = d.Rule, d.Reason, d.Audited
@@ -184,6 +205,14 @@ func (s *Server) exchange(r *http.Request, ev *exchangeEvent) (*tokenResponse, *
 	if actor != nil {
 		c.ClientID = actor.ID
 		c.Act = append([]attest.Actor{{Subject: actor.ID, Issuer: actor.Issuer}}, chain...)
+	}
+	if client != nil {
+		c.ClientID = client.ID // authenticated: it outranks what the tokens say
+	}
+	if d.RequireSenderConstraint {
+		// Policy allows this only for a request over mTLS (SenderConstrained), so
+		// the client certificate is there to bind to (RFC 8705 §3.1).
+		c.CertThumbprint = certThumbprint(r.TLS.PeerCertificates[0])
 	}
 	tok, err := s.minter.mint(c)
 	if err != nil {
@@ -252,6 +281,7 @@ type exchangeEvent struct {
 	jti             string
 	expiry          time.Time
 	actor           *attest.Workload
+	client          *attest.Workload
 	audited         []policy.AuditHit
 	subjectTokenSHA string
 }
@@ -268,6 +298,9 @@ func (s *Server) audit(ctx context.Context, ev *exchangeEvent) {
 	}
 	if ev.actor != nil {
 		attrs = append(attrs, slog.String("actor_upstream", ev.actor.Upstream), slog.String("actor", ev.actor.ID))
+	}
+	if ev.client != nil {
+		attrs = append(attrs, slog.String("client", ev.client.ID))
 	}
 	if len(ev.audiences) > 0 {
 		attrs = append(attrs, slog.Any("aud", ev.audiences))
@@ -313,4 +346,70 @@ func copyAttributes(have map[string]string, names []string) map[string]string {
 		return nil
 	}
 	return out
+}
+
+// TypeX509SVID is the subject_token_type (and actor_token_type) for an identity
+// presented as the mTLS client certificate: the token's value is the SPIFFE ID the
+// client claims, which must be the X.509-SVID it authenticated with.
+const TypeX509SVID = "urn:safeconduct:params:oauth:token-type:x509-svid"
+
+// attestToken attests a subject or actor token; an X.509-SVID "token" names the
+// verified mTLS client identity.
+func (s *Server) attestToken(ctx context.Context, client *attest.Workload, raw, tokenType string) (*attest.Workload, error) {
+	if tokenType != TypeX509SVID {
+		return s.attester.Attest(ctx, raw, tokenType)
+	}
+	if client == nil {
+		return nil, fmt.Errorf("%w: %s needs a client certificate (mTLS)", attest.ErrInvalid, TypeX509SVID)
+	}
+	if raw != client.ID {
+		return nil, fmt.Errorf("%w: token names %.256q but the client certificate is %q", attest.ErrInvalid, raw, client.ID)
+	}
+	return client, nil
+}
+
+// clientID is the client_id policy sees: the authenticated mTLS identity, else
+// what a public client sent (unauthenticated).
+func clientID(client *attest.Workload, sent string) string {
+	if client != nil {
+		return client.ID
+	}
+	return sent
+}
+
+// connIdentity memoizes a connection's verified client certificate: verified once
+// per TLS connection, not per request.
+type connIdentity struct {
+	once sync.Once
+	wl   *attest.Workload
+	err  error
+}
+
+type connKey struct{}
+
+// clientIdentity returns the verified X.509-SVID identity of the client, nil when
+// it sent no certificate, or an error when the certificate is not a valid SVID.
+func (s *Server) clientIdentity(ctx context.Context, r *http.Request) (*attest.Workload, error) {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return nil, nil
+	}
+	verify := func() (*attest.Workload, error) {
+		return s.attester.AttestX509(ctx, r.TLS.PeerCertificates)
+	}
+	ci, _ := ctx.Value(connKey{}).(*connIdentity)
+	if ci == nil {
+		return verify()
+	}
+	ci.once.Do(func() { ci.wl, ci.err = verify() })
+	if ci.err == nil && !s.now().Before(ci.wl.Expiry) {
+		// A keep-alive connection may outlive the certificate it was opened with.
+		return nil, fmt.Errorf("%w: client certificate expired during the connection", attest.ErrInvalid)
+	}
+	return ci.wl, ci.err
+}
+
+// certThumbprint is the RFC 8705 x5t#S256 of a certificate: base64url SHA-256 of DER.
+func certThumbprint(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
 }

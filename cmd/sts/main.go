@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -129,10 +128,11 @@ func serve(ctx context.Context, cfg *issuer.Config, log *slog.Logger, ready func
 		return err
 	}
 	defer s.Close()
-	tlsConfig, err := tlsFor(cfg)
+	tlsConfig, closeTLS, err := issuer.ServingTLS(ctx, cfg)
 	if err != nil {
 		return err
 	}
+	defer closeTLS()
 	l, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
@@ -151,13 +151,6 @@ func serve(ctx context.Context, cfg *issuer.Config, log *slog.Logger, ready func
 	err = s.Serve(ctx, l, tlsConfig, 10*time.Second)
 	log.Info("sts stopped serving")
 	return err
-}
-
-func tlsFor(cfg *issuer.Config) (*tls.Config, error) {
-	if cfg.TLS.InsecureHTTP {
-		return nil, nil
-	}
-	return issuer.LoadTLS(cfg)
 }
 
 // watchPolicy reloads the policy files when they change and on SIGHUP; an invalid

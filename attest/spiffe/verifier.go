@@ -1,0 +1,460 @@
+package spiffe
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/safeconduct/safeconduct/attest"
+)
+
+// MaxChainLength is the longest X.509-SVID chain (leaf and intermediates) looked at.
+const MaxChainLength = 16
+
+// maxNumericDate is 9999-12-31T23:59:59Z: later dates are refused as absurd.
+const maxNumericDate = 253402300799
+
+// jwtAlgorithms are the JWS algorithms of JWT-SVIDs (JWT-SVID §3, go-spiffe's
+// jwtsvid list): RSA and ECDSA only.
+var jwtAlgorithms = map[string]jose.SignatureAlgorithm{
+	"RS256": jose.RS256, "RS384": jose.RS384, "RS512": jose.RS512,
+	"ES256": jose.ES256, "ES384": jose.ES384, "ES512": jose.ES512,
+	"PS256": jose.PS256, "PS384": jose.PS384, "PS512": jose.PS512,
+}
+
+// Verifier verifies the JWT-SVIDs and X.509-SVIDs of one SPIFFE trust domain against
+// that trust domain's bundle, and only that one. It is safe for concurrent use.
+type Verifier struct {
+	s      *settings
+	issuer string // "spiffe://" + trust domain: Workload.Issuer
+	cache  *bundleCache
+	ep     *endpoint       // nil unless BundleEndpoint
+	wl     *workloadSource // nil unless WorkloadAPISocket
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var (
+	_ attest.ParsedVerifier = (*Verifier)(nil)
+	_ attest.X509Verifier   = (*Verifier)(nil)
+)
+
+// New validates cfg, reporting every problem at once, and returns its Verifier. A
+// BundleFile (and an https_spiffe BootstrapBundle) is read and vetted now; a bundle
+// endpoint is fetched lazily, on first use, and the Workload API is watched in the
+// background, so that the STS starts while they are down (verification fails with
+// attest.ErrUnavailable until a bundle is at hand). ctx supplies values, not
+// cancellation: call Close to stop the Verifier's background work.
+func New(ctx context.Context, cfg Config) (*Verifier, error) {
+	s, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	v := &Verifier{s: s, issuer: s.td.IDString()}
+	switch {
+	case s.BundleFile != "":
+		v.cache, err = fileSource(ctx, s)
+	case s.BundleEndpoint != nil:
+		v.cache, v.ep, err = endpointSource(ctx, s)
+	default:
+		v.cache = newCache(ctx, s, "workload API "+s.WorkloadAPISocket)
+		if v.wl, err = startWorkloadSource(ctx, s, v.cache); err != nil {
+			v.cache.close()
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// Close stops background fetches and the Workload API watch; afterwards every
+// verification fails with attest.ErrUnavailable. It is idempotent.
+func (v *Verifier) Close() error {
+	v.closeOnce.Do(func() {
+		if v.wl != nil {
+			v.closeErr = v.wl.close()
+		}
+		v.cache.close()
+	})
+	return v.closeErr
+}
+
+// Name returns the upstream's configured name.
+func (v *Verifier) Name() string { return v.s.Name }
+
+// TrustDomain returns the trust domain, the key to route its SVIDs by.
+func (v *Verifier) TrustDomain() spiffeid.TrustDomain { return v.s.td }
+
+// Issuer returns "spiffe://" + the trust domain: the Issuer of every Workload the
+// Verifier attests.
+func (v *Verifier) Issuer() string { return v.issuer }
+
+// Stats are counters of a Verifier's bundle source, for metrics.
+type Stats struct {
+	// Requests counts bundle endpoint requests made (zero for other sources).
+	Requests uint64
+	// Updates counts bundles accepted (the first included); Failures counts
+	// fetches, reads or pushed updates that failed or were refused.
+	Updates, Failures uint64
+	// JWTAuthorities and X509Authorities count the authorities held now;
+	// BundleUpdated is when the bundle held was obtained (zero without one).
+	JWTAuthorities, X509Authorities int
+	BundleUpdated                   time.Time
+}
+
+// Stats returns the Verifier's counters.
+func (v *Verifier) Stats() Stats {
+	st := Stats{Updates: v.cache.updates.Load(), Failures: v.cache.failures.Load()}
+	if v.ep != nil {
+		st.Requests = v.ep.requests.Load()
+	}
+	if s := v.cache.cur.Load(); s != nil {
+		st.JWTAuthorities = len(s.jwt)
+		if s.x509 != nil {
+			st.X509Authorities = len(s.x509.X509Authorities())
+		}
+		st.BundleUpdated = s.fetched
+	}
+	return st
+}
+
+// Verify checks raw, a JWT-SVID presented as tokenType, and returns the attested
+// Workload. In order: the checks of attest.ParseHeaderInsecure; an RSA or ECDSA
+// algorithm (no EdDSA, HMAC or none); `typ` absent or "JWT"; a `kid`; a `sub` that
+// is a well-formed SPIFFE ID of this trust domain with a non-empty path (a token of
+// another trust domain is refused before any key is looked up); the JWT authority
+// of this trust domain's bundle with that kid (an unknown kid triggers one rate
+// limited, shared refresh of a fetched bundle), fitting the alg; exactly one
+// signature, verified; and only then the claims: `aud` (one of Audiences), `exp`
+// (required), `nbf` and `iat` with at most ClockSkew of leeway; then the trust
+// domain's Subjects. `iss` is not checked (the Router routed the token here because
+// no OIDC upstream claims it). Errors wrap attest.ErrUnsupportedType, ErrMalformed,
+// ErrInvalid or ErrUnavailable.
+func (v *Verifier) Verify(ctx context.Context, raw, tokenType string) (*attest.Workload, error) {
+	p, err := attest.ParseInsecure(raw, tokenType)
+	if err != nil {
+		return nil, err
+	}
+	return v.VerifyParsed(ctx, p)
+}
+
+// VerifyParsed is Verify for a token already parsed by attest.ParseInsecure (the
+// Router's path). The signature is verified over exactly p.Payload before p.Claims
+// is trusted.
+func (v *Verifier) VerifyParsed(ctx context.Context, p *attest.Parsed) (*attest.Workload, error) {
+	hdr := p.Header
+	alg, ok := jwtAlgorithms[hdr.Alg]
+	switch {
+	case !ok:
+		return nil, v.invalid("alg %s not allowed for JWT-SVIDs", hdr.Alg)
+	case hdr.Typ != "" && hdr.Typ != "JWT" && hdr.Typ != "JOSE":
+		return nil, v.invalid("typ %.32q is not a JWT-SVID's (JWT or JOSE)", hdr.Typ)
+	case hdr.Kid == "":
+		return nil, v.invalid("kid missing")
+	}
+	// The trust domain comes from the unverified sub, as in go-spiffe; a token of
+	// another trust domain never reaches this one's keys.
+	sub, _ := p.Claims["sub"].(string)
+	id, err := v.checkID(sub)
+	if err != nil {
+		return nil, err
+	}
+	snap, err := v.cache.current(ctx)
+	if err != nil {
+		return nil, v.unavailable(err)
+	}
+	if snap.jwt == nil {
+		return nil, v.unavailable(fmt.Errorf("%w: no JWT bundle received yet", attest.ErrUnavailable))
+	}
+	k := snap.jwt[hdr.Kid]
+	if k == nil {
+		// The trust domain may have rotated: one refresh, shared and rate limited.
+		changed, err := v.cache.refreshNow(ctx, snap)
+		if err != nil {
+			return nil, v.unavailable(err)
+		}
+		if s2 := v.cache.cur.Load(); changed && s2 != nil {
+			k = s2.jwt[hdr.Kid]
+		}
+	}
+	switch {
+	case k == nil:
+		return nil, v.invalid("no JWT authority with kid %.64q", hdr.Kid)
+	case !k.fits(hdr.Alg):
+		return nil, v.invalid("alg %s does not fit JWT authority %.64q", hdr.Alg, hdr.Kid)
+	}
+	jws, err := jose.ParseSignedCompact(p.Raw, []jose.SignatureAlgorithm{alg})
+	if err != nil {
+		return nil, fmt.Errorf("%w: upstream %q: %w", attest.ErrMalformed, v.s.Name, err)
+	}
+	if len(jws.Signatures) != 1 {
+		return nil, fmt.Errorf("%w: upstream %q: %d signatures", attest.ErrMalformed, v.s.Name, len(jws.Signatures))
+	}
+	// go-jose parsed the same header bytes; insist it read them the same way.
+	if sh := jws.Signatures[0].Header; string(sh.Algorithm) != hdr.Alg || sh.KeyID != hdr.Kid {
+		return nil, fmt.Errorf("%w: upstream %q: header parsed inconsistently", attest.ErrMalformed, v.s.Name)
+	}
+	payload, err := jws.Verify(k.pub)
+	if err != nil {
+		return nil, v.invalid("signature: %v", err)
+	}
+	// Only now, with the signature verified over these very bytes, are the claims
+	// decoded from them trusted: an expired forged token fails as forged.
+	if !bytes.Equal(payload, p.Payload) {
+		return nil, fmt.Errorf("%w: upstream %q: verified payload differs from the parsed one", attest.ErrMalformed, v.s.Name)
+	}
+	return v.jwtWorkload(id, p.Claims)
+}
+
+// jwtWorkload checks the verified claims of a JWT-SVID and builds the Workload.
+func (v *Verifier) jwtWorkload(id spiffeid.ID, c map[string]any) (*attest.Workload, error) {
+	aud, err := audience(c["aud"])
+	if err != nil {
+		return nil, v.invalid("%v", err)
+	}
+	if !v.acceptsAudience(aud) {
+		return nil, v.invalid("no accepted audience in aud")
+	}
+	now, skew := v.s.Now(), v.s.ClockSkew
+	exp, ok, err := numericDate(c, "exp")
+	switch {
+	case err != nil:
+		return nil, v.invalid("%v", err)
+	case !ok:
+		return nil, v.invalid("exp missing")
+	case !now.Before(exp.Add(skew)):
+		return nil, v.invalid("expired at %s", exp.UTC().Format(time.RFC3339))
+	}
+	nbf, ok, err := numericDate(c, "nbf")
+	switch {
+	case err != nil:
+		return nil, v.invalid("%v", err)
+	case ok && nbf.After(now.Add(skew)):
+		return nil, v.invalid("not valid before %s", nbf.UTC().Format(time.RFC3339))
+	}
+	iat, hasIat, err := numericDate(c, "iat")
+	switch {
+	case err != nil:
+		return nil, v.invalid("%v", err)
+	case hasIat && iat.After(now.Add(skew)):
+		return nil, v.invalid("issued in the future (%s)", iat.UTC().Format(time.RFC3339))
+	}
+	var jti string
+	if j, ok := c["jti"]; ok {
+		if jti, ok = j.(string); !ok {
+			return nil, v.invalid("jti not a string")
+		}
+	}
+	if err := v.checkBreadth(id); err != nil {
+		return nil, err
+	}
+	w := &attest.Workload{
+		Upstream:   v.s.Name,
+		Issuer:     v.issuer,
+		Subject:    id.String(),
+		ID:         id.String(),
+		TokenID:    jti,
+		Audience:   aud,
+		Expiry:     exp,
+		Attributes: v.attributes(id),
+		Claims:     c,
+	}
+	if hasIat {
+		w.IssuedAt = iat
+	}
+	return w, nil
+}
+
+// VerifyX509 verifies chain (leaf first, as presented in the TLS handshake) as an
+// X.509-SVID of this trust domain with go-spiffe's x509svid.Verify at the
+// Verifier's clock: a leaf with exactly one URI SAN, a well-formed SPIFFE ID of
+// this trust domain with a non-empty path (checked before the bundle is looked
+// at), not a CA, without keyCertSign or cRLSign, chaining to one of this trust
+// domain's X.509 authorities through the chain's intermediates, every certificate
+// within its validity. Then the trust domain's Subjects. The Workload's Expiry is
+// the earliest NotAfter of the verified chain, IssuedAt the leaf's NotBefore, and
+// Claims hold "sub" and "x5t#S256" (Thumbprint of the leaf). Errors wrap
+// attest.ErrMalformed, ErrInvalid or ErrUnavailable.
+func (v *Verifier) VerifyX509(ctx context.Context, chain []*x509.Certificate) (*attest.Workload, error) {
+	if len(chain) == 0 || len(chain) > MaxChainLength {
+		return nil, fmt.Errorf("%w: upstream %q: chain of %d certificates (allowed 1 to %d)", attest.ErrMalformed, v.s.Name, len(chain), MaxChainLength)
+	}
+	for _, c := range chain {
+		if c == nil {
+			return nil, fmt.Errorf("%w: upstream %q: nil certificate in chain", attest.ErrMalformed, v.s.Name)
+		}
+	}
+	leaf := chain[0]
+	uid, err := x509svid.IDFromCert(leaf)
+	if err != nil {
+		return nil, v.invalid("leaf is not an X.509-SVID: %v", err)
+	}
+	id, err := v.checkID(uid.String())
+	if err != nil {
+		return nil, err
+	}
+	snap, err := v.cache.current(ctx)
+	if err != nil {
+		return nil, v.unavailable(err)
+	}
+	if snap.x509 == nil {
+		return nil, v.unavailable(fmt.Errorf("%w: no X.509 bundle received yet", attest.ErrUnavailable))
+	}
+	// snap is an x509bundle.Source of this trust domain only.
+	_, chains, err := x509svid.Verify(chain, snap, x509svid.WithTime(v.s.Now()))
+	if err != nil {
+		return nil, v.invalid("%v", err)
+	}
+	if err := v.checkBreadth(id); err != nil {
+		return nil, err
+	}
+	expiry := leaf.NotAfter
+	for _, c := range chains[0] {
+		if c.NotAfter.Before(expiry) {
+			expiry = c.NotAfter
+		}
+	}
+	return &attest.Workload{
+		Upstream:   v.s.Name,
+		Issuer:     v.issuer,
+		Subject:    id.String(),
+		ID:         id.String(),
+		Expiry:     expiry,
+		IssuedAt:   leaf.NotBefore,
+		Attributes: v.attributes(id),
+		Claims:     map[string]any{"sub": id.String(), "x5t#S256": Thumbprint(leaf)},
+	}, nil
+}
+
+// Thumbprint returns the base64url (unpadded) SHA-256 of cert's DER encoding, the
+// `x5t#S256` confirmation of RFC 8705 §3.1 that binds a token to the certificate.
+func Thumbprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// checkID parses sub strictly as a SPIFFE ID of this trust domain naming a
+// workload (a non-empty path) and within attest.CheckSubject.
+func (v *Verifier) checkID(sub string) (spiffeid.ID, error) {
+	if err := attest.CheckSubject(sub); err != nil {
+		return spiffeid.ID{}, v.invalid("sub: %v", err)
+	}
+	id, err := spiffeid.FromString(sub)
+	switch {
+	case err != nil:
+		return id, v.invalid("sub is not a valid SPIFFE ID: %v", err)
+	case !id.MemberOf(v.s.td):
+		return id, v.invalid("SPIFFE ID of trust domain %q", id.TrustDomain())
+	case id.Path() == "":
+		return id, v.invalid("SPIFFE ID names the trust domain, not a workload")
+	}
+	return id, nil
+}
+
+// checkBreadth applies Subjects.
+func (v *Verifier) checkBreadth(id spiffeid.ID) error {
+	if len(v.s.subjects) == 0 {
+		return nil
+	}
+	s := id.String()
+	for i := range v.s.subjects {
+		if v.s.subjects[i].Match(s) {
+			return nil
+		}
+	}
+	return v.invalid("subject outside the upstream's allowed subjects (sub %.128q)", s)
+}
+
+// attributes are the Workload's: the captures of the first matching path template,
+// then sub, iss, trust_domain and path.
+func (v *Verifier) attributes(id spiffeid.ID) map[string]string {
+	m := make(map[string]string, 8)
+	path := id.Path()
+	for i := range v.s.templates {
+		if v.s.templates[i].match(path, m) {
+			break
+		}
+	}
+	m["sub"] = id.String()
+	m["iss"] = v.issuer
+	m["trust_domain"] = v.s.td.Name()
+	m["path"] = path
+	return m
+}
+
+func (v *Verifier) invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: upstream %q: %s", attest.ErrInvalid, v.s.Name, fmt.Sprintf(format, args...))
+}
+
+func (v *Verifier) unavailable(err error) error {
+	return fmt.Errorf("upstream %q: %w", v.s.Name, err)
+}
+
+func (v *Verifier) acceptsAudience(aud []string) bool {
+	for _, a := range aud {
+		for _, want := range v.s.Audiences {
+			if a == want {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// audience reads `aud`: a non-empty string or a non-empty array of non-empty
+// strings (the rules of attest/oidc).
+func audience(v any) ([]string, error) {
+	switch a := v.(type) {
+	case nil:
+		return nil, fmt.Errorf("aud missing")
+	case string:
+		if a == "" {
+			return nil, fmt.Errorf("aud empty")
+		}
+		return []string{a}, nil
+	case []any:
+		if len(a) == 0 {
+			return nil, fmt.Errorf("aud empty")
+		}
+		out := make([]string, len(a))
+		for i, e := range a {
+			s, ok := e.(string)
+			if !ok || s == "" {
+				return nil, fmt.Errorf("aud entry not a non-empty string")
+			}
+			out[i] = s
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("aud neither a string nor an array")
+}
+
+// numericDate reads an optional NumericDate claim, which must be a JSON number
+// between 0 and year 9999.
+func numericDate(c map[string]any, name string) (time.Time, bool, error) {
+	v, ok := c[name]
+	if !ok {
+		return time.Time{}, false, nil
+	}
+	f, ok := v.(float64)
+	if !ok {
+		return time.Time{}, false, fmt.Errorf("%s is not a number", name)
+	}
+	if f < 0 || f > maxNumericDate || math.IsNaN(f) {
+		return time.Time{}, false, fmt.Errorf("%s out of range", name)
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)), true, nil
+}
