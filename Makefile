@@ -2,7 +2,7 @@
 .PHONY: test race lint fuzz bench tidy-check quickstart ci
 
 test:            ## the README's test command
-	go test -race ./...
+	go test -race -count=1 -timeout 20m ./...
 
 lint:
 	gofmt -l $$(git ls-files '*.go') | (! grep .)
