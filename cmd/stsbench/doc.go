@@ -2,7 +2,8 @@
 // (POST /token, RFC 8693) over HTTPS keep-alive connections.
 //
 // It mints --tokens distinct upstream subject tokens (distinct `sub` suffixes and
-// `jti`s, valid for an hour) with the private key of an upstream the STS trusts, then
+// `jti`s, valid for an hour; service-account subjects also get a realistic
+// `kubernetes.io` claim) with the private key of an upstream the STS trusts, then
 // runs --concurrency workers, each on its own HTTP/1.1 keep-alive connection, sending
 // exchanges back to back: first for --warmup (not recorded), then for --duration. Every
 // response is checked (200, JSON, non-empty access_token, expires_in > 0); anything

@@ -97,6 +97,39 @@ type subjectClaims struct {
 	NotBefore int64    `json:"nbf"`
 	Expiry    int64    `json:"exp"`
 	ID        string   `json:"jti"`
+	// Kubernetes is the `kubernetes.io` claim of a projected service-account token,
+	// set when the subject has the system:serviceaccount:<ns>:<name> form, so that an
+	// STS with the kubernetes attribute preset sees realistic attributes.
+	Kubernetes *k8sClaim `json:"kubernetes.io,omitempty"`
+}
+
+type k8sClaim struct {
+	Namespace      string  `json:"namespace"`
+	ServiceAccount k8sName `json:"serviceaccount"`
+	Pod            k8sName `json:"pod"`
+}
+
+type k8sName struct {
+	Name string `json:"name"`
+	UID  string `json:"uid"`
+}
+
+// kubernetesClaim derives the kubernetes.io claim from a service-account subject.
+func kubernetesClaim(sub string, jti []byte) *k8sClaim {
+	rest, ok := strings.CutPrefix(sub, "system:serviceaccount:")
+	if !ok {
+		return nil
+	}
+	ns, name, ok := strings.Cut(rest, ":")
+	if !ok {
+		return nil
+	}
+	uid := base64.RawURLEncoding.EncodeToString(jti[:8])
+	return &k8sClaim{
+		Namespace:      ns,
+		ServiceAccount: k8sName{Name: name, UID: "sa-" + uid},
+		Pod:            k8sName{Name: name + "-" + uid[:5], UID: "pod-" + uid},
+	}
 }
 
 // mintBodies signs o.tokens subject tokens (sub = prefix + index, random jti, valid
@@ -118,14 +151,16 @@ func mintBodies(key crypto.Signer, o *options, now time.Time) ([]string, error) 
 		if _, err := rand.Read(jti); err != nil {
 			return nil, err
 		}
+		sub := o.subjPref + strconv.Itoa(i)
 		payload, err := json.Marshal(subjectClaims{
-			Issuer:    o.issuer,
-			Subject:   o.subjPref + strconv.Itoa(i),
-			Audience:  []string{o.upAudience},
-			IssuedAt:  now.Unix(),
-			NotBefore: now.Unix(),
-			Expiry:    now.Add(subjectTTL).Unix(),
-			ID:        base64.RawURLEncoding.EncodeToString(jti),
+			Kubernetes: kubernetesClaim(sub, jti),
+			Issuer:     o.issuer,
+			Subject:    sub,
+			Audience:   []string{o.upAudience},
+			IssuedAt:   now.Unix(),
+			NotBefore:  now.Unix(),
+			Expiry:     now.Add(subjectTTL).Unix(),
+			ID:         base64.RawURLEncoding.EncodeToString(jti),
 		})
 		if err != nil {
 			return nil, err
