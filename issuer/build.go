@@ -18,6 +18,8 @@ import (
 	"github.com/safeconduct/safeconduct/attest/spiffe"
 	"github.com/safeconduct/safeconduct/policy"
 	"github.com/safeconduct/safeconduct/revocation"
+	"github.com/safeconduct/safeconduct/revocation/boltstore"
+	"github.com/safeconduct/safeconduct/revocation/redisstore"
 )
 
 // New assembles a Server from a validated Config: the signing keys (a key is created
@@ -50,13 +52,15 @@ func New(ctx context.Context, cfg *Config, o Options) (s *Server, err error) {
 		return nil, err
 	}
 	s, err = newServer(deps{
-		issuer:     cfg.Issuer,
-		attester:   router,
-		decider:    pol,
-		store:      store,
-		ring:       ring,
-		defaultTTL: cfg.Tokens.DefaultTTL.D(),
-		maxTTL:     cfg.Tokens.MaxTTL.D(),
+		issuer:           cfg.Issuer,
+		attester:         router,
+		decider:          pol,
+		store:            store,
+		ring:             ring,
+		defaultTTL:       cfg.Tokens.DefaultTTL.D(),
+		maxTTL:           cfg.Tokens.MaxTTL.D(),
+		bindings:         bindingsOf(cfg),
+		upstreamByIssuer: upstreamsByIssuer(cfg),
 	}, o)
 	if err != nil {
 		store.Close()
@@ -222,10 +226,11 @@ func loadPolicy(cfg *Config) (*policy.Policy, error) {
 func LoadPolicy(cfg *Config) (Decider, error) { return loadPolicy(cfg) }
 
 func openStore(cfg *Config, o Options) (revocation.Store, error) {
+	revokeTTL := cfg.Tokens.MaxTTL.D() + time.Minute
 	switch cfg.Revocation.Backend {
 	case "redis":
 		r := cfg.Revocation.Redis
-		rc := revocation.RedisConfig{
+		rc := redisstore.Config{
 			Addrs:      r.Addrs,
 			MasterName: r.MasterName,
 			Cluster:    r.Cluster,
@@ -253,8 +258,33 @@ func openStore(cfg *Config, o Options) (revocation.Store, error) {
 			}
 			rc.TLS = tc
 		}
-		return revocation.NewRedis(revocation.NewRedisClient(rc), revocation.RedisOptions{Prefix: r.Prefix, Now: o.Now}), nil
+		// With replicas (Sentinel or Cluster) an acknowledged revocation is also
+		// confirmed by a replica (WAIT), so a failover cannot lose it.
+		replicated := r.MasterName != "" || r.Cluster || len(r.Addrs) > 1
+		return redisstore.New(redisstore.NewClient(rc), redisstore.Options{
+			Prefix: r.Prefix, Now: o.Now, RevokeTTL: revokeTTL, ConfirmReplicas: replicated,
+		}), nil
 	default:
-		return revocation.OpenEmbedded(cfg.Path(cfg.Revocation.Embedded.Path), revocation.EmbeddedOptions{Now: o.Now})
+		return boltstore.Open(cfg.Path(cfg.Revocation.Embedded.Path), boltstore.Options{Now: o.Now, RevokeTTL: revokeTTL})
 	}
+}
+
+func bindingsOf(cfg *Config) map[string]binding {
+	out := map[string]binding{}
+	for _, u := range cfg.Upstreams {
+		if len(u.BindingAttributes) > 0 {
+			out[u.Name] = binding{names: u.BindingAttributes, instance: u.InstanceAttributes}
+		}
+	}
+	return out
+}
+
+func upstreamsByIssuer(cfg *Config) map[string]string {
+	out := map[string]string{}
+	for _, u := range cfg.Upstreams {
+		if u.Issuer != "" {
+			out[u.Issuer] = u.Name
+		}
+	}
+	return out
 }

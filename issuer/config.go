@@ -89,6 +89,13 @@ type UpstreamConfig struct {
 	// github_actions); Attributes adds or overrides CEL expressions over `claims`.
 	Preset     string            `yaml:"preset"`
 	Attributes map[string]string `yaml:"attributes"`
+	// BindingAttributes are runtime attributes a minted token is bound to (its
+	// `bnd` claim is their fingerprint); when the same workload instance shows up
+	// with other values, its earlier tokens are revoked. InstanceAttributes (with
+	// the subject) tell instances apart, so that replicas sharing a subject do not
+	// revoke each other's tokens.
+	BindingAttributes  []string `yaml:"binding_attributes"`
+	InstanceAttributes []string `yaml:"instance_attributes"`
 
 	// kind: spiffe. TrustDomain names the trust domain; exactly one bundle source:
 	// BundleFile, BundleEndpoint or WorkloadAPISocket. PathTemplates map SPIFFE ID
@@ -454,6 +461,19 @@ func (u *UpstreamConfig) validate(v *validator, i int, names, issuers map[string
 	for j, p := range u.Subjects {
 		if strings.TrimSpace(p) == "" {
 			at("empty subject pattern (leave subjects out to allow any subject)", "subjects", j)
+		}
+	}
+	for j, a := range append(slices.Clone(u.BindingAttributes), u.InstanceAttributes...) {
+		if !attrs.ValidName(a) && a != "trust_domain" && a != "path" {
+			at(fmt.Sprintf("attribute name %q is not valid", a), "binding_attributes", j)
+		}
+	}
+	if len(u.InstanceAttributes) > 0 && len(u.BindingAttributes) == 0 {
+		at("instance_attributes needs binding_attributes", "instance_attributes")
+	}
+	for _, a := range u.InstanceAttributes {
+		if slices.Contains(u.BindingAttributes, a) {
+			at(fmt.Sprintf("attribute %q cannot both identify the instance and bind its tokens", a), "instance_attributes")
 		}
 	}
 }

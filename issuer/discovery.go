@@ -28,11 +28,14 @@ func discoveryDoc(issuer string, ring *keyRing) ([]byte, error) {
 		"token_endpoint":                        issuer + PathToken,
 		"jwks_uri":                              issuer + PathJWKS,
 		"grant_types_supported":                 []string{GrantTypeTokenExchange},
-		"token_endpoint_auth_methods_supported": []string{"none"},
+		"token_endpoint_auth_methods_supported": []string{"none", "tls_client_auth"},
 		"response_types_supported":              []string{"token"},
 		"subject_types_supported":               []string{"public"},
 		"id_token_signing_alg_values_supported": algs,
 		"service_documentation":                 "https://github.com/safeconduct/safeconduct#readme",
+		"introspection_endpoint":                issuer + PathIntrospect,
+		"revocation_feed_endpoint":              issuer + PathRevocations,
+		"revocation_stream_endpoint":            issuer + PathRevocationFeed,
 	})
 }
 

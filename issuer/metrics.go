@@ -19,7 +19,10 @@ type metrics struct {
 	latency   *prometheus.HistogramVec
 	decisions *prometheus.CounterVec
 	// audited counts audit-mode (dry-run) rule hits by rule and would-be outcome.
-	audited *prometheus.CounterVec
+	audited         *prometheus.CounterVec
+	revocations     *prometheus.CounterVec
+	changesFired    *prometheus.CounterVec
+	feedSubscribers prometheus.Gauge
 	// policyReloads counts policy reloads by result (ok, error).
 	policyReloads *prometheus.CounterVec
 }
@@ -49,11 +52,23 @@ func newMetrics() *metrics {
 		Name: "safeconduct_policy_audit_hits_total",
 		Help: "Audit-mode (dry-run) rules that matched, by rule and the outcome they would have produced.",
 	}, []string{"rule", "would"})
+	m.revocations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "safeconduct_revocations_total",
+		Help: "Revocation entries recorded through the admin API, by kind (revoke, block).",
+	}, []string{"kind"})
+	m.changesFired = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "safeconduct_runtime_changes_fired_total",
+		Help: "Revocations fired because a workload instance showed changed binding attributes, by upstream.",
+	}, []string{"upstream"})
+	m.feedSubscribers = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "safeconduct_feed_subscribers",
+		Help: "Open revocation feed streams.",
+	})
 	m.policyReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "safeconduct_policy_reloads_total",
 		Help: "Policy reloads by result (ok, error).",
 	}, []string{"result"})
-	m.registry.MustRegister(m.requests, m.exchanges, m.latency, m.decisions, m.audited, m.policyReloads,
+	m.registry.MustRegister(m.requests, m.exchanges, m.latency, m.decisions, m.audited, m.policyReloads, m.revocations, m.changesFired, m.feedSubscribers,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -77,6 +92,9 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.status = code
 	r.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection (flush, deadlines).
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // instrument counts requests to endpoint by status code.
 func (m *metrics) instrument(endpoint string, h http.HandlerFunc) http.HandlerFunc {

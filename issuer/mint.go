@@ -53,6 +53,8 @@ type claims struct {
 	Attributes map[string]string
 	// CertThumbprint binds the token to the client certificate: cnf.x5t#S256.
 	CertThumbprint string
+	// Binding is the fingerprint of the binding attributes (`bnd`).
+	Binding string
 }
 
 // mint returns the signed compact JWS.
@@ -99,6 +101,10 @@ func (m *minter) mint(c *claims) (string, error) {
 	if c.Upstream != "" {
 		buf = append(buf, `,"upstream":`...)
 		buf = appendJSONString(buf, c.Upstream)
+	}
+	if c.Binding != "" {
+		buf = append(buf, `,"bnd":`...)
+		buf = appendJSONString(buf, c.Binding)
 	}
 	if c.CertThumbprint != "" {
 		buf = append(buf, `,"cnf":{"x5t#S256":`...)

@@ -53,7 +53,7 @@ var subjectTokenTypes = []string{TypeJWT, TypeIDToken, TypeAccessToken, TypeX509
 // parseTokenRequest parses an application/x-www-form-urlencoded body. Every
 // parameter is read and checked here, once; the handler never looks at the form.
 func parseTokenRequest(body string) (*tokenRequest, *oauthError) {
-	form, err := url.ParseQuery(body)
+	form, err := parseFormStrict(body)
 	if err != nil {
 		return nil, badRequest(codeInvalidRequest, "the request body is not a valid form")
 	}
@@ -178,4 +178,10 @@ func validResource(r string) bool {
 	}
 	u, err := url.Parse(r)
 	return err == nil && u.IsAbs()
+}
+
+// parseFormStrict parses an application/x-www-form-urlencoded body, refusing bad
+// escapes and ';' separators.
+func parseFormStrict(body string) (url.Values, error) {
+	return url.ParseQuery(body)
 }

@@ -32,6 +32,8 @@ type Attester interface {
 type Decider interface {
 	// Decide answers one request; it is pure and safe for concurrent use.
 	Decide(req policy.Request) policy.Decision
+	// DecideAdmin answers whether a caller may perform an admin action.
+	DecideAdmin(req policy.AdminRequest) policy.Decision
 }
 
 // Options are the server's injectable dependencies; zero values are defaulted.
@@ -67,18 +69,24 @@ type Server struct {
 	mux       *http.ServeMux
 	// closers release what New started besides the store (verifier background work).
 	closers []func() error
+	// bindings are the runtime-change configurations by upstream name;
+	// upstreamByIssuer resolves iss= selector terms.
+	bindings         map[string]binding
+	upstreamByIssuer map[string]string
 }
 
 // deps are the parts a Server is assembled from (New builds them from a Config;
 // tests may build them directly).
 type deps struct {
-	issuer     string
-	attester   Attester
-	decider    Decider
-	store      revocation.Store
-	ring       *keyRing
-	defaultTTL time.Duration
-	maxTTL     time.Duration
+	issuer           string
+	attester         Attester
+	decider          Decider
+	store            revocation.Store
+	ring             *keyRing
+	defaultTTL       time.Duration
+	maxTTL           time.Duration
+	bindings         map[string]binding
+	upstreamByIssuer map[string]string
 }
 
 func newServer(d deps, o Options) (*Server, error) {
@@ -100,18 +108,20 @@ func newServer(d deps, o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		issuer:     d.issuer,
-		attester:   d.attester,
-		store:      d.store,
-		ring:       d.ring,
-		minter:     m,
-		defaultTTL: d.defaultTTL,
-		maxTTL:     d.maxTTL,
-		discovery:  doc,
-		log:        o.Logger,
-		auditLog:   o.AuditLogger,
-		now:        o.Now,
-		metrics:    newMetrics(),
+		issuer:           d.issuer,
+		attester:         d.attester,
+		store:            d.store,
+		ring:             d.ring,
+		minter:           m,
+		defaultTTL:       d.defaultTTL,
+		maxTTL:           d.maxTTL,
+		discovery:        doc,
+		log:              o.Logger,
+		auditLog:         o.AuditLogger,
+		now:              o.Now,
+		metrics:          newMetrics(),
+		bindings:         d.bindings,
+		upstreamByIssuer: d.upstreamByIssuer,
 	}
 	s.decider.Store(&d.decider)
 	s.routes()
@@ -131,6 +141,13 @@ func (s *Server) routes() {
 	mux.HandleFunc(PathJWKS, m.instrument("jwks", staticJSON(s.ring.jwks, "public, max-age=300")))
 	mux.HandleFunc(PathOpenID, m.instrument("discovery", staticJSON(s.discovery, "public, max-age=300")))
 	mux.HandleFunc(PathOAuthMeta, m.instrument("discovery", staticJSON(s.discovery, "public, max-age=300")))
+	mux.HandleFunc("POST "+PathIntrospect, m.instrument("introspect", s.handleIntrospect))
+	mux.HandleFunc("GET "+PathRevocations, m.instrument("feed", s.handleSnapshot))
+	mux.HandleFunc("GET "+PathRevocationFeed, m.instrument("feed", s.handleStream))
+	mux.HandleFunc("POST "+PathAdmin+"revocations", m.instrument("admin", s.handleCreateRevocation))
+	mux.HandleFunc("GET "+PathAdmin+"revocations", m.instrument("admin", s.handleListRevocations))
+	mux.HandleFunc("DELETE "+PathAdmin+"revocations/{id}", m.instrument("admin", s.handleLiftRevocation))
+	mux.HandleFunc("POST "+PathAdmin+"workloads/change", m.instrument("admin", s.handleWorkloadChange))
 	mux.HandleFunc("/healthz", s.handleHealthz)
 	mux.HandleFunc("/readyz", s.handleReadyz)
 	mux.Handle("/metrics", m.handler())

@@ -23,6 +23,7 @@ import (
 
 	"github.com/safeconduct/safeconduct/internal/stsclient"
 	"github.com/safeconduct/safeconduct/internal/testissuer"
+	"github.com/safeconduct/safeconduct/revocation"
 )
 
 const (
@@ -573,13 +574,14 @@ func TestKeysPersistAcrossRestart(t *testing.T) {
 	}
 }
 
-// TestRevocationStoreConsulted: a blocked subject gets nothing; a revoked jti is
-// recorded and survives a restart of the embedded store.
+// TestRevocationStoreConsulted: a blocked workload gets nothing; the same subject
+// from another upstream is not blocked.
 func TestRevocationStoreConsulted(t *testing.T) {
 	dir := t.TempDir()
 	ts := startSTS(t, stsOptions{dir: dir})
 	ctx := context.Background()
-	if err := ts.srv.store.BlockSubject(ctx, "cluster-a", payments, time.Now().Add(time.Hour), "incident 42"); err != nil {
+	sel := revocation.MustParseSelector("upstream=cluster-a,sub=" + payments)
+	if _, err := ts.srv.store.Create(ctx, revocation.Entry{Kind: revocation.KindBlock, Selector: sel.String(), Reason: "incident 42", Actor: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	assertRefused(t, ts.post(t, ts.form(ts.a.Token(t, payments))), 400, codeInvalidRequest)

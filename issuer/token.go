@@ -175,7 +175,25 @@ func (s *Server) exchange(r *http.Request, ev *exchangeEvent) (*tokenResponse, *
 		return nil, errSubjectRejected
 	}
 
-	if err := s.store.Admit(ctx, revocation.Query{Upstream: wl.Upstream, Subject: wl.Subject}); err != nil {
+	// One store round trip: blocks for this workload, the store's clock for iat (so
+	// that a concurrent revoke is ordered against this token), and the binding last
+	// recorded for this instance.
+	facts := revocation.Facts{
+		Subject:     wl.ID,
+		Upstream:    wl.Upstream,
+		TrustDomain: wl.Attributes["trust_domain"],
+		ClientID:    clientID(client, wl.ID),
+		Audiences:   d.Audiences,
+		Attributes:  wl.Attributes,
+	}
+	b, bound := s.bindings[wl.Upstream]
+	instance := ""
+	if bound {
+		facts.Binding = revocation.Fingerprint(wl.Attributes, b.names)
+		instance = instanceKey(wl, b)
+	}
+	adm, err := s.store.Admit(ctx, &facts, instance)
+	if err != nil {
 		if errors.Is(err, revocation.ErrBlocked) {
 			ev.reason = "revocation: " + err.Error()
 			return nil, errSubjectRejected
@@ -184,8 +202,19 @@ func (s *Server) exchange(r *http.Request, ev *exchangeEvent) (*tokenResponse, *
 		s.log.ErrorContext(ctx, "revocation store unavailable; refusing to issue", slog.String("error", err.Error()))
 		return nil, errUnavailable
 	}
+	if bound && adm.Binding != facts.Binding {
+		// The instance changed (or is new): revoke tokens bound to its old attributes
+		// before this one is minted under the new ones.
+		if _, err := s.bind(ctx, b, wl, "exchange"); err != nil {
+			ev.reason = "revocation store: " + err.Error()
+			return nil, errUnavailable
+		}
+	}
 
 	iat := now.Truncate(time.Second)
+	if t := adm.IssuedAt.Truncate(time.Second); !t.IsZero() && t.Before(iat) {
+		iat = t
+	}
 	exp, ok := s.expiry(iat, d.MaxTTL, notAfter)
 	if !ok {
 		ev.reason = "subject or actor token expires within a second"
@@ -201,6 +230,7 @@ func (s *Server) exchange(r *http.Request, ev *exchangeEvent) (*tokenResponse, *
 		Scopes:     d.Scopes,
 		Upstream:   wl.Upstream,
 		Attributes: copyAttributes(wl.Attributes, d.CopyAttributes),
+		Binding:    facts.Binding,
 	}
 	if actor != nil {
 		c.ClientID = actor.ID

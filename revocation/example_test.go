@@ -1,50 +1,41 @@
 package revocation_test
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/safeconduct/safeconduct/revocation"
 )
 
-func Example() {
-	dir, err := os.MkdirTemp("", "revocation-example")
+func ExampleParseSelector() {
+	sel, err := revocation.ParseSelector(`upstream=corp,sub=spiffe://corp.example/ns/prod/*,attr.team="a,b"`)
 	if err != nil {
 		panic(err)
 	}
-	defer os.RemoveAll(dir)
+	fmt.Println(sel)
+	fmt.Println(sel.Anchor())
 
-	store, err := revocation.OpenEmbedded(filepath.Join(dir, "revocation.db"), revocation.EmbeddedOptions{})
-	if err != nil {
-		panic(err)
-	}
-	defer store.Close()
-	ctx := context.Background()
-
-	// Revoke a minted token until its expiry.
-	if err := store.RevokeToken(ctx, "c0ffee", time.Now().Add(time.Hour), "key compromise"); err != nil {
-		panic(err)
-	}
-	revoked, err := store.TokenRevoked(ctx, "c0ffee")
-	fmt.Println("revoked:", revoked, err)
-
-	// Block a workload, then ask before minting for it.
-	if err := store.BlockSubject(ctx, "corp", "spiffe://example.org/ci", time.Now().Add(time.Hour), "stolen runner"); err != nil {
-		panic(err)
-	}
-	err = store.Admit(ctx, revocation.Query{Upstream: "corp", Subject: "spiffe://example.org/ci"})
-	var blocked *revocation.BlockedError
-	if errors.Is(err, revocation.ErrBlocked) && errors.As(err, &blocked) {
-		fmt.Println("blocked:", blocked.Reason)
-	}
-	fmt.Println("other workload:", store.Admit(ctx, revocation.Query{Upstream: "corp", Subject: "spiffe://example.org/web"}))
-
+	f := revocation.FactsFromClaims(map[string]any{
+		"sub":        "spiffe://corp.example/ns/prod/sa/api",
+		"upstream":   "corp",
+		"attributes": map[string]any{"team": "a,b"},
+	})
+	fmt.Println(sel.Match(&f), f.TrustDomain)
 	// Output:
-	// revoked: true <nil>
-	// blocked: stolen runner
-	// other workload: <nil>
+	// attr.team="a,b",sub=spiffe://corp.example/ns/prod/*,upstream=corp
+	// attr.team=a,b
+	// true corp.example
+}
+
+func ExampleEntry_Invalidates() {
+	created := time.Date(2030, 1, 1, 12, 0, 0, 300e6, time.UTC)
+	e := revocation.Entry{ID: "e1", Kind: revocation.KindRevoke, Selector: "sub=alice", Created: created}
+	for _, iat := range []time.Time{created.Add(-time.Hour), created.Add(500 * time.Millisecond), created.Add(time.Second)} {
+		f := &revocation.Facts{Subject: "alice", IssuedAt: iat}
+		fmt.Println(iat.Format("15:04:05.000"), e.Invalidates(f, created))
+	}
+	// Output:
+	// 11:00:00.300 true
+	// 12:00:00.800 true
+	// 12:00:01.300 false
 }

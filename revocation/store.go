@@ -3,52 +3,95 @@ package revocation
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
-// Query describes one issuance that the store is asked to admit. Every exchange asks
-// once, before minting.
-type Query struct {
-	// Upstream is the configured upstream name, Subject the verified upstream `sub`.
-	Upstream string
-	Subject  string
-}
-
-// Store is the revocation store. Implementations are safe for concurrent use.
-//
-// Arguments are checked before any backend is touched: an empty or oversized value
-// (see MaxJTILen and friends), a jti outside visible ASCII, an upstream with control
-// characters, or an until not after Now are refused with a wrapped ErrInvalid.
-// Entries are absent once Now reaches until (a backend keeping milliseconds may keep
-// them up to 1 ms longer, never shorter). A write never shortens an existing entry:
-// writing again with a later until extends it and replaces the reason, with an
-// earlier until it changes nothing.
+// Store keeps revocation and block entries, binding fingerprints and the feed of
+// changes. Implementations are safe for concurrent use and fail closed: when they
+// cannot answer they return an error, never an admission or a "not revoked".
+// Arguments they refuse wrap ErrInvalid.
 type Store interface {
-	// Admit returns nil when a token may be issued for q, a *BlockedError (for which
-	// errors.Is(err, ErrBlocked) holds; it carries the block's reason) when issuance
-	// to this workload is blocked, or another error when the store cannot answer (the
-	// caller must then fail closed). It costs at most one round trip to the backend.
-	Admit(ctx context.Context, q Query) error
-	// RevokeToken records that the minted token jti is revoked. until is when the
-	// entry may be forgotten (the token's exp); it must be in the future. A nil
-	// error means the entry is recorded: synced to disk by the embedded store,
-	// acknowledged by the Redis primary (whose persistence and replication settings
-	// then decide whether it survives a crash or failover).
-	RevokeToken(ctx context.Context, jti string, until time.Time, reason string) error
-	// TokenRevoked reports whether jti has been revoked (and the entry has not yet
-	// expired).
-	TokenRevoked(ctx context.Context, jti string) (bool, error)
-	// BlockSubject blocks issuance to the workload (upstream, subject) until the given
-	// time.
-	BlockSubject(ctx context.Context, upstream, subject string, until time.Time, reason string) error
+	// Admit is asked once per exchange, before minting: ErrBlocked (wrapped in
+	// *BlockedError with the entry) when an active block matches f; otherwise the
+	// time to use as the token's iat (the store's clock, never later than the
+	// caller's now) and the binding fingerprint last recorded for instance (""
+	// if none). One round trip; O(1) in the number of entries.
+	Admit(ctx context.Context, f *Facts, instance string) (Admission, error)
+	// Bind records binding as the current fingerprint of instance. If another
+	// fingerprint was recorded, it atomically creates (and returns) a revoke
+	// entry for tokens of that instance bound to the old fingerprint
+	// (selector "upstream=U,sub=S,bnd=OLD"), actor "runtime-change".
+	Bind(ctx context.Context, instance string, f *Facts, ttl time.Duration) (*Entry, error)
+	// Revoked returns the active revoke entry that invalidates a token with these
+	// facts, or nil. O(1) round trips whatever the number of entries.
+	Revoked(ctx context.Context, f *Facts) (*Entry, error)
+	// Create assigns ID and Created; durable before it returns.
+	Create(ctx context.Context, e Entry) (Entry, error)
+	// Lift ends entry id; ErrNotFound if the store does not know it.
+	Lift(ctx context.Context, id, actor, reason string) (Entry, error)
+	// List returns the active entries, or every retained one with includeInactive.
+	List(ctx context.Context, includeInactive bool) ([]Entry, error)
+	// Events returns feed events after cursor ("" = from the oldest retained),
+	// and the cursor of the last one. ErrCursorExpired when cursor is older than
+	// what the feed retains (the client must take a new snapshot).
+	Events(ctx context.Context, cursor string, limit int) ([]Event, string, error)
+	// Snapshot returns every active entry and the cursor the feed is at.
+	Snapshot(ctx context.Context) ([]Entry, string, error)
+	// Wait blocks until an event after cursor may exist or ctx ends (pub/sub or
+	// blocking read; spurious wake-ups allowed).
+	Wait(ctx context.Context, cursor string) error
 	// Ping checks that the store is reachable and usable (readiness).
 	Ping(ctx context.Context) error
 	// Close releases the store's resources.
 	Close() error
 }
 
-// ErrBlocked is wrapped by Admit when issuance is blocked.
-var ErrBlocked = errors.New("issuance blocked")
+// Admission is Admit's answer when issuance may proceed.
+type Admission struct {
+	// IssuedAt is the iat to give the token: the store's clock truncated to the
+	// second, never later than the caller's clock.
+	IssuedAt time.Time
+	// Binding is the fingerprint last recorded for the instance by Bind, "" if none.
+	Binding string
+}
 
-// ErrInvalid is wrapped for arguments a store refuses (empty jti, past expiry, ...).
-var ErrInvalid = errors.New("invalid revocation entry")
+// Actor of the revoke entries Bind creates.
+const ActorRuntimeChange = "runtime-change"
+
+// Limits on the strings a store accepts (ErrInvalid beyond them).
+const (
+	MaxReasonLen   = 1024 // bytes of a reason
+	MaxActorLen    = 256  // bytes of an actor
+	MaxInstanceLen = 1024 // bytes of an instance name
+	MaxIDLen       = 64   // bytes of an entry ID
+)
+
+var (
+	// ErrBlocked is wrapped by Admit when an active block matches.
+	ErrBlocked = errors.New("issuance blocked")
+	// ErrInvalid is wrapped for arguments a store refuses.
+	ErrInvalid = errors.New("invalid revocation argument")
+	// ErrCursorExpired is returned by Events (and Wait) for a cursor older than the
+	// feed retains, or unknown to it: take a new Snapshot.
+	ErrCursorExpired = errors.New("revocation feed cursor expired")
+	// ErrNotFound is returned by Lift for an unknown (or no longer retained) entry.
+	ErrNotFound = errors.New("revocation entry not found")
+)
+
+// BlockedError is Admit's error when a block matches; errors.Is(err, ErrBlocked)
+// holds. The entry is for the log and audit event, not for the client.
+type BlockedError struct {
+	Entry Entry
+}
+
+func (e *BlockedError) Error() string {
+	return fmt.Sprintf("revocation: %s by entry %s: %s", ErrBlocked, e.Entry.ID, e.Entry.Reason)
+}
+
+// Unwrap makes errors.Is(err, ErrBlocked) hold.
+func (e *BlockedError) Unwrap() error { return ErrBlocked }
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("revocation: %w: "+format, append([]any{ErrInvalid}, args...)...)
+}

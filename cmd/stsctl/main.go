@@ -22,6 +22,8 @@ commands:
   exchange   exchange a subject token at the STS (RFC 8693) and print the response
   verify     validate a minted token from the STS's discovery + JWKS and print its claims
   policy     test a request against policy offline (policy test), or review access (policy review)
+  revoke     revoke issued tokens (or --block new ones) by selector, through the admin API
+  revocations  list or lift revocations (revocations list | revocations lift ID)
 
 Token flags take a value, @FILE to read a file, or - to read standard input.
 Run 'stsctl <command> -h' for the flags of a command.
@@ -44,6 +46,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdVerify(ctx, args[1:], stdin, stdout, stderr)
 	case "policy":
 		err = cmdPolicy(ctx, args[1:], stdin, stdout, stderr)
+	case "revoke":
+		err = cmdRevoke(ctx, args[1:], stdin, stdout, stderr)
+	case "revocations":
+		err = cmdRevocations(ctx, args[1:], stdin, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -1,12 +1,10 @@
 package testredis
 
 import (
-	"bufio"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -96,48 +94,19 @@ func ClosedAddr(t testing.TB) string {
 // simple, bulk or integer type as a string, for tests that need a raw command
 // without a client. A Redis error reply is returned as an error.
 func Do(addr string, timeout time.Duration, args ...string) (string, error) {
-	conn, err := net.DialTimeout("tcp", addr, timeout)
+	v, err := command(addr, timeout, args...)
 	if err != nil {
 		return "", err
 	}
-	defer conn.Close()
-	if err := conn.SetDeadline(time.Now().Add(timeout)); err != nil {
-		return "", err
-	}
-	var req strings.Builder
-	fmt.Fprintf(&req, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&req, "$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := io.WriteString(conn, req.String()); err != nil {
-		return "", err
-	}
-	r := bufio.NewReader(conn)
-	line, err := r.ReadString('\n')
-	if err != nil {
-		return "", err
-	}
-	line = strings.TrimSuffix(line, "\r\n")
-	if line == "" {
-		return "", errors.New("testredis: empty reply")
-	}
-	switch line[0] {
-	case '+', ':':
-		return line[1:], nil
-	case '-':
-		return "", errors.New(line[1:])
-	case '$':
-		n, err := strconv.Atoi(line[1:])
-		if err != nil || n < 0 {
-			return "", fmt.Errorf("testredis: bulk reply %q", line)
-		}
-		buf := make([]byte, n+2)
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return "", err
-		}
-		return string(buf[:n]), nil
+	switch v := v.(type) {
+	case string:
+		return v, nil
+	case int64:
+		return strconv.FormatInt(v, 10), nil
+	case nil:
+		return "", errors.New("testredis: null reply")
 	default:
-		return "", fmt.Errorf("testredis: unsupported reply %q", line)
+		return "", fmt.Errorf("testredis: unsupported reply %T", v)
 	}
 }
 
@@ -171,19 +140,7 @@ func isSharedDefault(addr string) (bool, error) {
 // CI=true. alt names the variable that would have avoided the need, if any.
 func lookRedisServer(t testing.TB, alt string) string {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err == nil {
-		return bin
-	}
-	msg := "testredis: redis-server not on PATH, needed to start a private server"
-	if alt != "" {
-		msg += " (or set " + alt + ")"
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg + "; CI=true, so failing instead of skipping")
-	}
-	t.Skip(msg + "; skipping")
-	return ""
+	return lookRedisBinary(t, "redis-server", alt)
 }
 
 func startServer(t testing.TB, cluster bool, alt string) (string, func()) {

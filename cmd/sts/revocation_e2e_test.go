@@ -1,0 +1,336 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/safeconduct/safeconduct/internal/testissuer"
+	"github.com/safeconduct/safeconduct/internal/testredis"
+	"github.com/safeconduct/safeconduct/verify"
+)
+
+// The revocation end-to-end tests run two STS replicas on one private Redis: same
+// issuer, same signing keys, different listeners. A security engineer (alice, from
+// the corporate IdP upstream) is allowed every admin action by policy.
+
+const alice = "alice@example.com"
+
+const revocationPolicy = e2ePolicy + `  - name: pods-to-ledger
+    effect: allow
+    upstreams: [pods]
+    subjects: ["system:serviceaccount:payments:*"]
+    audiences: ["https://ledger.internal"]
+    scopes: [ledger.read]
+admin:
+  - name: secops
+    upstreams: [corp]
+    subjects: ["alice@example.com"]
+    actions: [revoke, block, lift, list, report_change, read_feed, introspect]
+    within_upstreams: ["*"]
+`
+
+type replicaPair struct {
+	a, b       *e2e
+	corp       *testissuer.Issuer // the corporate IdP admins log in with
+	pods       *testissuer.Issuer // a cluster whose tokens are bound to the pod
+	adminToken string             // alice's token
+}
+
+func startPair(t *testing.T, redisAddr string) *replicaPair {
+	t.Helper()
+	p := &replicaPair{corp: testissuer.New(t, "https://idp.example"), pods: testissuer.New(t, "https://pods.example")}
+	extra := `  - name: corp
+    kind: oidc
+    issuer: https://idp.example
+    audiences: [sts]
+    jwks_file: corp-jwks.json
+  - name: pods
+    kind: oidc
+    issuer: https://pods.example
+    audiences: [sts]
+    jwks_file: pods-jwks.json
+    preset: kubernetes
+    binding_attributes: [pod_uid, node]
+    instance_attributes: [pod]
+`
+	rev := fmt.Sprintf("revocation:\n  backend: redis\n  redis: {addrs: [%q], prefix: %q}\n", redisAddr, testredis.Prefix(t))
+	p.a = setup(t, rev)
+	p.b = setup(t, rev)
+	keys := p.a.path("keys")
+	for _, e := range []*e2e{p.a, p.b} {
+		cfg, _ := os.ReadFile(e.cfg)
+		text := strings.Replace(string(cfg), "policy_files:", extra+"policy_files:", 1)
+		text = strings.Replace(text, "key_dir: keys", "key_dir: "+keys, 1)
+		if e == p.b {
+			// One issuer for both replicas, as behind a load balancer.
+			text = strings.Replace(text, "issuer: "+p.b.url, "issuer: "+p.a.url, 1)
+		}
+		e.write("sts.yaml", text)
+		e.write("policy.yaml", revocationPolicy)
+		e.write("corp-jwks.json", string(p.corp.JWKS()))
+		e.write("pods-jwks.json", string(p.pods.JWKS()))
+		// Both replicas must accept cluster-a's tokens from either's issuer instance.
+		e.write("cluster-a-jwks.json", string(p.a.a.JWKS()))
+	}
+	p.b.a = p.a.a // cluster-a tokens are signed by one issuer for both replicas
+	p.a.start()
+	p.b.start()
+	p.adminToken = p.corp.Token(t, alice)
+	return p
+}
+
+// admin calls the admin API (or introspection, or the feed) as alice on e.
+func (p *replicaPair) admin(t *testing.T, e *e2e, method, path string, body any) (int, map[string]any) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, e.url+path, rd)
+	req.Header.Set("Authorization", "Bearer "+p.adminToken)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := e.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+func (p *replicaPair) introspect(t *testing.T, e *e2e, tok string) bool {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, e.url+"/introspect", strings.NewReader(url.Values{"token": {tok}}.Encode()))
+	req.Header.Set("Authorization", "Bearer "+p.adminToken)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := e.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("introspect: %d %v", resp.StatusCode, err)
+	}
+	return out["active"] == true
+}
+
+func exchangeAt(t *testing.T, e *e2e, subject string) string {
+	t.Helper()
+	resp, err := e.exchange(subject)
+	if err != nil {
+		t.Fatalf("exchange at %s: %v", e.url, err)
+	}
+	return resp.AccessToken
+}
+
+func TestE2ERevocationAcrossReplicas(t *testing.T) {
+	p := startPair(t, testredis.Start(t))
+	ctx := context.Background()
+	tok := exchangeAt(t, p.a, p.a.a.Token(t, payments))
+	if !p.introspect(t, p.b, tok) {
+		t.Fatal("a fresh token is inactive on the other replica")
+	}
+
+	// A verify-based downstream API synced from replica B's feed.
+	v, err := verify.New(ctx, verify.Config{
+		Issuer: p.a.url, Audience: ledger, HTTPClient: p.a.client,
+		FeedToken: func(context.Context) (string, error) { return p.adminToken, nil },
+		MaxStale:  20 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if err := v.WaitSynced(ctx); err != nil {
+		t.Fatalf("verify feed sync: %v (%+v)", err, v.Status())
+	}
+	if _, err := v.Verify(ctx, tok); err != nil {
+		t.Fatalf("verify library rejects a fresh token: %v", err)
+	}
+
+	// Revoke through replica A (the CLI), by selector.
+	e := p.a
+	e.write("admin.jwt", p.adminToken)
+	out := runBin(t, 0, "stsctl", "revoke", "--sts", e.url, "--cacert", e.caFile, "--token", "@"+e.path("admin.jwt"),
+		"--selector", "upstream=cluster-a,sub=system:serviceaccount:payments:*", "--reason", "incident 7")
+	var entry map[string]any
+	if err := json.Unmarshal([]byte(out), &entry); err != nil || entry["id"] == nil {
+		t.Fatalf("revoke output: %s", out)
+	}
+	if p.introspect(t, p.b, tok) {
+		t.Fatal("revoked token still active on the other replica")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := v.Verify(ctx, tok)
+		if err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the verify library still accepts the revoked token: %+v\n%s", v.Status(), p.a.log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// A token issued after the revoke is valid (revoke is not block).
+	// Tokens issued in the revoke's own second are revoked too (iat has seconds);
+	// wait for the next second.
+	created := time.UnixMilli(int64(entry["created"].(float64)))
+	time.Sleep(time.Until(created.Truncate(time.Second).Add(time.Second + 50*time.Millisecond)))
+	fresh := exchangeAt(t, p.b, p.a.a.Token(t, payments))
+	if !p.introspect(t, p.a, fresh) {
+		t.Fatalf("a token issued after the revoke is inactive: %v (revoke %v)", decodeClaims(t, fresh), entry)
+	}
+
+	// Block then lift, across replicas.
+	status, blk := p.admin(t, p.a, http.MethodPost, "/admin/v1/revocations", map[string]string{
+		"selector": "upstream=cluster-a,sub=" + payments, "kind": "block", "reason": "contain",
+	})
+	if status != 201 {
+		t.Fatalf("block: %d %v", status, blk)
+	}
+	if _, err := p.b.exchange(p.a.a.Token(t, payments)); err == nil {
+		t.Fatal("blocked workload got a token from the other replica")
+	}
+	status, _ = p.admin(t, p.b, http.MethodDelete, "/admin/v1/revocations/"+blk["id"].(string), nil)
+	if status != 200 {
+		t.Fatalf("lift: %d\n%s", status, p.b.log)
+	}
+	exchangeAt(t, p.a, p.a.a.Token(t, payments))
+	status, list := p.admin(t, p.b, http.MethodGet, "/admin/v1/revocations", nil)
+	if status != 200 || len(list["entries"].([]any)) != 1 {
+		t.Fatalf("list: %d %v", status, list)
+	}
+
+	// Admin API without a credential, with a workload token, or for a path trick.
+	for _, tc := range []struct {
+		method, path, auth string
+		want               int
+	}{
+		{http.MethodGet, "/admin/v1/revocations", "", 401},
+		{http.MethodGet, "/admin/v1/revocations", "Bearer " + p.a.a.Token(t, payments), 403},
+		{http.MethodGet, "/admin/v1/revocations", "Bearer garbage", 401},
+		{http.MethodHead, "/admin/v1/revocations", "", 401},
+		{http.MethodPost, "/introspect", "", 401},
+		{http.MethodGet, "/revocations", "Bearer " + p.a.a.Token(t, payments), 403},
+	} {
+		req, _ := http.NewRequest(tc.method, p.a.url+tc.path, nil)
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		resp, err := p.a.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s %s with %q: %d, want %d", tc.method, tc.path, tc.auth[:min(len(tc.auth), 12)], resp.StatusCode, tc.want)
+		}
+	}
+}
+
+// TestE2ERuntimeChangeFires: a pod's tokens are bound to its pod_uid and node; when
+// the same pod shows up with another uid (on a new exchange, or reported by a
+// watcher), its earlier tokens are revoked; another replica of the same service
+// account (another pod) is unaffected.
+func TestE2ERuntimeChangeFires(t *testing.T) {
+	p := startPair(t, testredis.Start(t))
+	pod := func(name, uid string) func(map[string]any) {
+		return func(c map[string]any) {
+			c["kubernetes.io"] = map[string]any{
+				"namespace": "payments", "serviceaccount": map[string]any{"name": "api"},
+				"pod": map[string]any{"name": name, "uid": uid}, "node": map[string]any{"name": "node-1"},
+			}
+		}
+	}
+	first := exchangeAt(t, p.a, p.pods.Token(t, payments, pod("api-0", "uid-1")))
+	other := exchangeAt(t, p.a, p.pods.Token(t, payments, pod("api-1", "uid-9")))
+	if c := decodeClaims(t, first); c["bnd"] == nil {
+		t.Fatalf("no bnd claim: %v", c)
+	}
+	// Same pod, new uid (rescheduled): first is revoked, at once and on both replicas.
+	second := exchangeAt(t, p.b, p.pods.Token(t, payments, pod("api-0", "uid-2")))
+	if p.introspect(t, p.a, first) || p.introspect(t, p.b, first) {
+		t.Fatal("token bound to the old pod uid still active")
+	}
+	if !p.introspect(t, p.a, second) || !p.introspect(t, p.a, other) {
+		t.Fatal("current or sibling pod's token revoked")
+	}
+	// A watcher reports the pod moved to another node: second is revoked.
+	status, out := p.admin(t, p.a, http.MethodPost, "/admin/v1/workloads/change", map[string]any{
+		"upstream": "pods", "subject": payments,
+		"attributes": map[string]string{"pod": "api-0", "pod_uid": "uid-2", "node": "node-2"},
+	})
+	if status != 200 || out["fired"] == nil {
+		t.Fatalf("change report: %d %v", status, out)
+	}
+	if p.introspect(t, p.b, second) {
+		t.Fatal("token still active after a reported change")
+	}
+	if !strings.Contains(p.a.log.String()+p.b.log.String(), `"event":"change_fired"`) {
+		t.Fatal("no change_fired audit event")
+	}
+}
+
+// TestE2ERedisOutage: with Redis stopped, exchanges and revocations answer 503 and
+// record nothing; when Redis is back the STS recovers by itself.
+func TestE2ERedisOutage(t *testing.T) {
+	addr, stop := testredis.StartProcess(t)
+	p := startPair(t, addr)
+	exchangeAt(t, p.a, p.a.a.Token(t, payments))
+	stop()
+	if _, err := p.a.exchange(p.a.a.Token(t, payments)); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("exchange with Redis down: %v", err)
+	}
+	status, out := p.admin(t, p.a, http.MethodPost, "/admin/v1/revocations", map[string]string{"selector": "sub=" + payments, "reason": "x"})
+	if status != 503 || !strings.Contains(fmt.Sprint(out), "nothing was recorded") {
+		t.Fatalf("revoke with Redis down: %d %v", status, out)
+	}
+	restartRedis(t, addr)
+	waitFor(t, func() bool { _, err := p.a.exchange(p.a.a.Token(t, payments)); return err == nil })
+}
+
+func decodeClaims(t *testing.T, tok string) map[string]any {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		t.Fatal("not a JWT")
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims map[string]any
+	if err := json.Unmarshal(raw, &claims); err != nil {
+		t.Fatal(err)
+	}
+	return claims
+}
+
+// restartRedis starts a redis-server again on addr (same port) for the rest of the
+// test.
+func restartRedis(t *testing.T, addr string) {
+	t.Helper()
+	_, port, _ := strings.Cut(addr, ":")
+	dir := t.TempDir()
+	cmd := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+}

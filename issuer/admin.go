@@ -1,0 +1,362 @@
+package issuer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/safeconduct/safeconduct/attest"
+	"github.com/safeconduct/safeconduct/policy"
+	"github.com/safeconduct/safeconduct/revocation"
+)
+
+// Paths of the admin API, introspection and the revocation feed.
+const (
+	PathIntrospect     = "/introspect"
+	PathRevocations    = "/revocations"
+	PathRevocationFeed = "/revocations/stream"
+	PathAdmin          = "/admin/v1/"
+)
+
+// maxAdminBody bounds admin request bodies.
+const maxAdminBody = 16 << 10
+
+// adminError is an error answer of the admin API, introspection or the feed.
+type adminError struct {
+	status int
+	code   string
+	desc   string
+}
+
+func (e *adminError) Error() string { return e.code + ": " + e.desc }
+
+var (
+	errUnauthenticated = &adminError{http.StatusUnauthorized, "invalid_token", "a valid bearer token or client certificate is required"}
+	errForbidden       = &adminError{http.StatusForbidden, "insufficient_scope", "policy does not allow this caller this action"}
+	errStoreDown       = &adminError{http.StatusServiceUnavailable, "temporarily_unavailable", "the revocation store cannot be reached; nothing was recorded"}
+)
+
+func writeAdminError(w http.ResponseWriter, e *adminError) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	if e.status == http.StatusUnauthorized {
+		h.Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	}
+	if e.status == http.StatusServiceUnavailable {
+		h.Set("Retry-After", "1")
+	}
+	w.WriteHeader(e.status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": e.code, "error_description": e.desc})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// adminEvent is the audit record of an admin action.
+func (s *Server) auditAdmin(ctx context.Context, action, outcome string, caller *attest.Workload, attrs ...slog.Attr) {
+	all := []slog.Attr{slog.String("event", action), slog.String("outcome", outcome)}
+	if caller != nil {
+		all = append(all, slog.String("caller_upstream", caller.Upstream), slog.String("caller", caller.ID))
+	}
+	s.auditLog.LogAttrs(ctx, slog.LevelInfo, action, append(all, attrs...)...)
+}
+
+// authorize authenticates the caller (bearer token attested like a subject token,
+// or the mTLS X.509-SVID) and asks policy whether it may perform action on targets.
+// Refusals are audited.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, action string, targets []string) (*attest.Workload, bool) {
+	ctx := r.Context()
+	caller, err := s.caller(ctx, r)
+	if err != nil {
+		s.auditAdmin(ctx, action, "unauthenticated", nil, slog.String("reason", err.Error()))
+		if errors.Is(err, attest.ErrUnavailable) {
+			writeAdminError(w, errStoreDown)
+			return nil, false
+		}
+		writeAdminError(w, errUnauthenticated)
+		return nil, false
+	}
+	d := s.policy().DecideAdmin(policy.AdminRequest{Caller: caller, Action: action, TargetUpstreams: targets, Now: s.now()})
+	if !d.Allowed() {
+		s.auditAdmin(ctx, action, "denied", caller, slog.String("reason", d.Reason))
+		writeAdminError(w, errForbidden)
+		return nil, false
+	}
+	return caller, true
+}
+
+// caller is the authenticated identity of an admin, introspection or feed request.
+func (s *Server) caller(ctx context.Context, r *http.Request) (*attest.Workload, error) {
+	auth := r.Header.Get("Authorization")
+	client, err := s.clientIdentity(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if auth == "" {
+		if client != nil {
+			return client, nil
+		}
+		return nil, errors.New("no credential")
+	}
+	scheme, tok, ok := strings.Cut(auth, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+		return nil, errors.New("malformed Authorization header")
+	}
+	if client != nil {
+		return nil, errors.New("two credentials (bearer and client certificate)")
+	}
+	return s.attester.Attest(ctx, strings.TrimSpace(tok), attest.TypeJWT)
+}
+
+// entryJSON is the wire form of an entry (docs/revocation-design.md).
+func entryJSON(e revocation.Entry) json.RawMessage {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return json.RawMessage(`null`)
+	}
+	return b
+}
+
+type createRevocation struct {
+	Selector string `json:"selector"`
+	Kind     string `json:"kind"`
+	Reason   string `json:"reason"`
+	For      string `json:"for"`
+}
+
+// handleCreateRevocation is POST /admin/v1/revocations.
+func (s *Server) handleCreateRevocation(w http.ResponseWriter, r *http.Request) {
+	var req createRevocation
+	if err := decodeJSONBody(r, &req); err != nil {
+		writeAdminError(w, &adminError{http.StatusBadRequest, "invalid_request", err.Error()})
+		return
+	}
+	if req.Kind == "" {
+		req.Kind = string(revocation.KindRevoke)
+	}
+	sel, err := s.resolveSelector(req.Selector)
+	if err != nil {
+		writeAdminError(w, &adminError{http.StatusBadRequest, "invalid_request", err.Error()})
+		return
+	}
+	action := policy.ActionRevoke
+	if req.Kind == string(revocation.KindBlock) {
+		action = policy.ActionBlock
+	}
+	caller, ok := s.authorize(w, r, action, selectorUpstreams(sel))
+	if !ok {
+		return
+	}
+	e := revocation.Entry{Kind: revocation.Kind(req.Kind), Selector: sel.String(), Reason: req.Reason, Actor: caller.Upstream + ":" + caller.ID}
+	now := s.now()
+	switch {
+	case req.For != "":
+		d, err := time.ParseDuration(req.For)
+		if err != nil || d <= 0 {
+			writeAdminError(w, &adminError{http.StatusBadRequest, "invalid_request", "for must be a positive duration such as 1h"})
+			return
+		}
+		e.Expires = now.Add(d)
+	case e.Kind == revocation.KindRevoke:
+		// Every token it can match has expired after the longest token lifetime.
+		e.Expires = now.Add(s.maxTTL + time.Minute)
+	}
+	created, err := s.store.Create(r.Context(), e)
+	if err != nil {
+		s.auditAdmin(r.Context(), action, "error", caller, slog.String("selector", e.Selector), slog.String("error", err.Error()))
+		if errors.Is(err, revocation.ErrInvalid) {
+			writeAdminError(w, &adminError{http.StatusBadRequest, "invalid_request", "the entry is invalid: " + err.Error()})
+			return
+		}
+		writeAdminError(w, errStoreDown)
+		return
+	}
+	s.metrics.revocations.WithLabelValues(string(created.Kind)).Inc()
+	s.auditAdmin(r.Context(), action, "recorded", caller, slog.String("id", created.ID), slog.String("selector", created.Selector),
+		slog.String("reason", created.Reason), slog.Time("expires", created.Expires))
+	writeJSON(w, http.StatusCreated, entryJSON(created))
+}
+
+// handleListRevocations is GET /admin/v1/revocations.
+func (s *Server) handleListRevocations(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.authorize(w, r, policy.ActionList, nil); !ok {
+		return
+	}
+	entries, err := s.store.List(r.Context(), r.URL.Query().Get("all") == "true")
+	if err != nil {
+		writeAdminError(w, errStoreDown)
+		return
+	}
+	out := make([]json.RawMessage, len(entries))
+	for i, e := range entries {
+		out[i] = entryJSON(e)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"entries": out})
+}
+
+// handleLiftRevocation is DELETE /admin/v1/revocations/{id}.
+func (s *Server) handleLiftRevocation(w http.ResponseWriter, r *http.Request) {
+	caller, ok := s.authorize(w, r, policy.ActionLift, nil)
+	if !ok {
+		return
+	}
+	id := r.PathValue("id")
+	reason := r.URL.Query().Get("reason")
+	if reason == "" {
+		reason = "lifted"
+	}
+	lifted, err := s.store.Lift(r.Context(), id, caller.Upstream+":"+caller.ID, reason)
+	switch {
+	case errors.Is(err, revocation.ErrNotFound):
+		writeAdminError(w, &adminError{http.StatusNotFound, "not_found", "no such revocation"})
+		return
+	case errors.Is(err, revocation.ErrInvalid):
+		writeAdminError(w, &adminError{http.StatusBadRequest, "invalid_request", err.Error()})
+		return
+	case err != nil:
+		s.log.ErrorContext(r.Context(), "lift failed", slog.String("id", id), slog.String("error", err.Error()))
+		writeAdminError(w, errStoreDown)
+		return
+	}
+	s.auditAdmin(r.Context(), policy.ActionLift, "recorded", caller, slog.String("id", id), slog.String("selector", lifted.Selector))
+	writeJSON(w, http.StatusOK, entryJSON(lifted))
+}
+
+type changeReport struct {
+	Upstream   string            `json:"upstream"`
+	Subject    string            `json:"subject"`
+	Attributes map[string]string `json:"attributes"`
+}
+
+// handleWorkloadChange is POST /admin/v1/workloads/change: a watcher (Kubernetes,
+// SPIRE) reports a workload's current runtime attributes; when its binding
+// fingerprint differs from the one its tokens were issued under, they are revoked.
+func (s *Server) handleWorkloadChange(w http.ResponseWriter, r *http.Request) {
+	var req changeReport
+	if err := decodeJSONBody(r, &req); err != nil {
+		writeAdminError(w, &adminError{http.StatusBadRequest, "invalid_request", err.Error()})
+		return
+	}
+	b, ok := s.bindings[req.Upstream]
+	if !ok || req.Subject == "" {
+		writeAdminError(w, &adminError{http.StatusBadRequest, "invalid_request", "upstream must name an upstream with binding_attributes, and subject is required"})
+		return
+	}
+	caller, ok := s.authorize(w, r, policy.ActionReportChange, []string{req.Upstream})
+	if !ok {
+		return
+	}
+	wl := &attest.Workload{Upstream: req.Upstream, Subject: req.Subject, ID: req.Subject, Attributes: req.Attributes}
+	fired, err := s.bind(r.Context(), b, wl, "")
+	if err != nil {
+		writeAdminError(w, errStoreDown)
+		return
+	}
+	var out json.RawMessage = json.RawMessage(`null`)
+	if fired != nil {
+		out = entryJSON(*fired)
+	}
+	s.auditAdmin(r.Context(), policy.ActionReportChange, "recorded", caller, slog.String("upstream", req.Upstream),
+		slog.String("sub", req.Subject), slog.Bool("fired", fired != nil))
+	writeJSON(w, http.StatusOK, map[string]json.RawMessage{"fired": out})
+}
+
+// handleIntrospect is POST /introspect (RFC 7662) for authenticated callers allowed
+// the introspect action: a token the STS minted that verifies, has not expired and
+// is not revoked is active; anything else is {"active": false}.
+func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.authorize(w, r, policy.ActionIntrospect, nil); !ok {
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBodyBytes))
+	if err != nil {
+		writeAdminError(w, &adminError{http.StatusBadRequest, "invalid_request", "the body could not be read"})
+		return
+	}
+	tok, err := formValue(string(body), "token")
+	if err != nil {
+		writeAdminError(w, &adminError{http.StatusBadRequest, "invalid_request", err.Error()})
+		return
+	}
+	claims, err := s.verifyOwn(tok)
+	if err != nil {
+		writeJSON(w, http.StatusOK, map[string]bool{"active": false})
+		return
+	}
+	f := revocation.FactsFromClaims(claims)
+	e, err := s.store.Revoked(r.Context(), &f)
+	if err != nil {
+		writeAdminError(w, errStoreDown)
+		return
+	}
+	if e != nil {
+		writeJSON(w, http.StatusOK, map[string]bool{"active": false})
+		return
+	}
+	claims["active"] = true
+	claims["token_type"] = "Bearer"
+	writeJSON(w, http.StatusOK, claims)
+}
+
+// formValue reads one single-valued parameter of a form body.
+func formValue(body, name string) (string, error) {
+	form, err := parseFormStrict(body)
+	if err != nil {
+		return "", err
+	}
+	v := form[name]
+	if len(v) != 1 || v[0] == "" {
+		return "", fmt.Errorf("exactly one %s parameter is required", name)
+	}
+	return v[0], nil
+}
+
+func decodeJSONBody(r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		return errors.New("the body must be application/json")
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxAdminBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return errors.New("the body is not the expected JSON object")
+	}
+	return nil
+}
+
+// resolveSelector parses a selector and rewrites an iss= term (an upstream's
+// issuer) to upstream= (tokens carry upstream).
+func (s *Server) resolveSelector(text string) (revocation.Selector, error) {
+	sel, err := revocation.ParseSelector(text)
+	if err != nil {
+		return revocation.Selector{}, err
+	}
+	if iss, ok := sel.Value(revocation.KeyIssuer); ok {
+		name, known := s.upstreamByIssuer[iss]
+		if !known {
+			return revocation.Selector{}, fmt.Errorf("iss %q is not a configured upstream's issuer", iss)
+		}
+		return sel.WithUpstream(name)
+	}
+	return sel, nil
+}
+
+// selectorUpstreams is the upstreams a selector is confined to (exact upstream
+// term), or nil when it spans every upstream.
+func selectorUpstreams(sel revocation.Selector) []string {
+	if u, ok := sel.Value(revocation.KeyUpstream); ok && !strings.Contains(u, "*") {
+		return []string{u}
+	}
+	return nil
+}
