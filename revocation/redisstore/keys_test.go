@@ -299,6 +299,10 @@ func TestConfirmReplicas(t *testing.T) {
 		t.Errorf("Create without a replica = %v, want a replica error", err)
 	}
 
+	// Start the full sync at once (diskless sync otherwise waits 5 s for more replicas).
+	if _, err := testredis.Do(primary, time.Second, "CONFIG", "SET", "repl-diskless-sync-delay", "0"); err != nil {
+		t.Fatal(err)
+	}
 	replica, _ := testredis.StartProcess(t)
 	host, port, _ := net.SplitHostPort(primary)
 	if _, err := testredis.Do(replica, time.Second, "REPLICAOF", host, port); err != nil {
