@@ -39,7 +39,7 @@ func instanceKey(wl *attest.Workload, b binding) string {
 // returns that entry, which is audited and counted here.
 func (s *Server) bind(ctx context.Context, b binding, wl *attest.Workload, trigger string) (*revocation.Entry, error) {
 	f := revocation.Facts{Upstream: wl.Upstream, Subject: wl.ID, Binding: revocation.Fingerprint(wl.Attributes, b.names)}
-	fired, err := s.store.Bind(ctx, instanceKey(wl, b), &f, s.maxTTL+time.Minute)
+	fired, err := s.store.Bind(ctx, instanceKey(wl, b), &f, 2*s.maxTTL+time.Minute)
 	if err != nil {
 		return nil, err
 	}

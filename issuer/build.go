@@ -262,7 +262,7 @@ func openStore(cfg *Config, o Options) (revocation.Store, error) {
 		// confirmed by a replica (WAIT), so a failover cannot lose it.
 		replicated := r.MasterName != "" || r.Cluster || len(r.Addrs) > 1
 		return redisstore.New(redisstore.NewClient(rc), redisstore.Options{
-			Prefix: r.Prefix, Now: o.Now, RevokeTTL: revokeTTL, ConfirmReplicas: replicated,
+			Prefix: r.Prefix, Now: o.Now, RevokeTTL: revokeTTL, ConfirmReplicas: replicated, ReplicaTimeout: time.Second,
 		}), nil
 	default:
 		return boltstore.Open(cfg.Path(cfg.Revocation.Embedded.Path), boltstore.Options{Now: o.Now, RevokeTTL: revokeTTL})

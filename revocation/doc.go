@@ -56,8 +56,10 @@
 //	case err != nil:
 //		// store unavailable: fail closed (503)
 //	}
-//	if fp := revocation.Fingerprint(attrs, bindingNames); fp != adm.Binding && fp != "" {
-//		fired, err := store.Bind(ctx, instance, &facts, 2*maxTTL) // revokes the old binding's tokens
+//	facts.Binding = revocation.Fingerprint(attrs, bindingNames)
+//	if facts.Binding != "" && facts.Binding != adm.Binding {
+//		// records it; if another was recorded, revokes the old binding's tokens
+//		fired, err := store.Bind(ctx, instance, &facts, 2*maxTTL)
 //		...
 //	}
 //	// mint with iat = adm.IssuedAt and bnd = fp

@@ -26,7 +26,15 @@ type Store interface {
 	// Revoked returns the active revoke entry that invalidates a token with these
 	// facts, or nil. O(1) round trips whatever the number of entries.
 	Revoked(ctx context.Context, f *Facts) (*Entry, error)
-	// Create assigns ID and Created; durable before it returns.
+	// Create assigns ID and Created; durable before it returns. It canonicalises
+	// the selector and refuses (ErrInvalid) one naming iss or that cannot be
+	// indexed. A revoke without Expires lasts the store's RevokeTTL (at least the
+	// tokens' max TTL); a block without Expires is open-ended.
+	//
+	// Created is the store's clock plus a grace (1 s or more), and Create returns
+	// before the store's clock reaches it: every token admitted before Create
+	// returned has iat <= Created, so a revoke invalidates every matching token
+	// issued before it was acknowledged (and those issued within the grace after).
 	Create(ctx context.Context, e Entry) (Entry, error)
 	// Lift ends entry id; ErrNotFound if the store does not know it.
 	Lift(ctx context.Context, id, actor, reason string) (Entry, error)

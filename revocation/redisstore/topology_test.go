@@ -31,9 +31,12 @@ func topologyClient(t *testing.T, cfg redisstore.Config) redis.UniversalClient {
 }
 
 // topologyStore returns a store with ConfirmReplicas on client, closed when t ends.
+// The replica gets 1 s rather than the default 250 ms to acknowledge a write: with
+// -race on a small machine running a dozen redis-servers, an acknowledgement once
+// took longer than 250 ms.
 func topologyStore(t *testing.T, client redis.UniversalClient, prefix string) *redisstore.Store {
 	t.Helper()
-	s := redisstore.New(client, redisstore.Options{Prefix: prefix, ConfirmReplicas: true})
+	s := redisstore.New(client, redisstore.Options{Prefix: prefix, ConfirmReplicas: true, ReplicaTimeout: time.Second})
 	t.Cleanup(func() { _ = s.Close() })
 	return s
 }
