@@ -110,19 +110,19 @@ func splitCompact(raw string) (dot1, dot2 int, err error) {
 	dot1, dot2 = -1, -1
 	for i := 0; i < len(raw); i++ {
 		c := raw[i]
-		switch {
-		case c == '.':
-			switch {
-			case dot1 < 0:
-				dot1 = i
-			case dot2 < 0:
-				dot2 = i
-			default:
-				return 0, 0, fmt.Errorf("%w: not a compact JWS (more than two dots)", ErrMalformed)
-			}
-		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
-		default:
+		if b64urlByte[c] {
+			continue
+		}
+		if c != '.' {
 			return 0, 0, fmt.Errorf("%w: not a compact JWS (byte 0x%02x at offset %d)", ErrMalformed, c, i)
+		}
+		switch {
+		case dot1 < 0:
+			dot1 = i
+		case dot2 < 0:
+			dot2 = i
+		default:
+			return 0, 0, fmt.Errorf("%w: not a compact JWS (more than two dots)", ErrMalformed)
 		}
 	}
 	if dot2 < 0 {
@@ -133,6 +133,21 @@ func splitCompact(raw string) (dot1, dot2 int, err error) {
 	}
 	return dot1, dot2, nil
 }
+
+// b64urlByte marks the bytes of the base64url alphabet.
+var b64urlByte = func() (t [256]bool) {
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	t['-'], t['_'] = true, true
+	return t
+}()
 
 // checkHeader applies the header rules of ParseHeaderInsecure to a decoded header.
 func checkHeader(hdr map[string]any, tokenType string) (Header, error) {
@@ -253,8 +268,8 @@ func ParseInsecure(raw, tokenType string) (*Parsed, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, dot2, _ := splitCompact(raw) // already checked by ParseHeaderInsecure
 	dot1 := strings.IndexByte(raw, '.')
+	dot2 := dot1 + 1 + strings.IndexByte(raw[dot1+1:], '.') // shape checked by ParseHeaderInsecure
 	payload, err := b64.DecodeString(raw[dot1+1 : dot2])
 	if err != nil {
 		return nil, fmt.Errorf("%w: payload is not base64url", ErrMalformed)
