@@ -305,6 +305,16 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]bool{"active": false})
 		return
 	}
+	// A workload under an active block has no valid token here either: the block
+	// stops issuance, and introspection treats its tokens as inactive while it lasts.
+	if _, err := s.store.Admit(r.Context(), &f, ""); err != nil {
+		if errors.Is(err, revocation.ErrBlocked) {
+			writeJSON(w, http.StatusOK, map[string]bool{"active": false})
+			return
+		}
+		writeAdminError(w, errStoreDown)
+		return
+	}
 	claims["active"] = true
 	claims["token_type"] = "Bearer"
 	writeJSON(w, http.StatusOK, claims)

@@ -210,6 +210,9 @@ func TestE2ERevocationAcrossReplicas(t *testing.T) {
 	if _, err := p.b.exchange(p.a.a.Token(t, payments)); err == nil {
 		t.Fatal("blocked workload got a token from the other replica")
 	}
+	if p.introspect(t, p.b, fresh) {
+		t.Fatal("a blocked workload's token is active on introspection")
+	}
 	status, _ = p.admin(t, p.b, http.MethodDelete, "/admin/v1/revocations/"+blk["id"].(string), nil)
 	if status != 200 {
 		t.Fatalf("lift: %d\n%s", status, p.b.log)
@@ -231,12 +234,21 @@ func TestE2ERevocationAcrossReplicas(t *testing.T) {
 		{http.MethodHead, "/admin/v1/revocations", "", 401},
 		{http.MethodPost, "/introspect", "", 401},
 		{http.MethodGet, "/revocations", "Bearer " + p.a.a.Token(t, payments), 403},
+		// Path tricks reach no handler: unknown method or path, or a redirect to the
+		// cleaned path (which then needs a credential like any other).
+		{http.MethodOptions, "/admin/v1/revocations", "", 404},
+		{http.MethodGet, "/admin/v1/revocations/", "", 404},
+		{http.MethodGet, "//admin/v1/revocations", "", 307},
+		{http.MethodDelete, "/admin/v1/revocations/x%2F..%2Fy", "", 401},
+		{http.MethodDelete, "/admin/v1/revocations/x%2F..%2Fy", "Bearer " + p.a.a.Token(t, payments), 403},
 	} {
 		req, _ := http.NewRequest(tc.method, p.a.url+tc.path, nil)
 		if tc.auth != "" {
 			req.Header.Set("Authorization", tc.auth)
 		}
-		resp, err := p.a.client.Do(req)
+		noRedirect := *p.a.client
+		noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		resp, err := noRedirect.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
