@@ -213,10 +213,12 @@ func TestE2ERevocationAcrossReplicas(t *testing.T) {
 	if p.introspect(t, p.b, fresh) {
 		t.Fatal("a blocked workload's token is active on introspection")
 	}
-	status, _ = p.admin(t, p.b, http.MethodDelete, "/admin/v1/revocations/"+blk["id"].(string), nil)
-	if status != 200 {
-		t.Fatalf("lift: %d\n%s", status, p.b.log)
+	listed := runBin(t, 0, "stsctl", "revocations", "list", "--sts", p.b.url, "--cacert", p.b.caFile, "--token", "@"+e.path("admin.jwt"))
+	if !strings.Contains(listed, blk["id"].(string)) {
+		t.Fatalf("revocations list lacks the block:\n%s", listed)
 	}
+	runBin(t, 0, "stsctl", "revocations", "lift", blk["id"].(string), "--sts", p.b.url, "--cacert", p.b.caFile,
+		"--token", "@"+e.path("admin.jwt"), "--reason", "contained")
 	exchangeAt(t, p.a, p.a.a.Token(t, payments))
 	status, list := p.admin(t, p.b, http.MethodGet, "/admin/v1/revocations", nil)
 	if status != 200 || len(list["entries"].([]any)) != 1 {

@@ -150,8 +150,18 @@ func cmdRevocations(ctx context.Context, args []string, stdin io.Reader, stdout,
 	af.register(fs)
 	all := fs.Bool("all", false, "list: include lifted and expired entries")
 	reason := fs.String("reason", "", "lift: why")
-	if err := fs.Parse(args[1:]); err != nil {
+	rest := args[1:]
+	var id string
+	if sub == "lift" && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		id, rest = rest[0], rest[1:] // `lift ID --flags` as well as `lift --flags ID`
+	}
+	if err := fs.Parse(rest); err != nil {
 		return parseErr(err)
+	}
+	if id == "" && fs.NArg() == 1 {
+		id = fs.Arg(0)
+	} else if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
 	}
 	ac, err := af.client(stdin)
 	if err != nil {
@@ -166,10 +176,10 @@ func cmdRevocations(ctx context.Context, args []string, stdin io.Reader, stdout,
 		}
 		err = ac.do(ctx, http.MethodGet, path, nil, &out)
 	case "lift":
-		if fs.NArg() != 1 {
+		if id == "" {
 			return fmt.Errorf("%w: lift takes the entry ID", errUsage)
 		}
-		path := "/admin/v1/revocations/" + url.PathEscape(fs.Arg(0))
+		path := "/admin/v1/revocations/" + url.PathEscape(id)
 		if *reason != "" {
 			path += "?reason=" + url.QueryEscape(*reason)
 		}
