@@ -6,7 +6,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -29,6 +31,25 @@ import (
 func New(ctx context.Context, cfg *Config, o Options) (s *Server, err error) {
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Limits == (LimitsConfig{}) {
+		o.Limits = cfg.Limits
+	}
+	closeAudit := func() error { return nil }
+	if o.AuditLogger == nil && cfg.Audit.Path != "" {
+		appLog := o.Logger
+		if appLog == nil {
+			appLog = slog.Default()
+		}
+		o.AuditLogger, closeAudit, err = openAuditLogger(cfg.Audit, cfg.Path(cfg.Audit.Path), appLog)
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				_ = closeAudit()
+			}
+		}()
 	}
 	router, closeAttester, err := buildAttester(ctx, cfg, o)
 	if err != nil {
@@ -66,7 +87,7 @@ func New(ctx context.Context, cfg *Config, o Options) (s *Server, err error) {
 		store.Close()
 		return nil, err
 	}
-	s.closers = append(s.closers, func() error { closeAttester(); return nil })
+	s.closers = append(s.closers, func() error { closeAttester(); return nil }, closeAudit)
 	return s, nil
 }
 
@@ -100,6 +121,13 @@ func Check(ctx context.Context, cfg *Config) error {
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, fmt.Errorf("signing.key_dir: %w", err))
+	}
+	if cfg.Audit.Path != "" {
+		if fi, err := os.Stat(filepath.Dir(cfg.Path(cfg.Audit.Path))); err != nil {
+			errs = append(errs, fmt.Errorf("audit.path: %w", err))
+		} else if !fi.IsDir() {
+			errs = append(errs, fmt.Errorf("audit.path: %s is not a directory", filepath.Dir(cfg.Path(cfg.Audit.Path))))
+		}
 	}
 	if cfg.Revocation.Backend == "redis" && cfg.Revocation.Redis.PasswordFile != "" {
 		if _, err := os.Stat(cfg.Path(cfg.Revocation.Redis.PasswordFile)); err != nil {

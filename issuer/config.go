@@ -36,6 +36,10 @@ type Config struct {
 	PolicyReloadInterval Duration         `yaml:"policy_reload_interval"`
 	Revocation           RevocationConfig `yaml:"revocation"`
 	Log                  LogConfig        `yaml:"log"`
+	// Limits are the token endpoint's rate and concurrency limits (limits.go).
+	Limits LimitsConfig `yaml:"limits"`
+	// Audit optionally sends audit events to a file of their own (auditsink.go).
+	Audit AuditConfig `yaml:"audit"`
 
 	// path is the file the config was read from; relative paths resolve against its
 	// directory.
@@ -429,6 +433,8 @@ func (c *Config) validate(v *validator) {
 	default:
 		v.at("log.format must be json or text", "log", "format")
 	}
+	c.Limits.validate(v)
+	c.Audit.validate(v)
 }
 
 func (u *UpstreamConfig) validate(v *validator, i int, names, issuers map[string]bool) {

@@ -18,33 +18,64 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
 )
 
-// signingKey is one parsed private key from key_dir, kept in memory.
+// signingKey is one parsed private key from key_dir, kept in memory. It implements
+// Signer.
 type signingKey struct {
-	kid     string
-	alg     jose.SignatureAlgorithm
-	signer  crypto.Signer
-	file    string
-	created time.Time
+	kid    string
+	alg    jose.SignatureAlgorithm
+	signer crypto.Signer
+	file   string
+	// activation is when the key starts signing: the time in its file name
+	// (key-<activation>-<kid8>.pem), or the zero time for other names.
+	activation time.Time
+
+	joseOnce   sync.Once
+	joseSigner jose.Signer
+	joseErr    error
 }
 
-// keyRing holds the signing keys: the active one signs, all are published.
+// keyRing is one computed state of the signing keys: the active one signs, keys
+// are the published ones (see schedule in rotation.go).
 type keyRing struct {
 	active *signingKey
-	keys   []*signingKey // sorted by created, oldest first
-	jwks   []byte        // the public JWKS document, rendered once
+	keys   []*signingKey // published, sorted by activation, oldest first
+	jwks   []byte        // the public JWKS document of keys
+
+	// dir is the key directory the ring is reloaded from ("" for a fixed set).
+	dir string
+	alg jose.SignatureAlgorithm
+	// all are the keys found (published or not), the input of the schedule.
+	all []*signingKey
+	// dropAt is, by kid, when a retired key leaves the JWKS; tokens it signs must
+	// expire by then.
+	dropAt map[string]time.Time
+	// validUntil is the next schedule transition (zero: none).
+	validUntil time.Time
+	// scanned is when dir was last read (by the server clock).
+	scanned time.Time
+	// discovery is the discovery document rendered for this ring (set by the
+	// key manager).
+	discovery []byte
+	// live is the key manager wired to the server's startup ring (nil before).
+	live *keyManager
 }
 
-// keyFilePrefix names key files: key-<UTC time>.pem, so the newest sorts last.
+// keyFilePrefix names key files: key-<UTC activation time>-<kid8>.pem, so the
+// newest sorts last.
 const keyFilePrefix = "key-"
 
+// keyTimeLayout is the activation time in key file names.
+const keyTimeLayout = "20060102T150405Z"
+
 // loadKeyRing reads every *.pem private key in dir. If dir has none, it creates one
-// key of alg (the directory is created 0700, the file 0600). The newest key of alg
-// becomes active; every key is published.
+// key of alg activating now (the directory is created 0700, the file 0600). The
+// schedule (rotation.go) decides which key signs and which are published.
 func loadKeyRing(dir string, alg jose.SignatureAlgorithm, now time.Time) (*keyRing, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
@@ -60,37 +91,72 @@ func loadKeyRing(dir string, alg jose.SignatureAlgorithm, now time.Time) (*keyRi
 		}
 		keys = append(keys, k)
 	}
-	return newKeyRing(keys, alg)
+	r, err := computeRing(keys, alg, now, maxKeyRetention)
+	if err != nil {
+		return nil, err
+	}
+	r.dir, r.scanned = dir, now
+	return r, nil
 }
 
+// newKeyRing computes the ring of a fixed key set at the current time, keeping
+// retired keys for the longest token lifetime (24h).
 func newKeyRing(keys []*signingKey, alg jose.SignatureAlgorithm) (*keyRing, error) {
-	slices.SortStableFunc(keys, func(a, b *signingKey) int {
-		if c := a.created.Compare(b.created); c != 0 {
-			return c
-		}
-		return strings.Compare(a.file, b.file)
-	})
-	r := &keyRing{keys: keys}
+	return computeRing(keys, alg, time.Now(), maxKeyRetention)
+}
+
+// computeRing applies the schedule to keys at now: retired keys stay published for
+// retain after their successor activates.
+func computeRing(keys []*signingKey, alg jose.SignatureAlgorithm, now time.Time, retain time.Duration) (*keyRing, error) {
+	keys = slices.Clone(keys)
+	slices.SortStableFunc(keys, compareKeys)
 	seen := map[string]string{}
-	set := jose.JSONWebKeySet{}
 	for _, k := range keys {
 		if other, dup := seen[k.kid]; dup {
 			return nil, fmt.Errorf("signing keys: %s and %s are the same key", other, k.file)
 		}
 		seen[k.kid] = k.file
-		if k.alg == alg {
-			r.active = k
-		}
-		set.Keys = append(set.Keys, jose.JSONWebKey{Key: k.signer.Public(), KeyID: k.kid, Algorithm: string(k.alg), Use: "sig"})
 	}
-	if r.active == nil {
-		return nil, fmt.Errorf("signing keys: no %s key", alg)
+	sc := schedule(keys, alg, now, retain)
+	if sc.active == nil {
+		if !slices.ContainsFunc(keys, func(k *signingKey) bool { return k.alg == alg }) {
+			return nil, fmt.Errorf("signing keys: no %s key", alg)
+		}
+		return nil, fmt.Errorf("signing keys: no %s key is active yet at %s", alg, now.UTC().Format(time.RFC3339))
+	}
+	r := &keyRing{active: sc.active, keys: sc.published, alg: alg, all: keys, dropAt: sc.dropAt, validUntil: sc.next}
+	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{}}
+	for _, k := range r.keys {
+		set.Keys = append(set.Keys, jose.JSONWebKey{Key: k.signer.Public(), KeyID: k.kid, Algorithm: string(k.alg), Use: "sig"})
 	}
 	var err error
 	if r.jwks, err = json.Marshal(set); err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
 	}
 	return r, nil
+}
+
+// compareKeys orders keys by activation, then file name.
+func compareKeys(a, b *signingKey) int {
+	if c := a.activation.Compare(b.activation); c != 0 {
+		return c
+	}
+	return strings.Compare(a.file, b.file)
+}
+
+// activationOf parses the activation time from a key file name
+// key-<20060102T150405Z>-<kid8>.pem; other names activate at the zero time.
+func activationOf(path string) time.Time {
+	name := strings.TrimSuffix(filepath.Base(path), ".pem")
+	rest, ok := strings.CutPrefix(name, keyFilePrefix)
+	if !ok || len(rest) < len(keyTimeLayout) {
+		return time.Time{}
+	}
+	t, err := time.Parse(keyTimeLayout, rest[:len(keyTimeLayout)])
+	if err != nil || (len(rest) > len(keyTimeLayout) && rest[len(keyTimeLayout)] != '-') {
+		return time.Time{}
+	}
+	return t
 }
 
 func readKeys(dir string, alg jose.SignatureAlgorithm) ([]*signingKey, error) {
@@ -120,6 +186,9 @@ const maxKeyFile = 64 << 10
 
 func readKey(path string, preferred jose.SignatureAlgorithm) (*signingKey, error) {
 	st, err := os.Stat(path)
+	if err == nil && st.IsDir() {
+		err = errors.New("is a directory")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("signing key %s: %w", path, err)
 	}
@@ -160,7 +229,7 @@ func readKey(path string, preferred jose.SignatureAlgorithm) (*signingKey, error
 	if err != nil {
 		return nil, fmt.Errorf("signing key %s: %w", path, err)
 	}
-	return &signingKey{kid: kid, alg: alg, signer: signer, file: path, created: st.ModTime()}, nil
+	return &signingKey{kid: kid, alg: alg, signer: signer, file: path, activation: activationOf(path)}, nil
 }
 
 // algFor returns the JWS algorithm a key signs with. RSA keys sign with the preferred
@@ -187,8 +256,10 @@ func algFor(k crypto.Signer, preferred jose.SignatureAlgorithm) (jose.SignatureA
 	}
 }
 
-// generateKey creates a key for alg in dir, written atomically with mode 0600.
+// generateKey creates a key for alg in dir activating at now (truncated to the
+// second), written atomically with mode 0600.
 func generateKey(dir string, alg jose.SignatureAlgorithm, now time.Time) (*signingKey, error) {
+	now = now.UTC().Truncate(time.Second)
 	var signer crypto.Signer
 	var err error
 	switch alg {
@@ -212,7 +283,7 @@ func generateKey(dir string, alg jose.SignatureAlgorithm, now time.Time) (*signi
 	if err != nil {
 		return nil, err
 	}
-	name := filepath.Join(dir, keyFilePrefix+now.UTC().Format("20060102T150405Z")+"-"+kid[:8]+".pem")
+	name := filepath.Join(dir, keyFilePrefix+now.Format(keyTimeLayout)+"-"+kid[:8]+".pem")
 	tmp, err := os.CreateTemp(dir, ".key-*")
 	if err != nil {
 		return nil, fmt.Errorf("generate signing key: %w", err)
@@ -234,7 +305,7 @@ func generateKey(dir string, alg jose.SignatureAlgorithm, now time.Time) (*signi
 	if err != nil {
 		return nil, fmt.Errorf("generate signing key: %w", err)
 	}
-	return &signingKey{kid: kid, alg: alg, signer: signer, file: name, created: now}, nil
+	return &signingKey{kid: kid, alg: alg, signer: signer, file: name, activation: now}, nil
 }
 
 // thumbprint is the RFC 7638 SHA-256 JWK thumbprint, base64url: a stable kid.

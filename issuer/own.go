@@ -16,8 +16,9 @@ func (s *Server) verifyOwn(raw string) (map[string]any, error) {
 	if len(raw) > 16<<10 || strings.Count(raw, ".") != 2 {
 		return nil, errors.New("not a compact JWS")
 	}
-	algs := make([]jose.SignatureAlgorithm, 0, len(s.ring.keys))
-	for _, k := range s.ring.keys {
+	ring := s.currentRing()
+	algs := make([]jose.SignatureAlgorithm, 0, len(ring.keys))
+	for _, k := range ring.keys {
 		algs = append(algs, k.alg)
 	}
 	jws, err := jose.ParseSignedCompact(raw, algs)
@@ -32,7 +33,7 @@ func (s *Server) verifyOwn(raw string) (map[string]any, error) {
 		return nil, fmt.Errorf("typ %q is not at+jwt", typ)
 	}
 	var key *signingKey
-	for _, k := range s.ring.keys {
+	for _, k := range ring.keys {
 		if k.kid == h.KeyID && string(k.alg) == h.Algorithm {
 			key = k
 		}

@@ -48,6 +48,9 @@ type Options struct {
 	// UpstreamClient supplies the transport for upstream discovery and JWKS fetches
 	// (default: system roots, which honour SSL_CERT_FILE).
 	UpstreamClient *http.Client
+	// Limits are the token endpoint's rate and concurrency limits (New takes them
+	// from the Config; zero = per-IP limit off, default concurrency bound).
+	Limits LimitsConfig
 }
 
 // Server is the STS: the token endpoint, discovery, JWKS, health and metrics.
@@ -67,6 +70,8 @@ type Server struct {
 	now       func() time.Time
 	metrics   *metrics
 	mux       *http.ServeMux
+	// limits guard /token before any verification.
+	limits *tokenLimits
 	// closers release what New started besides the store (verifier background work).
 	closers []func() error
 	// bindings are the runtime-change configurations by upstream name;
@@ -124,6 +129,7 @@ func newServer(d deps, o Options) (*Server, error) {
 		upstreamByIssuer: d.upstreamByIssuer,
 	}
 	s.decider.Store(&d.decider)
+	s.limits = newTokenLimits(o.Limits, o.Now, s.metrics)
 	s.routes()
 	return s, nil
 }
@@ -137,10 +143,11 @@ func (s *Server) SetPolicy(d Decider) { s.decider.Store(&d) }
 func (s *Server) routes() {
 	mux := http.NewServeMux()
 	m := s.metrics
-	mux.HandleFunc(PathToken, m.instrument("token", s.handleToken))
-	mux.HandleFunc(PathJWKS, m.instrument("jwks", staticJSON(s.ring.jwks, "public, max-age=300")))
-	mux.HandleFunc(PathOpenID, m.instrument("discovery", staticJSON(s.discovery, "public, max-age=300")))
-	mux.HandleFunc(PathOAuthMeta, m.instrument("discovery", staticJSON(s.discovery, "public, max-age=300")))
+	mux.HandleFunc(PathToken, m.instrument("token", s.limits.wrap(s.handleToken)))
+	jwks, discovery := s.keyRingHandlers() // live key ring: rotation without restart
+	mux.HandleFunc(PathJWKS, m.instrument("jwks", jwks))
+	mux.HandleFunc(PathOpenID, m.instrument("discovery", discovery))
+	mux.HandleFunc(PathOAuthMeta, m.instrument("discovery", discovery))
 	mux.HandleFunc("POST "+PathIntrospect, m.instrument("introspect", s.handleIntrospect))
 	mux.HandleFunc("GET "+PathRevocations, m.instrument("feed", s.handleSnapshot))
 	mux.HandleFunc("GET "+PathRevocationFeed, m.instrument("feed", s.handleStream))
@@ -161,10 +168,19 @@ func (s *Server) routes() {
 func (s *Server) Handler() http.Handler { return s.mux }
 
 // ActiveKeyID is the kid that signs new tokens.
-func (s *Server) ActiveKeyID() string { return s.ring.active.kid }
+func (s *Server) ActiveKeyID() string { return s.currentRing().active.kid }
+
+// currentRing is the key ring in force now (the live one once the server is wired
+// to key_dir, else the startup ring).
+func (s *Server) currentRing() *keyRing {
+	if s.ring.live != nil {
+		return s.ring.live.current()
+	}
+	return s.ring
+}
 
 // Algorithm is the signing algorithm of the active key.
-func (s *Server) Algorithm() jose.SignatureAlgorithm { return s.ring.active.alg }
+func (s *Server) Algorithm() jose.SignatureAlgorithm { return s.currentRing().active.alg }
 
 func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

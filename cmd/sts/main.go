@@ -153,8 +153,8 @@ func serve(ctx context.Context, cfg *issuer.Config, log *slog.Logger, ready func
 	return err
 }
 
-// watchPolicy reloads the policy files when they change and on SIGHUP; an invalid
-// policy is logged and the last good one kept.
+// watchPolicy reloads the policy files when they change and on SIGHUP (which also
+// rereads the signing keys); an invalid policy is logged and the last good one kept.
 func watchPolicy(ctx context.Context, cfg *issuer.Config, s *issuer.Server) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -166,6 +166,10 @@ func watchPolicy(ctx context.Context, cfg *issuer.Config, s *issuer.Server) {
 			case <-ctx.Done():
 				return
 			case <-hup:
+				// SIGHUP also rereads key_dir at once (rotation without waiting).
+				if err := s.ReloadKeys(); err != nil {
+					slog.Default().Error("key reload failed; keeping the current keys", slog.String("error", err.Error()))
+				}
 				select {
 				case reload <- struct{}{}:
 				case <-ctx.Done():

@@ -24,6 +24,7 @@ commands:
   policy     test a request against policy offline (policy test), or review access (policy review)
   revoke     revoke issued tokens (or --block new ones) by selector, through the admin API
   revocations  list or lift revocations (revocations list | revocations lift ID)
+  keys       rotate the STS signing keys in key_dir (keys rotate [--emergency])
 
 Token flags take a value, @FILE to read a file, or - to read standard input.
 Run 'stsctl <command> -h' for the flags of a command.
@@ -50,6 +51,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdRevoke(ctx, args[1:], stdin, stdout, stderr)
 	case "revocations":
 		err = cmdRevocations(ctx, args[1:], stdin, stdout, stderr)
+	case "keys":
+		err = cmdKeys(ctx, args[1:], stdin, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -1,0 +1,161 @@
+package issuer
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+)
+
+// AuditConfig sends audit events to a file of their own instead of the
+// application log.
+type AuditConfig struct {
+	// Path is the audit file (JSON lines, opened for append with mode 0600);
+	// empty (default) = audit events go to the application log with log=audit.
+	Path string `yaml:"path"`
+	// Fsync syncs the file after every event (durable, slower).
+	Fsync bool `yaml:"fsync"`
+}
+
+func (c *AuditConfig) validate(v *validator) {
+	if c.Fsync && c.Path == "" {
+		v.at("audit.fsync needs audit.path", "audit", "fsync")
+	}
+}
+
+// auditReopenInterval is how often the audit file's path is checked for rotation.
+const auditReopenInterval = 10 * time.Second
+
+// AuditSink is an append-only audit file. It is safe for concurrent use; when the
+// file is moved away (log rotation) Reopen starts a new one at the same path.
+type AuditSink struct {
+	path  string
+	fsync bool
+
+	mu sync.Mutex
+	f  *os.File
+	fi os.FileInfo
+}
+
+// OpenAuditSink opens (creating, mode 0600) path for appending.
+func OpenAuditSink(path string, fsync bool) (*AuditSink, error) {
+	s := &AuditSink{path: path, fsync: fsync}
+	if err := s.Reopen(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *AuditSink) open() (*os.File, os.FileInfo, error) {
+	f, err := os.OpenFile(s.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("audit log: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("audit log: %w", err)
+	}
+	return f, fi, nil
+}
+
+// Write appends one event (slog writes each record in one call).
+func (s *AuditSink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		return 0, os.ErrClosed
+	}
+	n, err := s.f.Write(p)
+	if err == nil && s.fsync {
+		err = s.f.Sync()
+	}
+	return n, err
+}
+
+// Reopen closes the current file and opens the path again (after rotation).
+func (s *AuditSink) Reopen() error {
+	f, fi, err := s.open()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	old := s.f
+	s.f, s.fi = f, fi
+	s.mu.Unlock()
+	if old != nil {
+		return old.Close()
+	}
+	return nil
+}
+
+// moved reports whether the path no longer names the open file.
+func (s *AuditSink) moved() bool {
+	cur, err := os.Stat(s.path)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fi == nil {
+		return false
+	}
+	return err != nil || !os.SameFile(cur, s.fi)
+}
+
+// Watch reopens the file whenever its path stops naming it, checking every
+// interval until ctx ends; errors go to log.
+func (s *AuditSink) Watch(ctx context.Context, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if s.moved() {
+				if err := s.Reopen(); err != nil {
+					log.Error("audit log reopen failed", slog.String("path", s.path), slog.String("error", err.Error()))
+				} else {
+					log.Info("audit log reopened after rotation", slog.String("path", s.path))
+				}
+			}
+		}
+	}
+}
+
+// Close closes the file; later writes fail.
+func (s *AuditSink) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		return nil
+	}
+	err := s.f.Close()
+	s.f, s.fi = nil, nil
+	return err
+}
+
+// openAuditLogger returns the audit logger of c (nil when the audit log is the
+// application log) and a function that stops the rotation watch and closes the
+// file.
+func openAuditLogger(c AuditConfig, path string, appLog *slog.Logger) (*slog.Logger, func() error, error) {
+	if c.Path == "" {
+		return nil, func() error { return nil }, nil
+	}
+	sink, err := OpenAuditSink(path, c.Fsync)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sink.Watch(ctx, auditReopenInterval, appLog)
+	}()
+	closeFn := func() error {
+		cancel()
+		<-done
+		return sink.Close()
+	}
+	return slog.New(slog.NewJSONHandler(sink, nil)).With(slog.String("log", "audit")), closeFn, nil
+}
