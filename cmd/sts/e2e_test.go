@@ -473,3 +473,19 @@ func TestDeployExamples(t *testing.T) {
 	}
 	runBin(t, 0, "sts", "check-config", "--config", filepath.Join(dir, "single-node-sts.yaml"))
 }
+
+// TestE2EAuditIgnoresLogLevel: log.level error silences the application log, never
+// the audit events.
+func TestE2EAuditIgnoresLogLevel(t *testing.T) {
+	e := setup(t, "")
+	cfg, _ := os.ReadFile(e.cfg)
+	e.write("sts.yaml", string(cfg)+"log: {level: error}\n")
+	e.start()
+	if _, err := e.exchange(e.a.Token(t, payments)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return strings.Contains(e.log.String(), `"event":"exchange"`) })
+	if strings.Contains(e.log.String(), `"msg":"sts serving"`) {
+		t.Fatal("info-level application log printed at level error")
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -113,7 +114,16 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	log := newLogger(cfg.Log, stderr)
 	redis.SetLogger(redisLogger{log})
-	if err := serve(ctx, cfg, log, nil); err != nil {
+	if path := os.Getenv("SAFECONDUCT_CPUPROFILE"); path != "" {
+		// For profiling under load: a CPU profile of the whole run, written at exit.
+		stopProfile, err := startCPUProfile(path)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		defer stopProfile()
+	}
+	if err := serve(ctx, cfg, log, stderr, nil); err != nil {
 		log.Error("sts stopped", slog.String("error", err.Error()))
 		return 1
 	}
@@ -122,8 +132,14 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 
 // serve runs the STS for cfg until ctx ends. ready, when not nil, is called once the
 // listener is bound.
-func serve(ctx context.Context, cfg *issuer.Config, log *slog.Logger, ready func()) error {
-	s, err := issuer.New(ctx, cfg, issuer.Options{Logger: log})
+func serve(ctx context.Context, cfg *issuer.Config, log *slog.Logger, auditW io.Writer, ready func()) error {
+	opts := issuer.Options{Logger: log}
+	if cfg.Audit.Path == "" {
+		// Audit events share stderr with the application log but never its level:
+		// log.level: warn must not silence them.
+		opts.AuditLogger = slog.New(slog.NewJSONHandler(auditW, &slog.HandlerOptions{Level: slog.LevelInfo})).With(slog.String("log", "audit"))
+	}
+	s, err := issuer.New(ctx, cfg, opts)
 	if err != nil {
 		return err
 	}
@@ -204,4 +220,16 @@ type redisLogger struct{ log *slog.Logger }
 
 func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	l.log.WarnContext(ctx, fmt.Sprintf(format, v...), slog.String("component", "redis"))
+}
+
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

@@ -72,7 +72,7 @@ func cmdQuickstart(ctx context.Context, args []string, stdout, stderr io.Writer)
 	defer cancel()
 	ready := make(chan struct{})
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, log, func() { close(ready) }) }()
+	go func() { done <- serve(ctx, cfg, log, io.Discard, func() { close(ready) }) }()
 	select {
 	case <-ready:
 	case err := <-done:
