@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
+
 	"github.com/safeconduct/safeconduct/internal/testissuer"
 	"github.com/safeconduct/safeconduct/internal/testredis"
 	"github.com/safeconduct/safeconduct/verify"
@@ -44,12 +46,21 @@ admin:
 
 type replicaPair struct {
 	a, b       *e2e
+	all        []*e2e
 	corp       *testissuer.Issuer // the corporate IdP admins log in with
 	pods       *testissuer.Issuer // a cluster whose tokens are bound to the pod
 	adminToken string             // alice's token
 }
 
 func startPair(t *testing.T, redisAddr string) *replicaPair {
+	t.Helper()
+	return startReplicas(t, redisAddr, 2)
+}
+
+// startReplicas starts n STS replicas (n >= 2) on one Redis, with one issuer and one
+// key_dir (as behind a load balancer, the keys from one Secret); a and b are the
+// first two, all holds every one.
+func startReplicas(t *testing.T, redisAddr string, n int) *replicaPair {
 	t.Helper()
 	p := &replicaPair{corp: testissuer.New(t, "https://idp.example"), pods: testissuer.New(t, "https://pods.example")}
 	extra := `  - name: corp
@@ -67,29 +78,85 @@ func startPair(t *testing.T, redisAddr string) *replicaPair {
     instance_attributes: [pod]
 `
 	rev := fmt.Sprintf("revocation:\n  backend: redis\n  redis: {addrs: [%q], prefix: %q}\n", redisAddr, testredis.Prefix(t))
-	p.a = setup(t, rev)
-	p.b = setup(t, rev)
+	for range n {
+		p.all = append(p.all, setup(t, rev))
+	}
+	p.a, p.b = p.all[0], p.all[1]
 	keys := p.a.path("keys")
-	for _, e := range []*e2e{p.a, p.b} {
+	for _, e := range p.all {
 		cfg, _ := os.ReadFile(e.cfg)
 		text := strings.Replace(string(cfg), "policy_files:", extra+"policy_files:", 1)
 		text = strings.Replace(text, "key_dir: keys", "key_dir: "+keys, 1)
-		if e == p.b {
-			// One issuer for both replicas, as behind a load balancer.
-			text = strings.Replace(text, "issuer: "+p.b.url, "issuer: "+p.a.url, 1)
+		if e != p.a {
+			// One issuer for every replica, as behind a load balancer.
+			text = strings.Replace(text, "issuer: "+e.url, "issuer: "+p.a.url, 1)
 		}
 		e.write("sts.yaml", text)
 		e.write("policy.yaml", revocationPolicy)
 		e.write("corp-jwks.json", string(p.corp.JWKS()))
 		e.write("pods-jwks.json", string(p.pods.JWKS()))
-		// Both replicas must accept cluster-a's tokens from either's issuer instance.
 		e.write("cluster-a-jwks.json", string(p.a.a.JWKS()))
+		e.a = p.a.a // cluster-a tokens are signed by one issuer for every replica
 	}
-	p.b.a = p.a.a // cluster-a tokens are signed by one issuer for both replicas
-	p.a.start()
-	p.b.start()
+	p.a.start() // creates the signing key the others then load
+	for _, e := range p.all[1:] {
+		e.start()
+	}
 	p.adminToken = p.corp.Token(t, alice)
 	return p
+}
+
+// TestE2EThreeReplicas: three replicas serve one JWKS; a token minted by any of them
+// verifies against the JWKS of every other; a revocation through one is enforced
+// by all.
+func TestE2EThreeReplicas(t *testing.T) {
+	p := startReplicas(t, testredis.Start(t), 3)
+	var jwks []string
+	for _, e := range p.all {
+		resp, err := e.client.Get(e.url + "/jwks")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		jwks = append(jwks, string(b))
+	}
+	if jwks[0] != jwks[1] || jwks[1] != jwks[2] {
+		t.Fatalf("replicas serve different JWKS:\n%s", strings.Join(jwks, "\n"))
+	}
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal([]byte(jwks[0]), &set); err != nil {
+		t.Fatal(err)
+	}
+	var tokens []string
+	for i, e := range p.all {
+		tok := exchangeAt(t, e, p.a.a.Token(t, payments))
+		jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.ES256})
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys := set.Key(jws.Signatures[0].Header.KeyID)
+		if len(keys) != 1 {
+			t.Fatalf("replica %d signed with a kid the shared JWKS lacks", i)
+		}
+		if _, err := jws.Verify(keys[0].Key); err != nil {
+			t.Fatalf("replica %d's token does not verify with the shared JWKS: %v", i, err)
+		}
+		tokens = append(tokens, tok)
+	}
+	status, _ := p.admin(t, p.all[2], http.MethodPost, "/admin/v1/revocations", map[string]string{
+		"selector": "upstream=cluster-a,sub=" + payments, "reason": "three replicas",
+	})
+	if status != 201 {
+		t.Fatalf("revoke: %d", status)
+	}
+	for i, e := range p.all {
+		for j, tok := range tokens {
+			if p.introspect(t, e, tok) {
+				t.Fatalf("replica %d still considers replica %d's token active", i, j)
+			}
+		}
+	}
 }
 
 // admin calls the admin API (or introspection, or the feed) as alice on e.
