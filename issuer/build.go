@@ -51,7 +51,7 @@ func New(ctx context.Context, cfg *Config, o Options) (s *Server, err error) {
 			}
 		}()
 	}
-	router, closeAttester, err := buildAttester(ctx, cfg, o)
+	router, upstreams, closeAttester, err := buildAttester(ctx, cfg, o)
 	if err != nil {
 		return nil, err
 	}
@@ -82,6 +82,7 @@ func New(ctx context.Context, cfg *Config, o Options) (s *Server, err error) {
 		maxTTL:           cfg.Tokens.MaxTTL.D(),
 		bindings:         bindingsOf(cfg),
 		upstreamByIssuer: upstreamsByIssuer(cfg),
+		upstreams:        upstreams,
 	}, o)
 	if err != nil {
 		store.Close()
@@ -97,7 +98,7 @@ func New(ctx context.Context, cfg *Config, o Options) (s *Server, err error) {
 // reported together.
 func Check(ctx context.Context, cfg *Config) error {
 	var errs []error
-	if _, closeAttester, err := buildAttester(ctx, cfg, Options{}); err != nil {
+	if _, _, closeAttester, err := buildAttester(ctx, cfg, Options{}); err != nil {
 		errs = append(errs, err)
 	} else {
 		closeAttester()
@@ -139,7 +140,8 @@ func Check(ctx context.Context, cfg *Config) error {
 
 // buildAttester makes one verifier per upstream and the router over them. close
 // releases the verifiers' background work (bundle refreshes, Workload API streams).
-func buildAttester(ctx context.Context, cfg *Config, o Options) (router *attest.Router, close func(), err error) {
+// upstreams read each verifier's key stats, for metrics.
+func buildAttester(ctx context.Context, cfg *Config, o Options) (router *attest.Router, upstreams []upstreamStats, close func(), err error) {
 	routes := attest.Routes{ByIssuer: map[string]attest.Verifier{}, ByTrustDomain: map[string]attest.Verifier{}}
 	var closers []func() error
 	close = func() {
@@ -158,6 +160,10 @@ func buildAttester(ctx context.Context, cfg *Config, o Options) (router *attest.
 			}
 			closers = append(closers, v.Close)
 			routes.ByTrustDomain[v.TrustDomain().Name()] = v
+			upstreams = append(upstreams, upstreamStats{name: u.Name, stats: func() upstreamKeyStats {
+				st := v.Stats()
+				return upstreamKeyStats{Fetches: st.Requests, Failures: st.Failures, Keys: st.JWTAuthorities}
+			}})
 		default:
 			v, err := oidcVerifier(ctx, cfg, u, o)
 			if err != nil {
@@ -165,17 +171,21 @@ func buildAttester(ctx context.Context, cfg *Config, o Options) (router *attest.
 				continue
 			}
 			routes.ByIssuer[u.Issuer] = v
+			upstreams = append(upstreams, upstreamStats{name: u.Name, stats: func() upstreamKeyStats {
+				st := v.Stats()
+				return upstreamKeyStats{Fetches: st.Requests, Failures: st.Failures, Keys: st.Keys}
+			}})
 		}
 	}
 	if len(errs) == 0 {
 		router, err = attest.NewRouterRoutes(routes)
 		if err == nil {
-			return router, close, nil
+			return router, upstreams, close, nil
 		}
 		errs = append(errs, err)
 	}
 	close()
-	return nil, nil, errors.Join(errs...)
+	return nil, nil, nil, errors.Join(errs...)
 }
 
 func oidcVerifier(ctx context.Context, cfg *Config, u UpstreamConfig, o Options) (*oidc.Verifier, error) {

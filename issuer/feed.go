@@ -82,6 +82,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 			if _, err := fmt.Fprintf(w, "id: %s\nevent: %s\ndata: %s\n\n", ev.Cursor, ev.Type, entryJSON(ev.Entry)); err != nil {
 				return err
 			}
+			s.metrics.feedEventsSent.Inc()
 		}
 		if _, err := fmt.Fprintf(w, "event: heartbeat\ndata: {\"now\":%d}\n\n", s.now().UnixMilli()); err != nil {
 			return err

@@ -23,6 +23,12 @@ type metrics struct {
 	revocations     *prometheus.CounterVec
 	changesFired    *prometheus.CounterVec
 	feedSubscribers prometheus.Gauge
+	// feedEventsSent counts revocation events written to feed streams.
+	feedEventsSent prometheus.Counter
+	// storeLatency and storeErrors time the revocation store's calls and count
+	// their failures, by operation (see instrumentedStore).
+	storeLatency *prometheus.HistogramVec
+	storeErrors  *prometheus.CounterVec
 	// policyReloads counts policy reloads by result (ok, error).
 	policyReloads *prometheus.CounterVec
 }
@@ -64,11 +70,25 @@ func newMetrics() *metrics {
 		Name: "safeconduct_feed_subscribers",
 		Help: "Open revocation feed streams.",
 	})
+	m.feedEventsSent = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "safeconduct_feed_events_sent_total",
+		Help: "Revocation events written to feed streams (each subscriber counted).",
+	})
+	m.storeLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "safeconduct_revocation_store_seconds",
+		Help:    "Revocation store call latency by operation (admit, revoked, create, lift, bind, snapshot, events).",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"op"})
+	m.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "safeconduct_revocation_store_errors_total",
+		Help: "Revocation store calls that failed (store unreachable or erroring), by operation.",
+	}, []string{"op"})
 	m.policyReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "safeconduct_policy_reloads_total",
 		Help: "Policy reloads by result (ok, error).",
 	}, []string{"result"})
 	m.registry.MustRegister(m.requests, m.exchanges, m.latency, m.decisions, m.audited, m.policyReloads, m.revocations, m.changesFired, m.feedSubscribers,
+		m.feedEventsSent, m.storeLatency, m.storeErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

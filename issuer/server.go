@@ -92,6 +92,8 @@ type deps struct {
 	maxTTL           time.Duration
 	bindings         map[string]binding
 	upstreamByIssuer map[string]string
+	// upstreams read the upstream verifiers' key stats for metrics.
+	upstreams []upstreamStats
 }
 
 func newServer(d deps, o Options) (*Server, error) {
@@ -112,10 +114,11 @@ func newServer(d deps, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	met := newMetrics()
 	s := &Server{
 		issuer:           d.issuer,
 		attester:         d.attester,
-		store:            d.store,
+		store:            instrumentStore(d.store, met),
 		ring:             d.ring,
 		minter:           m,
 		defaultTTL:       d.defaultTTL,
@@ -124,13 +127,14 @@ func newServer(d deps, o Options) (*Server, error) {
 		log:              o.Logger,
 		auditLog:         o.AuditLogger,
 		now:              o.Now,
-		metrics:          newMetrics(),
+		metrics:          met,
 		bindings:         d.bindings,
 		upstreamByIssuer: d.upstreamByIssuer,
 	}
 	s.decider.Store(&d.decider)
 	s.limits = newTokenLimits(o.Limits, o.Now, s.metrics)
 	s.routes()
+	met.registerCollectors(s, d.upstreams)
 	return s, nil
 }
 
