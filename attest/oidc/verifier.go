@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
 	"sync/atomic"
 	"time"
@@ -18,9 +17,6 @@ import (
 
 // MaxSubjectLength is the longest `sub` accepted, in bytes.
 const MaxSubjectLength = attest.MaxSubjectLength
-
-// maxNumericDate is 9999-12-31T23:59:59Z: later dates are refused as absurd.
-const maxNumericDate = 253402300799
 
 // Verifier verifies the JWTs of one OIDC upstream against its cached keys. It is safe
 // for concurrent use.
@@ -202,7 +198,7 @@ func (v *Verifier) workload(c map[string]any) (*attest.Workload, error) {
 	if iss, _ := c["iss"].(string); iss != v.s.Issuer {
 		return nil, v.invalid("iss %.128q is not the upstream's issuer", iss)
 	}
-	aud, err := audience(c["aud"])
+	aud, err := attest.AudienceClaim(c["aud"])
 	if err != nil {
 		return nil, v.invalid("%v", err)
 	}
@@ -211,7 +207,7 @@ func (v *Verifier) workload(c map[string]any) (*attest.Workload, error) {
 	}
 
 	now, skew := v.s.Now(), v.s.ClockSkew
-	exp, ok, err := numericDate(c, "exp")
+	exp, ok, err := attest.NumericDateClaim(c, "exp")
 	switch {
 	case err != nil:
 		return nil, v.invalid("%v", err)
@@ -220,14 +216,14 @@ func (v *Verifier) workload(c map[string]any) (*attest.Workload, error) {
 	case !now.Before(exp.Add(skew)):
 		return nil, v.invalid("expired at %s", exp.UTC().Format(time.RFC3339))
 	}
-	nbf, ok, err := numericDate(c, "nbf")
+	nbf, ok, err := attest.NumericDateClaim(c, "nbf")
 	switch {
 	case err != nil:
 		return nil, v.invalid("%v", err)
 	case ok && nbf.After(now.Add(skew)):
 		return nil, v.invalid("not valid before %s", nbf.UTC().Format(time.RFC3339))
 	}
-	iat, hasIat, err := numericDate(c, "iat")
+	iat, hasIat, err := attest.NumericDateClaim(c, "iat")
 	switch {
 	case err != nil:
 		return nil, v.invalid("%v", err)
@@ -330,49 +326,4 @@ func (v *Verifier) acceptsAudience(aud []string) bool {
 		}
 	}
 	return false
-}
-
-// audience reads `aud`: a non-empty string or a non-empty array of non-empty strings.
-func audience(v any) ([]string, error) {
-	switch a := v.(type) {
-	case nil:
-		return nil, fmt.Errorf("aud missing")
-	case string:
-		if a == "" {
-			return nil, fmt.Errorf("aud empty")
-		}
-		return []string{a}, nil
-	case []any:
-		if len(a) == 0 {
-			return nil, fmt.Errorf("aud empty")
-		}
-		out := make([]string, len(a))
-		for i, e := range a {
-			s, ok := e.(string)
-			if !ok || s == "" {
-				return nil, fmt.Errorf("aud entry not a non-empty string")
-			}
-			out[i] = s
-		}
-		return out, nil
-	}
-	return nil, fmt.Errorf("aud neither a string nor an array")
-}
-
-// numericDate reads an optional NumericDate claim, which must be a JSON number
-// between 0 and year 9999.
-func numericDate(c map[string]any, name string) (time.Time, bool, error) {
-	v, ok := c[name]
-	if !ok {
-		return time.Time{}, false, nil
-	}
-	f, ok := v.(float64)
-	if !ok {
-		return time.Time{}, false, fmt.Errorf("%s is not a number", name)
-	}
-	if f < 0 || f > maxNumericDate || math.IsNaN(f) {
-		return time.Time{}, false, fmt.Errorf("%s out of range", name)
-	}
-	sec, frac := math.Modf(f)
-	return time.Unix(int64(sec), int64(frac*1e9)), true, nil
 }

@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"fmt"
-	"math"
 	"sync"
 	"time"
 
@@ -20,9 +19,6 @@ import (
 
 // MaxChainLength is the longest X.509-SVID chain (leaf and intermediates) looked at.
 const MaxChainLength = 16
-
-// maxNumericDate is 9999-12-31T23:59:59Z: later dates are refused as absurd.
-const maxNumericDate = 253402300799
 
 // jwtAlgorithms are the JWS algorithms of JWT-SVIDs (JWT-SVID §3, go-spiffe's
 // jwtsvid list): RSA and ECDSA only.
@@ -220,7 +216,7 @@ func (v *Verifier) VerifyParsed(ctx context.Context, p *attest.Parsed) (*attest.
 
 // jwtWorkload checks the verified claims of a JWT-SVID and builds the Workload.
 func (v *Verifier) jwtWorkload(id spiffeid.ID, c map[string]any) (*attest.Workload, error) {
-	aud, err := audience(c["aud"])
+	aud, err := attest.AudienceClaim(c["aud"])
 	if err != nil {
 		return nil, v.invalid("%v", err)
 	}
@@ -228,7 +224,7 @@ func (v *Verifier) jwtWorkload(id spiffeid.ID, c map[string]any) (*attest.Worklo
 		return nil, v.invalid("no accepted audience in aud")
 	}
 	now, skew := v.s.Now(), v.s.ClockSkew
-	exp, ok, err := numericDate(c, "exp")
+	exp, ok, err := attest.NumericDateClaim(c, "exp")
 	switch {
 	case err != nil:
 		return nil, v.invalid("%v", err)
@@ -237,14 +233,14 @@ func (v *Verifier) jwtWorkload(id spiffeid.ID, c map[string]any) (*attest.Worklo
 	case !now.Before(exp.Add(skew)):
 		return nil, v.invalid("expired at %s", exp.UTC().Format(time.RFC3339))
 	}
-	nbf, ok, err := numericDate(c, "nbf")
+	nbf, ok, err := attest.NumericDateClaim(c, "nbf")
 	switch {
 	case err != nil:
 		return nil, v.invalid("%v", err)
 	case ok && nbf.After(now.Add(skew)):
 		return nil, v.invalid("not valid before %s", nbf.UTC().Format(time.RFC3339))
 	}
-	iat, hasIat, err := numericDate(c, "iat")
+	iat, hasIat, err := attest.NumericDateClaim(c, "iat")
 	switch {
 	case err != nil:
 		return nil, v.invalid("%v", err)
@@ -411,50 +407,4 @@ func (v *Verifier) acceptsAudience(aud []string) bool {
 		}
 	}
 	return false
-}
-
-// audience reads `aud`: a non-empty string or a non-empty array of non-empty
-// strings (the rules of attest/oidc).
-func audience(v any) ([]string, error) {
-	switch a := v.(type) {
-	case nil:
-		return nil, fmt.Errorf("aud missing")
-	case string:
-		if a == "" {
-			return nil, fmt.Errorf("aud empty")
-		}
-		return []string{a}, nil
-	case []any:
-		if len(a) == 0 {
-			return nil, fmt.Errorf("aud empty")
-		}
-		out := make([]string, len(a))
-		for i, e := range a {
-			s, ok := e.(string)
-			if !ok || s == "" {
-				return nil, fmt.Errorf("aud entry not a non-empty string")
-			}
-			out[i] = s
-		}
-		return out, nil
-	}
-	return nil, fmt.Errorf("aud neither a string nor an array")
-}
-
-// numericDate reads an optional NumericDate claim, which must be a JSON number
-// between 0 and year 9999.
-func numericDate(c map[string]any, name string) (time.Time, bool, error) {
-	v, ok := c[name]
-	if !ok {
-		return time.Time{}, false, nil
-	}
-	f, ok := v.(float64)
-	if !ok {
-		return time.Time{}, false, fmt.Errorf("%s is not a number", name)
-	}
-	if f < 0 || f > maxNumericDate || math.IsNaN(f) {
-		return time.Time{}, false, fmt.Errorf("%s out of range", name)
-	}
-	sec, frac := math.Modf(f)
-	return time.Unix(int64(sec), int64(frac*1e9)), true, nil
 }
