@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -321,5 +322,5 @@ func thumbprint(pub crypto.PublicKey) (string, error) {
 // logged.
 func tokenHash(tok string) string {
 	sum := sha256.Sum256([]byte(tok))
-	return fmt.Sprintf("%x", sum)
+	return hex.EncodeToString(sum[:])
 }

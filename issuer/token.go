@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -333,7 +334,7 @@ func (s *Server) audit(ctx context.Context, ev *exchangeEvent) {
 		attrs = append(attrs, slog.String("client", ev.client.ID))
 	}
 	if len(ev.audiences) > 0 {
-		attrs = append(attrs, slog.Any("aud", ev.audiences))
+		attrs = append(attrs, slog.Any("aud", jsonStrings(ev.audiences)))
 	}
 	if ev.rule != "" {
 		attrs = append(attrs, slog.String("rule", ev.rule))
@@ -342,7 +343,7 @@ func (s *Server) audit(ctx context.Context, ev *exchangeEvent) {
 		attrs = append(attrs, slog.String("reason", ev.reason))
 	}
 	if ev.jti != "" {
-		attrs = append(attrs, slog.String("jti", ev.jti), slog.Time("exp", ev.expiry))
+		attrs = append(attrs, slog.String("jti", ev.jti), slog.Int64("exp", ev.expiry.Unix()))
 		if len(ev.scopes) > 0 {
 			attrs = append(attrs, slog.String("scope", strings.Join(ev.scopes, " ")))
 		}
@@ -442,4 +443,18 @@ func (s *Server) clientIdentity(ctx context.Context, r *http.Request) (*attest.W
 func certThumbprint(c *x509.Certificate) string {
 	sum := sha256.Sum256(c.Raw)
 	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// jsonStrings is a string list pre-encoded as a JSON array, so the audit handler
+// copies it instead of reflecting over a slice on every exchange.
+func jsonStrings(v []string) json.RawMessage {
+	buf := make([]byte, 0, 64)
+	buf = append(buf, '[')
+	for i, s := range v {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = appendJSONString(buf, s)
+	}
+	return append(buf, ']')
 }
