@@ -228,6 +228,29 @@ func TestEmergencyRotation(t *testing.T) {
 	}
 }
 
+// TestKeyRotationAudited: a change of the signing key is one audit event naming
+// the previous and the new kid.
+func TestKeyRotationAudited(t *testing.T) {
+	dir := t.TempDir()
+	clock := &keyClock{t: t0}
+	s := keyServer(t, dir, clock, 10*time.Minute)
+	var buf syncBuffer
+	s.auditLog = slog.New(slog.NewJSONHandler(&buf, nil))
+	old := s.ring.active
+	clock.Add(time.Hour)
+	res, err := RotateKey(dir, jose.ES256, clock.Now(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReloadKeys(); err != nil {
+		t.Fatal(err)
+	}
+	want := `"event":"key_rotation","previous_kid":"` + old.kid + `","kid":"` + res.KeyID + `"`
+	if !strings.Contains(buf.String(), want) {
+		t.Fatalf("audit log lacks %s:\n%s", want, buf.String())
+	}
+}
+
 // TestTokenNeverOutlivesKey: minting refuses a token expiring after its key leaves
 // the JWKS.
 func TestTokenNeverOutlivesKey(t *testing.T) {

@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -9,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"slices"
@@ -161,6 +163,8 @@ type keyManager struct {
 	retain time.Duration
 	now    func() time.Time
 	onErr  func(error)
+	// onChange, when set, is told when the signing key or the published set changed.
+	onChange func(old, next *keyRing)
 
 	mu  sync.Mutex // serializes reloads
 	cur atomic.Pointer[keyRing]
@@ -240,7 +244,19 @@ func (m *keyManager) reloadLocked(now time.Time, force bool) error {
 	}
 	next.dir, next.scanned = r.dir, scanned
 	m.cur.Store(next)
+	if m.onChange != nil && (next.active.kid != r.active.kid || !slices.Equal(keyIDs(next.keys), keyIDs(r.keys))) {
+		m.onChange(r, next)
+	}
 	return scanErr
+}
+
+// keyIDs lists the key IDs of keys, in order.
+func keyIDs(keys []*signingKey) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k.kid
+	}
+	return out
 }
 
 // ringSigner is the jose.Signer behind the minter once the key manager is wired:
@@ -298,6 +314,13 @@ func (s *Server) keyRingHandlers() (jwks, discovery http.HandlerFunc) {
 		s.log.Error("signing keys schedule", "error", err.Error())
 		cc := cacheControl()
 		return staticJSON(s.ring.jwks, cc), staticJSON(s.discovery, cc)
+	}
+	m.onChange = func(old, next *keyRing) {
+		// Key rotation is a security decision like the others: one audit event.
+		s.auditLog.LogAttrs(context.Background(), slog.LevelInfo, "key_rotation",
+			slog.String("event", "key_rotation"),
+			slog.String("previous_kid", old.active.kid), slog.String("kid", next.active.kid),
+			slog.Any("published", keyIDs(next.keys)))
 	}
 	s.ring.live = m
 	s.minter.signer = &ringSigner{m: m, opts: s.minter.signer.Options()}
