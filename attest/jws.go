@@ -1,8 +1,10 @@
 package attest
 
 import (
+	"bytes"
 	"encoding/base64"
 	"fmt"
+	"github.com/go-jose/go-jose/v4"
 	"strings"
 
 	"github.com/safeconduct/safeconduct/attest/internal/strictjson"
@@ -279,4 +281,35 @@ func ParseInsecure(raw, tokenType string) (*Parsed, error) {
 		return nil, fmt.Errorf("%w: payload: %w", ErrMalformed, err)
 	}
 	return &Parsed{Raw: raw, TokenType: tokenType, Header: hdr, Payload: payload, Claims: claims}, nil
+}
+
+// VerifySignature verifies p's signature with the key that key returns and holds
+// the verified payload to exactly p.Payload, so that p.Claims may be trusted
+// afterwards. go-jose parses p.Raw again (algs only, exactly one signature) and must
+// read the header as ParseInsecure did. key is called after parsing, so a token
+// go-jose refuses never triggers a key lookup. Errors wrap ErrMalformed or
+// ErrInvalid, or are key's own.
+func (p *Parsed) VerifySignature(algs []jose.SignatureAlgorithm, key func() (any, error)) error {
+	jws, err := jose.ParseSignedCompact(p.Raw, algs)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	if len(jws.Signatures) != 1 {
+		return fmt.Errorf("%w: %d signatures", ErrMalformed, len(jws.Signatures))
+	}
+	if sh := jws.Signatures[0].Header; string(sh.Algorithm) != p.Header.Alg || sh.KeyID != p.Header.Kid {
+		return fmt.Errorf("%w: header parsed inconsistently", ErrMalformed)
+	}
+	k, err := key()
+	if err != nil {
+		return err
+	}
+	payload, err := jws.Verify(k)
+	if err != nil {
+		return fmt.Errorf("%w: signature: %v", ErrInvalid, err)
+	}
+	if !bytes.Equal(payload, p.Payload) {
+		return fmt.Errorf("%w: verified payload differs from the parsed one", ErrMalformed)
+	}
+	return nil
 }
