@@ -106,6 +106,7 @@ const (
 	storeOpBind     = "bind"
 	storeOpSnapshot = "snapshot"
 	storeOpEvents   = "events"
+	storeOpClaim    = "claim"
 )
 
 // instrumentedStore times the revocation store's calls and counts its errors.
@@ -166,6 +167,13 @@ func (s *instrumentedStore) Lift(ctx context.Context, id, actor, reason string) 
 	out, err := s.Store.Lift(ctx, id, actor, reason)
 	s.observe(storeOpLift, start, err)
 	return out, err
+}
+
+func (s *instrumentedStore) Claim(ctx context.Context, key string, until time.Time) (bool, error) {
+	start := time.Now()
+	fresh, err := s.Store.Claim(ctx, key, until)
+	s.observe(storeOpClaim, start, err)
+	return fresh, err
 }
 
 func (s *instrumentedStore) Snapshot(ctx context.Context) ([]revocation.Entry, string, error) {

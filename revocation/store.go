@@ -49,6 +49,15 @@ type Store interface {
 	// Wait blocks until an event after cursor may exist or ctx ends (pub/sub or
 	// blocking read; spurious wake-ups allowed).
 	Wait(ctx context.Context, cursor string) error
+	// Claim records key as used until the given time and reports whether this
+	// call was the first to do so (fresh); false means key is already recorded
+	// and has not expired: a replay. It is how one-time credentials are refused
+	// the second time (a subject token from an upstream marked one_time, a
+	// client assertion's jti). The record is durable before Claim returns (a
+	// synced write; on Redis one atomic SET NX, acknowledged by a replica when
+	// the store confirms writes). key is at most MaxClaimKeyLen bytes; until is
+	// in the future and at most MaxClaimTTL away (ErrInvalid otherwise).
+	Claim(ctx context.Context, key string, until time.Time) (fresh bool, err error)
 	// Ping checks that the store is reachable and usable (readiness).
 	Ping(ctx context.Context) error
 	// Close releases the store's resources.
@@ -73,7 +82,12 @@ const (
 	MaxActorLen    = 256  // bytes of an actor
 	MaxInstanceLen = 1024 // bytes of an instance name
 	MaxIDLen       = 64   // bytes of an entry ID
+	MaxClaimKeyLen = 1024 // bytes of a Claim key
 )
+
+// MaxClaimTTL bounds how long a Claim is remembered: one-time credentials are
+// short-lived, and a longer claim only grows the store.
+const MaxClaimTTL = 24 * time.Hour
 
 var (
 	// ErrBlocked is wrapped by Admit when an active block matches.

@@ -50,7 +50,8 @@ var (
 	bucketEvents   = []byte("events")   // seq (8 bytes BE) -> eventRecord
 	bucketBindings = []byte("bindings") // instance -> bindingRecord
 	bucketMeta     = []byte("meta")
-	keyFloor       = []byte("floor") // highest deleted event seq (8 bytes BE)
+	bucketClaims   = []byte("claims") // Hash(key) -> expiry (unix ms, 8 bytes BE)
+	keyFloor       = []byte("floor")  // highest deleted event seq (8 bytes BE)
 )
 
 const (
@@ -180,7 +181,7 @@ func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) 
 func (s *Store) load() error {
 	now := s.now()
 	return s.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketEntries, bucketEvents, bucketBindings, bucketMeta} {
+		for _, name := range [][]byte{bucketEntries, bucketEvents, bucketBindings, bucketMeta, bucketClaims} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -640,6 +641,37 @@ func (s *Store) Wait(ctx context.Context, cursor string) error {
 	}
 }
 
+// Claim implements revocation.Store in one synced write transaction; concurrent
+// claims share a commit (bolt's Batch), so one-time credentials cost a disk sync
+// per batch rather than per request.
+func (s *Store) Claim(ctx context.Context, key string, until time.Time) (bool, error) {
+	if err := s.check(ctx); err != nil {
+		return false, err
+	}
+	now := s.now()
+	ttl, err := backend.CheckClaim(key, until, now)
+	if err != nil {
+		return false, err
+	}
+	k := []byte(backend.Hash(key))
+	var fresh bool
+	err = s.db.Batch(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketClaims)
+		// Re-read the clock: Batch may run this later, or again after a retry.
+		nowMs := s.now().UnixMilli()
+		if v := b.Get(k); len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > nowMs {
+			fresh = false
+			return nil
+		}
+		fresh = true
+		return b.Put(k, binary.BigEndian.AppendUint64(nil, uint64(now.Add(ttl).UnixMilli())))
+	})
+	if err != nil {
+		return false, wrap(err)
+	}
+	return fresh, nil
+}
+
 // Ping implements revocation.Store: it fails once the store is closed.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.check(ctx); err != nil {
@@ -726,6 +758,12 @@ func (s *Store) Sweep() error {
 		}
 	}
 	s.mu.Unlock()
+	err = s.sweepBucket(bucketClaims, func(v []byte) bool {
+		return len(v) != 8 || int64(binary.BigEndian.Uint64(v)) <= nowMs
+	}, nil)
+	if err != nil {
+		return err
+	}
 	return s.trimEvents(now)
 }
 

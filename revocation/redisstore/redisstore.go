@@ -191,11 +191,12 @@ func redisErr(err error) error { return fmt.Errorf("revocation: redisstore: %w",
 
 var errCorrupt = errors.New("corrupt reply")
 
-func (s *Store) entryKey(id string) string { return s.prefix + "e:" + id }
-func (s *Store) indexKey() string          { return s.prefix + "x" }
-func (s *Store) openIndexKey() string      { return s.prefix + "xo" }
-func (s *Store) streamKey() string         { return s.prefix + "s" }
-func (s *Store) metaKey() string           { return s.prefix + "m" }
+func (s *Store) entryKey(id string) string  { return s.prefix + "e:" + id }
+func (s *Store) indexKey() string           { return s.prefix + "x" }
+func (s *Store) openIndexKey() string       { return s.prefix + "xo" }
+func (s *Store) streamKey() string          { return s.prefix + "s" }
+func (s *Store) metaKey() string            { return s.prefix + "m" }
+func (s *Store) claimKey(key string) string { return s.prefix + "j:" + backend.Hash(key) }
 func (s *Store) bindingKey(instance string) string {
 	return s.prefix + "n:" + backend.Hash(instance)
 }
@@ -819,6 +820,28 @@ func (s *Store) Wait(ctx context.Context, cursor string) error {
 		return redisErr(ctx.Err())
 	}
 	return redisErr(err)
+}
+
+// Claim implements revocation.Store with one SET NX PX (then WAIT for a replica
+// when the store confirms writes). The expiry is measured on the caller's clock.
+func (s *Store) Claim(ctx context.Context, key string, until time.Time) (bool, error) {
+	ttl, err := backend.CheckClaim(key, until, s.now())
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel, err := s.begin(ctx, s.writeTimeout())
+	if err != nil {
+		return false, err
+	}
+	defer cancel()
+	_, err = s.write(ctx, claimScript, []string{s.claimKey(key)}, max(1, ms(ttl)))
+	switch {
+	case errors.Is(err, redis.Nil):
+		return false, nil
+	case err != nil:
+		return false, redisErr(err)
+	}
+	return true, nil
 }
 
 // Ping implements revocation.Store with a PING.

@@ -219,3 +219,8 @@ local m = redis.call('HMGET', KEYS[2], 'floor', 'last')
 local t = redis.call('TIME')
 return {m[2] or m[1], t[1], t[2]}
 `)
+
+// claimScript records KEYS[1] for ARGV[1] ms unless it is there: "OK" when this
+// call recorded it, nil (false) for a replay. A script rather than a bare SET so
+// that Store.write can follow it with WAIT on the same connection.
+var claimScript = redis.NewScript(`return redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1])`)

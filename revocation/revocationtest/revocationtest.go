@@ -1,6 +1,6 @@
 // Package revocationtest is the conformance suite every revocation.Store passes:
 // entries and selectors, the iat <= Created rule, blocks, bindings, the feed, the
-// revoke-versus-issue race and argument checks.
+// revoke-versus-issue race, one-time claims and argument checks.
 //
 // Usage, in a backend's tests:
 //
@@ -45,6 +45,7 @@ func Run(t *testing.T, open func(t *testing.T) revocation.Store) {
 		{"Wait", testWait},
 		{"RevokeVersusIssueRace", testRevokeRace},
 		{"BlockVersusIssueRace", testBlockRace},
+		{"Claim", testClaim},
 		{"InvalidInput", testInvalid},
 		{"Close", testClose},
 	}

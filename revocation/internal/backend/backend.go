@@ -191,3 +191,23 @@ func IssuedAt(store, local time.Time) time.Time {
 	}
 	return time.Unix(t.Unix(), 0)
 }
+
+// CheckClaim checks Claim's arguments against the store's clock and returns how
+// long the claim lasts (at least a millisecond). The key may hold any bytes: the
+// stores only ever keep its Hash.
+func CheckClaim(key string, until, now time.Time) (time.Duration, error) {
+	if key == "" || len(key) > revocation.MaxClaimKeyLen {
+		return 0, Invalid("claim key must have 1 to %d bytes", revocation.MaxClaimKeyLen)
+	}
+	ttl := until.Sub(now)
+	switch {
+	case until.IsZero():
+		return 0, Invalid("claim without an expiry")
+	case ttl > revocation.MaxClaimTTL:
+		return 0, Invalid("claim lasts more than %s", revocation.MaxClaimTTL)
+	case ttl < time.Millisecond:
+		// Already expired: nothing to remember, and nothing a replay could use.
+		return time.Millisecond, nil
+	}
+	return ttl, nil
+}
