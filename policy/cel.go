@@ -246,6 +246,9 @@ func requestFields() map[string]celField {
 		"scopes":               list(func(r *Request) []string { return r.Scopes }),
 		"requested_token_type": optional("requested_token_type", func(r *Request) string { return r.RequestedTokenType }),
 		"client_id":            optional("client_id", func(r *Request) string { return r.ClientID }),
+		"client_authenticated": {typ: types.BoolType, isSet: always, get: func(v any) (any, error) {
+			return types.Bool(v.(*Request).ClientAuthenticated), nil
+		}},
 		"actor": {
 			typ:   celWorkload,
 			isSet: func(v any) bool { return v.(*Request).Actor != nil },

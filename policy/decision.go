@@ -30,10 +30,12 @@ type Request struct {
 	// absent.
 	RequestedTokenType string
 	ClientID           string
+	// ClientAuthenticated reports that ClientID was authenticated (mTLS with an
+	// X.509-SVID, or an RFC 7523 private_key_jwt assertion). Rules with clients
+	// grant only then.
+	ClientAuthenticated bool
 	// SenderConstrained reports whether the token to mint will be
-	// sender-constrained (mTLS or DPoP). The server does not support
-	// sender-constrained tokens yet, so it is always false today, and rules with
-	// require_sender_constraint refuse.
+	// sender-constrained (bound to the mTLS client certificate, RFC 8705).
 	SenderConstrained bool
 	// Now is the time of the request, for rule expiry and conditions. It is
 	// required: a zero Now is refused (DenyRequest), never read as "no expiry".
@@ -62,6 +64,9 @@ const (
 	// the delegation is deeper than they allow, the subject token's may_act names
 	// another actor, or the matching rules do not allow delegation at all.
 	DenyActor
+	// DenyClient: the only rules that would grant the request require an
+	// authenticated client (clients), and the request has none or another one.
+	DenyClient
 	// DenySenderConstraint: the only rules that would grant the request require a
 	// sender-constrained token, and this one would not be.
 	DenySenderConstraint
@@ -90,6 +95,8 @@ func (o Outcome) String() string {
 		return "deny_scope"
 	case DenyActor:
 		return "deny_actor"
+	case DenyClient:
+		return "deny_client"
 	case DenySenderConstraint:
 		return "deny_sender_constraint"
 	case DenyRequest:
@@ -174,6 +181,7 @@ const (
 	// What the rule grants (allow rules) or covers (deny rules).
 	VerdictTarget           = "target"            // a requested target is not granted (deny: none is covered)
 	VerdictScope            = "scope"             // a requested scope is not granted (deny: none is covered)
+	VerdictClient           = "client"            // the rule requires an authenticated client it lists
 	VerdictSenderConstraint = "sender_constraint" // the rule requires a sender-constrained token
 	// Admin rules.
 	VerdictAction         = "action"          // the action is not among the rule's actions

@@ -100,10 +100,14 @@
 //     (Decision.CopyAttributes). Nothing is copied by default, and claims are
 //     never copied wholesale; a name the workload lacks is skipped.
 //   - require_sender_constraint: true: the rule grants only tokens that will be
-//     sender-constrained (Request.SenderConstrained). The server cannot mint
-//     sender-constrained tokens yet (mTLS and DPoP come later), so today such a
-//     rule always refuses, with outcome DenySenderConstraint and a reason that
-//     says so.
+//     sender-constrained (Request.SenderConstrained: the STS binds them to the
+//     mTLS client certificate, RFC 8705); otherwise it refuses with outcome
+//     DenySenderConstraint.
+//   - clients: glob patterns of client IDs. The rule grants only to an
+//     authenticated client (Request.ClientAuthenticated: mTLS with an X.509-SVID,
+//     or an RFC 7523 private_key_jwt assertion) whose ID matches one; otherwise it
+//     refuses with outcome DenyClient. Client authentication is optional unless a
+//     rule says so.
 //   - max_delegation_depth: see Delegation.
 //
 // '*' is refused in audiences, resources and scopes, which have no wildcards, so
@@ -144,14 +148,14 @@
 //     and its condition is true or fails to evaluate.
 //   - Otherwise the first enforced allow rule, in file order, that matches the
 //     workload and the delegation, grants every requested target and scope,
-//     satisfies require_sender_constraint, and whose condition is true, decides
+//     satisfies clients and require_sender_constraint, and whose condition is true, decides
 //     (Allow). The Decision grants exactly what was requested, never more, with
 //     that rule's max_ttl, copy_attributes and require_sender_constraint.
 //     Targets and scopes granted by different rules are never combined.
 //   - Otherwise the request is refused. The outcome comes from the allow rules
 //     that got furthest through their checks, in this order: workload (DenyNoRule
 //     when none matches), delegation (DenyActor), targets (DenyTarget), scopes
-//     (DenyScope), sender constraint (DenySenderConstraint), condition
+//     (DenyScope), client (DenyClient), sender constraint (DenySenderConstraint), condition
 //     (DenyNoRule). When the rule listing the requested targets refuses the
 //     delegation, the outcome is DenyActor. The Reason names the nearest rule,
 //     preferring the one that lists the requested targets, and says what failed.
@@ -193,6 +197,7 @@
 //	  .scopes      list(string)
 //	  .requested_token_type  string    absent when empty
 //	  .client_id   string              absent when empty
+//	  .client_authenticated bool       client_id was authenticated (mTLS or private_key_jwt)
 //	  .actor       safeconduct.Workload  absent without an actor
 //	  .delegation_depth  int           0 without an actor
 //	now        timestamp              Request.Now

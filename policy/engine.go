@@ -229,6 +229,7 @@ const (
 	vWhenError
 	vTarget
 	vScope
+	vClient
 	vSender
 	// admin rules
 	vAction
@@ -249,6 +250,7 @@ var verdictNames = [...]string{
 	vWhenError:      VerdictWhenError,
 	vTarget:         VerdictTarget,
 	vScope:          VerdictScope,
+	vClient:         VerdictClient,
 	vSender:         VerdictSenderConstraint,
 	vAction:         VerdictAction,
 	vTargetUpstream: VerdictTargetUpstream,
@@ -267,6 +269,7 @@ const (
 	stageActor           // the delegation is not allowed
 	stageTarget          // a target is not granted
 	stageScope           // a scope is not granted
+	stageClient          // the client is not authenticated, or not one the rule lists
 	stageSender          // the token would not be sender-constrained
 	stageWhen            // the condition is false or failed
 	stageApplies
@@ -284,6 +287,8 @@ func (v verdict) stage() int {
 		return stageTarget
 	case vScope:
 		return stageScope
+	case vClient:
+		return stageClient
 	case vSender:
 		return stageSender
 	case vWhenFalse, vWhenError:
@@ -445,10 +450,27 @@ func (r *rule) checkGrant(c *evalCtx) ruleResult {
 			return ruleResult{v: vScope, what: s}
 		}
 	}
+	if r.clients != nil && !r.grantsClient(&c.req) {
+		return ruleResult{v: vClient}
+	}
 	if r.requireSender && !c.req.SenderConstrained {
 		return ruleResult{v: vSender}
 	}
 	return ruleResult{v: vApplies}
+}
+
+// grantsClient reports whether the request comes from an authenticated client
+// the rule lists.
+func (r *rule) grantsClient(req *Request) bool {
+	if !req.ClientAuthenticated || req.ClientID == "" {
+		return false
+	}
+	for _, g := range r.clients {
+		if g.Match(req.ClientID) {
+			return true
+		}
+	}
+	return false
 }
 
 // evalDeny checks whether deny rule r applies. Its condition runs last; when it
@@ -682,10 +704,13 @@ func refusal(cands []*rule, c *evalCtx) Decision {
 		return d
 	case stageScope:
 		return explainScopes(from(stageScope), c)
+	case stageClient:
+		x := nearest(stageClient)
+		return Decision{Outcome: DenyClient, Reason: fmt.Sprintf("rule %q %s", x.r.name, x.r.detail(c, x.ruleResult))}
 	case stageSender:
 		x := nearest(stageSender)
 		return Decision{Outcome: DenySenderConstraint, Reason: fmt.Sprintf(
-			"rule %q grants the request only as a sender-constrained token, and this token would not be (mTLS and DPoP are not supported yet)", x.r.name)}
+			"rule %q grants the request only as a sender-constrained token, and this one would not be (the request is not over mTLS)", x.r.name)}
 	default:
 		x := nearest(stageWhen)
 		return Decision{Outcome: DenyNoRule, Reason: fmt.Sprintf("rule %q grants every requested target and scope, but %s", x.r.name, x.r.detail(c, x.ruleResult))}
@@ -831,8 +856,13 @@ func (r *rule) detail(c *evalCtx, res ruleResult) string {
 			return "covers none of the requested scopes"
 		}
 		return fmt.Sprintf("does not grant scope %q", res.what)
+	case vClient:
+		if !c.req.ClientAuthenticated {
+			return "grants only to an authenticated client, and the client did not authenticate"
+		}
+		return fmt.Sprintf("does not list the authenticated client %q", c.req.ClientID)
 	case vSender:
-		return "requires a sender-constrained token, and this token would not be (mTLS and DPoP are not supported yet)"
+		return "requires a sender-constrained token, and this one would not be (the request is not over mTLS)"
 	}
 	return res.v.String()
 }

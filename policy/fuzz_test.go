@@ -130,6 +130,9 @@ func checkRuleGrants(t *testing.T, p *policy.Policy, r policy.Rule) {
 	if len(r.TrustDomains) > 0 {
 		req.Workload.Attributes[policy.TrustDomainAttribute] = r.TrustDomains[0]
 	}
+	if len(r.Clients) > 0 {
+		req.ClientID, req.ClientAuthenticated = fill(r.Clients[0]), true
+	}
 	if !r.Expires.IsZero() {
 		req.Now = r.Expires.Add(-time.Second)
 	}
@@ -195,6 +198,7 @@ func marshalRules(t *testing.T, p *policy.Policy) []byte {
 		MaxTTL                  string            `yaml:"max_ttl,omitempty"`
 		CopyAttributes          []string          `yaml:"copy_attributes,omitempty"`
 		RequireSenderConstraint bool              `yaml:"require_sender_constraint,omitempty"`
+		Clients                 []string          `yaml:"clients,omitempty"`
 	}
 	type adminYAML struct {
 		Name            string            `yaml:"name"`
@@ -226,7 +230,7 @@ func marshalRules(t *testing.T, p *policy.Policy) []byte {
 			Name: r.Name, Effect: r.Effect, Mode: r.Mode, Owner: r.Owner, Expires: date(r.Expires), ReviewBy: date(r.ReviewBy),
 			Upstreams: r.Upstreams, Subjects: r.Subjects, TrustDomains: r.TrustDomains, Attributes: r.Attributes, When: r.When,
 			Audiences: r.Audiences, Resources: r.Resources, Scopes: r.Scopes, CopyAttributes: r.CopyAttributes,
-			RequireSenderConstraint: r.RequireSenderConstraint,
+			RequireSenderConstraint: r.RequireSenderConstraint, Clients: r.Clients,
 		}
 		if r.Effect == policy.EffectAllow {
 			y.MaxDelegationDepth = r.MaxDelegationDepth

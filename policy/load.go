@@ -628,10 +628,11 @@ var ruleKeys = []string{
 	"upstreams", "subjects", "trust_domains", "attributes", "when",
 	"actors", "max_delegation_depth",
 	"audiences", "resources", "scopes", "max_ttl", "copy_attributes", "require_sender_constraint",
+	"clients",
 }
 
 // onAllowOnly are the rule keys that mean nothing on a deny rule.
-var onAllowOnly = []string{"max_ttl", "copy_attributes", "require_sender_constraint", "max_delegation_depth"}
+var onAllowOnly = []string{"max_ttl", "copy_attributes", "require_sender_constraint", "max_delegation_depth", "clients"}
 
 func (c *compiler) rule(file string, index int, n *yaml.Node) {
 	e, ok := c.open(file, "rules", "rule", index, n, ruleKeys)
@@ -729,6 +730,13 @@ func (c *compiler) rule(file string, index int, n *yaml.Node) {
 	}
 	if _, ok := e.fields["copy_attributes"]; ok && len(r.copyAttributes) == 0 && len(c.problems) == p {
 		c.problem(file, e.line("copy_attributes"), "%scopy_attributes: at least one attribute is required (leave the key out instead)", ctx)
+	}
+	p = len(c.problems)
+	for _, x := range c.stringList(file, ctx, "clients", e.fields, checkToken) {
+		r.clients = append(r.clients, glob.Compile(x.value))
+	}
+	if _, ok := e.fields["clients"]; ok && len(r.clients) == 0 && len(c.problems) == p {
+		c.problem(file, e.line("clients"), "%sclients: at least one client pattern is required (leave the key out instead)", ctx)
 	}
 	if v, ok := e.fields["require_sender_constraint"]; ok {
 		r.requireSender, _ = c.boolean(file, ctx, "require_sender_constraint", v)

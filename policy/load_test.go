@@ -106,7 +106,7 @@ func TestParseErrors(t *testing.T) {
     audiences: [x]
     ttl: 5m
 `,
-			want: []string{`p.yaml:7: rule "r": unknown key "ttl" (rule keys are name, effect, mode, owner, expires, review_by, upstreams, subjects, trust_domains, attributes, when, actors, max_delegation_depth, audiences, resources, scopes, max_ttl, copy_attributes, require_sender_constraint)`},
+			want: []string{`p.yaml:7: rule "r": unknown key "ttl" (rule keys are name, effect, mode, owner, expires, review_by, upstreams, subjects, trust_domains, attributes, when, actors, max_delegation_depth, audiences, resources, scopes, max_ttl, copy_attributes, require_sender_constraint, clients)`},
 		},
 		{
 			name: "duplicate key",

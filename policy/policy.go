@@ -80,6 +80,8 @@ type rule struct {
 	maxTTL         time.Duration
 	copyAttributes []string
 	requireSender  bool
+	// clients, when set, are the authenticated clients the rule grants to.
+	clients []glob.Glob
 
 	actors   []actorSpec
 	maxDepth int
@@ -227,6 +229,9 @@ type Rule struct {
 	CopyAttributes []string
 	// RequireSenderConstraint: the rule grants only sender-constrained tokens.
 	RequireSenderConstraint bool
+	// Clients are the patterns of the authenticated clients the rule grants to;
+	// empty = any caller, authenticated or not.
+	Clients []string
 	// Actors may act for the rule's subjects; MaxDelegationDepth bounds the
 	// delegation (zero when the rule has no actors).
 	Actors             []Actor
@@ -266,6 +271,7 @@ func (p *Policy) Rules() []Rule {
 			MaxTTL:                  r.maxTTL,
 			CopyAttributes:          slices.Clone(r.copyAttributes),
 			RequireSenderConstraint: r.requireSender,
+			Clients:                 patterns(r.clients),
 			MaxDelegationDepth:      r.maxDepth,
 		}
 		if r.deny {

@@ -313,6 +313,9 @@ func addAccess(a *SubjectAccess, r *rule) {
 	if len(r.actors) > 0 {
 		a.Conditions = append(a.Conditions, r.name+": delegated requests only")
 	}
+	if r.clients != nil {
+		a.Conditions = append(a.Conditions, r.name+": authenticated clients "+strings.Join(patterns(r.clients), ", ")+" only")
+	}
 	if r.requireSender {
 		a.Conditions = append(a.Conditions, r.name+": sender-constrained tokens only")
 	}

@@ -162,6 +162,19 @@ func featureCases() []featureCase {
 					t.Errorf("sender=%v copy=%q", d.RequireSenderConstraint, d.CopyAttributes)
 				}
 			}},
+		{name: "clients refuses a request without client authentication", req: aud(sa("copy", "api"), "https://deploy.example"),
+			want: policy.DenyClient, reason: `rule "ci-clients-only" grants only to an authenticated client, and the client did not authenticate`},
+		{name: "clients refuses an unauthenticated client_id that matches", req: with(aud(sa("copy", "api"), "https://deploy.example"), func(r *policy.Request) { r.ClientID = "ci-runner" }),
+			want: policy.DenyClient, reason: "did not authenticate"},
+		{name: "clients refuses an authenticated client it does not list", req: with(aud(sa("copy", "api"), "https://deploy.example"), func(r *policy.Request) {
+			r.ClientID, r.ClientAuthenticated = "laptop", true
+		}), want: policy.DenyClient, reason: `does not list the authenticated client "laptop"`},
+		{name: "clients grants to an authenticated client it lists", req: with(aud(sa("copy", "api"), "https://deploy.example"), func(r *policy.Request) {
+			r.ClientID, r.ClientAuthenticated = "ci-runner", true
+		}), want: policy.Allow, rule: "ci-clients-only"},
+		{name: "clients grants to an mTLS SPIFFE client it lists", req: with(aud(sa("copy", "api"), "https://deploy.example"), func(r *policy.Request) {
+			r.ClientID, r.ClientAuthenticated = "spiffe://ci.example/runner", true
+		}), want: policy.Allow, rule: "ci-clients-only"},
 
 		// Audit mode.
 		{name: "audit deny is reported, never enforced", req: aud(sa("copy", "api"), "https://copy.example"), want: policy.Allow, rule: "copy",

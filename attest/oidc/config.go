@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/safeconduct/safeconduct/attest"
@@ -100,6 +101,11 @@ type Config struct {
 	// ones fail. Default 1 MiB.
 	MaxResponseBytes int64
 
+	// OpaqueIssuer accepts an Issuer that is not a URL (it is compared, never
+	// fetched): an RFC 7523 client ID, whose assertions have iss = sub = the
+	// client ID. It needs JWKSURI or JWKSFile.
+	OpaqueIssuer bool
+
 	// InsecureAllowLoopbackHTTP permits http:// issuer and JWKS URLs whose host is a
 	// loopback address or "localhost". For tests only; production URLs are https.
 	InsecureAllowLoopbackHTTP bool
@@ -130,6 +136,13 @@ func (cfg Config) validate() (*settings, error) {
 	}
 	if cfg.Issuer == "" {
 		bad("issuer is required")
+	} else if cfg.OpaqueIssuer {
+		if cfg.JWKSURI == "" && cfg.JWKSFile == "" {
+			bad("an opaque issuer needs jwks_uri or jwks_file")
+		}
+		if len(cfg.Issuer) > 256 || strings.ContainsFunc(cfg.Issuer, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			bad("issuer %.64q: at most 256 bytes, no spaces or control characters", cfg.Issuer)
+		}
 	} else if u, err := url.Parse(cfg.Issuer); err != nil || !u.IsAbs() || u.Host == "" {
 		bad("issuer %q is not an absolute URL", cfg.Issuer)
 	} else if cfg.JWKSURI == "" && cfg.JWKSFile == "" {

@@ -104,6 +104,8 @@ func cmdPolicyTest(args []string, stdin io.Reader, stdout, stderr io.Writer) err
 	scope := fs.String("scope", "", "space-separated scopes")
 	requested := fs.String("requested-token-type", "access_token", "requested token type")
 	clientID := fs.String("client-id", "", "client_id of the request")
+	clientAuth := fs.Bool("client-authenticated", false, "the client_id was authenticated (mTLS or private_key_jwt)")
+	senderConstrained := fs.Bool("sender-constrained", false, "the request is over mTLS, so the token would be sender-constrained")
 	nowFlag := fs.String("now", "", "decide at this time (RFC 3339; default: now)")
 	expect := fs.String("expect", "", "allow or deny: exit 1 unless the decision matches (for policy tests in CI)")
 	asJSON := fs.Bool("json", false, "print the decision as JSON")
@@ -138,6 +140,7 @@ func cmdPolicyTest(args []string, stdin io.Reader, stdout, stderr io.Writer) err
 	req := policy.Request{
 		Workload: wl, Audiences: audiences, Resources: resources, Scopes: strings.Fields(*scope),
 		RequestedTokenType: tokenType(*requested), ClientID: *clientID, Now: now,
+		ClientAuthenticated: *clientAuth, SenderConstrained: *senderConstrained,
 	}
 	if *actor != "" {
 		rawActor, err := readToken(*actor, stdin)
