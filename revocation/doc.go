@@ -11,7 +11,7 @@
 //
 //	selector = term *( "," term )
 //	term     = key "=" value
-//	key      = "sub" / "upstream" / "iss" / "trust_domain" / "aud" / "client_id" / "jti" / "bnd" / "attr." name
+//	key      = "sub" / "upstream" / "iss" / "trust_domain" / "aud" / "client_id" / "jti" / "bnd" / "kid" / "attr." name
 //	name     = 1*64( a-z / 0-9 / "_" )
 //	value    = 1*( any char but "," and control chars ) / DQUOTE *( any char but DQUOTE and "\" / "\" DQUOTE / "\\" ) DQUOTE
 //
@@ -21,6 +21,12 @@
 // with '"' is quoted. Values are 1 to 1024 bytes of UTF-8 without control
 // characters, quoted or not. No whitespace is trimmed: "sub=a, aud=b" has a term
 // with key " aud".
+//
+// "kid" is the key ID in the JWS header of an issued token (Facts.KeyID, set by
+// whoever verified the signature: it is not a claim). Its value is exact only: a kid
+// value holding '*' is refused, not taken for a glob. It applies to issued tokens
+// only, so a block with a kid term is refused (ErrInvalid; see
+// Selector.CheckKind), and a revoke with one ignores iat (see Entries).
 //
 // "aud" matches if any audience of the token does; "attr.NAME" matches the
 // attribute NAME; a term on a fact the token lacks never matches. "iss" is accepted
@@ -40,11 +46,22 @@
 // revoked too. A block entry refuses new tokens to matching workloads while active.
 // Entries are inactive once lifted or expired.
 //
+// A revoke whose selector has a kid term is the exception: it invalidates every
+// matching token WHATEVER ITS iat, including tokens issued after the entry's
+// Created. Revoking by kid is for a signing key that has been rotated out (it signs
+// nothing new, so no legitimate token issued later carries its kid) or stolen
+// (whoever holds it can put any iat in a token it forges). Never revoke the kid of a
+// key that still signs: every token it issues while the entry lasts is invalid at
+// once. The STS refuses to (POST /admin/v1/keys/revoke answers 409 until the key
+// is rotated out).
+//
 // # Indexing
 //
 // Each entry is filed under one anchor (Selector.Anchor) and a check reads only
 // the anchors of the facts (Facts.Anchors), so the cost of a check does not grow
-// with the number of entries. Index is the in-memory form of that index.
+// with the number of entries: a kid term anchors like jti, so a revoke by kid is
+// one more bucket per check whatever the number of tokens its key signed. Index is
+// the in-memory form of that index.
 //
 // # Usage
 //
@@ -66,6 +83,7 @@
 //
 //	// When verifying a token:
 //	f := revocation.FactsFromClaims(claims)
+//	f.KeyID = kid // of the key that verified the signature
 //	if e, err := store.Revoked(ctx, &f); err != nil || e != nil {
 //		// refuse
 //	}

@@ -11,7 +11,8 @@ type Kind string
 
 const (
 	// KindRevoke invalidates every matching token issued at or before the entry's
-	// Created (iat compared in whole seconds).
+	// Created (iat compared in whole seconds); with a kid term in its selector,
+	// every matching token whatever its iat.
 	KindRevoke Kind = "revoke"
 	// KindBlock refuses new tokens to matching workloads while the entry is active.
 	KindBlock Kind = "block"
@@ -58,8 +59,10 @@ func (e Entry) Active(now time.Time) bool {
 
 // Invalidates reports whether e invalidates a token with facts f at now: e is an
 // active revoke, its selector matches f, and f.IssuedAt truncated to the second is
-// not after Created. An entry whose selector does not parse invalidates every token
-// it is asked about (stores never hold one; a corrupt copy fails closed).
+// not after Created, unless the selector has a kid term, which invalidates every
+// token signed by that key whatever its iat. An entry whose selector does not parse
+// invalidates every token it is asked about (stores never hold one; a corrupt copy
+// fails closed).
 //
 // Invalidates parses the selector on every call; Index keeps parsed selectors.
 func (e Entry) Invalidates(f *Facts, now time.Time) bool {
@@ -70,7 +73,7 @@ func (e Entry) Invalidates(f *Facts, now time.Time) bool {
 	if err != nil {
 		return true
 	}
-	return sel.Match(f) && issuedBy(f.IssuedAt, e.Created)
+	return sel.Match(f) && (sel.anyIssuedAt() || issuedBy(f.IssuedAt, e.Created))
 }
 
 // Blocks reports whether e refuses issuance to a workload with facts f at now: e

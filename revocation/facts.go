@@ -25,6 +25,11 @@ type Facts struct {
 	Attributes  map[string]string
 	// Binding is the binding fingerprint (claim bnd, see Fingerprint).
 	Binding string
+	// KeyID is the kid of the key that signed the token (JWS header, not a claim:
+	// FactsFromClaims leaves it empty and whoever verified the token sets it); empty
+	// for a workload at issuance. A revoke with a kid term matches it whatever the
+	// token's iat.
+	KeyID string
 	// IssuedAt is the token's iat; zero for a workload not yet issued a token (and
 	// then every revoke that matches invalidates it).
 	IssuedAt time.Time
@@ -45,6 +50,8 @@ func (f *Facts) value(key string) (string, bool) {
 		return f.JTI, true
 	case KeyBinding:
 		return f.Binding, true
+	case KeyKeyID:
+		return f.KeyID, true
 	}
 	if name, ok := strings.CutPrefix(key, KeyAttrPrefix); ok {
 		v, ok := f.Attributes[name]
@@ -68,6 +75,7 @@ func (f *Facts) Anchors() []string {
 		}
 	}
 	add(KeyJTI, f.JTI)
+	add(KeyKeyID, f.KeyID)
 	add(KeySubject, f.Subject)
 	add(KeyClientID, f.ClientID)
 	add(KeyBinding, f.Binding)
@@ -96,7 +104,10 @@ func (f *Facts) Anchors() []string {
 // upstream, aud (a string or an array of strings), client_id, attributes (an object;
 // string values as they are, numbers and booleans in their JSON form, other values
 // ignored), bnd and iat (seconds, a number or json.Number). TrustDomain is the host
-// of a spiffe:// subject. Claims of the wrong type are left empty.
+// of a spiffe:// subject. Claims of the wrong type are left empty. KeyID is not a
+// claim: the caller sets it to the kid of the key that verified the token's
+// signature (not a kid read from the header by another parser), or revokes by kid
+// do not apply to it.
 func FactsFromClaims(claims map[string]any) Facts {
 	str := func(name string) string {
 		s, _ := claims[name].(string)

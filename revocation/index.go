@@ -22,6 +22,8 @@ type indexed struct {
 	entry  Entry
 	sel    Selector
 	anchor string
+	// anyIAT: a revoke whose selector has a kid term ignores iat.
+	anyIAT bool
 }
 
 // NewIndex returns an empty Index.
@@ -30,8 +32,8 @@ func NewIndex() *Index {
 }
 
 // Put adds e, replacing any entry with its ID; a lifted e is removed instead. It
-// fails (ErrInvalid) for an entry without ID, of an unknown kind, or whose selector
-// does not parse or has no anchor.
+// fails (ErrInvalid) for an entry without ID, of an unknown kind, whose selector
+// does not parse or has no anchor, or a block with a kid term (Selector.CheckKind).
 func (x *Index) Put(e Entry) error {
 	if e.ID == "" {
 		return invalid("entry without ID")
@@ -41,6 +43,9 @@ func (x *Index) Put(e Entry) error {
 	}
 	sel, err := ParseSelector(e.Selector)
 	if err != nil {
+		return err
+	}
+	if err := sel.CheckKind(e.Kind); err != nil {
 		return err
 	}
 	anchor := sel.Anchor()
@@ -53,7 +58,7 @@ func (x *Index) Put(e Entry) error {
 	if e.Lifted {
 		return nil
 	}
-	it := &indexed{entry: e, sel: sel, anchor: anchor}
+	it := &indexed{entry: e, sel: sel, anchor: anchor, anyIAT: sel.anyIssuedAt()}
 	x.byID[e.ID] = it
 	b := x.buckets[anchor]
 	if b == nil {
@@ -145,10 +150,12 @@ func (x *Index) Prune(now time.Time) int {
 }
 
 // Revoked returns an active revoke that invalidates a token with facts f at now
-// (see Entry.Invalidates), or nil. If several do, it returns the one created last.
+// (see Entry.Invalidates: iat is compared with Created unless the selector has a
+// kid term), or nil. If several do, it returns the one created last.
 func (x *Index) Revoked(f *Facts, now time.Time) *Entry {
 	return x.find(f, func(it *indexed) bool {
-		return it.entry.Kind == KindRevoke && it.entry.Active(now) && it.sel.Match(f) && issuedBy(f.IssuedAt, it.entry.Created)
+		return it.entry.Kind == KindRevoke && it.entry.Active(now) && it.sel.Match(f) &&
+			(it.anyIAT || issuedBy(f.IssuedAt, it.entry.Created))
 	})
 }
 

@@ -32,31 +32,38 @@ const (
 	KeyClientID    = "client_id"
 	KeyJTI         = "jti"
 	KeyBinding     = "bnd"
-	KeyAttrPrefix  = "attr."
+	// KeyKeyID is the kid of the JWS header of an issued token (Facts.KeyID): exact
+	// values only, never on a block, and a revoke with a kid term ignores iat (see
+	// the package documentation).
+	KeyKeyID      = "kid"
+	KeyAttrPrefix = "attr."
 )
 
 // anchorRank orders the keys by selectivity for indexing: an entry is filed under
 // its exact term with the lowest rank. iss has no fact (the STS resolves it to
-// upstream before storing) and never anchors.
+// upstream before storing) and never anchors. kid comes right after jti: a token
+// has one kid and few entries ever name one.
 func anchorRank(key string) int {
 	switch key {
 	case KeyJTI:
 		return 0
-	case KeySubject:
+	case KeyKeyID:
 		return 1
-	case KeyClientID:
+	case KeySubject:
 		return 2
-	case KeyBinding:
+	case KeyClientID:
 		return 3
+	case KeyBinding:
+		return 4
 	case KeyAudience:
-		return 5
-	case KeyUpstream:
 		return 6
-	case KeyTrustDomain:
+	case KeyUpstream:
 		return 7
+	case KeyTrustDomain:
+		return 8
 	}
 	if strings.HasPrefix(key, KeyAttrPrefix) {
-		return 4
+		return 5
 	}
 	return -1
 }
@@ -146,6 +153,9 @@ func ParseSelector(s string) (Selector, error) {
 		if !t.exact() && t.key == KeyIssuer {
 			return Selector{}, invalid("iss cannot be a glob (it is resolved to upstream)")
 		}
+		if !t.exact() && t.key == KeyKeyID {
+			return Selector{}, invalid("kid cannot be a glob (it names one signing key)")
+		}
 	}
 	if !constrained {
 		return Selector{}, invalid("selector constrains nothing: it needs an exact term, or a sub glob whose literal prefix reaches a '/' or ':'")
@@ -164,7 +174,7 @@ func MustParseSelector(s string) Selector {
 
 func checkKey(key string) error {
 	switch key {
-	case KeySubject, KeyUpstream, KeyIssuer, KeyTrustDomain, KeyAudience, KeyClientID, KeyJTI, KeyBinding:
+	case KeySubject, KeyUpstream, KeyIssuer, KeyTrustDomain, KeyAudience, KeyClientID, KeyJTI, KeyBinding, KeyKeyID:
 		return nil
 	}
 	name, ok := strings.CutPrefix(key, KeyAttrPrefix)
@@ -280,6 +290,31 @@ func (s Selector) Value(key string) (string, bool) {
 	return "", false
 }
 
+// CheckKind reports whether s may be the selector of an entry of kind k: it
+// refuses (ErrInvalid) an unknown kind, and a block with a kid term, since kid
+// applies to issued tokens, not to workloads (a workload asking for a token has no
+// kid, so such a block would match nothing).
+func (s Selector) CheckKind(k Kind) error {
+	switch k {
+	case KindRevoke:
+		return nil
+	case KindBlock:
+		if _, ok := s.Value(KeyKeyID); ok {
+			return invalid("a block cannot have a kid term: kid applies to issued tokens, not to workloads (revoke instead)")
+		}
+		return nil
+	}
+	return invalid("kind %q is not revoke or block", k)
+}
+
+// anyIssuedAt reports whether a revoke with s invalidates matching tokens whatever
+// their iat: s has a kid term. A key that has been rotated out signs nothing new,
+// and whoever holds a stolen key can put any iat in a token.
+func (s Selector) anyIssuedAt() bool {
+	_, ok := s.Value(KeyKeyID)
+	return ok
+}
+
 // WithUpstream returns s with its iss term replaced by upstream=upstream: the STS
 // resolves an issuer to the upstream configured for it before storing a selector
 // (tokens carry upstream, not the upstream's issuer). It fails if s has no iss term
@@ -311,7 +346,8 @@ func (s Selector) WithUpstream(upstream string) (Selector, error) {
 // Match reports whether a token or workload with facts f matches every term of s.
 // A term on a fact that f lacks (empty, or an attribute not present) does not
 // match, whatever its value; an iss term never matches (see WithUpstream). The zero
-// Selector matches nothing. IssuedAt is not considered (see Entry.Invalidates).
+// Selector matches nothing. IssuedAt is not considered (see Entry.Invalidates,
+// which compares it with the entry's Created unless the selector has a kid term).
 func (s Selector) Match(f *Facts) bool {
 	if f == nil || len(s.terms) == 0 {
 		return false
@@ -338,12 +374,13 @@ func (t *term) match(f *Facts) bool {
 }
 
 // Anchor returns the index bucket of s: its most selective exact term as
-// "key=value" (jti > sub > client_id > bnd > attr > aud > upstream > trust_domain),
-// or, for a selector whose only anchorable term is a sub glob, "sub^P" where P is
-// the glob's literal prefix cut after its last '/' or ':' (and after at most
-// MaxSubPrefixes separators). A store reads, for a token, only the buckets named by
-// Facts.Anchors; every selector that matches f has its Anchor among them. Anchor is
-// "" only for a selector that cannot be stored (its only exact term is iss).
+// "key=value" (jti > kid > sub > client_id > bnd > attr > aud > upstream >
+// trust_domain), or, for a selector whose only anchorable term is a sub glob,
+// "sub^P" where P is the glob's literal prefix cut after its last '/' or ':' (and
+// after at most MaxSubPrefixes separators). A store reads, for a token, only the
+// buckets named by Facts.Anchors; every selector that matches f has its Anchor
+// among them. Anchor is "" only for a selector that cannot be stored (its only
+// exact term is iss).
 func (s Selector) Anchor() string {
 	best := -1
 	for i := range s.terms {

@@ -190,6 +190,7 @@ func FuzzParseSelector(f *testing.F) {
 	for _, s := range []string{
 		"sub=alice", `sub="a,b",upstream=corp`, `sub="\"\\"`, "attr.team=blue,aud=*", "sub=spiffe://x/*",
 		"iss=a,jti=b", `sub=a"b,bnd="",x`, "sub=*", "sub=a,,b",
+		"kid=NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs", "kid=k,sub=a*", "kid=a*", `kid="a,b",upstream=u`,
 	} {
 		f.Add(s)
 	}
@@ -253,6 +254,8 @@ func setFact(f *Facts, key, v string) {
 		f.JTI = v
 	case KeyBinding:
 		f.Binding = v
+	case KeyKeyID:
+		f.KeyID = v
 	}
 }
 

@@ -35,8 +35,12 @@
 // entries are ignored: they stop issuance, not tokens already minted.
 //
 // A revoke entry invalidates a token when its selector matches the token's facts
-// (revocation.FactsFromClaims: jti, sub, upstream, aud, client_id, attributes, bnd)
-// and the token's iat (in whole seconds) is not after the entry's creation. Matching
+// (revocation.FactsFromClaims: jti, sub, upstream, aud, client_id, attributes, bnd;
+// and kid, the key ID of the JWKS key that verified the signature) and the token's
+// iat (in whole seconds) is not after the entry's creation. An entry with a kid
+// term (the STS's POST /admin/v1/keys/revoke) invalidates every token that key
+// signed, whatever its iat: after an emergency key rotation, tokens of the old key
+// are refused as soon as the entry arrives, before the JWKS is refreshed. Matching
 // is local and indexed (revocation.Index files entries by anchor), so Verify makes
 // no network call for revocation and its cost does not grow with the entries. An
 // entry the verifier cannot read (e.g. a selector key from a newer STS) is not

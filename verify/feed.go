@@ -329,10 +329,11 @@ func (f *feed) fail(err error) {
 }
 
 // check returns a wrapped ErrRevoked when an active revoke entry invalidates the
-// token with these claims, else a wrapped ErrStale when the copy cannot be
-// trusted, else nil.
-func (f *feed) check(claims map[string]any, now time.Time) error {
+// token with these claims, signed by the key kid, else a wrapped ErrStale when the
+// copy cannot be trusted, else nil.
+func (f *feed) check(claims map[string]any, kid string, now time.Time) error {
 	facts := revocation.FactsFromClaims(claims)
+	facts.KeyID = kid
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	// Entries are judged with the leeway tokens get: an entry expires when every

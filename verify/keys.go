@@ -42,6 +42,12 @@ type keySet struct {
 	closed   bool // no new background fetch (the verifier is closing)
 }
 
+// verifiedKeyKey is the context key of a *string that VerifySignature sets to the
+// kid of the JWKS key that verified the signature (Verify passes one through
+// go-oidc): revocation by kid must apply to the key that actually verified, not to
+// a kid header that another parser might read differently, or that is absent.
+type verifiedKeyKey struct{}
+
 // VerifySignature implements oidc.KeySet.
 func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
 	jws, err := jose.ParseSignedCompact(raw, k.algs)
@@ -78,6 +84,9 @@ func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error
 			continue
 		}
 		if payload, err := jws.Verify(&keys[i]); err == nil {
+			if slot, ok := ctx.Value(verifiedKeyKey{}).(*string); ok {
+				*slot = keys[i].KeyID
+			}
 			return payload, nil
 		}
 	}

@@ -116,6 +116,8 @@ type Token struct {
 	ClientID string // client_id: the workload identity (the actor's under delegation)
 	Upstream string // upstream: the STS upstream that vouched for the subject
 	ID       string // jti
+	// KeyID is the kid of the STS key (in its JWKS) that verified the signature.
+	KeyID    string
 	Audience []string
 	Scopes   []string // scope, split on spaces
 	IssuedAt time.Time
@@ -262,8 +264,8 @@ func (v *Verifier) WaitSynced(ctx context.Context) error {
 // Verify verifies raw, a compact JWS access token: signature (the issuer's JWKS),
 // iss, aud (Config.Audience), exp, nbf and iat (with Config.Leeway), the RFC 9068
 // `typ` header at+jwt and the claims RFC 9068 requires (sub, jti, client_id, iat,
-// exp), then the local copy of the revocation feed. Errors wrap ErrInvalid,
-// ErrRevoked or ErrStale.
+// exp), then the local copy of the revocation feed (the token's facts with the kid
+// of the key that verified it). Errors wrap ErrInvalid, ErrRevoked or ErrStale.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 	if len(raw) > maxTokenSize {
 		return nil, fmt.Errorf("%w: over %d bytes", ErrInvalid, maxTokenSize)
@@ -271,7 +273,8 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 	if err := checkType(raw); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	idt, err := v.oidc.Verify(ctx, raw)
+	var kid string // set by keySet.VerifySignature to the key that verified
+	idt, err := v.oidc.Verify(context.WithValue(ctx, verifiedKeyKey{}, &kid), raw)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
@@ -284,8 +287,9 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	tok.KeyID = kid
 	if v.feed != nil {
-		if err := v.feed.check(claims, now); err != nil {
+		if err := v.feed.check(claims, kid, now); err != nil {
 			if errors.Is(err, ErrRevoked) {
 				v.log.LogAttrs(ctx, slog.LevelInfo, "verify: revoked token refused",
 					slog.String(logJTI, tok.ID), slog.String(logSubject, tok.Subject), slog.String(logError, err.Error()))

@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) revocation.Store) {
 		{"RevokeByEachKey", testRevokeByEachKey},
 		{"RevokeByGlob", testRevokeByGlob},
 		{"IssuedAtVersusCreated", testIssuedAtVersusCreated},
+		{"RevokeByKeyID", testRevokeByKeyID},
 		{"Blocks", testBlocks},
 		{"Expiry", testExpiry},
 		{"Bind", testBind},

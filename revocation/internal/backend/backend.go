@@ -56,6 +56,9 @@ func PrepareCreate(e revocation.Entry, now time.Time, revokeTTL time.Duration) (
 	if _, ok := sel.Value(revocation.KeyIssuer); ok {
 		return Prepared{}, Invalid("selector names iss: resolve it to upstream first")
 	}
+	if err := sel.CheckKind(e.Kind); err != nil {
+		return Prepared{}, err // a block with a kid term
+	}
 	anchor := sel.Anchor()
 	if anchor == "" {
 		return Prepared{}, Invalid("selector %q cannot be indexed", e.Selector)
