@@ -83,6 +83,10 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 				return err
 			}
 			s.metrics.feedEventsSent.Inc()
+			// Lag of created events only: an entry records no time of its lifting.
+			if ev.Type == revocation.EventCreated {
+				s.metrics.observeFeedLag(s.now(), ev.Entry.Created)
+			}
 		}
 		if _, err := fmt.Fprintf(w, "event: heartbeat\ndata: {\"now\":%d}\n\n", s.now().UnixMilli()); err != nil {
 			return err

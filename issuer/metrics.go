@@ -25,6 +25,9 @@ type metrics struct {
 	feedSubscribers prometheus.Gauge
 	// feedEventsSent counts revocation events written to feed streams.
 	feedEventsSent prometheus.Counter
+	// feedLag observes, per created event written to a feed stream, how long after
+	// the entry's Created it was written (observeFeedLag).
+	feedLag prometheus.Histogram
 	// storeLatency and storeErrors time the revocation store's calls and count
 	// their failures, by operation (see instrumentedStore).
 	storeLatency *prometheus.HistogramVec
@@ -74,6 +77,12 @@ func newMetrics() *metrics {
 		Name: "safeconduct_feed_events_sent_total",
 		Help: "Revocation events written to feed streams (each subscriber counted).",
 	})
+	m.feedLag = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "safeconduct_feed_lag_seconds",
+		Help: "Per created event written to a feed stream (each subscriber counted): the time since the entry's Created, " +
+			"which the store sets a grace (1 s or more) ahead of its clock, so lags within the grace read 0. Lifted events are not observed.",
+		Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600},
+	})
 	m.storeLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "safeconduct_revocation_store_seconds",
 		Help:    "Revocation store call latency by operation (admit, revoked, create, lift, bind, snapshot, events).",
@@ -88,7 +97,7 @@ func newMetrics() *metrics {
 		Help: "Policy reloads by result (ok, error).",
 	}, []string{"result"})
 	m.registry.MustRegister(m.requests, m.exchanges, m.latency, m.decisions, m.audited, m.policyReloads, m.revocations, m.changesFired, m.feedSubscribers,
-		m.feedEventsSent, m.storeLatency, m.storeErrors,
+		m.feedEventsSent, m.feedLag, m.storeLatency, m.storeErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -96,6 +105,16 @@ func newMetrics() *metrics {
 func (m *metrics) observeExchange(outcome, code string, d time.Duration) {
 	m.exchanges.WithLabelValues(outcome, code).Inc()
 	m.latency.WithLabelValues(outcome).Observe(d.Seconds())
+}
+
+// observeFeedLag records the lag of a created event written at now for an entry
+// created at created. Created is the store's clock plus a grace (see
+// revocation.Store.Create), so an event sent within the grace has a negative lag:
+// it is clamped to 0. The histogram therefore shows delivery later than the grace
+// (a slow stream, or a subscriber catching up from an old cursor). A skew between
+// the store's clock and this server's shifts every reading.
+func (m *metrics) observeFeedLag(now, created time.Time) {
+	m.feedLag.Observe(max(0, now.Sub(created).Seconds()))
 }
 
 func (m *metrics) handler() http.Handler {

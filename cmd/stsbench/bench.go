@@ -30,29 +30,47 @@ const maxBody = 64 << 10
 
 // bench is one load run: the workers and what they share. Workers keep their own
 // latencies and error counts; only the fail-fast bookkeeping before the first
-// success is shared (atomics).
+// valid answer is shared (atomics).
 type bench struct {
-	url      string
-	o        *options
-	bodies   []string
-	workers  []*worker
-	okSeen   atomic.Bool
-	failures atomic.Int64 // failures before okSeen
+	url     string
+	o       *options
+	bodies  []string
+	workers []*worker
+	// answered is set by the first valid answer (200 or a well-formed 429);
+	// failures counts the failures before it.
+	answered atomic.Bool
+	failures atomic.Int64
 	abort    context.CancelCauseFunc
 }
 
-// worker sends exchanges back to back on its own keep-alive connection.
+// worker owns one keep-alive connection. In the closed loop it sends exchanges
+// back to back; in the open loop (--rate) it sends the arrivals handed to it.
 type worker struct {
 	client    *http.Client
-	next      int   // index of the next subject token
-	share     int64 // this worker's share of --max-requests, per phase
-	budget    int64 // requests this worker may still send in this phase
+	next      int   // index of the next subject token (closed loop)
+	share     int64 // this worker's share of --max-requests, per phase (closed loop)
+	budget    int64 // requests this worker may still send in this phase (closed loop)
 	buf       bytes.Buffer
-	lat       []time.Duration // successful exchanges of the measured window
+	lat       []time.Duration // admitted (200) exchanges of the measured window
+	limLat    []time.Duration // limited (429) answers of the measured window
+	delay     []time.Duration // open loop: scheduled arrival to send, measured window
 	errs      map[string]int  // failures of the measured window, by kind
 	warmErrs  map[string]int  // failures during warmup, by kind
 	exhausted bool
 }
+
+// outcome classifies one request.
+type outcome int
+
+const (
+	// admitted: 200 with a valid token response.
+	admitted outcome = iota
+	// limited: 429 with Retry-After and an RFC 6749 temporarily_unavailable body,
+	// the STS's answer when a rate or concurrency limit refuses the request.
+	limited
+	// failed: anything else (another status, a malformed answer, a transport error).
+	failed
+)
 
 // errFailFast is the abort cause when the first requests all fail.
 var errFailFast = errors.New("fail fast")
@@ -102,8 +120,12 @@ func newClient(cacert string, allowRemote bool) (*http.Client, error) {
 }
 
 // run does the warmup and the measured window and collects the result. server, when
-// not nil, is the STS process whose CPU time is measured over the window.
+// not nil, is the STS process whose CPU time is measured over the window. With
+// --rate it is an open loop (runOpen), else a closed loop.
 func (b *bench) run(parent context.Context, server *procCPU) (*result, error) {
+	if b.o.rate > 0 {
+		return b.runOpen(parent, server)
+	}
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	b.abort = cancel
@@ -146,7 +168,23 @@ func (b *bench) run(parent context.Context, server *procCPU) (*result, error) {
 		}
 	}
 
+	res := b.collect(wall)
+	res.Generator = newCPUReport(g1-g0, wall, res.OK+res.Limited+res.Errors)
+	if server != nil {
+		r := newCPUReport(s1-s0, wall, res.OK)
+		r.PID, r.Name = server.pid, server.name
+		res.Server = &r
+	}
+	if parent.Err() != nil {
+		res.Stopped = stopInterrupted
+	}
+	return res, nil
+}
+
+// collect merges the workers' measurements of a window of wall time into a result.
+func (b *bench) collect(wall time.Duration) *result {
 	res := &result{
+		Mode:        modeClosed,
 		URL:         b.url,
 		Concurrency: b.o.concurrency,
 		Tokens:      len(b.bodies),
@@ -157,9 +195,10 @@ func (b *bench) run(parent context.Context, server *procCPU) (*result, error) {
 		GenProcs:    runtime.GOMAXPROCS(0),
 		NumCPU:      runtime.NumCPU(),
 	}
-	var lat []time.Duration
+	var lat, limLat []time.Duration
 	for _, w := range b.workers {
 		lat = append(lat, w.lat...)
+		limLat = append(limLat, w.limLat...)
 		for k, n := range w.errs {
 			res.ErrorKinds[k] += n
 			res.Errors += n
@@ -168,27 +207,27 @@ func (b *bench) run(parent context.Context, server *procCPU) (*result, error) {
 			res.Stopped = stopMaxRequests
 		}
 	}
-	if parent.Err() != nil {
-		res.Stopped = stopInterrupted
+	res.OK, res.Limited = len(lat), len(limLat)
+	if wall > 0 {
+		res.Throughput = float64(res.OK) / wall.Seconds()
+		res.LimitedRate = float64(res.Limited) / wall.Seconds()
 	}
+	res.Latency = percentiles(lat)
+	res.LatencyLimited = percentiles(limLat)
+	return res
+}
+
+// percentiles sorts lat and returns its percentiles in microseconds.
+func percentiles(lat []time.Duration) latencyUS {
 	slices.Sort(lat)
-	res.OK = len(lat)
-	res.Throughput = float64(res.OK) / wall.Seconds()
 	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
-	res.Latency = latencyUS{
+	return latencyUS{
 		P50:  us(percentile(lat, 50)),
 		P90:  us(percentile(lat, 90)),
 		P99:  us(percentile(lat, 99)),
 		P999: us(percentile(lat, 99.9)),
 		Max:  us(percentile(lat, 100)),
 	}
-	res.Generator = newCPUReport(g1-g0, wall, res.OK+res.Errors)
-	if server != nil {
-		r := newCPUReport(s1-s0, wall, res.OK)
-		r.PID, r.Name = server.pid, server.name
-		res.Server = &r
-	}
-	return res, nil
 }
 
 // aborted explains why ctx ended early, if it did: an interrupt, or the first
@@ -248,52 +287,71 @@ func (w *worker) loop(ctx context.Context, b *bench, until time.Time, record boo
 		if !t0.Before(until) {
 			return
 		}
-		kind := w.exchange(ctx, b.url, b.bodies[w.next])
+		out, kind := w.exchange(ctx, b.url, b.bodies[w.next])
 		d := time.Since(t0)
 		w.budget--
 		w.next = (w.next + stride) % len(b.bodies)
 		if ctx.Err() != nil {
 			return // cut short by an interrupt or an abort: not a result
 		}
-		if kind == "" {
-			if record {
-				w.lat = append(w.lat, d)
-			}
-			if !b.okSeen.Load() {
-				b.okSeen.Store(true)
-			}
-			continue
-		}
-		errs[kind]++
-		if !b.okSeen.Load() && b.failures.Add(1) >= failFast && !b.okSeen.Load() {
-			b.abort(errFailFast)
-		}
+		w.note(b, out, kind, d, record, errs)
 	}
 }
 
-// exchange sends one exchange and checks the answer. It returns "" for a valid
-// success, else the kind of failure (never including a token).
-func (w *worker) exchange(ctx context.Context, tokenURL, body string) string {
+// note records one answer: its latency by class in the measured window, a failure
+// by kind, and the fail-fast bookkeeping.
+func (w *worker) note(b *bench, out outcome, kind string, d time.Duration, record bool, errs map[string]int) {
+	switch out {
+	case admitted, limited:
+		if record {
+			if out == admitted {
+				w.lat = append(w.lat, d)
+			} else {
+				w.limLat = append(w.limLat, d)
+			}
+		}
+		if !b.answered.Load() {
+			b.answered.Store(true)
+		}
+		return
+	}
+	errs[kind]++
+	if !b.answered.Load() && b.failures.Add(1) >= failFast && !b.answered.Load() {
+		b.abort(errFailFast)
+	}
+}
+
+// exchange sends one exchange and classifies the answer: admitted (a valid 200),
+// limited (a valid 429), or failed with the kind of failure (never including a
+// token).
+func (w *worker) exchange(ctx context.Context, tokenURL, body string) (outcome, string) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tokenURL, strings.NewReader(body))
 	if err != nil {
-		return "request: " + err.Error()
+		return failed, "request: " + err.Error()
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
 	resp, err := w.client.Do(req)
 	if err != nil {
-		return transportKind(err)
+		return failed, transportKind(err)
 	}
 	defer resp.Body.Close()
 	w.buf.Reset()
 	if _, err := w.buf.ReadFrom(io.LimitReader(resp.Body, maxBody+1)); err != nil {
-		return fmt.Sprintf("%d, then %s", resp.StatusCode, transportKind(err))
+		return failed, fmt.Sprintf("%d, then %s", resp.StatusCode, transportKind(err))
 	}
 	if w.buf.Len() > maxBody {
-		return fmt.Sprintf("%d with a body over %d bytes", resp.StatusCode, maxBody)
+		return failed, fmt.Sprintf("%d with a body over %d bytes", resp.StatusCode, maxBody)
 	}
-	if resp.StatusCode != http.StatusOK {
-		return errorKind(resp.StatusCode, w.buf.Bytes())
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusTooManyRequests:
+		if kind := checkLimited(resp.Header, w.buf.Bytes()); kind != "" {
+			return failed, kind
+		}
+		return limited, ""
+	default:
+		return failed, errorKind(resp.StatusCode, w.buf.Bytes())
 	}
 	var r struct {
 		AccessToken string `json:"access_token"`
@@ -301,13 +359,49 @@ func (w *worker) exchange(ctx context.Context, tokenURL, body string) string {
 	}
 	switch {
 	case json.Unmarshal(w.buf.Bytes(), &r) != nil:
-		return "200 with a malformed JSON body"
+		return failed, "200 with a malformed JSON body"
 	case r.AccessToken == "":
-		return "200 without access_token"
+		return failed, "200 without access_token"
 	case r.ExpiresIn <= 0:
-		return "200 with expires_in <= 0"
+		return failed, "200 with expires_in <= 0"
+	}
+	return admitted, ""
+}
+
+// checkLimited checks a 429 answer the way a well-behaved client relies on it:
+// Retry-After present (delay-seconds or an HTTP-date, RFC 9110 §10.2.3) and an
+// RFC 6749 §5.2 JSON body with error temporarily_unavailable. It returns "" when
+// it is one, else the kind of failure.
+func checkLimited(h http.Header, body []byte) string {
+	switch ra := h.Get("Retry-After"); {
+	case ra == "":
+		return "429 without Retry-After"
+	case !validRetryAfter(ra):
+		return "429 with a malformed Retry-After"
+	}
+	if kind := errorKind(http.StatusTooManyRequests, body); kind != "429 temporarily_unavailable" {
+		return kind + " (want a temporarily_unavailable JSON body)"
 	}
 	return ""
+}
+
+// validRetryAfter reports whether v is delay-seconds (1*DIGIT) or an HTTP-date.
+func validRetryAfter(v string) bool {
+	if v == "" || len(v) > 64 {
+		return false
+	}
+	digits := true
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			digits = false
+			break
+		}
+	}
+	if digits {
+		return true
+	}
+	_, err := http.ParseTime(v)
+	return err == nil
 }
 
 var errorCode = regexp.MustCompile(`^[a-z_]{1,64}$`)

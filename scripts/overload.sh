@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# Overload harness: does the STS refuse excess load fast and keep the admitted
+# requests' latency bounded?
+#
+#   scripts/overload.sh            # from anywhere in the repository
+#
+# 1. Builds sts and stsbench into a temporary directory (never into the tree).
+# 2. Writes a quickstart setup there (`sts quickstart --once`: CA and TLS
+#    certificate, demo upstream, policy, embedded bbolt store) and serves it with
+#    `sts serve` (the production path: GOGC 400, audit events to a file), adding
+#    `limits: {max_in_flight: N}` when MAX_IN_FLIGHT is set.
+# 3. Measures capacity: closed loop, CLOSED_CONCURRENCY connections, for
+#    CAPACITY_DURATION after WARMUP.
+# 4. Offers FACTOR x that capacity open-loop (ARRIVALS arrivals, a pool of POOL
+#    connections, at most MAX_OUTSTANDING requests outstanding) for DURATION after
+#    WARMUP.
+# 5. Prints capacity, admitted throughput and p50/p99/p99.9, the limited (429)
+#    count, rate and p50/p99, errors, and the server's CPU per admitted exchange,
+#    and, from the STS's /metrics, the mean time an issued exchange spent in its
+#    handler and the 429s by reason; then stops the server and removes the
+#    directory (KEEP=1 keeps it, with both JSON reports, the metrics and the log).
+#
+# Settings (environment):
+#   DURATION=10s            open-loop measured window
+#   CAPACITY_DURATION=$DURATION  closed-loop measured window
+#   WARMUP=2s               unrecorded load before each window
+#   FACTOR=3                offered load as a multiple of the measured capacity
+#   CLOSED_CONCURRENCY=8    connections of the capacity run
+#   POOL=1024               open-loop connections (stsbench's maximum). HTTP/1.1
+#                           carries one request per connection, so the pool must
+#                           exceed the STS's in-flight bound (64 x its GOMAXPROCS
+#                           by default) and cover rate x latency, or stsbench
+#                           saturates first (reported as "not sent")
+#   MAX_OUTSTANDING=$POOL   open-loop bound on requests sent or waiting
+#   ARRIVALS=poisson        or uniform
+#   MAX_IN_FLIGHT=          the STS's limits.max_in_flight (default: its own)
+#   TOKENS=1000             distinct subject tokens
+#   LISTEN=127.0.0.1:18443  where the STS listens (127.0.0.1 or localhost)
+#   SERVER_CPUS=, BENCH_CPUS=   taskset CPU lists to pin the STS and stsbench
+#                           (e.g. SERVER_CPUS=0 BENCH_CPUS=1); GOMAXPROCS follows
+#   KEEP=0                  1: keep the temporary directory
+#
+# Needs go, jq and curl. Run it on a quiet machine: the figures are only as good
+# as the CPU the two processes get (see docs/benchmarks.md, "Overload").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+for tool in go jq curl; do
+  command -v "$tool" >/dev/null || { echo "overload.sh: needs $tool" >&2; exit 2; }
+done
+
+DURATION=${DURATION:-10s}
+CAPACITY_DURATION=${CAPACITY_DURATION:-$DURATION}
+WARMUP=${WARMUP:-2s}
+FACTOR=${FACTOR:-3}
+CLOSED_CONCURRENCY=${CLOSED_CONCURRENCY:-8}
+ARRIVALS=${ARRIVALS:-poisson}
+MAX_IN_FLIGHT=${MAX_IN_FLIGHT:-}
+TOKENS=${TOKENS:-1000}
+LISTEN=${LISTEN:-127.0.0.1:18443}
+SERVER_CPUS=${SERVER_CPUS:-}
+BENCH_CPUS=${BENCH_CPUS:-}
+KEEP=${KEEP:-0}
+
+server_pin=() bench_pin=()
+[[ -n $SERVER_CPUS ]] && server_pin=(taskset -c "$SERVER_CPUS")
+[[ -n $BENCH_CPUS ]] && bench_pin=(taskset -c "$BENCH_CPUS")
+POOL=${POOL:-1024}
+MAX_OUTSTANDING=${MAX_OUTSTANDING:-$POOL}
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/safeconduct-overload.XXXXXX")
+pid=""
+cleanup() {
+  if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
+  if [[ $KEEP == 1 ]]; then
+    echo "overload.sh: kept $tmp (closed.json, open.json, metrics-*.txt, sts.log, qs/)" >&2
+  else
+    rm -rf "$tmp"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "building sts and stsbench into $tmp" >&2
+go build -o "$tmp/sts" ./cmd/sts
+go build -o "$tmp/stsbench" ./cmd/stsbench
+
+qs=$tmp/qs
+if ! "$tmp/sts" quickstart --dir "$qs" --listen "$LISTEN" --once >"$tmp/quickstart.log" 2>&1; then
+  cat "$tmp/quickstart.log" >&2
+  exit 1
+fi
+{
+  [[ -n $MAX_IN_FLIGHT ]] && echo "limits: {max_in_flight: $MAX_IN_FLIGHT}"
+  echo "audit: {path: audit.jsonl}"
+} >>"$qs/sts.yaml"
+base="https://127.0.0.1:${LISTEN##*:}"
+
+"${server_pin[@]}" "$tmp/sts" serve --config "$qs/sts.yaml" 2>"$tmp/sts.log" &
+pid=$!   # taskset execs the STS: the same process
+for ((i = 0; ; i++)); do
+  curl -fsS --cacert "$qs/ca.crt" "$base/readyz" >/dev/null 2>&1 && break
+  if ! kill -0 "$pid" 2>/dev/null || ((i >= 300)); then
+    echo "overload.sh: the STS did not become ready at $base" >&2
+    cat "$tmp/sts.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+echo "STS pid $pid at $base${MAX_IN_FLIGHT:+, max_in_flight $MAX_IN_FLIGHT}${SERVER_CPUS:+, CPUs $SERVER_CPUS}" >&2
+
+common=(--quickstart "$qs" --sts "$base" --pid "$pid" --warmup "$WARMUP" --tokens "$TOKENS" --json)
+
+# bench NAME ARGS...: runs stsbench, its JSON report into $tmp/NAME.json. A run
+# with failed requests still reports (exit 1); anything else stops the harness.
+bench() {
+  local name=$1 rc=0
+  shift
+  "${bench_pin[@]}" "$tmp/stsbench" "${common[@]}" "$@" >"$tmp/$name.json" 2>"$tmp/$name.err" || rc=$?
+  if [[ ! -s $tmp/$name.json ]]; then
+    echo "overload.sh: $name run failed (exit $rc)" >&2
+    cat "$tmp/$name.err" >&2
+    exit 1
+  fi
+  [[ -s $tmp/$name.err ]] && sed "s/^/  $name: /" "$tmp/$name.err" >&2
+  return 0
+}
+
+echo "capacity: closed loop, $CLOSED_CONCURRENCY connections, $CAPACITY_DURATION" >&2
+bench closed --concurrency "$CLOSED_CONCURRENCY" --duration "$CAPACITY_DURATION"
+capacity=$(jq -r '.throughput_ok_per_s' "$tmp/closed.json")
+rate=$(jq -n --argjson c "$capacity" --argjson f "$FACTOR" '$c * $f | floor')
+if ((rate < 1)); then
+  echo "overload.sh: measured capacity $capacity/s; nothing to overload" >&2
+  exit 1
+fi
+
+metrics() { curl -fsS --cacert "$qs/ca.crt" "$base/metrics" >"$tmp/$1"; }
+# metric FILE SERIES: the value of SERIES (name{labels} exactly) in FILE, 0 if absent.
+metric() { awk -v k="$2" '$1 == k { v = $2 } END { print v + 0 }' "$tmp/$1"; }
+
+echo "overload: open loop, $rate/s ($FACTOR x capacity, $ARRIVALS), $POOL connections, $DURATION" >&2
+metrics metrics-before.txt
+bench open --rate "$rate" --arrivals "$ARRIVALS" --concurrency "$POOL" \
+  --max-outstanding "$MAX_OUTSTANDING" --duration "$DURATION"
+metrics metrics-after.txt
+
+# Numbers: rates as integers, latencies in ms with 2 decimals, CPU in µs.
+ms='(. / 10 | round) / 100'
+jq -r --argjson cap "$capacity" "
+  def ms: $ms;
+  def pct(a; b): if b > 0 then (a * 100 / b | round) else 0 end;
+  \"capacity (closed loop, \(.concurrency) connections): \(\$cap | round) ok/s, p99 \(.latency_us.p99 | ms) ms, \" +
+    \"server \(.server_cpu.per_request_us | round) µs CPU per exchange\"
+" "$tmp/closed.json"
+jq -r --argjson cap "$capacity" "
+  def ms: $ms;
+  def pct(a; b): if b > 0 then (a * 100 / b | round) else 0 end;
+  .open_loop as \$o |
+  \"offered (open loop, \(\$o.arrivals), \(.concurrency) connections): \(\$o.rate_per_s | round)/s target, \" +
+    \"\(\$o.offered_per_s | round)/s scheduled, \(\$o.sent) sent, \(\$o.not_sent_client_saturated) not sent (client saturated), \" +
+    \"send delay p99 \(\$o.send_delay_us.p99 | ms) ms\",
+  \"admitted (200): \(.throughput_ok_per_s | round)/s (\(pct(.throughput_ok_per_s; \$cap))% of capacity), \" +
+    \"p50 \(.latency_us.p50 | ms) ms, p99 \(.latency_us.p99 | ms) ms, p99.9 \(.latency_us.p99_9 | ms) ms, max \(.latency_us.max | ms) ms\",
+  \"limited (429): \(.limited) in \(.duration_s * 10 | round / 10) s (\(.limited_per_s | round)/s, \" +
+    \"\(pct(.limited; .open_loop.sent))% of sent), p50 \(.latency_limited_us.p50 | ms) ms, p99 \(.latency_limited_us.p99 | ms) ms\",
+  \"errors: \(.errors)\" + (if .errors > 0 then \" \(.errors_by_kind)\" else \"\" end),
+  \"server CPU: \(.server_cpu.per_request_us | round) µs per admitted exchange (\(.server_cpu.util_pct | round)% of a core)\",
+  \"stsbench CPU: \(.generator_cpu.util_pct | round)% of a core (\(.generator_cpu.per_request_us | round) µs per request)\"
+" "$tmp/open.json"
+
+# The STS's own view of the open-loop run (its warmup included): the mean time an
+# issued exchange spent in the handler, after the in-flight limit admitted it; the
+# rest of the admitted latency was spent before (connection, TLS, queueing for
+# CPU). And its refusals by reason.
+delta() { awk -v a="$(metric metrics-after.txt "$1")" -v b="$(metric metrics-before.txt "$1")" 'BEGIN { print a - b }'; }
+sum=$(delta 'safeconduct_exchange_duration_seconds_sum{outcome="issued"}')
+count=$(delta 'safeconduct_exchange_duration_seconds_count{outcome="issued"}')
+refusals=$(awk '$1 ~ /^safeconduct_rate_limited_total\{/ { print $1 }' "$tmp/metrics-after.txt" | while read -r series; do
+  printf ' %s %s' "$(sed 's/.*reason="\([^"]*\)".*/\1/' <<<"$series")" "$(delta "$series")"
+done)
+awk -v s="$sum" -v c="$count" -v r="$refusals" 'BEGIN {
+  printf "server side: %s issued, mean %.2f ms in the handler per issued exchange; 429s by reason:%s\n", c, (c > 0 ? s / c * 1000 : 0), r
+}'
+
+jq -r '
+  .open_loop as $o |
+  (if $o.not_sent_client_saturated > 0 then
+     "WARNING: \($o.not_sent_client_saturated) arrivals were not sent: stsbench, not the STS, was saturated; raise POOL/MAX_OUTSTANDING or give it a CPU (BENCH_CPUS)"
+   else empty end),
+  (if $o.offered_per_s < 0.95 * $o.rate_per_s then
+     "WARNING: only \($o.offered_per_s | round)/s of \($o.rate_per_s | round)/s were scheduled"
+   else empty end)
+' "$tmp/open.json" >&2
+
+# Failed requests (anything but a valid 200 or 429) fail the harness.
+[[ $(jq -r '.errors' "$tmp/closed.json") == 0 && $(jq -r '.errors' "$tmp/open.json") == 0 ]] || exit 1
