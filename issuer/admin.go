@@ -77,10 +77,22 @@ func (s *Server) auditAdmin(ctx context.Context, action, outcome string, caller 
 // or the mTLS X.509-SVID) and asks policy whether it may perform action on targets.
 // Refusals are audited.
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request, action string, targets []string) (*attest.Workload, bool) {
+	caller, ok := s.admitCaller(w, r, action)
+	if !ok || !s.permit(w, r, caller, action, targets) {
+		return nil, false
+	}
+	return caller, true
+}
+
+// admitCaller is the first step of every admin handler, before the request body
+// is read: it authenticates the caller and checks that some admin rule grants it
+// one of actions on some upstream. Whoever is not an admin for these actions gets
+// 401 or 403 and never a word about the body.
+func (s *Server) admitCaller(w http.ResponseWriter, r *http.Request, actions ...string) (*attest.Workload, bool) {
 	ctx := r.Context()
 	caller, err := s.caller(ctx, r)
 	if err != nil {
-		s.auditAdmin(ctx, action, "unauthenticated", nil, slog.String("reason", err.Error()))
+		s.auditAdmin(ctx, actions[0], "unauthenticated", nil, slog.String("reason", err.Error()))
 		if errors.Is(err, attest.ErrUnavailable) {
 			writeAdminError(w, errStoreDown)
 			return nil, false
@@ -88,13 +100,31 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, action string
 		writeAdminError(w, errUnauthenticated)
 		return nil, false
 	}
+	reason := ""
+	for _, action := range actions {
+		// Every upstream as the target: DenyTarget means a rule grants the action
+		// on some of them, which the request's own targets then decide.
+		d := s.policy().DecideAdmin(policy.AdminRequest{Caller: caller, Action: action, Now: s.now()})
+		if d.Allowed() || d.Outcome == policy.DenyTarget {
+			return caller, true
+		}
+		reason = d.Reason
+	}
+	s.auditAdmin(ctx, actions[0], "denied", caller, slog.String("reason", reason))
+	writeAdminError(w, errForbidden)
+	return nil, false
+}
+
+// permit asks policy whether caller may perform action on targets; a refusal is
+// audited and answered 403.
+func (s *Server) permit(w http.ResponseWriter, r *http.Request, caller *attest.Workload, action string, targets []string) bool {
 	d := s.policy().DecideAdmin(policy.AdminRequest{Caller: caller, Action: action, TargetUpstreams: targets, Now: s.now()})
 	if !d.Allowed() {
-		s.auditAdmin(ctx, action, "denied", caller, slog.String("reason", d.Reason))
+		s.auditAdmin(r.Context(), action, "denied", caller, slog.String("reason", d.Reason))
 		writeAdminError(w, errForbidden)
-		return nil, false
+		return false
 	}
-	return caller, true
+	return true
 }
 
 // caller is the authenticated identity of an admin, introspection or feed request.
@@ -138,6 +168,10 @@ type createRevocation struct {
 
 // handleCreateRevocation is POST /admin/v1/revocations.
 func (s *Server) handleCreateRevocation(w http.ResponseWriter, r *http.Request) {
+	caller, ok := s.admitCaller(w, r, policy.ActionRevoke, policy.ActionBlock)
+	if !ok {
+		return
+	}
 	var req createRevocation
 	if err := decodeJSONBody(r, &req); err != nil {
 		writeAdminError(w, &adminError{http.StatusBadRequest, "invalid_request", err.Error()})
@@ -155,9 +189,18 @@ func (s *Server) handleCreateRevocation(w http.ResponseWriter, r *http.Request) 
 	if req.Kind == string(revocation.KindBlock) {
 		action = policy.ActionBlock
 	}
-	caller, ok := s.authorize(w, r, action, selectorUpstreams(sel))
-	if !ok {
+	if !s.permit(w, r, caller, action, selectorUpstreams(sel)) {
 		return
+	}
+	// A revoke with a kid term ignores iat: never on a key that signs (see
+	// handleRevokeKey). A block with one is refused by the store.
+	kid, byKey := sel.Value(revocation.KeyKeyID)
+	if byKey && req.Kind == string(revocation.KindRevoke) {
+		if msg, inUse := s.keyInUse(kid); inUse {
+			s.auditAdmin(r.Context(), action, "refused", caller, slog.String("selector", sel.String()), slog.String("error", msg))
+			writeAdminError(w, errKeyInUse(msg))
+			return
+		}
 	}
 	e := revocation.Entry{Kind: revocation.Kind(req.Kind), Selector: sel.String(), Reason: req.Reason, Actor: caller.Upstream + ":" + caller.ID}
 	now := s.now()
@@ -169,6 +212,8 @@ func (s *Server) handleCreateRevocation(w http.ResponseWriter, r *http.Request) 
 			return
 		}
 		e.Expires = now.Add(d)
+	case e.Kind == revocation.KindRevoke && byKey:
+		e.Expires = s.keyRevokeExpiry(kid, now)
 	case e.Kind == revocation.KindRevoke:
 		// Every token it can match has expired after the longest token lifetime.
 		e.Expires = now.Add(s.maxTTL + time.Minute)
@@ -244,6 +289,10 @@ type changeReport struct {
 // SPIRE) reports a workload's current runtime attributes; when its binding
 // fingerprint differs from the one its tokens were issued under, they are revoked.
 func (s *Server) handleWorkloadChange(w http.ResponseWriter, r *http.Request) {
+	caller, ok := s.admitCaller(w, r, policy.ActionReportChange)
+	if !ok {
+		return
+	}
 	var req changeReport
 	if err := decodeJSONBody(r, &req); err != nil {
 		writeAdminError(w, &adminError{http.StatusBadRequest, "invalid_request", err.Error()})
@@ -254,8 +303,7 @@ func (s *Server) handleWorkloadChange(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, &adminError{http.StatusBadRequest, "invalid_request", "upstream must name an upstream with binding_attributes, and subject is required"})
 		return
 	}
-	caller, ok := s.authorize(w, r, policy.ActionReportChange, []string{req.Upstream})
-	if !ok {
+	if !s.permit(w, r, caller, policy.ActionReportChange, []string{req.Upstream}) {
 		return
 	}
 	wl := &attest.Workload{Upstream: req.Upstream, Subject: req.Subject, ID: req.Subject, Attributes: req.Attributes}
@@ -290,12 +338,13 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, &adminError{http.StatusBadRequest, "invalid_request", err.Error()})
 		return
 	}
-	claims, err := s.verifyOwn(tok)
+	claims, kid, err := s.verifyOwn(tok)
 	if err != nil {
 		writeJSON(w, http.StatusOK, map[string]bool{"active": false})
 		return
 	}
 	f := revocation.FactsFromClaims(claims)
+	f.KeyID = kid
 	e, err := s.store.Revoked(r.Context(), &f)
 	if err != nil {
 		writeAdminError(w, errStoreDown)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/safeconduct/safeconduct/internal/testissuer"
+	"github.com/safeconduct/safeconduct/internal/testproc"
 )
 
 // TestAuditSinkFile: with audit.path, audit events go to that file only, one JSON
@@ -60,7 +61,7 @@ audit: {path: audit/audit.jsonl}
 	if err := Check(context.Background(), cfg); err != nil && strings.Contains(err.Error(), "audit") {
 		t.Fatalf("check-config: %v", err)
 	}
-	appLog := &syncBuffer{}
+	appLog := &testproc.Buffer{}
 	srv, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.NewJSONHandler(appLog, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -32,7 +32,7 @@ func New(ctx context.Context, cfg *Config, o Options) (s *Server, err error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.Limits == (LimitsConfig{}) {
+	if o.Limits.isZero() {
 		o.Limits = cfg.Limits
 	}
 	closeAudit := func() error { return nil }
@@ -68,6 +68,10 @@ func New(ctx context.Context, cfg *Config, o Options) (s *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	clients, err := buildClients(ctx, cfg, o)
+	if err != nil {
+		return nil, err
+	}
 	store, err := openStore(cfg, o)
 	if err != nil {
 		return nil, err
@@ -83,8 +87,14 @@ func New(ctx context.Context, cfg *Config, o Options) (s *Server, err error) {
 		bindings:         bindingsOf(cfg),
 		upstreamByIssuer: upstreamsByIssuer(cfg),
 		upstreams:        upstreams,
+		clients:          clients,
+		oneTime:          oneTimeUpstreams(cfg),
 	}, o)
 	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	if err = s.startTracing(ctx, cfg); err != nil {
 		store.Close()
 		return nil, err
 	}
@@ -104,6 +114,9 @@ func Check(ctx context.Context, cfg *Config) error {
 		closeAttester()
 	}
 	if _, err := loadPolicy(cfg); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := buildClients(ctx, cfg, Options{}); err != nil {
 		errs = append(errs, err)
 	}
 	if !cfg.TLS.InsecureHTTP && cfg.TLS.WorkloadAPISocket == "" {
@@ -129,6 +142,9 @@ func Check(ctx context.Context, cfg *Config) error {
 		} else if !fi.IsDir() {
 			errs = append(errs, fmt.Errorf("audit.path: %s is not a directory", filepath.Dir(cfg.Path(cfg.Audit.Path))))
 		}
+	}
+	if err := cfg.Tracing.check(cfg); err != nil {
+		errs = append(errs, err)
 	}
 	if cfg.Revocation.Backend == "redis" && cfg.Revocation.Redis.PasswordFile != "" {
 		if _, err := os.Stat(cfg.Path(cfg.Revocation.Redis.PasswordFile)); err != nil {
@@ -312,6 +328,22 @@ func bindingsOf(cfg *Config) map[string]binding {
 	for _, u := range cfg.Upstreams {
 		if len(u.BindingAttributes) > 0 {
 			out[u.Name] = binding{names: u.BindingAttributes, instance: u.InstanceAttributes}
+		}
+	}
+	return out
+}
+
+// oneTimeUpstreams maps each upstream marked one_time to its clock skew (its
+// tokens' jti are remembered until exp plus the skew).
+func oneTimeUpstreams(cfg *Config) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for _, u := range cfg.Upstreams {
+		if u.OneTime {
+			skew := u.ClockSkew.D()
+			if skew <= 0 {
+				skew = time.Minute // the most any verifier allows
+			}
+			out[u.Name] = skew
 		}
 	}
 	return out

@@ -40,6 +40,10 @@ type Config struct {
 	Limits LimitsConfig `yaml:"limits"`
 	// Audit optionally sends audit events to a file of their own (auditsink.go).
 	Audit AuditConfig `yaml:"audit"`
+	// Tracing optionally exports OpenTelemetry traces (tracing.go).
+	Tracing TracingConfig `yaml:"tracing"`
+	// Clients are the clients that authenticate with private_key_jwt (clients.go).
+	Clients []ClientConfig `yaml:"clients"`
 
 	// path is the file the config was read from; relative paths resolve against its
 	// directory.
@@ -100,6 +104,10 @@ type UpstreamConfig struct {
 	// revoke each other's tokens.
 	BindingAttributes  []string `yaml:"binding_attributes"`
 	InstanceAttributes []string `yaml:"instance_attributes"`
+	// OneTime makes each token of this upstream usable for one exchange: its jti
+	// (required) is recorded in the revocation store until it expires, and a
+	// second exchange with it is refused as a replay.
+	OneTime bool `yaml:"one_time"`
 
 	// kind: spiffe. TrustDomain names the trust domain; exactly one bundle source:
 	// BundleFile, BundleEndpoint or WorkloadAPISocket. PathTemplates map SPIFFE ID
@@ -435,6 +443,14 @@ func (c *Config) validate(v *validator) {
 	}
 	c.Limits.validate(v)
 	c.Audit.validate(v)
+	c.Tracing.validate(v)
+	if len(c.Clients) > maxClients {
+		v.at(fmt.Sprintf("at most %d clients", maxClients), "clients")
+	}
+	clientIDs := map[string]bool{}
+	for i := range c.Clients {
+		c.Clients[i].validate(v, i, clientIDs)
+	}
 }
 
 func (u *UpstreamConfig) validate(v *validator, i int, names, issuers map[string]bool) {

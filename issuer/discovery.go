@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
+
+	"github.com/safeconduct/safeconduct/attest"
 )
 
 // Paths the server answers.
@@ -15,8 +17,9 @@ const (
 )
 
 // discoveryDoc renders the RFC 8414 / OpenID discovery document once. go-oidc and
-// other verifiers read issuer, jwks_uri and the signing algorithms from it.
-func discoveryDoc(issuer string, ring *keyRing) ([]byte, error) {
+// other verifiers read issuer, jwks_uri and the signing algorithms from it;
+// clients the token endpoint's authentication methods.
+func discoveryDoc(issuer string, ring *keyRing, authMethods []string) ([]byte, error) {
 	var algs []string
 	for _, k := range ring.keys {
 		if !slices.Contains(algs, string(k.alg)) {
@@ -28,14 +31,15 @@ func discoveryDoc(issuer string, ring *keyRing) ([]byte, error) {
 		"token_endpoint":                        issuer + PathToken,
 		"jwks_uri":                              issuer + PathJWKS,
 		"grant_types_supported":                 []string{GrantTypeTokenExchange},
-		"token_endpoint_auth_methods_supported": []string{"none", "tls_client_auth"},
-		"response_types_supported":              []string{"token"},
-		"subject_types_supported":               []string{"public"},
-		"id_token_signing_alg_values_supported": algs,
-		"service_documentation":                 "https://github.com/safeconduct/safeconduct#readme",
-		"introspection_endpoint":                issuer + PathIntrospect,
-		"revocation_feed_endpoint":              issuer + PathRevocations,
-		"revocation_stream_endpoint":            issuer + PathRevocationFeed,
+		"token_endpoint_auth_methods_supported": authMethods,
+		"token_endpoint_auth_signing_alg_values_supported": attest.SignatureAlgorithms(),
+		"response_types_supported":                         []string{"token"},
+		"subject_types_supported":                          []string{"public"},
+		"id_token_signing_alg_values_supported":            algs,
+		"service_documentation":                            "https://github.com/safeconduct/safeconduct#readme",
+		"introspection_endpoint":                           issuer + PathIntrospect,
+		"revocation_feed_endpoint":                         issuer + PathRevocations,
+		"revocation_stream_endpoint":                       issuer + PathRevocationFeed,
 	})
 }
 

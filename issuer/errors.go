@@ -42,6 +42,7 @@ var (
 	errTargetRefused   = badRequest(codeInvalidTarget, "a requested audience or resource is not permitted")
 	errScopeRefused    = badRequest(codeInvalidScope, "a requested scope is not permitted")
 	errServer          = &oauthError{Code: codeServerError, Description: "internal error", Status: http.StatusInternalServerError}
+	errClientRequired  = &oauthError{Code: codeInvalidClient, Description: "client authentication is required for this request (mTLS or private_key_jwt)", Status: http.StatusUnauthorized}
 	errUnavailable     = &oauthError{Code: codeTemporarilyUnavailable, Description: "the service cannot issue tokens right now; retry later", Status: http.StatusServiceUnavailable, RetryAfter: 1}
 )
 

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/safeconduct/safeconduct/internal/testproc"
 )
 
 type keyClock struct {
@@ -234,7 +236,7 @@ func TestKeyRotationAudited(t *testing.T) {
 	dir := t.TempDir()
 	clock := &keyClock{t: t0}
 	s := keyServer(t, dir, clock, 10*time.Minute)
-	var buf syncBuffer
+	var buf testproc.Buffer
 	s.auditLog = slog.New(slog.NewJSONHandler(&buf, nil))
 	old := s.ring.active
 	clock.Add(time.Hour)

@@ -1,12 +1,14 @@
 package issuer
 
 import (
+	"fmt"
 	"hash/maphash"
 	"math"
 	"net/http"
 	"net/netip"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,38 +16,95 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// LimitsConfig protects the token endpoint before any cryptographic work: a token
-// bucket per client IP and a bound on concurrent exchanges. Requests over either
-// limit get 429 with Retry-After.
+// LimitsConfig protects the token endpoint: before any cryptographic work, a
+// token bucket per client IP and a bound on concurrent exchanges; after the
+// credentials are verified, a token bucket per workload (subject) and per
+// authenticated client. Requests over any limit get 429 with Retry-After.
 type LimitsConfig struct {
-	// PerIPRPS is the sustained rate of /token requests per client IP
-	// (r.RemoteAddr; IPv6 by /64); 0 (default) = off. Behind a proxy every
-	// request has the proxy's address, so leave it off there.
+	// PerIPRPS is the sustained rate of /token requests per client IP (IPv6 by
+	// /64); 0 (default) = off. The IP is the connection's peer, or, when the peer
+	// is one of TrustedProxies, the nearest untrusted address of X-Forwarded-For.
 	PerIPRPS float64 `yaml:"per_ip_rps"`
 	// Burst is the per-IP bucket size (default 2 x per_ip_rps, at least 1).
 	Burst int `yaml:"burst"`
+	// TrustedProxies are the CIDR prefixes (or single addresses) of reverse
+	// proxies whose X-Forwarded-For is believed. Empty (default): the header is
+	// ignored, as anyone can send it.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// PerWorkloadRPS is the sustained rate of exchanges per workload (upstream
+	// and subject), checked once the subject token is verified; 0 (default) =
+	// off. WorkloadBurst is its bucket size (default 2 x the rate, at least 1).
+	PerWorkloadRPS float64 `yaml:"per_workload_rps"`
+	WorkloadBurst  int     `yaml:"workload_burst"`
+	// PerClientRPS is the sustained rate of requests per authenticated client
+	// (mTLS or private_key_jwt), checked once the client is authenticated; 0
+	// (default) = off. ClientBurst is its bucket size.
+	PerClientRPS float64 `yaml:"per_client_rps"`
+	ClientBurst  int     `yaml:"client_burst"`
 	// MaxInFlight bounds concurrent /token requests (default 64 x GOMAXPROCS);
 	// requests beyond it are answered 429 at once instead of queueing.
 	MaxInFlight int `yaml:"max_in_flight"`
 }
 
 func (c *LimitsConfig) validate(v *validator) {
-	if c.PerIPRPS < 0 || math.IsNaN(c.PerIPRPS) || math.IsInf(c.PerIPRPS, 0) {
-		v.at("limits.per_ip_rps must be 0 (off) or positive", "limits", "per_ip_rps")
+	for _, r := range []struct {
+		rate        float64
+		burst       int
+		name, bname string
+	}{
+		{c.PerIPRPS, c.Burst, "per_ip_rps", "burst"},
+		{c.PerWorkloadRPS, c.WorkloadBurst, "per_workload_rps", "workload_burst"},
+		{c.PerClientRPS, c.ClientBurst, "per_client_rps", "client_burst"},
+	} {
+		if r.rate < 0 || math.IsNaN(r.rate) || math.IsInf(r.rate, 0) {
+			v.at("limits."+r.name+" must be 0 (off) or positive", "limits", r.name)
+		}
+		if r.burst < 0 {
+			v.at("limits."+r.bname+" must not be negative", "limits", r.bname)
+		}
 	}
-	if c.Burst < 0 {
-		v.at("limits.burst must not be negative", "limits", "burst")
+	for i, p := range c.TrustedProxies {
+		if _, err := parsePrefix(p); err != nil {
+			v.at(fmt.Sprintf("limits.trusted_proxies: %q is not an IP address or CIDR prefix", p), "limits", "trusted_proxies", i)
+		}
 	}
 	if c.MaxInFlight < 0 {
 		v.at("limits.max_in_flight must not be negative (0 = default)", "limits", "max_in_flight")
 	}
 }
 
+// isZero reports whether nothing is set (Options then takes the Config's).
+func (c *LimitsConfig) isZero() bool {
+	return c.PerIPRPS == 0 && c.Burst == 0 && c.MaxInFlight == 0 && len(c.TrustedProxies) == 0 &&
+		c.PerWorkloadRPS == 0 && c.WorkloadBurst == 0 && c.PerClientRPS == 0 && c.ClientBurst == 0
+}
+
+// parsePrefix reads a CIDR prefix or a single address (as a /32 or /128).
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// defaultBurst is a bucket of two seconds' worth, at least 1.
+func defaultBurst(rate float64, burst int) int {
+	if rate > 0 && burst == 0 {
+		return max(1, int(math.Ceil(2*rate)))
+	}
+	return burst
+}
+
 // withDefaults fills the zero values.
 func (c LimitsConfig) withDefaults() LimitsConfig {
-	if c.PerIPRPS > 0 && c.Burst == 0 {
-		c.Burst = max(1, int(math.Ceil(2*c.PerIPRPS)))
-	}
+	c.Burst = defaultBurst(c.PerIPRPS, c.Burst)
+	c.WorkloadBurst = defaultBurst(c.PerWorkloadRPS, c.WorkloadBurst)
+	c.ClientBurst = defaultBurst(c.PerClientRPS, c.ClientBurst)
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = 2 * runtime.GOMAXPROCS(0) * 32
 	}
@@ -54,8 +113,10 @@ func (c LimitsConfig) withDefaults() LimitsConfig {
 
 // Rate-limit reasons (label values of safeconduct_rate_limited_total).
 const (
-	limitedPerIP    = "per_ip"
-	limitedInFlight = "in_flight"
+	limitedPerIP       = "per_ip"
+	limitedInFlight    = "in_flight"
+	limitedPerWorkload = "per_workload"
+	limitedPerClient   = "per_client"
 )
 
 // maxLimiterKeys bounds the per-IP table.
@@ -64,29 +125,72 @@ const maxLimiterKeys = 100_000
 // limiterShards is the number of independently locked parts of the per-IP table.
 const limiterShards = 64
 
-// tokenLimits is the protection in front of /token.
+// tokenLimits is the protection of /token.
 type tokenLimits struct {
-	perIP       *ipLimiter // nil = off
+	perIP       *keyLimiter[netip.Addr] // nil = off
+	perWorkload *keyLimiter[string]     // nil = off
+	perClient   *keyLimiter[string]     // nil = off
+	proxies     []netip.Prefix
 	maxInFlight int64
 	inFlight    atomic.Int64
 	limitedIP   prometheus.Counter
 	limitedConc prometheus.Counter
+	limitedWl   prometheus.Counter
+	limitedCl   prometheus.Counter
 }
 
 func newTokenLimits(c LimitsConfig, now func() time.Time, m *metrics) *tokenLimits {
 	c = c.withDefaults()
 	l := &tokenLimits{maxInFlight: int64(c.MaxInFlight)}
 	if c.PerIPRPS > 0 {
-		l.perIP = newIPLimiter(c.PerIPRPS, c.Burst, maxLimiterKeys, now)
+		l.perIP = newKeyLimiter[netip.Addr](c.PerIPRPS, c.Burst, maxLimiterKeys, now)
+	}
+	if c.PerWorkloadRPS > 0 {
+		l.perWorkload = newKeyLimiter[string](c.PerWorkloadRPS, c.WorkloadBurst, maxLimiterKeys, now)
+	}
+	if c.PerClientRPS > 0 {
+		l.perClient = newKeyLimiter[string](c.PerClientRPS, c.ClientBurst, maxLimiterKeys, now)
+	}
+	for _, p := range c.TrustedProxies {
+		if pfx, err := parsePrefix(p); err == nil { // validated with the config
+			l.proxies = append(l.proxies, pfx)
+		}
 	}
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "safeconduct_rate_limited_total",
-		Help: "Token requests refused with 429 before any verification, by reason (per_ip, in_flight).",
+		Help: "Token requests refused with 429, by reason: per_ip and in_flight before any verification, per_workload and per_client after it.",
 	}, []string{"reason"})
 	m.registry.MustRegister(vec)
 	l.limitedIP = vec.WithLabelValues(limitedPerIP)
 	l.limitedConc = vec.WithLabelValues(limitedInFlight)
+	l.limitedWl = vec.WithLabelValues(limitedPerWorkload)
+	l.limitedCl = vec.WithLabelValues(limitedPerClient)
 	return l
+}
+
+// allowWorkload takes a token from the bucket of the verified workload
+// (upstream and ID); nil when it may proceed, else the 429 to answer.
+func (l *tokenLimits) allowWorkload(upstream, id string) *oauthError {
+	if l.perWorkload == nil {
+		return nil
+	}
+	if ok, wait := l.perWorkload.allow(upstream + "\x00" + id); !ok {
+		l.limitedWl.Inc()
+		return rateLimited(wait)
+	}
+	return nil
+}
+
+// allowClient takes a token from the bucket of an authenticated client.
+func (l *tokenLimits) allowClient(id string) *oauthError {
+	if l.perClient == nil {
+		return nil
+	}
+	if ok, wait := l.perClient.allow(id); !ok {
+		l.limitedCl.Inc()
+		return rateLimited(wait)
+	}
+	return nil
 }
 
 // wrap applies the limits before h: first the caller's bucket (so that a flooding
@@ -94,7 +198,7 @@ func newTokenLimits(c LimitsConfig, now func() time.Time, m *metrics) *tokenLimi
 func (l *tokenLimits) wrap(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if l.perIP != nil {
-			if ok, wait := l.perIP.allow(clientAddr(r)); !ok {
+			if ok, wait := l.perIP.allow(l.clientAddr(r)); !ok {
 				l.limitedIP.Inc()
 				writeRateLimited(w, wait)
 				return
@@ -114,24 +218,52 @@ func (l *tokenLimits) wrap(h http.HandlerFunc) http.HandlerFunc {
 // writeRateLimited answers 429 with an RFC 6749 §5.2 style body and Retry-After in
 // whole seconds (at least 1).
 func writeRateLimited(w http.ResponseWriter, wait time.Duration) {
+	writeError(w, rateLimited(wait))
+}
+
+// rateLimited is the 429 answer for a wait.
+func rateLimited(wait time.Duration) *oauthError {
 	secs := max(1, int(math.Ceil(wait.Seconds())))
-	writeError(w, &oauthError{
+	return &oauthError{
 		Code:        codeTemporarilyUnavailable,
 		Description: "too many requests; retry after " + strconv.Itoa(secs) + "s",
 		Status:      http.StatusTooManyRequests,
 		RetryAfter:  secs,
-	})
+	}
 }
 
-// clientAddr is the rate-limit key of r: the remote IP, IPv6 addresses by their
-// /64 (one host usually owns a whole /64). An unparsable address maps to the zero
-// Addr, one shared bucket.
-func clientAddr(r *http.Request) netip.Addr {
+// maxForwardedHops bounds how much of X-Forwarded-For is read.
+const maxForwardedHops = 16
+
+// clientAddr is the per-IP key of r: the peer's address or, when the peer is a
+// trusted proxy, the nearest address of X-Forwarded-For that is not a trusted
+// proxy (read from the right: the left part is whatever the client wrote).
+// IPv6 addresses count by their /64 (one host usually owns a whole /64). An
+// unparsable peer maps to the zero Addr, one shared bucket; an unparsable
+// forwarded hop stops the walk at the last trusted address.
+func (l *tokenLimits) clientAddr(r *http.Request) netip.Addr {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
 		return netip.Addr{}
 	}
 	a := ap.Addr().Unmap()
+	if len(l.proxies) > 0 && l.trusted(a) {
+		hops := 0
+	walk:
+		for i := len(r.Header.Values("X-Forwarded-For")) - 1; i >= 0; i-- {
+			parts := strings.Split(r.Header.Values("X-Forwarded-For")[i], ",")
+			for j := len(parts) - 1; j >= 0; j-- {
+				hop, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
+				if hops++; err != nil || hops > maxForwardedHops {
+					break walk
+				}
+				a = hop.Unmap()
+				if !l.trusted(a) {
+					break walk
+				}
+			}
+		}
+	}
 	if a.Is6() {
 		if p, err := a.Prefix(64); err == nil {
 			return p.Addr()
@@ -140,21 +272,30 @@ func clientAddr(r *http.Request) netip.Addr {
 	return a
 }
 
-// ipLimiter is a token bucket per key in a mutex-sharded map. Memory is bounded:
-// a full shard first drops buckets that have refilled (indistinguishable from a
-// new one), then, if still full, an arbitrary bucket.
-type ipLimiter struct {
+func (l *tokenLimits) trusted(a netip.Addr) bool {
+	for _, p := range l.proxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// keyLimiter is a token bucket per key in a mutex-sharded map. Memory is
+// bounded: a full shard first drops buckets that have refilled
+// (indistinguishable from a new one), then, if still full, an arbitrary bucket.
+type keyLimiter[K comparable] struct {
 	rate     float64 // tokens per second
 	burst    float64
 	perShard int
 	now      func() time.Time
 	seed     maphash.Seed
-	shards   [limiterShards]ipShard
+	shards   [limiterShards]keyShard[K]
 }
 
-type ipShard struct {
+type keyShard[K comparable] struct {
 	mu      sync.Mutex
-	buckets map[netip.Addr]*bucket
+	buckets map[K]*bucket
 	_       [40]byte // keep shards on separate cache lines
 }
 
@@ -163,20 +304,20 @@ type bucket struct {
 	last   int64 // unix nanoseconds of the last update
 }
 
-func newIPLimiter(rate float64, burst, maxKeys int, now func() time.Time) *ipLimiter {
+func newKeyLimiter[K comparable](rate float64, burst, maxKeys int, now func() time.Time) *keyLimiter[K] {
 	if now == nil {
 		now = time.Now
 	}
-	l := &ipLimiter{rate: rate, burst: float64(burst), perShard: max(1, maxKeys/limiterShards), now: now, seed: maphash.MakeSeed()}
+	l := &keyLimiter[K]{rate: rate, burst: float64(burst), perShard: max(1, maxKeys/limiterShards), now: now, seed: maphash.MakeSeed()}
 	for i := range l.shards {
-		l.shards[i].buckets = make(map[netip.Addr]*bucket)
+		l.shards[i].buckets = make(map[K]*bucket)
 	}
 	return l
 }
 
 // allow takes one token from key's bucket; when none is left it reports how long
 // until one will be.
-func (l *ipLimiter) allow(key netip.Addr) (bool, time.Duration) {
+func (l *keyLimiter[K]) allow(key K) (bool, time.Duration) {
 	now := l.now().UnixNano()
 	sh := &l.shards[maphash.Comparable(l.seed, key)%limiterShards]
 	sh.mu.Lock()
@@ -200,7 +341,7 @@ func (l *ipLimiter) allow(key netip.Addr) (bool, time.Duration) {
 }
 
 // evict makes room in a full shard (called with its lock held).
-func (l *ipLimiter) evict(sh *ipShard, now int64) {
+func (l *keyLimiter[K]) evict(sh *keyShard[K], now int64) {
 	for k, b := range sh.buckets {
 		if b.tokens+float64(now-b.last)*l.rate/1e9 >= l.burst {
 			delete(sh.buckets, k)
@@ -215,7 +356,7 @@ func (l *ipLimiter) evict(sh *ipShard, now int64) {
 }
 
 // size is the number of tracked keys (tests).
-func (l *ipLimiter) size() int {
+func (l *keyLimiter[K]) size() int {
 	n := 0
 	for i := range l.shards {
 		l.shards[i].mu.Lock()

@@ -6,11 +6,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/safeconduct/safeconduct/internal/testissuer"
 )
 
 // fakeClock is a settable clock for bucket refill.
@@ -35,7 +38,7 @@ func newFakeClock() *fakeClock { return &fakeClock{t: time.Unix(1_700_000_000, 0
 
 func TestIPLimiterRefill(t *testing.T) {
 	clk := newFakeClock()
-	l := newIPLimiter(1, 2, 1000, clk.now)
+	l := newKeyLimiter[netip.Addr](1, 2, 1000, clk.now)
 	a := netip.MustParseAddr("192.0.2.1")
 	for i := range 2 {
 		if ok, _ := l.allow(a); !ok {
@@ -71,7 +74,7 @@ func TestIPLimiterRefill(t *testing.T) {
 func TestIPLimiterBoundedMemory(t *testing.T) {
 	clk := newFakeClock()
 	const maxKeys = 64 * 4
-	l := newIPLimiter(1, 1, maxKeys, clk.now)
+	l := newKeyLimiter[netip.Addr](1, 1, maxKeys, clk.now)
 	for i := range 20_000 {
 		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
 		l.allow(a)
@@ -94,7 +97,7 @@ func TestClientAddr(t *testing.T) {
 	} {
 		r := httptest.NewRequest(http.MethodPost, "/token", nil)
 		r.RemoteAddr = remote
-		if got := clientAddr(r).String(); got != want {
+		if got := (&tokenLimits{}).clientAddr(r).String(); got != want {
 			t.Errorf("%s: key %s, want %s", remote, got, want)
 		}
 	}
@@ -236,18 +239,23 @@ func TestLimitsDefaults(t *testing.T) {
 }
 
 func TestLimitsConfig(t *testing.T) {
-	cfg, err := ParseConfig("sts.yaml", []byte(goodConfig+"limits: {per_ip_rps: 200, burst: 400, max_in_flight: 512}\n"))
+	cfg, err := ParseConfig("sts.yaml", []byte(goodConfig+"limits: {per_ip_rps: 200, burst: 400, max_in_flight: 512, "+
+		"trusted_proxies: [10.0.0.0/8, \"2001:db8::1\"], per_workload_rps: 5, workload_burst: 10, per_client_rps: 50, client_burst: 60}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Limits != (LimitsConfig{PerIPRPS: 200, Burst: 400, MaxInFlight: 512}) {
+	want := LimitsConfig{PerIPRPS: 200, Burst: 400, MaxInFlight: 512, TrustedProxies: []string{"10.0.0.0/8", "2001:db8::1"},
+		PerWorkloadRPS: 5, WorkloadBurst: 10, PerClientRPS: 50, ClientBurst: 60}
+	if !reflect.DeepEqual(cfg.Limits, want) {
 		t.Fatalf("limits %+v", cfg.Limits)
 	}
-	_, err = ParseConfig("sts.yaml", []byte(goodConfig+"limits: {per_ip_rps: -1, burst: -2, max_in_flight: -3}\n"))
+	_, err = ParseConfig("sts.yaml", []byte(goodConfig+"limits: {per_ip_rps: -1, burst: -2, max_in_flight: -3, "+
+		"per_workload_rps: -1, workload_burst: -1, per_client_rps: .nan, client_burst: -1, trusted_proxies: [10.0.0.0/99, proxy.local]}\n"))
 	if err == nil {
 		t.Fatal("negative limits accepted")
 	}
-	for _, want := range []string{"per_ip_rps", "burst", "max_in_flight"} {
+	for _, want := range []string{"per_ip_rps", "burst", "max_in_flight", "per_workload_rps", "workload_burst", "per_client_rps",
+		"client_burst", `trusted_proxies: "10.0.0.0/99"`, `trusted_proxies: "proxy.local"`} {
 		if !strings.Contains(err.Error(), "limits."+want) {
 			t.Errorf("no problem for %s in %v", want, err)
 		}
@@ -303,5 +311,93 @@ func BenchmarkTokenLimits(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+func TestClientAddrTrustedProxies(t *testing.T) {
+	l := newTokenLimits(LimitsConfig{TrustedProxies: []string{"10.0.0.0/8", "192.0.2.1", "2001:db8::/32"}}, nil, newMetrics())
+	cases := []struct {
+		name, remote string
+		xff          []string
+		want         string
+	}{
+		{"direct client: header ignored", "198.51.100.7:1", []string{"203.0.113.9"}, "198.51.100.7"},
+		{"trusted proxy: nearest hop", "10.1.2.3:1", []string{"203.0.113.9"}, "203.0.113.9"},
+		{"client-written part is skipped", "10.1.2.3:1", []string{"6.6.6.6, 203.0.113.9"}, "203.0.113.9"},
+		{"chain of trusted proxies", "10.1.2.3:1", []string{"203.0.113.9, 192.0.2.1", "10.9.9.9"}, "203.0.113.9"},
+		{"spoofed trusted address on the left", "10.1.2.3:1", []string{"10.0.0.1, 203.0.113.9"}, "203.0.113.9"},
+		{"no header: the proxy", "10.1.2.3:1", nil, "10.1.2.3"},
+		{"garbage hop: last trusted", "10.1.2.3:1", []string{"not-an-ip"}, "10.1.2.3"},
+		{"all trusted: leftmost", "10.1.2.3:1", []string{"10.0.0.5"}, "10.0.0.5"},
+		{"IPv6 client by /64", "[2001:db8::5]:1", []string{"2001:db9:1:2:3:4:5:6"}, "2001:db9:1:2::"},
+		{"mapped IPv4 peer", "[::ffff:10.1.2.3]:1", []string{"203.0.113.9"}, "203.0.113.9"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/token", nil)
+			r.RemoteAddr = c.remote
+			for _, v := range c.xff {
+				r.Header.Add("X-Forwarded-For", v)
+			}
+			if got := l.clientAddr(r).String(); got != c.want {
+				t.Fatalf("key %s, want %s", got, c.want)
+			}
+		})
+	}
+	// A long header is read only up to maxForwardedHops from the right.
+	r := httptest.NewRequest(http.MethodPost, "/token", nil)
+	r.RemoteAddr = "10.1.2.3:1"
+	r.Header.Set("X-Forwarded-For", "203.0.113.9"+strings.Repeat(", 10.0.0.1", 2*maxForwardedHops))
+	if got := l.clientAddr(r).String(); got != "10.0.0.1" {
+		t.Fatalf("long chain: key %s", got)
+	}
+}
+
+// TestPerWorkloadAndClientLimits: once verified, a workload (and an
+// authenticated client) is held to its own bucket; others are not affected.
+func TestPerWorkloadAndClientLimits(t *testing.T) {
+	ci := testissuer.New(t, "ci-runner")
+	ts := startSTS(t, stsOptions{
+		extra: "limits: {per_workload_rps: 0.01, workload_burst: 2, per_client_rps: 0.01, client_burst: 1}\n" +
+			"clients:\n  - {id: ci-runner, jwks_file: ci.jwks}\n",
+		files: map[string]string{"ci.jwks": string(ci.JWKS())},
+	})
+	for i := range 2 {
+		if r := ts.post(t, ts.form(ts.a.Token(t, payments))); r.status != 200 {
+			t.Fatalf("exchange %d: %d %s", i, r.status, r.raw)
+		}
+	}
+	r := ts.post(t, ts.form(ts.a.Token(t, payments)))
+	if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" || r.body["error"] != codeTemporarilyUnavailable {
+		t.Fatalf("third exchange of one workload: %d %v %s", r.status, r.header, r.raw)
+	}
+	if !strings.Contains(ts.audit.String(), "rate limited: per workload") {
+		t.Fatal("audit does not record the workload limit")
+	}
+	// The same subject from another upstream is another workload.
+	if r := ts.post(t, ts.form(ts.b.Token(t, payments))); r.status != 200 {
+		t.Fatalf("other upstream: %d %s", r.status, r.raw)
+	}
+	if r := ts.post(t, ts.form(ts.a.Token(t, "system:serviceaccount:payments:other"))); r.status != 200 {
+		t.Fatalf("other workload: %d %s", r.status, r.raw)
+	}
+
+	// An authenticated client has a bucket of one.
+	other := "system:serviceaccount:payments:c"
+	if r := ts.post(t, withAssertion(ts.form(ts.a.Token(t, other)), assertion(t, ts, ci))); r.status != 200 {
+		t.Fatalf("client, first: %d %s", r.status, r.raw)
+	}
+	r = ts.post(t, withAssertion(ts.form(ts.a.Token(t, other+"2")), assertion(t, ts, ci)))
+	if r.status != http.StatusTooManyRequests {
+		t.Fatalf("client, second: %d %s", r.status, r.raw)
+	}
+	metricsText := ts.do(t, http.MethodGet, "/metrics", "", "", nil).raw
+	for _, want := range []string{
+		`safeconduct_rate_limited_total{reason="per_workload"} 1`,
+		`safeconduct_rate_limited_total{reason="per_client"} 1`,
+	} {
+		if !strings.Contains(metricsText, want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 }

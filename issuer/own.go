@@ -11,10 +11,11 @@ import (
 
 // verifyOwn checks a token this STS minted: compact JWS of at most 16 KiB, typ
 // at+jwt, signed by a key of the ring with that key's algorithm, iss this issuer,
-// not expired, nbf/iat not in the future. It returns the claims.
-func (s *Server) verifyOwn(raw string) (map[string]any, error) {
+// not expired, nbf/iat not in the future. It returns the claims and the kid of the
+// ring key that verified the signature (the token's KeyID fact: revocation by kid).
+func (s *Server) verifyOwn(raw string) (map[string]any, string, error) {
 	if len(raw) > 16<<10 || strings.Count(raw, ".") != 2 {
-		return nil, errors.New("not a compact JWS")
+		return nil, "", errors.New("not a compact JWS")
 	}
 	ring := s.currentRing()
 	algs := make([]jose.SignatureAlgorithm, 0, len(ring.keys))
@@ -23,14 +24,14 @@ func (s *Server) verifyOwn(raw string) (map[string]any, error) {
 	}
 	jws, err := jose.ParseSignedCompact(raw, algs)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if len(jws.Signatures) != 1 {
-		return nil, errors.New("not exactly one signature")
+		return nil, "", errors.New("not exactly one signature")
 	}
 	h := jws.Signatures[0].Header
 	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); !strings.EqualFold(typ, TypeAccessTokenJWT) {
-		return nil, fmt.Errorf("typ %q is not at+jwt", typ)
+		return nil, "", fmt.Errorf("typ %q is not at+jwt", typ)
 	}
 	var key *signingKey
 	for _, k := range ring.keys {
@@ -39,28 +40,28 @@ func (s *Server) verifyOwn(raw string) (map[string]any, error) {
 		}
 	}
 	if key == nil {
-		return nil, errors.New("unknown key")
+		return nil, "", errors.New("unknown key")
 	}
 	payload, err := jws.Verify(key.signer.Public())
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	var claims map[string]any
 	if err := json.Unmarshal(payload, &claims); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if claims["iss"] != s.issuer {
-		return nil, errors.New("another issuer")
+		return nil, "", errors.New("another issuer")
 	}
 	now := s.now().Unix()
 	exp, ok := claims["exp"].(float64)
 	if !ok || int64(exp) <= now {
-		return nil, errors.New("expired")
+		return nil, "", errors.New("expired")
 	}
 	for _, name := range []string{"nbf", "iat"} {
 		if v, ok := claims[name].(float64); ok && int64(v) > now {
-			return nil, fmt.Errorf("%s in the future", name)
+			return nil, "", fmt.Errorf("%s in the future", name)
 		}
 	}
-	return claims, nil
+	return claims, key.kid, nil
 }

@@ -39,12 +39,17 @@ type tokenRequest struct {
 	RequestedTokenType string   // defaulted to access_token
 	ClientID           string   // as sent by a public client; unauthenticated
 	ClientSecret       bool     // a client_secret was sent
+	// ClientAssertionType and ClientAssertion are RFC 7521 §4.2 client
+	// authentication (private_key_jwt, RFC 7523 §2.2); empty when absent.
+	ClientAssertionType string
+	ClientAssertion     string
 }
 
 // singleValued parameters may appear at most once (RFC 6749 §3.2).
 var singleValued = []string{
 	"grant_type", "subject_token", "subject_token_type", "actor_token", "actor_token_type",
 	"requested_token_type", "scope", "client_id", "client_secret",
+	"client_assertion_type", "client_assertion",
 }
 
 // subjectTokenTypes are the token types accepted for subject and actor tokens.
@@ -63,14 +68,16 @@ func parseTokenRequest(body string) (*tokenRequest, *oauthError) {
 		}
 	}
 	req := &tokenRequest{
-		GrantType:          form.Get("grant_type"),
-		SubjectToken:       form.Get("subject_token"),
-		SubjectTokenType:   form.Get("subject_token_type"),
-		ActorToken:         form.Get("actor_token"),
-		ActorTokenType:     form.Get("actor_token_type"),
-		RequestedTokenType: form.Get("requested_token_type"),
-		ClientID:           form.Get("client_id"),
-		ClientSecret:       form.Has("client_secret"),
+		GrantType:           form.Get("grant_type"),
+		SubjectToken:        form.Get("subject_token"),
+		SubjectTokenType:    form.Get("subject_token_type"),
+		ActorToken:          form.Get("actor_token"),
+		ActorTokenType:      form.Get("actor_token_type"),
+		RequestedTokenType:  form.Get("requested_token_type"),
+		ClientID:            form.Get("client_id"),
+		ClientSecret:        form.Has("client_secret"),
+		ClientAssertionType: form.Get("client_assertion_type"),
+		ClientAssertion:     form.Get("client_assertion"),
 	}
 	switch req.GrantType {
 	case "":
@@ -103,6 +110,9 @@ func parseTokenRequest(body string) (*tokenRequest, *oauthError) {
 	}
 	if len(req.ClientID) > maxClientID || !printable(req.ClientID) {
 		return nil, badRequest(codeInvalidRequest, "client_id is malformed")
+	}
+	if (req.ClientAssertionType == "") != (req.ClientAssertion == "") {
+		return nil, badRequest(codeInvalidRequest, "client_assertion and client_assertion_type must be sent together")
 	}
 	req.Audiences = form["audience"]
 	req.Resources = form["resource"]

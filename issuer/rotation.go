@@ -159,10 +159,11 @@ func schedule(keys []*signingKey, alg jose.SignatureAlgorithm, now time.Time, re
 // keyManager keeps the live ring: it re-reads key_dir every KeyReloadInterval and
 // recomputes the schedule at each transition, swapping the ring atomically.
 type keyManager struct {
-	issuer string
-	retain time.Duration
-	now    func() time.Time
-	onErr  func(error)
+	issuer      string
+	authMethods []string // for the discovery document
+	retain      time.Duration
+	now         func() time.Time
+	onErr       func(error)
 	// onChange, when set, is told when the signing key or the published set changed.
 	onChange func(old, next *keyRing)
 
@@ -170,8 +171,8 @@ type keyManager struct {
 	cur atomic.Pointer[keyRing]
 }
 
-func newKeyManager(issuer string, start *keyRing, maxTTL time.Duration, now func() time.Time, onErr func(error)) (*keyManager, error) {
-	m := &keyManager{issuer: issuer, retain: maxTTL + keyRetireSkew, now: now, onErr: onErr}
+func newKeyManager(issuer string, authMethods []string, start *keyRing, maxTTL time.Duration, now func() time.Time, onErr func(error)) (*keyManager, error) {
+	m := &keyManager{issuer: issuer, authMethods: authMethods, retain: maxTTL + keyRetireSkew, now: now, onErr: onErr}
 	if m.onErr == nil {
 		m.onErr = func(error) {}
 	}
@@ -189,7 +190,7 @@ func (m *keyManager) compute(keys []*signingKey, alg jose.SignatureAlgorithm, no
 	if err != nil {
 		return nil, err
 	}
-	if r.discovery, err = discoveryDoc(m.issuer, r); err != nil {
+	if r.discovery, err = discoveryDoc(m.issuer, r, m.authMethods); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -306,7 +307,7 @@ func payloadExp(payload []byte) (int64, bool) {
 // ring's active key, and the returned handlers serve the current JWKS and
 // discovery documents. It runs once, from routes, before the server serves.
 func (s *Server) keyRingHandlers() (jwks, discovery http.HandlerFunc) {
-	m, err := newKeyManager(s.issuer, s.ring, s.maxTTL, s.now, func(err error) {
+	m, err := newKeyManager(s.issuer, s.clients.authMethods(), s.ring, s.maxTTL, s.now, func(err error) {
 		s.log.Error("signing keys reload failed; keeping the last good keys", "error", err.Error())
 	})
 	if err != nil {

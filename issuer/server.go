@@ -74,10 +74,18 @@ type Server struct {
 	limits *tokenLimits
 	// closers release what New started besides the store (verifier background work).
 	closers []func() error
+	// tracing exports spans (tracing.go); nil when off. handler is mux, wrapped in
+	// a server span per request when tracing is on.
+	tracing *tracing
+	handler http.Handler
 	// bindings are the runtime-change configurations by upstream name;
 	// upstreamByIssuer resolves iss= selector terms.
 	bindings         map[string]binding
 	upstreamByIssuer map[string]string
+	// clients verifies private_key_jwt assertions (nil: no client registered);
+	// oneTime holds the clock skew of each upstream marked one_time.
+	clients *clientRegistry
+	oneTime map[string]time.Duration
 }
 
 // deps are the parts a Server is assembled from (New builds them from a Config;
@@ -92,6 +100,8 @@ type deps struct {
 	maxTTL           time.Duration
 	bindings         map[string]binding
 	upstreamByIssuer map[string]string
+	clients          *clientRegistry
+	oneTime          map[string]time.Duration
 	// upstreams read the upstream verifiers' key stats for metrics.
 	upstreams []upstreamStats
 }
@@ -110,7 +120,7 @@ func newServer(d deps, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	doc, err := discoveryDoc(d.issuer, d.ring)
+	doc, err := discoveryDoc(d.issuer, d.ring, d.clients.authMethods())
 	if err != nil {
 		return nil, err
 	}
@@ -130,6 +140,8 @@ func newServer(d deps, o Options) (*Server, error) {
 		metrics:          met,
 		bindings:         d.bindings,
 		upstreamByIssuer: d.upstreamByIssuer,
+		clients:          d.clients,
+		oneTime:          d.oneTime,
 	}
 	s.decider.Store(&d.decider)
 	s.limits = newTokenLimits(o.Limits, o.Now, s.metrics)
@@ -159,6 +171,7 @@ func (s *Server) routes() {
 	mux.HandleFunc("GET "+PathAdmin+"revocations", m.instrument("admin", s.handleListRevocations))
 	mux.HandleFunc("DELETE "+PathAdmin+"revocations/{id}", m.instrument("admin", s.handleLiftRevocation))
 	mux.HandleFunc("POST "+PathAdmin+"workloads/change", m.instrument("admin", s.handleWorkloadChange))
+	mux.HandleFunc("POST "+PathAdminKeyRevoke, m.instrument("admin", s.handleRevokeKey))
 	mux.HandleFunc("/healthz", s.handleHealthz)
 	mux.HandleFunc("/readyz", s.handleReadyz)
 	mux.Handle("/metrics", m.handler())
@@ -166,10 +179,11 @@ func (s *Server) routes() {
 		http.Error(w, "not found", http.StatusNotFound)
 	})
 	s.mux = mux
+	s.handler = mux
 }
 
 // Handler is the server's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return s.handler }
 
 // ActiveKeyID is the kid that signs new tokens.
 func (s *Server) ActiveKeyID() string { return s.currentRing().active.kid }
@@ -211,7 +225,7 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 // drain. With tlsConfig nil it serves plain HTTP.
 func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Config, drain time.Duration) error {
 	srv := &http.Server{
-		Handler:           s.mux,
+		Handler:           s.handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      15 * time.Second,

@@ -1,7 +1,6 @@
 package issuer
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -17,12 +16,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/safeconduct/safeconduct/internal/stsclient"
 	"github.com/safeconduct/safeconduct/internal/testissuer"
+	"github.com/safeconduct/safeconduct/internal/testproc"
 	"github.com/safeconduct/safeconduct/revocation"
 )
 
@@ -61,7 +60,7 @@ type testSTS struct {
 	url    string
 	client *http.Client
 	a, b   *testissuer.Issuer
-	audit  *syncBuffer
+	audit  *testproc.Buffer
 	dir    string
 	hs     *httptest.Server
 }
@@ -83,23 +82,8 @@ type stsOptions struct {
 	tlsExtra   string // more YAML keys of the tls section (", key: value")
 	clientCert bool   // the listener requests client certificates
 	upstreams  string // more upstream entries
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	extra      string // more top-level YAML (after the revocation section)
+	files      map[string]string
 }
 
 func startSTS(t testing.TB, o stsOptions) *testSTS {
@@ -140,7 +124,7 @@ signing: {algorithm: %s, key_dir: keys}
     issuer: %s
     audiences: [sts, other]
 %spolicy_files: [policy.yaml]
-%s`, ts.url, l.Addr(), o.tlsExtra, o.alg, o.tokens, o.aExtra, ts.b.URL, o.upstreams, o.revocation)
+%s%s`, ts.url, l.Addr(), o.tlsExtra, o.alg, o.tokens, o.aExtra, ts.b.URL, o.upstreams, o.revocation, o.extra)
 	write := func(name, data string) {
 		if err := os.WriteFile(filepath.Join(ts.dir, name), []byte(data), 0o600); err != nil {
 			t.Fatal(err)
@@ -149,11 +133,14 @@ signing: {algorithm: %s, key_dir: keys}
 	write("sts.yaml", strings.ReplaceAll(cfgText, "SELF", ts.url))
 	write("policy.yaml", o.policy)
 	write("a-jwks.json", string(ts.a.JWKS()))
+	for name, data := range o.files {
+		write(name, data)
+	}
 	cfg, err := LoadConfig(filepath.Join(ts.dir, "sts.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts.audit = &syncBuffer{}
+	ts.audit = &testproc.Buffer{}
 	ts.srv, err = New(context.Background(), cfg, Options{
 		Logger:         slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		AuditLogger:    slog.New(slog.NewJSONHandler(ts.audit, nil)),

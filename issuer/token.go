@@ -44,6 +44,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		writeTokenResponse(w, resp)
 	}
 	s.metrics.observeExchange(ev.outcome, ev.code, s.now().Sub(start))
+	s.traceExchange(r.Context(), ev)
 	s.audit(r.Context(), ev)
 }
 
@@ -78,14 +79,15 @@ func (s *Server) exchange(r *http.Request, ev *exchangeEvent) (*tokenResponse, *
 	ev.subjectTokenSHA = tokenHash(req.SubjectToken)
 	ev.audiences = slices.Concat(req.Audiences, req.Resources)
 
-	// Client authentication: an X.509-SVID presented over mTLS, or none (public
-	// clients). There is no client registry for secrets: a client that tries one is
-	// told so instead of being silently trusted.
+	// Client authentication: an X.509-SVID presented over mTLS, a private_key_jwt
+	// assertion of a registered client, or none (public clients; policy rules with
+	// clients refuse them). There are no client secrets: a client that tries one
+	// is told so instead of being silently trusted.
 	ctx := r.Context()
 	_, _, basic := r.BasicAuth()
-	client, cerr := s.clientIdentity(ctx, r)
+	mtls, cerr := s.clientIdentity(ctx, r)
 	methods := 0
-	for _, used := range []bool{basic, req.ClientSecret, client != nil || cerr != nil} {
+	for _, used := range []bool{basic, req.ClientSecret, mtls != nil || cerr != nil, req.ClientAssertion != ""} {
 		if used {
 			methods++
 		}
@@ -102,11 +104,34 @@ func (s *Server) exchange(r *http.Request, ev *exchangeEvent) (*tokenResponse, *
 		return nil, &oauthError{Code: codeInvalidClient, Description: "the client certificate is not a valid X.509-SVID of a trusted trust domain", Status: http.StatusUnauthorized}
 	}
 	if basic || req.ClientSecret {
-		ev.reason = "client authentication sent but no client is registered"
-		return nil, &oauthError{Code: codeInvalidClient, Description: "client authentication is not supported by this server", Status: http.StatusUnauthorized}
+		ev.reason = "client secret sent; clients authenticate with mTLS or private_key_jwt"
+		return nil, &oauthError{Code: codeInvalidClient, Description: "client secrets are not supported: use mTLS or private_key_jwt", Status: http.StatusUnauthorized}
+	}
+	client := mtls
+	if mtls != nil {
+		ev.clientAuth = "tls_client_auth"
+	}
+	if req.ClientAssertion != "" {
+		c, err := s.authenticateAssertion(ctx, req)
+		if err != nil {
+			ev.reason = "client authentication: " + err.Error()
+			if errors.Is(err, attest.ErrUnavailable) {
+				return nil, errUnavailable
+			}
+			return nil, errClientAuth
+		}
+		client, ev.clientAuth = c, "private_key_jwt"
 	}
 	ev.client = client
-	wl, err := s.attestToken(ctx, client, req.SubjectToken, req.SubjectTokenType)
+	if client != nil {
+		if oerr := s.limits.allowClient(client.ID); oerr != nil {
+			ev.reason = "rate limited: per client"
+			return nil, oerr
+		}
+	}
+	sst := s.traceStep(ctx, spanAttestSubject)
+	wl, err := s.attestToken(ctx, mtls, req.SubjectToken, req.SubjectTokenType)
+	sst.attested(wl, err)
 	if err != nil {
 		ev.reason = "subject_token: " + err.Error()
 		if errors.Is(err, attest.ErrUnavailable) {
@@ -115,6 +140,10 @@ func (s *Server) exchange(r *http.Request, ev *exchangeEvent) (*tokenResponse, *
 		return nil, errSubjectRejected
 	}
 	ev.workload = wl
+	if oerr := s.limits.allowWorkload(wl.Upstream, wl.ID); oerr != nil {
+		ev.reason = "rate limited: per workload"
+		return nil, oerr
+	}
 	chain, err := wl.ActChain()
 	if err != nil {
 		ev.reason = "subject_token: " + err.Error()
@@ -124,13 +153,16 @@ func (s *Server) exchange(r *http.Request, ev *exchangeEvent) (*tokenResponse, *
 	depth := 0
 	notAfter := wl.Expiry
 	if req.ActorToken != "" {
-		if actor, err = s.attestToken(ctx, client, req.ActorToken, req.ActorTokenType); err != nil {
+		ast := s.traceStep(ctx, spanAttestActor)
+		if actor, err = s.attestToken(ctx, mtls, req.ActorToken, req.ActorTokenType); err != nil {
+			ast.attested(nil, err)
 			ev.reason = "actor_token: " + err.Error()
 			if errors.Is(err, attest.ErrUnavailable) {
 				return nil, errUnavailable
 			}
 			return nil, errActorRejected
 		}
+		ast.attested(actor, nil)
 		ev.actor = actor
 		depth = 1 + len(chain)
 		if actor.Expiry.Before(notAfter) {
@@ -144,19 +176,22 @@ func (s *Server) exchange(r *http.Request, ev *exchangeEvent) (*tokenResponse, *
 	}
 
 	now := s.now()
+	pst := s.traceStep(ctx, spanPolicy)
 	d := s.policy().Decide(policy.Request{
-		Workload:           wl,
-		Actor:              actor,
-		DelegationDepth:    depth,
-		Audiences:          req.Audiences,
-		Resources:          req.Resources,
-		Scopes:             req.Scopes,
-		RequestedTokenType: req.RequestedTokenType,
-		ClientID:           clientID(client, req.ClientID),
-		SenderConstrained:  client != nil,
-		Now:                now,
+		Workload:            wl,
+		Actor:               actor,
+		DelegationDepth:     depth,
+		Audiences:           req.Audiences,
+		Resources:           req.Resources,
+		Scopes:              req.Scopes,
+		RequestedTokenType:  req.RequestedTokenType,
+		ClientID:            clientID(client, req.ClientID),
+		ClientAuthenticated: client != nil,
+		SenderConstrained:   mtls != nil,
+		Now:                 now,
 	})
 	ev.rule, ev.reason, ev.audited = d.Rule, d.Reason, d.Audited
+	pst.decided(d.Rule, d.Outcome)
 	s.metrics.decisions.WithLabelValues(d.Rule, d.Outcome.String()).Inc()
 	for _, a := range d.Audited {
 		s.metrics.audited.WithLabelValues(a.Rule, a.Would).Inc()
@@ -169,11 +204,34 @@ func (s *Server) exchange(r *http.Request, ev *exchangeEvent) (*tokenResponse, *
 		return nil, errScopeRefused
 	case policy.DenyActor:
 		return nil, errActorRejected
+	case policy.DenyClient:
+		if client == nil {
+			return nil, errClientRequired
+		}
+		return nil, errSubjectRejected
 	case policy.DenyRequest:
 		s.log.ErrorContext(ctx, "policy refused an inconsistent request", slog.String("reason", d.Reason))
 		return nil, errServer
 	default: // no rule, explicit deny, sender constraint: indistinguishable from a bad token
 		return nil, errSubjectRejected
+	}
+
+	// A token of a one_time upstream is good for one exchange that policy allows.
+	if err := s.claimOneTime(ctx, wl, req.SubjectTokenType); err != nil {
+		ev.reason = "subject_token: " + err.Error()
+		if errors.Is(err, attest.ErrUnavailable) {
+			return nil, errUnavailable
+		}
+		return nil, errSubjectRejected
+	}
+	if actor != nil {
+		if err := s.claimOneTime(ctx, actor, req.ActorTokenType); err != nil {
+			ev.reason = "actor_token: " + err.Error()
+			if errors.Is(err, attest.ErrUnavailable) {
+				return nil, errUnavailable
+			}
+			return nil, errActorRejected
+		}
 	}
 
 	// One store round trip: blocks for this workload, the store's clock for iat (so
@@ -193,7 +251,9 @@ func (s *Server) exchange(r *http.Request, ev *exchangeEvent) (*tokenResponse, *
 		facts.Binding = revocation.Fingerprint(wl.Attributes, b.names)
 		instance = instanceKey(wl, b)
 	}
+	rst := s.traceStep(ctx, spanAdmit)
 	adm, err := s.store.Admit(ctx, &facts, instance)
+	rst.admitted(err)
 	if err != nil {
 		if errors.Is(err, revocation.ErrBlocked) {
 			ev.reason = "revocation: " + err.Error()
@@ -245,7 +305,9 @@ func (s *Server) exchange(r *http.Request, ev *exchangeEvent) (*tokenResponse, *
 		// the client certificate is there to bind to (RFC 8705 §3.1).
 		c.CertThumbprint = certThumbprint(r.TLS.PeerCertificates[0])
 	}
+	mst := s.traceStep(ctx, spanMint)
 	tok, err := s.minter.mint(c)
+	mst.minted(c.ID, err)
 	if err != nil {
 		ev.reason = "mint: " + err.Error()
 		s.log.ErrorContext(ctx, "signing failed", slog.String("error", err.Error()))
@@ -313,6 +375,7 @@ type exchangeEvent struct {
 	expiry          time.Time
 	actor           *attest.Workload
 	client          *attest.Workload
+	clientAuth      string // tls_client_auth or private_key_jwt
 	audited         []policy.AuditHit
 	subjectTokenSHA string
 }
@@ -331,7 +394,7 @@ func (s *Server) audit(ctx context.Context, ev *exchangeEvent) {
 		attrs = append(attrs, slog.String("actor_upstream", ev.actor.Upstream), slog.String("actor", ev.actor.ID))
 	}
 	if ev.client != nil {
-		attrs = append(attrs, slog.String("client", ev.client.ID))
+		attrs = append(attrs, slog.String("client", ev.client.ID), slog.String("client_auth", ev.clientAuth))
 	}
 	if len(ev.audiences) > 0 {
 		attrs = append(attrs, slog.Any("aud", jsonStrings(ev.audiences)))

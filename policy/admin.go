@@ -19,7 +19,7 @@ const (
 	ActionLift         = "lift"          // lift a revocation or block
 	ActionList         = "list"          // list revocations and blocks
 	ActionReportChange = "report_change" // report a runtime attribute change of a workload
-	ActionRotateKeys   = "rotate_keys"   // rotate the signing keys
+	ActionRotateKeys   = "rotate_keys"   // rotate the signing keys; revoke every token of a retired key (kid)
 	ActionReadFeed     = "read_feed"     // read the revocation feed
 	ActionIntrospect   = "introspect"    // introspect tokens (RFC 7662)
 )

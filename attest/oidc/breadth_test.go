@@ -1,17 +1,16 @@
 package oidc_test
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"maps"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/safeconduct/safeconduct/attest"
 	"github.com/safeconduct/safeconduct/attest/attrs"
 	"github.com/safeconduct/safeconduct/attest/oidc"
+	"github.com/safeconduct/safeconduct/internal/testproc"
 )
 
 // Issuer breadth and required claims, through the Router and the real Verifier.
@@ -110,24 +109,6 @@ func TestVerifyBreadth(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink shared with background refreshes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestVerifyAttributes(t *testing.T) {
 	github := func(t testing.TB) *attrs.Mapping {
 		m, err := attrs.Compile(attrs.PresetGitHubActions, map[string]string{"email": `claims.email`})
@@ -196,7 +177,7 @@ func TestVerifyAttributes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var log syncBuffer
+			var log testproc.Buffer
 			e := newEnv(t, func(c *oidc.Config) {
 				c.Attributes = tt.mapping(t)
 				c.Logger = slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -1,18 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +19,7 @@ import (
 
 	"github.com/safeconduct/safeconduct/internal/stsclient"
 	"github.com/safeconduct/safeconduct/internal/testissuer"
+	"github.com/safeconduct/safeconduct/internal/testproc"
 	"github.com/safeconduct/safeconduct/internal/testredis"
 	"github.com/safeconduct/safeconduct/issuer"
 )
@@ -76,7 +74,7 @@ type e2e struct {
 	client *http.Client
 	a, b   *testissuer.Issuer
 	cmd    *exec.Cmd
-	log    *lockedBuffer
+	log    *testproc.Buffer
 	done   chan error
 }
 
@@ -85,7 +83,7 @@ type e2e struct {
 func setup(t *testing.T, revocation string) *e2e {
 	t.Helper()
 	e := &e2e{t: t, dir: t.TempDir(), a: testissuer.New(t, "https://issuer.example"), b: testissuer.Serve(t)}
-	port := freePort(t)
+	port := testproc.FreePort(t)
 	e.url = fmt.Sprintf("https://127.0.0.1:%d", port)
 	// A throwaway CA for the STS certificate (the quickstart's generator).
 	if err := ensureTLS(e.path("ca.crt"), e.path("tls.crt"), e.path("tls.key")); err != nil {
@@ -141,7 +139,7 @@ func (e *e2e) start() {
 	e.cmd.Dir = t.TempDir()
 	// The served upstream's certificate is trusted the way operators do it.
 	e.cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+e.b.WriteCA(t, e.dir))
-	e.log = &lockedBuffer{}
+	e.log = &testproc.Buffer{}
 	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
 	if err := e.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -368,12 +366,12 @@ func TestE2ECheckConfig(t *testing.T) {
 
 func TestE2EQuickstart(t *testing.T) {
 	dir := t.TempDir()
-	out := runBin(t, 0, "sts", "quickstart", "--once", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	out := runBin(t, 0, "sts", "quickstart", "--once", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", testproc.FreePort(t)))
 	if !strings.Contains(out, "verifies from") || !strings.Contains(out, `"sub": "system:serviceaccount:demo:app"`) {
 		t.Fatalf("quickstart output:\n%s", out)
 	}
 	// A second run reuses the files (keys, certificates) and works again.
-	runBin(t, 0, "sts", "quickstart", "--once", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	runBin(t, 0, "sts", "quickstart", "--once", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", testproc.FreePort(t)))
 }
 
 // runBin executes a built binary and checks its exit code; it returns stdout+stderr.
@@ -405,34 +403,6 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatal("condition not met within 10s")
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// lockedBuffer is the child's output, written by exec's copier while tests read it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestDeployExamples: every example configuration under deploy/examples parses and

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
 
 	"github.com/safeconduct/safeconduct/issuer"
 )
@@ -114,6 +115,11 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	log := newLogger(cfg.Log, stderr)
 	redis.SetLogger(redisLogger{log})
+	// Span export failures (collector down, refused credentials) go to the
+	// structured log instead of bare stderr lines.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		log.Warn("tracing: export failed", slog.String("component", "otel"), slog.String("error", err.Error()))
+	}))
 	if os.Getenv("GOGC") == "" {
 		// The live heap is small (a few MB: keys, policy, caches) and every exchange
 		// allocates; collecting less often trades a few MB for CPU. GOGC overrides.
@@ -171,6 +177,13 @@ func serve(ctx context.Context, cfg *issuer.Config, log *slog.Logger, auditW io.
 	}
 	err = s.Serve(ctx, l, tlsConfig, 10*time.Second)
 	log.Info("sts stopped serving")
+	// Export the spans of the last requests; a collector that is down must not hold
+	// up the exit.
+	fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if terr := s.ShutdownTracing(fctx); terr != nil {
+		log.Warn("tracing: spans not flushed at shutdown", slog.String("error", terr.Error()))
+	}
+	cancel()
 	return err
 }
 

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/safeconduct/safeconduct/internal/stsclient"
+	"github.com/safeconduct/safeconduct/internal/testproc"
 )
 
 // TestQuickstartEndToEnd builds the real sts, runs `sts quickstart` (which keeps
@@ -28,7 +28,7 @@ func TestQuickstartEndToEnd(t *testing.T) {
 	}
 	bin := buildSTS(t)
 	dir := t.TempDir()
-	base := fmt.Sprintf("https://127.0.0.1:%d", freePort(t))
+	base := fmt.Sprintf("https://127.0.0.1:%d", testproc.FreePort(t))
 	cmd, out := startSTS(t, bin, "quickstart", "--dir", dir, "--listen", base[len("https://"):])
 	waitReady(t, base, filepath.Join(dir, "ca.crt"), cmd, out)
 
@@ -93,7 +93,7 @@ func TestOverloadLimitedEndToEnd(t *testing.T) {
 	}
 	bin := buildSTS(t)
 	dir := t.TempDir()
-	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	listen := fmt.Sprintf("127.0.0.1:%d", testproc.FreePort(t))
 	base := "https://" + listen
 	// The quickstart writes the files (CA, TLS, demo upstream, sts.yaml, policy) and
 	// stops; the same config is then served with a tiny in-flight bound.
@@ -219,9 +219,9 @@ type stsProcess struct {
 
 // startSTS runs the sts binary with args, its output collected, and stops it
 // (SIGINT, then SIGKILL after 5 s) when the test ends.
-func startSTS(t *testing.T, bin string, args ...string) (*stsProcess, *lockedBuffer) {
+func startSTS(t *testing.T, bin string, args ...string) (*stsProcess, *testproc.Buffer) {
 	t.Helper()
-	out := &lockedBuffer{}
+	out := &testproc.Buffer{}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -243,7 +243,7 @@ func startSTS(t *testing.T, bin string, args ...string) (*stsProcess, *lockedBuf
 
 // waitReady polls the discovery document (trusting the quickstart's CA once it has
 // been written) for up to 30 s.
-func waitReady(t *testing.T, base, caFile string, p *stsProcess, out *lockedBuffer) {
+func waitReady(t *testing.T, base, caFile string, p *stsProcess, out *testproc.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -272,32 +272,4 @@ func waitReady(t *testing.T, base, caFile string, p *stsProcess, out *lockedBuff
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// lockedBuffer collects the child's output while the test may read it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -12,23 +14,126 @@ import (
 	"github.com/safeconduct/safeconduct/issuer"
 )
 
-// cmdKeys manages the STS signing keys in key_dir: keys rotate.
-func cmdKeys(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "rotate" {
-		fmt.Fprintln(stderr, "usage: stsctl keys rotate --key-dir DIR [--alg ES256] [--emergency]")
-		return errUsage
+const keysUsage = `usage: stsctl keys rotate --key-dir DIR [--alg ES256] [--emergency [--sts URL --token-file F [--cacert F] [--reason R]]]
+       stsctl keys revoke --kid KID --sts URL --token-file F [--cacert F] [--reason R]
+  (--token VALUE|@FILE|- or --cert/--key instead of --token-file)`
+
+// cmdKeys manages the STS signing keys: keys rotate (in key_dir), keys revoke
+// (every token a retired key signed, through the admin API).
+func cmdKeys(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "rotate":
+			return cmdKeysRotate(ctx, args[1:], stdin, stdout, stderr)
+		case "revoke":
+			return cmdKeysRevoke(ctx, args[1:], stdin, stdout, stderr)
+		}
 	}
+	fmt.Fprintln(stderr, keysUsage)
+	return errUsage
+}
+
+// keyAdminFlags are the admin API flags of keys rotate and keys revoke: those of
+// the other admin commands, plus --token-file and --reason.
+type keyAdminFlags struct {
+	adminFlags
+	tokenFile string
+	reason    string
+}
+
+func (k *keyAdminFlags) register(fs *flag.FlagSet) {
+	k.adminFlags.register(fs)
+	fs.StringVar(&k.tokenFile, "token-file", "", "file holding the admin bearer token (same as --token @FILE)")
+	fs.StringVar(&k.reason, "reason", "", "why (recorded and audited; default: names the keys)")
+}
+
+// set reports whether any admin API flag was given.
+func (k *keyAdminFlags) set() bool {
+	return k.sts != "" || k.token != "" || k.tokenFile != "" || k.cert != "" || k.key != "" || k.cacert != ""
+}
+
+// client checks the flags and reads the credential, before anything is changed.
+func (k *keyAdminFlags) client(stdin io.Reader) (*adminClient, error) {
+	if k.tokenFile != "" {
+		if k.token != "" {
+			return nil, fmt.Errorf("%w: --token-file and --token are exclusive", errUsage)
+		}
+		k.token = "@" + k.tokenFile
+	}
+	return k.adminFlags.client(stdin)
+}
+
+// retryCommand is the stsctl command that revokes kid with these flags. A token
+// given by value is not repeated (it is a secret): a placeholder file stands for it.
+func (k *keyAdminFlags) retryCommand(kid, reason string) string {
+	sts := k.sts
+	if sts == "" {
+		sts = "https://STS"
+	}
+	args := []string{"stsctl", "keys", "revoke", "--sts", sts, "--kid", kid}
+	switch {
+	case k.tokenFile != "":
+		args = append(args, "--token-file", k.tokenFile)
+	case k.token == "-" || strings.HasPrefix(k.token, "@"):
+		args = append(args, "--token", k.token)
+	case k.cert != "":
+		args = append(args, "--cert", k.cert, "--key", k.key)
+	default:
+		args = append(args, "--token-file", "ADMIN_TOKEN_FILE")
+	}
+	if k.cacert != "" {
+		args = append(args, "--cacert", k.cacert)
+	}
+	args = append(args, "--reason", reason)
+	for i, a := range args {
+		args[i] = shellQuote(a)
+	}
+	return strings.Join(args, " ")
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune("@%+=:,./_-", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// revokeKey asks the STS to revoke every token signed by kid.
+func revokeKey(ctx context.Context, ac *adminClient, kid, reason string) (map[string]any, error) {
+	var entry map[string]any
+	err := ac.do(ctx, http.MethodPost, "/admin/v1/keys/revoke", map[string]string{"kid": kid, "reason": reason}, &entry)
+	return entry, err
+}
+
+func cmdKeysRotate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("stsctl keys rotate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("key-dir", "", "the STS signing.key_dir (required)")
 	alg := fs.String("alg", "ES256", "signing algorithm of the new key (the STS signing.algorithm)")
-	emergency := fs.Bool("emergency", false, "activate the new key now and delete the key signing now")
-	if err := fs.Parse(args[1:]); err != nil {
+	emergency := fs.Bool("emergency", false, "activate the new key now, delete the key signing now, and (with --sts) revoke every token it signed")
+	var kf keyAdminFlags
+	kf.register(fs)
+	if err := fs.Parse(args); err != nil {
 		return parseErr(err)
 	}
 	if *dir == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: stsctl keys rotate --key-dir DIR [--alg ES256] [--emergency]")
+		fmt.Fprintln(stderr, keysUsage)
 		return errUsage
+	}
+	var ac *adminClient
+	if kf.set() {
+		if !*emergency {
+			return fmt.Errorf("%w: --sts and the admin flags go with --emergency (a staged rotation keeps the old key's tokens valid)", errUsage)
+		}
+		// The credential is read before the keys change: a typo must not leave a
+		// rotated key without its revocation.
+		var err error
+		if ac, err = kf.client(stdin); err != nil {
+			return err
+		}
 	}
 	res, err := issuer.RotateKey(*dir, jose.SignatureAlgorithm(*alg), time.Now(), *emergency)
 	if err != nil {
@@ -41,12 +146,69 @@ func cmdKeys(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 		return nil
 	}
 	if res.Previous == "" {
-		fmt.Fprintln(stdout, "no key was signing")
+		fmt.Fprintln(stdout, "no key was signing: no token to revoke")
 		return nil
 	}
 	fmt.Fprintf(stdout, "old key %s deleted (%v)\n", res.Previous, res.Removed)
 	fmt.Fprintf(stdout, "replicas drop it from the JWKS within %s; verifiers reject its tokens at their next JWKS refresh (at most %s)\n",
 		issuer.KeyReloadInterval, issuer.JWKSCacheLifetime)
 	fmt.Fprintln(stdout, "verifiers may reject tokens of the new key until they refresh the JWKS")
+	reason := kf.reason
+	if reason == "" {
+		reason = fmt.Sprintf("emergency key rotation: key %s replaced by %s", res.Previous, res.KeyID)
+	}
+	retry := kf.retryCommand(res.Previous, reason)
+	if ac == nil {
+		fmt.Fprintf(stdout, "tokens signed by the old key %s are NOT revoked: verifiers accept them until their next JWKS refresh (up to %s); revoke them now with\n    %s\n",
+			res.Previous, issuer.JWKSCacheLifetime, retry)
+		return nil
+	}
+	entry, err := revokeKey(ctx, ac, res.Previous, reason)
+	if err != nil {
+		fmt.Fprintf(stderr, "\n!!! TOKENS SIGNED BY THE OLD KEY %s ARE NOT REVOKED: %v\n", res.Previous, err)
+		fmt.Fprintf(stderr, "!!! The keys were rotated (new key %s): do NOT rotate again. Retry the revocation with:\n    %s\n\n", res.KeyID, retry)
+		return fmt.Errorf("old key %s rotated out but its tokens are NOT revoked", res.Previous)
+	}
+	fmt.Fprintf(stdout, "revoked every token signed by the old key %s, whatever its iat: entry %v (until %s)\n",
+		res.Previous, entry["id"], entryTime(entry["expires"]))
 	return nil
+}
+
+// cmdKeysRevoke is `stsctl keys revoke`: revoke every token signed by a key the
+// STS no longer signs with (POST /admin/v1/keys/revoke, action rotate_keys).
+func cmdKeysRevoke(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("stsctl keys revoke", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	kid := fs.String("kid", "", "the key ID whose tokens to revoke (required; the STS refuses the key it signs with)")
+	var kf keyAdminFlags
+	kf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return parseErr(err)
+	}
+	if *kid == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, keysUsage)
+		return errUsage
+	}
+	ac, err := kf.client(stdin)
+	if err != nil {
+		return err
+	}
+	reason := kf.reason
+	if reason == "" {
+		reason = "key " + *kid + " revoked"
+	}
+	entry, err := revokeKey(ctx, ac, *kid, reason)
+	if err != nil {
+		return fmt.Errorf("tokens signed by key %s are NOT revoked: %w", *kid, err)
+	}
+	return printJSON(stdout, entry)
+}
+
+// entryTime renders an entry's time (unix milliseconds) for humans.
+func entryTime(v any) string {
+	ms, ok := v.(float64)
+	if !ok || ms == 0 {
+		return "never"
+	}
+	return time.UnixMilli(int64(ms)).UTC().Format(time.RFC3339)
 }

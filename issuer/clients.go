@@ -1,0 +1,209 @@
+package issuer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/safeconduct/safeconduct/attest"
+	"github.com/safeconduct/safeconduct/attest/oidc"
+	"github.com/safeconduct/safeconduct/revocation"
+)
+
+// ClientConfig registers a client that authenticates with private_key_jwt
+// (RFC 7523 §2.2): it signs a short-lived assertion (iss = sub = ID, aud = the
+// STS issuer or token endpoint, exp, jti) with a key of its JWKS. Policy rules
+// name clients (by ID, or by SPIFFE ID for mTLS clients) to require client
+// authentication.
+type ClientConfig struct {
+	ID string `yaml:"id"`
+	// Exactly one of JWKSFile (read at start) and JWKSURI (https, refreshed like
+	// an upstream's JWKS).
+	JWKSFile string `yaml:"jwks_file"`
+	JWKSURI  string `yaml:"jwks_uri"`
+	// Algorithms the client may sign with (default: all asymmetric ones).
+	Algorithms []string `yaml:"algorithms"`
+}
+
+// AssertionTypeJWTBearer is the RFC 7523 client_assertion_type.
+const AssertionTypeJWTBearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+// Client assertion bounds. An assertion is meant for one request: it may be valid
+// for at most maxAssertionLifetime from now, so that remembering its jti (to
+// refuse a replay) stays cheap.
+const (
+	maxAssertionLifetime = 5 * time.Minute
+	assertionSkew        = 30 * time.Second
+	maxClients           = 1000
+)
+
+func (c *ClientConfig) validate(v *validator, i int, ids map[string]bool) {
+	at := func(msg string, path ...any) { v.at(msg, append([]any{"clients", i}, path...)...) }
+	switch {
+	case c.ID == "":
+		at("client id is required")
+	case len(c.ID) > maxClientID || !printable(c.ID) || strings.ContainsAny(c.ID, " \t"):
+		at(fmt.Sprintf("client id %.64q: at most %d printable bytes, no spaces", c.ID, maxClientID), "id")
+	case strings.HasPrefix(c.ID, "spiffe://"):
+		at("client id must not be a SPIFFE ID: SPIFFE workloads authenticate with their X.509-SVID (mTLS)", "id")
+	case ids[c.ID]:
+		at(fmt.Sprintf("duplicate client id %q", c.ID), "id")
+	}
+	ids[c.ID] = true
+	switch {
+	case c.JWKSFile == "" && c.JWKSURI == "":
+		at("a client needs jwks_file or jwks_uri", "id")
+	case c.JWKSFile != "" && c.JWKSURI != "":
+		at("jwks_file and jwks_uri are mutually exclusive", "jwks_uri")
+	case c.JWKSURI != "" && !strings.HasPrefix(c.JWKSURI, "https://"):
+		at("jwks_uri must be an https URL", "jwks_uri")
+	}
+	for j, a := range c.Algorithms {
+		if !slices.Contains(upstreamAlgorithms, a) {
+			at(fmt.Sprintf("algorithm %q is not supported (want one of %s)", a, strings.Join(upstreamAlgorithms, ", ")), "algorithms", j)
+		}
+	}
+}
+
+// clientRegistry verifies private_key_jwt assertions of the registered clients.
+type clientRegistry struct {
+	byID map[string]*oidc.Verifier
+	// audiences are the accepted aud values: the issuer and the token endpoint.
+	audiences []string
+}
+
+// buildClients creates a verifier per registered client. Nil when none is.
+func buildClients(ctx context.Context, cfg *Config, o Options) (*clientRegistry, error) {
+	if len(cfg.Clients) == 0 {
+		return nil, nil
+	}
+	r := &clientRegistry{
+		byID:      make(map[string]*oidc.Verifier, len(cfg.Clients)),
+		audiences: []string{cfg.Issuer, strings.TrimSuffix(cfg.Issuer, "/") + PathToken},
+	}
+	var errs []error
+	for _, c := range cfg.Clients {
+		file := ""
+		if c.JWKSFile != "" {
+			file = cfg.Path(c.JWKSFile)
+		}
+		v, err := oidc.New(ctx, oidc.Config{
+			Name:         "client:" + c.ID,
+			Issuer:       c.ID,
+			OpaqueIssuer: true,
+			Audiences:    r.audiences,
+			JWKSURI:      c.JWKSURI,
+			JWKSFile:     file,
+			Algorithms:   c.Algorithms,
+			ClockSkew:    assertionSkew,
+			Subjects:     []string{c.ID},
+			Now:          o.Now,
+			Logger:       o.Logger,
+			HTTPClient:   o.UpstreamClient,
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("client %q: %w", c.ID, err))
+			continue
+		}
+		r.byID[c.ID] = v
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// authMethods are the token_endpoint_auth_methods_supported of the discovery
+// document.
+func (r *clientRegistry) authMethods() []string {
+	if r == nil {
+		return []string{"none", "tls_client_auth"}
+	}
+	return []string{"none", "tls_client_auth", "private_key_jwt"}
+}
+
+// errClientAuth is the answer to every failed client authentication: 401, one
+// description whatever failed (the audit log has the reason).
+var errClientAuth = &oauthError{Code: codeInvalidClient, Description: "client authentication failed", Status: http.StatusUnauthorized}
+
+// authenticateAssertion verifies a private_key_jwt client assertion and records
+// its jti so that it cannot be used twice. It returns the client as a Workload
+// (ID = client ID), or an error wrapping attest.ErrInvalid (401) or
+// attest.ErrUnavailable (503).
+func (s *Server) authenticateAssertion(ctx context.Context, req *tokenRequest) (*attest.Workload, error) {
+	if req.ClientAssertionType != AssertionTypeJWTBearer {
+		return nil, fmt.Errorf("%w: client_assertion_type %.100q is not supported", attest.ErrInvalid, req.ClientAssertionType)
+	}
+	if s.clients == nil {
+		return nil, fmt.Errorf("%w: a client assertion was sent but no client is registered", attest.ErrInvalid)
+	}
+	p, err := attest.ParseInsecure(req.ClientAssertion, attest.TypeJWT)
+	if err != nil {
+		return nil, fmt.Errorf("client_assertion: %w", err)
+	}
+	iss, _ := p.Claims["iss"].(string) // unverified: only picks the verifier
+	v, ok := s.clients.byID[iss]
+	if !ok {
+		return nil, fmt.Errorf("%w: client_assertion names no registered client", attest.ErrInvalid)
+	}
+	if req.ClientID != "" && req.ClientID != iss {
+		return nil, fmt.Errorf("%w: client_id %.64q is not the assertion's client %q", attest.ErrInvalid, req.ClientID, iss)
+	}
+	wl, err := v.VerifyParsed(ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("client_assertion: %w", err)
+	}
+	now := s.now()
+	switch {
+	case wl.Subject != iss:
+		return nil, fmt.Errorf("%w: client %q: assertion sub is not the client ID", attest.ErrInvalid, iss)
+	case wl.TokenID == "":
+		return nil, fmt.Errorf("%w: client %q: assertion has no jti", attest.ErrInvalid, iss)
+	case len(wl.TokenID) > 256:
+		return nil, fmt.Errorf("%w: client %q: assertion jti longer than 256 bytes", attest.ErrInvalid, iss)
+	case wl.Expiry.After(now.Add(maxAssertionLifetime + assertionSkew)):
+		return nil, fmt.Errorf("%w: client %q: assertion valid for more than %s", attest.ErrInvalid, iss, maxAssertionLifetime)
+	}
+	fresh, err := s.store.Claim(ctx, "client\x00"+iss+"\x00"+wl.TokenID, wl.Expiry.Add(assertionSkew))
+	switch {
+	case err != nil:
+		s.log.ErrorContext(ctx, "revocation store unavailable; cannot check client assertion replay", slog.String("error", err.Error()))
+		return nil, fmt.Errorf("%w: replay check: %v", attest.ErrUnavailable, err)
+	case !fresh:
+		return nil, fmt.Errorf("%w: client %q: assertion jti already used (replay)", attest.ErrInvalid, iss)
+	}
+	return &attest.Workload{Upstream: "client", Issuer: iss, Subject: iss, ID: iss, TokenID: wl.TokenID, Expiry: wl.Expiry}, nil
+}
+
+// claimOneTime refuses the second use of a subject or actor token from an
+// upstream marked one_time: its jti is claimed in the revocation store until the
+// token expires (plus the clock skew). Tokens of other upstreams, and X.509-SVID
+// identities (not bearer tokens), pass.
+func (s *Server) claimOneTime(ctx context.Context, wl *attest.Workload, tokenType string) error {
+	skew, ok := s.oneTime[wl.Upstream]
+	if !ok || tokenType == TypeX509SVID {
+		return nil
+	}
+	switch {
+	case wl.TokenID == "":
+		return fmt.Errorf("%w: upstream %q is one_time and the token has no jti", attest.ErrInvalid, wl.Upstream)
+	case len(wl.TokenID) > 256:
+		return fmt.Errorf("%w: jti longer than 256 bytes", attest.ErrInvalid)
+	}
+	fresh, err := s.store.Claim(ctx, "upstream\x00"+wl.Upstream+"\x00"+wl.TokenID, wl.Expiry.Add(skew))
+	switch {
+	case errors.Is(err, revocation.ErrInvalid):
+		return fmt.Errorf("%w: %v", attest.ErrInvalid, err)
+	case err != nil:
+		s.log.ErrorContext(ctx, "revocation store unavailable; cannot check token replay", slog.String("error", err.Error()))
+		return fmt.Errorf("%w: replay check: %v", attest.ErrUnavailable, err)
+	case !fresh:
+		return fmt.Errorf("%w: token jti already used (upstream %q is one_time)", attest.ErrInvalid, wl.Upstream)
+	}
+	return nil
+}
