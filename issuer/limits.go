@@ -44,6 +44,11 @@ type LimitsConfig struct {
 	// MaxInFlight bounds concurrent /token requests (default 64 x GOMAXPROCS);
 	// requests beyond it are answered 429 at once instead of queueing.
 	MaxInFlight int `yaml:"max_in_flight"`
+	// ShedQueueDelay: while requests wait longer than this before the server gets
+	// to them (kernel socket queue or CPU run queue, see overload.go), a growing
+	// fraction of /token requests is answered 429 at once. Default 50ms; negative
+	// turns shedding off.
+	ShedQueueDelay Duration `yaml:"shed_queue_delay"`
 }
 
 func (c *LimitsConfig) validate(v *validator) {
@@ -68,6 +73,9 @@ func (c *LimitsConfig) validate(v *validator) {
 			v.at(fmt.Sprintf("limits.trusted_proxies: %q is not an IP address or CIDR prefix", p), "limits", "trusted_proxies", i)
 		}
 	}
+	if d := c.ShedQueueDelay.D(); d > 0 && d < time.Millisecond {
+		v.at("limits.shed_queue_delay must be at least 1ms (or negative: off)", "limits", "shed_queue_delay")
+	}
 	if c.MaxInFlight < 0 {
 		v.at("limits.max_in_flight must not be negative (0 = default)", "limits", "max_in_flight")
 	}
@@ -75,7 +83,7 @@ func (c *LimitsConfig) validate(v *validator) {
 
 // isZero reports whether nothing is set (Options then takes the Config's).
 func (c *LimitsConfig) isZero() bool {
-	return c.PerIPRPS == 0 && c.Burst == 0 && c.MaxInFlight == 0 && len(c.TrustedProxies) == 0 &&
+	return c.PerIPRPS == 0 && c.Burst == 0 && c.MaxInFlight == 0 && len(c.TrustedProxies) == 0 && c.ShedQueueDelay == 0 &&
 		c.PerWorkloadRPS == 0 && c.WorkloadBurst == 0 && c.PerClientRPS == 0 && c.ClientBurst == 0
 }
 
@@ -117,6 +125,7 @@ const (
 	limitedInFlight    = "in_flight"
 	limitedPerWorkload = "per_workload"
 	limitedPerClient   = "per_client"
+	limitedOverload    = "overload"
 )
 
 // maxLimiterKeys bounds the per-IP table.
@@ -137,6 +146,16 @@ type tokenLimits struct {
 	limitedConc prometheus.Counter
 	limitedWl   prometheus.Counter
 	limitedCl   prometheus.Counter
+	limitedOvl  prometheus.Counter
+	// gate sheds while the process is CPU-saturated (nil = off).
+	gate *overloadGate
+}
+
+// close stops the overload sampler.
+func (l *tokenLimits) close() {
+	if l.gate != nil {
+		l.gate.close()
+	}
 }
 
 func newTokenLimits(c LimitsConfig, now func() time.Time, m *metrics) *tokenLimits {
@@ -165,6 +184,17 @@ func newTokenLimits(c LimitsConfig, now func() time.Time, m *metrics) *tokenLimi
 	l.limitedConc = vec.WithLabelValues(limitedInFlight)
 	l.limitedWl = vec.WithLabelValues(limitedPerWorkload)
 	l.limitedCl = vec.WithLabelValues(limitedPerClient)
+	l.limitedOvl = vec.WithLabelValues(limitedOverload)
+	if c.ShedQueueDelay >= 0 {
+		l.gate = newOverloadGate(c.ShedQueueDelay.D())
+		l.gate.start()
+		m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "safeconduct_overload_shed_ratio",
+			Help: "Fraction of /token requests refused with 429 because goroutines wait longer than limits.shed_queue_delay for a CPU.",
+		}, func() float64 {
+			return float64(l.gate.shed.Load()) / shedScale
+		}))
+	}
 	return l
 }
 
@@ -201,6 +231,18 @@ func (l *tokenLimits) wrap(h http.HandlerFunc) http.HandlerFunc {
 			if ok, wait := l.perIP.allow(l.clientAddr(r)); !ok {
 				l.limitedIP.Inc()
 				writeRateLimited(w, wait)
+				return
+			}
+		}
+		if l.gate != nil {
+			if ci, _ := r.Context().Value(connKey{}).(*connIdentity); ci != nil && ci.raw != nil {
+				if age, ok := kernelQueueAge(ci.raw); ok {
+					l.gate.observe(age)
+				}
+			}
+			if l.gate.refuse() {
+				l.limitedOvl.Inc()
+				writeRateLimited(w, time.Second)
 				return
 			}
 		}

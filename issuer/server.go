@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -145,6 +146,7 @@ func newServer(d deps, o Options) (*Server, error) {
 	}
 	s.decider.Store(&d.decider)
 	s.limits = newTokenLimits(o.Limits, o.Now, s.metrics)
+	s.closers = append(s.closers, func() error { s.limits.close(); return nil })
 	s.routes()
 	met.registerCollectors(s, d.upstreams)
 	return s, nil
@@ -234,8 +236,13 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Confi
 		TLSConfig:         tlsConfig,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
-		ConnContext: func(c context.Context, _ net.Conn) context.Context {
-			return context.WithValue(c, connKey{}, &connIdentity{})
+		ConnContext: func(c context.Context, nc net.Conn) context.Context {
+			ci := &connIdentity{}
+			if tc, ok := nc.(*tls.Conn); ok {
+				nc = tc.NetConn()
+			}
+			ci.raw, _ = nc.(syscall.Conn) // the accepted TCP connection
+			return context.WithValue(c, connKey{}, ci)
 		},
 	}
 	errc := make(chan error, 1)

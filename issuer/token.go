@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/safeconduct/safeconduct/attest"
@@ -477,6 +478,8 @@ type connIdentity struct {
 	once sync.Once
 	wl   *attest.Workload
 	err  error
+	// raw is the accepted connection, for its socket's queue age (overload.go).
+	raw syscall.Conn
 }
 
 type connKey struct{}

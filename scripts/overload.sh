@@ -38,6 +38,11 @@
 #   LISTEN=127.0.0.1:18443  where the STS listens (127.0.0.1 or localhost)
 #   SERVER_CPUS=, BENCH_CPUS=   taskset CPU lists to pin the STS and stsbench
 #                           (e.g. SERVER_CPUS=0 BENCH_CPUS=1); GOMAXPROCS follows
+#   SERVER_CPU_QUOTA=       percent of one CPU the STS may use (a CFS quota, as a
+#                           Kubernetes CPU limit sets; needs a writable cgroup
+#                           v1 cpu controller or cgroup v2 cpu.max). On a small
+#                           machine this keeps the STS, not stsbench, the
+#                           bottleneck: e.g. SERVER_CPUS=0 SERVER_CPU_QUOTA=50
 #   KEEP=0                  1: keep the temporary directory
 #
 # Needs go, jq and curl. Run it on a quiet machine: the figures are only as good
@@ -59,6 +64,7 @@ MAX_IN_FLIGHT=${MAX_IN_FLIGHT:-}
 TOKENS=${TOKENS:-1000}
 LISTEN=${LISTEN:-127.0.0.1:18443}
 SERVER_CPUS=${SERVER_CPUS:-}
+SERVER_CPU_QUOTA=${SERVER_CPU_QUOTA:-}
 BENCH_CPUS=${BENCH_CPUS:-}
 KEEP=${KEEP:-0}
 
@@ -70,11 +76,13 @@ MAX_OUTSTANDING=${MAX_OUTSTANDING:-$POOL}
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/safeconduct-overload.XXXXXX")
 pid=""
+cgroup=""
 cleanup() {
   if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   fi
+  [[ -n $cgroup ]] && rmdir "$cgroup" 2>/dev/null || true
   if [[ $KEEP == 1 ]]; then
     echo "overload.sh: kept $tmp (closed.json, open.json, metrics-*.txt, sts.log, qs/)" >&2
   else
@@ -110,7 +118,26 @@ for ((i = 0; ; i++)); do
   fi
   sleep 0.1
 done
-echo "STS pid $pid at $base${MAX_IN_FLIGHT:+, max_in_flight $MAX_IN_FLIGHT}${SERVER_CPUS:+, CPUs $SERVER_CPUS}" >&2
+if [[ -n $SERVER_CPU_QUOTA ]]; then
+  # 10 ms periods: a quota of Q% lets the STS run Q/10 ms in each.
+  quota_us=$((SERVER_CPU_QUOTA * 100))
+  if [[ -w /sys/fs/cgroup/cpu ]]; then
+    cgroup=/sys/fs/cgroup/cpu/safeconduct-overload-$$
+    mkdir "$cgroup"
+    echo 10000 >"$cgroup/cpu.cfs_period_us"
+    echo "$quota_us" >"$cgroup/cpu.cfs_quota_us"
+    for t in /proc/"$pid"/task/*; do echo "${t##*/}" >"$cgroup/tasks"; done
+  elif [[ -w /sys/fs/cgroup/cgroup.subtree_control ]]; then
+    cgroup=/sys/fs/cgroup/safeconduct-overload-$$
+    mkdir "$cgroup"
+    echo "$quota_us 10000" >"$cgroup/cpu.max"
+    echo "$pid" >"$cgroup/cgroup.procs"
+  else
+    echo "overload.sh: SERVER_CPU_QUOTA needs a writable cgroup cpu controller" >&2
+    exit 2
+  fi
+fi
+echo "STS pid $pid at $base${SERVER_CPU_QUOTA:+, CPU quota $SERVER_CPU_QUOTA%}${MAX_IN_FLIGHT:+, max_in_flight $MAX_IN_FLIGHT}${SERVER_CPUS:+, CPUs $SERVER_CPUS}" >&2
 
 common=(--quickstart "$qs" --sts "$base" --pid "$pid" --warmup "$WARMUP" --tokens "$TOKENS" --json)
 
