@@ -401,3 +401,35 @@ func TestPerWorkloadAndClientLimits(t *testing.T) {
 		}
 	}
 }
+
+// FuzzClientAddr: X-Forwarded-For from a trusted proxy is untrusted text. The key
+// is always a valid address (or the zero Addr for an unparsable peer), never one
+// of the trusted proxies unless every hop read is one, and reading stops within
+// maxForwardedHops.
+func FuzzClientAddr(f *testing.F) {
+	for _, s := range []string{"203.0.113.9", "6.6.6.6, 203.0.113.9", "10.0.0.1,10.0.0.2", "not-an-ip", "", ",,,", "::1, [::1]", "2001:db8::1%eth0"} {
+		f.Add("10.1.2.3:1", s)
+	}
+	f.Add("garbage", "1.2.3.4")
+	l := newTokenLimits(LimitsConfig{TrustedProxies: []string{"10.0.0.0/8", "2001:db8::/32"}}, nil, newMetrics())
+	defer l.close()
+	f.Fuzz(func(t *testing.T, remote, xff string) {
+		r := httptest.NewRequest(http.MethodPost, "/token", nil)
+		r.RemoteAddr = remote
+		r.Header.Set("X-Forwarded-For", xff)
+		a := l.clientAddr(r)
+		peer, err := netip.ParseAddrPort(remote)
+		if err != nil {
+			if a.IsValid() {
+				t.Fatalf("unparsable peer %q gave key %v", remote, a)
+			}
+			return
+		}
+		if !a.IsValid() {
+			t.Fatalf("peer %q, XFF %q: invalid key", remote, xff)
+		}
+		if !l.trusted(peer.Addr().Unmap()) && a != (&tokenLimits{}).clientAddr(r) {
+			t.Fatalf("untrusted peer %q: XFF %q was believed (%v)", remote, xff, a)
+		}
+	})
+}
