@@ -503,7 +503,8 @@ func (s *Store) Admit(ctx context.Context, f *revocation.Facts, instance string)
 	}
 	buckets := make([]string, 0, 2*len(anchors))
 	for _, a := range anchors {
-		buckets = append(buckets, s.bucketKey(revocation.KindBlock, false, a), s.bucketKey(revocation.KindBlock, true, a))
+		h := backend.Hash(a) // both block buckets of an anchor share its hash
+		buckets = append(buckets, s.prefix+"b:"+h, s.prefix+"o:"+h)
 	}
 	now, fp, entries, err := s.check(ctx, instance, buckets)
 	if err != nil {
