@@ -22,8 +22,8 @@ import (
 // authentication.
 type ClientConfig struct {
 	ID string `yaml:"id"`
-	// Exactly one of JWKSFile (read at start) and JWKSURI (https, refreshed like
-	// an upstream's JWKS).
+	// Exactly one of JWKSFile and JWKSURI (https), both refreshed like an
+	// upstream's keys.
 	JWKSFile string `yaml:"jwks_file"`
 	JWKSURI  string `yaml:"jwks_uri"`
 	// Algorithms the client may sign with (default: all asymmetric ones).

@@ -41,7 +41,10 @@ type Config struct {
 	// Required, no empty entry.
 	Audiences []string
 	// JWKSURI fetches keys from a fixed URL instead of discovery. JWKSFile reads them
-	// once, at New, from a local file (air-gapped clusters). At most one of the two.
+	// from a local file (air-gapped clusters): at New (an error there fails New),
+	// then again like a fetch (every CacheTTL, or for an unknown kid at most once
+	// per RefreshMinInterval), keeping the last good keys, without staleness, when
+	// the file is broken. At most one of the two.
 	JWKSURI  string
 	JWKSFile string
 	// Algorithms are the accepted JWS algorithms, a subset of

@@ -385,6 +385,65 @@ func TestJWKSFile(t *testing.T) {
 	}
 }
 
+// TestJWKSFileReread: a rotation written into the file is picked up for a token
+// with the new kid (one re-read, rate limited); a broken file keeps the last good
+// keys; a key removed from the file stops verifying after the next re-read.
+func TestJWKSFileReread(t *testing.T) {
+	k := testKeys()
+	path := filepath.Join(t.TempDir(), "jwks.json")
+	write := func(body []byte) {
+		t.Helper()
+		if err := os.WriteFile(path, body, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(jwksJSON(t, goodKeys()...))
+	e := newEnv(t, func(c *oidc.Config) { c.JWKSFile = path })
+	es2 := func() error {
+		_, err := e.attest(signRaw(t, "ES256", hdr("ES256", "es2"), e.claims(), k.es2), attest.TypeJWT)
+		return err
+	}
+	if err := es2(); !errors.Is(err, attest.ErrInvalid) {
+		t.Fatalf("kid es2 before the rotation: %v", err)
+	}
+
+	// The upstream rotates: es2 is added to the file.
+	write(jwksJSON(t, append(goodKeys(), jwk(k.es2, "es2", "ES256"))...))
+	if err := es2(); !errors.Is(err, attest.ErrInvalid) {
+		t.Fatalf("re-read within the refresh interval: %v", err) // rate limited
+	}
+	e.clock.Advance(31 * time.Second)
+	if err := es2(); err != nil {
+		t.Fatalf("kid es2 after the rotation was written: %v", err)
+	}
+
+	// A broken file keeps the last good keys, even long after.
+	write([]byte(`{"keys": [`))
+	e.clock.Advance(10 * time.Minute)
+	e.mustAttest()
+	e.clock.Advance(48 * time.Hour)
+	e.mustAttest()
+	if err := es2(); err != nil {
+		t.Fatalf("last good keys lost to a broken file: %v", err)
+	}
+
+	// es2 is removed: once the file is re-read (every CacheTTL), it no longer
+	// verifies.
+	write(jwksJSON(t, goodKeys()...))
+	e.clock.Advance(10 * time.Minute)
+	e.mustAttest() // starts the background re-read
+	deadline := time.Now().Add(5 * time.Second)
+	for es2() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("a key removed from the file still verifies")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := e.iss.hits(); n != 0 {
+		t.Fatalf("%d requests with a JWKS file", n)
+	}
+}
+
 func TestMaxTokenAge(t *testing.T) {
 	e := newEnv(t, func(c *oidc.Config) { c.MaxTokenAge = 10 * time.Minute })
 	now := e.clock.Now().Unix()

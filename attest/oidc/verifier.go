@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"sync/atomic"
 	"time"
@@ -58,7 +59,21 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		if err != nil {
 			return nil, fmt.Errorf("oidc upstream %q: jwks_file: %w", s.Name, err)
 		}
+		snap.fetched = s.Now()
 		v.keys.cur.Store(snap)
+		// The file is re-read like a jwks_uri is fetched (every CacheTTL, and at
+		// most once per RefreshMinInterval for an unknown kid), so a rotation
+		// written into it (a Secret or ConfigMap update) is picked up without a
+		// restart. A file that cannot be read or parsed keeps the last good keys,
+		// which never go stale: they are the operator's, not a network's.
+		v.keys.maxStale = time.Duration(math.MaxInt64)
+		v.keys.fetch = func(context.Context) (*snapshot, string, error) {
+			snap, err := readJWKSFile(s.JWKSFile, s.MaxResponseBytes)
+			if err != nil {
+				return nil, s.JWKSFile, fmt.Errorf("jwks_file: %w", err)
+			}
+			return snap, s.JWKSFile, nil
+		}
 		return v, nil
 	}
 	v.fetch = &fetcher{
