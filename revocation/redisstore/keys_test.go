@@ -319,6 +319,9 @@ func TestConfirmReplicas(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The first acknowledgement after a full sync may wait for the replica's
+	// periodic ACK (up to a second): allow for it, as the STS does (1 s).
+	s = New(client, Options{Prefix: testredis.Prefix(t), ConfirmReplicas: true, ReplicaTimeout: 2 * time.Second})
 	got, err := s.Create(ctx, e)
 	if err != nil {
 		t.Fatalf("Create with a replica: %v", err)

@@ -161,9 +161,12 @@ if ARGV[1] == '1' then
     end
   end
 end
-for i = 2, #KEYS do
-  local vals = redis.call('HVALS', KEYS[i])
-  for _, v in ipairs(vals) do res[#res + 1] = v end
+-- Usually no bucket exists: one EXISTS over all of them settles that.
+if #KEYS > 1 and redis.call('EXISTS', unpack(KEYS, 2)) > 0 then
+  for i = 2, #KEYS do
+    local vals = redis.call('HVALS', KEYS[i])
+    for _, v in ipairs(vals) do res[#res + 1] = v end
+  end
 end
 return res
 `)
