@@ -452,6 +452,20 @@ func (s *Store) check(ctx context.Context, instance string, buckets []string) (t
 		return time.Time{}, "", nil, err
 	}
 	defer cancel()
+	if _, single := s.client.(*redis.Client); single && instance == "" && len(buckets) > 0 {
+		// The common case without Lua: TIME and one EXISTS over the buckets,
+		// pipelined (one round trip). Only when a bucket exists does the script
+		// read them. Not on a Cluster, where TIME would come from any node.
+		pipe := s.client.Pipeline()
+		tc := pipe.Time(ctx)
+		ec := pipe.Exists(ctx, buckets...)
+		if _, err := pipe.Exec(ctx); err != nil {
+			return time.Time{}, "", nil, redisErr(err)
+		}
+		if ec.Val() == 0 {
+			return tc.Val(), "", nil, nil
+		}
+	}
 	keys := make([]string, 0, 1+len(buckets))
 	flag := "0"
 	if instance != "" {
