@@ -39,9 +39,15 @@ type TracingConfig struct {
 	// https://collector:4318/v1/traces (a URL without a path gets /v1/traces).
 	// Empty (default) = tracing off.
 	OTLPEndpoint string `yaml:"otlp_endpoint"`
-	// SampleRatio is the share of new traces recorded, 0..1 (default 0.1). A
-	// request carrying a W3C traceparent follows its caller's decision instead.
+	// SampleRatio is the share of traces recorded, 0..1 (default 0.1), decided
+	// from the trace ID. A request carrying a W3C traceparent joins its caller's
+	// trace; the caller's sampled flag is followed only with FollowCallerSampling
+	// (otherwise any client could have every one of its requests recorded, at
+	// about 50% more CPU each). A caller that did not sample is never recorded.
 	SampleRatio *float64 `yaml:"sample_ratio"`
+	// FollowCallerSampling records every request whose traceparent says sampled:
+	// for callers inside the trust boundary (a mesh, a gateway that sets it).
+	FollowCallerSampling bool `yaml:"follow_caller_sampling"`
 	// ServiceName is the service.name resource attribute (default safeconduct).
 	ServiceName string `yaml:"service_name"`
 	// CAFile is a PEM bundle to verify an https collector with (default: system
@@ -267,9 +273,19 @@ func newTracing(ctx context.Context, cfg *Config) (*tracing, error) {
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithBatcher(exp),
 		sdktrace.WithResource(res),
-		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))),
+		sdktrace.WithSampler(sampler(ratio, c.FollowCallerSampling)),
 	)
 	return &tracing{provider: tp, tracer: tp.Tracer(tracerName)}, nil
+}
+
+// sampler samples new traces at ratio by trace ID; a remote parent's sampled
+// flag is followed only when followCaller, else the ratio decides for it too.
+func sampler(ratio float64, followCaller bool) sdktrace.Sampler {
+	byRatio := sdktrace.TraceIDRatioBased(ratio)
+	if followCaller {
+		return sdktrace.ParentBased(byRatio)
+	}
+	return sdktrace.ParentBased(byRatio, sdktrace.WithRemoteParentSampled(byRatio))
 }
 
 // startTracing wires tracing into s when the config enables it: the handler gains

@@ -373,12 +373,12 @@ func TestTracingExchange(t *testing.T) {
 	}
 }
 
-// TestTracingHonoursTraceparent: with sample_ratio 0 only a caller's sampled
-// traceparent gets a trace, and the STS joins the caller's trace. Plain HTTP to
-// the collector, as insecure: true allows.
+// TestTracingHonoursTraceparent: with sample_ratio 0 and follow_caller_sampling,
+// only a caller's sampled traceparent gets a trace, and the STS joins the
+// caller's trace. Plain HTTP to the collector, as insecure: true allows.
 func TestTracingHonoursTraceparent(t *testing.T) {
 	rcv := testotlp.NewHTTP(t)
-	ts := startTracedSTS(t, rcv, "", "  sample_ratio: 0\n  insecure: true\n")
+	ts := startTracedSTS(t, rcv, "", "  sample_ratio: 0\n  insecure: true\n  follow_caller_sampling: true\n")
 	const (
 		sampledTrace   = "4bf92f3577b34da6a3ce929d0e0e4736"
 		unsampledTrace = "0af7651916cd43dd8448eb211c80319c"
@@ -416,6 +416,25 @@ func TestTracingHonoursTraceparent(t *testing.T) {
 	}
 	if n := len(childrenOf(spans, server[0])); n != 4 {
 		t.Fatalf("%d child spans, want 4", n)
+	}
+}
+
+// TestTracingCallerCannotForceSampling: by default a caller's sampled flag does
+// not make the STS record its requests: at ratio 0 nothing is exported.
+func TestTracingCallerCannotForceSampling(t *testing.T) {
+	rcv := testotlp.NewHTTP(t)
+	ts := startTracedSTS(t, rcv, "", "  sample_ratio: 0\n  insecure: true\n")
+	for range 3 {
+		r := ts.do(t, http.MethodPost, "/token", "application/x-www-form-urlencoded", ts.form(ts.a.Token(t, payments)).Encode(), func(r *http.Request) {
+			r.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+		})
+		if r.status != 200 {
+			t.Fatalf("exchange: %d %s", r.status, r.raw)
+		}
+	}
+	flushTraces(t, ts)
+	if spans := rcv.Spans(); len(spans) != 0 {
+		t.Fatalf("a caller forced %d spans: %v", len(spans), spanNames(spans))
 	}
 }
 
