@@ -218,9 +218,17 @@ func (s *Server) handleCreateRevocation(w http.ResponseWriter, r *http.Request) 
 		// Every token it can match has expired after the longest token lifetime.
 		e.Expires = now.Add(s.maxTTL + time.Minute)
 	}
-	created, err := s.store.Create(r.Context(), e)
+	s.recordEntry(w, r, action, caller, e)
+}
+
+// recordEntry creates e in the store, counts and audits it (with extra first),
+// and answers 201 with the entry; or 400 for an entry the store refuses, 503
+// when it is unreachable (the failure audited too).
+func (s *Server) recordEntry(w http.ResponseWriter, r *http.Request, action string, caller *attest.Workload, e revocation.Entry, extra ...slog.Attr) {
+	ctx := r.Context()
+	created, err := s.store.Create(ctx, e)
 	if err != nil {
-		s.auditAdmin(r.Context(), action, "error", caller, slog.String("selector", e.Selector), slog.String("error", err.Error()))
+		s.auditAdmin(ctx, action, "error", caller, append(extra, slog.String("selector", e.Selector), slog.String("error", err.Error()))...)
 		if errors.Is(err, revocation.ErrInvalid) {
 			writeAdminError(w, &adminError{http.StatusBadRequest, "invalid_request", "the entry is invalid: " + err.Error()})
 			return
@@ -229,8 +237,8 @@ func (s *Server) handleCreateRevocation(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	s.metrics.revocations.WithLabelValues(string(created.Kind)).Inc()
-	s.auditAdmin(r.Context(), action, "recorded", caller, slog.String("id", created.ID), slog.String("selector", created.Selector),
-		slog.String("reason", created.Reason), slog.Time("expires", created.Expires))
+	s.auditAdmin(ctx, action, "recorded", caller, append(extra, slog.String("id", created.ID), slog.String("selector", created.Selector),
+		slog.String("reason", created.Reason), slog.Time("expires", created.Expires))...)
 	writeJSON(w, http.StatusCreated, entryJSON(created))
 }
 

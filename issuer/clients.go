@@ -169,13 +169,8 @@ func (s *Server) authenticateAssertion(ctx context.Context, req *tokenRequest) (
 	case wl.Expiry.After(now.Add(maxAssertionLifetime + assertionSkew)):
 		return nil, fmt.Errorf("%w: client %q: assertion valid for more than %s", attest.ErrInvalid, iss, maxAssertionLifetime)
 	}
-	fresh, err := s.store.Claim(ctx, "client\x00"+iss+"\x00"+wl.TokenID, wl.Expiry.Add(assertionSkew))
-	switch {
-	case err != nil:
-		s.log.ErrorContext(ctx, "revocation store unavailable; cannot check client assertion replay", slog.String("error", err.Error()))
-		return nil, fmt.Errorf("%w: replay check: %v", attest.ErrUnavailable, err)
-	case !fresh:
-		return nil, fmt.Errorf("%w: client %q: assertion jti already used (replay)", attest.ErrInvalid, iss)
+	if err := s.claimOnce(ctx, "client\x00"+iss+"\x00"+wl.TokenID, wl.Expiry.Add(assertionSkew)); err != nil {
+		return nil, fmt.Errorf("client %q: assertion %w", iss, err)
 	}
 	return &attest.Workload{Upstream: "client", Issuer: iss, Subject: iss, ID: iss, TokenID: wl.TokenID, Expiry: wl.Expiry}, nil
 }
@@ -195,15 +190,26 @@ func (s *Server) claimOneTime(ctx context.Context, wl *attest.Workload, tokenTyp
 	case len(wl.TokenID) > 256:
 		return fmt.Errorf("%w: jti longer than 256 bytes", attest.ErrInvalid)
 	}
-	fresh, err := s.store.Claim(ctx, "upstream\x00"+wl.Upstream+"\x00"+wl.TokenID, wl.Expiry.Add(skew))
+	if err := s.claimOnce(ctx, "upstream\x00"+wl.Upstream+"\x00"+wl.TokenID, wl.Expiry.Add(skew)); err != nil {
+		return fmt.Errorf("token of one_time upstream %q: %w", wl.Upstream, err)
+	}
+	return nil
+}
+
+// claimOnce records key in the revocation store until until. It fails with
+// attest.ErrInvalid when key was recorded before (a replay: "jti already used")
+// or the store refuses the claim, and with attest.ErrUnavailable when the store
+// cannot answer (the request then fails closed).
+func (s *Server) claimOnce(ctx context.Context, key string, until time.Time) error {
+	fresh, err := s.store.Claim(ctx, key, until)
 	switch {
 	case errors.Is(err, revocation.ErrInvalid):
 		return fmt.Errorf("%w: %v", attest.ErrInvalid, err)
 	case err != nil:
-		s.log.ErrorContext(ctx, "revocation store unavailable; cannot check token replay", slog.String("error", err.Error()))
+		s.log.ErrorContext(ctx, "revocation store unavailable; cannot check for a replay", slog.String("error", err.Error()))
 		return fmt.Errorf("%w: replay check: %v", attest.ErrUnavailable, err)
 	case !fresh:
-		return fmt.Errorf("%w: token jti already used (upstream %q is one_time)", attest.ErrInvalid, wl.Upstream)
+		return fmt.Errorf("%w: jti already used (replay)", attest.ErrInvalid)
 	}
 	return nil
 }

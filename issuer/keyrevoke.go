@@ -1,7 +1,6 @@
 package issuer
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -67,20 +66,7 @@ func (s *Server) handleRevokeKey(w http.ResponseWriter, r *http.Request) {
 		Kind: revocation.KindRevoke, Selector: sel.String(), Reason: req.Reason,
 		Actor: caller.Upstream + ":" + caller.ID, Expires: s.keyRevokeExpiry(req.KID, now),
 	}
-	created, err := s.store.Create(ctx, e)
-	if err != nil {
-		s.auditAdmin(ctx, action, "error", caller, op, slog.String("kid", req.KID), slog.String("error", err.Error()))
-		if errors.Is(err, revocation.ErrInvalid) {
-			writeAdminError(w, &adminError{http.StatusBadRequest, "invalid_request", "the entry is invalid: " + err.Error()})
-			return
-		}
-		writeAdminError(w, errStoreDown)
-		return
-	}
-	s.metrics.revocations.WithLabelValues(string(created.Kind)).Inc()
-	s.auditAdmin(ctx, action, "recorded", caller, op, slog.String("kid", req.KID), slog.String("id", created.ID),
-		slog.String("selector", created.Selector), slog.String("reason", created.Reason), slog.Time("expires", created.Expires))
-	writeJSON(w, http.StatusCreated, entryJSON(created))
+	s.recordEntry(w, r, action, caller, e, op, slog.String("kid", req.KID))
 }
 
 // keyInUse re-reads key_dir and reports whether kid is the key this STS signs

@@ -291,9 +291,10 @@ func (l *tokenLimits) clientAddr(r *http.Request) netip.Addr {
 	a := ap.Addr().Unmap()
 	if len(l.proxies) > 0 && l.trusted(a) {
 		hops := 0
+		fields := r.Header.Values("X-Forwarded-For")
 	walk:
-		for i := len(r.Header.Values("X-Forwarded-For")) - 1; i >= 0; i-- {
-			parts := strings.Split(r.Header.Values("X-Forwarded-For")[i], ",")
+		for i := len(fields) - 1; i >= 0; i-- {
+			parts := strings.Split(fields[i], ",")
 			for j := len(parts) - 1; j >= 0; j-- {
 				hop, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
 				if hops++; err != nil || hops > maxForwardedHops {

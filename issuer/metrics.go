@@ -121,15 +121,25 @@ func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
 }
 
-// statusRecorder captures the status code for the request counter.
+// statusRecorder captures the response status (the first final one written, 200
+// when the handler only writes a body) for the request counter and the server
+// span.
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+	wrote  bool
 }
 
 func (r *statusRecorder) WriteHeader(code int) {
-	r.status = code
+	if !r.wrote && code >= 200 {
+		r.status, r.wrote = code, true
+	}
 	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(p []byte) (int, error) {
+	r.wrote = true
+	return r.ResponseWriter.Write(p)
 }
 
 // Unwrap lets http.ResponseController reach the connection (flush, deadlines).

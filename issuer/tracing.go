@@ -80,7 +80,7 @@ func (c *TracingConfig) Enabled() bool { return c.OTLPEndpoint != "" }
 
 func (c *TracingConfig) validate(v *validator) {
 	if !c.Enabled() {
-		if c.SampleRatio != nil || c.ServiceName != "" || c.CAFile != "" || c.Insecure || c.Timeout != 0 || c.HeadersFile != "" {
+		if c.SampleRatio != nil || c.FollowCallerSampling || c.ServiceName != "" || c.CAFile != "" || c.Insecure || c.Timeout != 0 || c.HeadersFile != "" {
 			v.at("tracing.otlp_endpoint is required when other tracing keys are set (without it tracing is off)", "tracing")
 		}
 		return
@@ -354,7 +354,7 @@ func (t *tracing) middleware(next http.Handler) http.Handler {
 			semconv.URLScheme(scheme),
 			semconv.NetworkProtocolVersion(protocolVersion(r)),
 		)
-		rec := &spanStatusRecorder{ResponseWriter: w, status: http.StatusOK}
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		r = r.WithContext(ctx)
 		defer func() {
 			p := recover()
@@ -412,28 +412,6 @@ func protocolVersion(r *http.Request) string {
 		return "1.1"
 	}
 }
-
-// spanStatusRecorder captures the response status for the server span.
-type spanStatusRecorder struct {
-	http.ResponseWriter
-	status int
-	wrote  bool
-}
-
-func (r *spanStatusRecorder) WriteHeader(code int) {
-	if !r.wrote && code >= 200 {
-		r.status, r.wrote = code, true
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *spanStatusRecorder) Write(p []byte) (int, error) {
-	r.wrote = true
-	return r.ResponseWriter.Write(p)
-}
-
-// Unwrap lets http.ResponseController reach the connection (the feed flushes).
-func (r *spanStatusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // Span names of the /token pipeline steps.
 const (
