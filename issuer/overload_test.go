@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"context"
 	"io"
 	"math"
 	"net"
@@ -146,8 +147,8 @@ func TestKernelQueueAge(t *testing.T) {
 	}
 }
 
-// TestOverloadShedsEndToEnd: a server whose gate sheds answers /token with 429
-// and counts it by reason; the observation comes from the real connection.
+// TestOverloadShedsEndToEnd: a gate that sheds answers /token with 429 and
+// counts it by reason; shedding off lets requests through.
 func TestOverloadShedsEndToEnd(t *testing.T) {
 	m := newMetrics()
 	l := newTokenLimits(LimitsConfig{}, nil, m)
@@ -185,5 +186,41 @@ func TestOverloadShedsEndToEnd(t *testing.T) {
 	off := newTokenLimits(LimitsConfig{ShedQueueDelay: Duration(-time.Second)}, nil, newMetrics())
 	if off.gate != nil {
 		t.Fatal("a negative shed_queue_delay does not turn shedding off")
+	}
+}
+
+// TestServeObservesQueueAge: Serve hands the handler the accepted TCP connection
+// under TLS, so the gate reads each /token request's kernel queue age.
+func TestServeObservesQueueAge(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("TCP_INFO is read on Linux only")
+	}
+	ts := startSTS(t, stsOptions{})
+	g := ts.srv.limits.gate
+	g.close() // no ticks: the observation stays until read here
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ts.srv.Serve(ctx, l, ts.hs.TLS.Clone(), time.Second) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	if g.minAge.Load() != math.MaxInt64 {
+		t.Fatal("an age was observed before any request")
+	}
+	resp, err := ts.client.PostForm("https://"+l.Addr().String()+PathToken, ts.form(ts.a.Token(t, payments)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if age := g.minAge.Load(); age == math.MaxInt64 || age < 0 || age > int64(5*time.Second) {
+		t.Fatalf("queue age %d ns after a request over Serve, want an observation", age)
 	}
 }
