@@ -28,7 +28,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/safeconduct/safeconduct/issuer"
+	"github.com/safeconduct/safeconduct/config"
 )
 
 const baseDir = "kubernetes/base"
@@ -942,27 +942,27 @@ func TestBaseReferencesAreGeneratedOrDocumented(t *testing.T) {
 // loadCopied copies a config file and its policy files into a temporary directory
 // (so relative policy_files resolve as they do in the pod) and loads both with the
 // STS's own loaders.
-func loadCopied(t *testing.T, dir, config string) *issuer.Config {
+func loadCopied(t *testing.T, dir, name string) *config.Config {
 	t.Helper()
 	tmp := t.TempDir()
-	data, err := os.ReadFile(filepath.Join(dir, config))
+	data, err := os.ReadFile(filepath.Join(dir, name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(tmp, config), data, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(tmp, name), data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := issuer.LoadConfig(filepath.Join(tmp, config))
+	cfg, err := config.LoadConfig(filepath.Join(tmp, name))
 	if err != nil {
-		t.Fatalf("%s: %v", config, err)
+		t.Fatalf("%s: %v", name, err)
 	}
 	for _, p := range cfg.PolicyFiles {
 		if filepath.IsAbs(p) {
-			t.Fatalf("%s: policy file %s should be relative to the config", config, p)
+			t.Fatalf("%s: policy file %s should be relative to the name", name, p)
 		}
 		data, err := os.ReadFile(filepath.Join(dir, p))
 		if err != nil {
-			t.Fatalf("%s: policy file: %v", config, err)
+			t.Fatalf("%s: policy file: %v", name, err)
 		}
 		if err := os.MkdirAll(filepath.Dir(filepath.Join(tmp, p)), 0o700); err != nil {
 			t.Fatal(err)
@@ -971,13 +971,13 @@ func loadCopied(t *testing.T, dir, config string) *issuer.Config {
 			t.Fatal(err)
 		}
 	}
-	if _, err := issuer.LoadPolicy(cfg); err != nil {
-		t.Fatalf("%s: policy: %v", config, err)
+	if _, err := config.PolicySource(cfg).Load(); err != nil {
+		t.Fatalf("%s: policy: %v", name, err)
 	}
 	return cfg
 }
 
-func listenPort(t *testing.T, cfg *issuer.Config) int {
+func listenPort(t *testing.T, cfg *config.Config) int {
 	t.Helper()
 	_, p, err := net.SplitHostPort(cfg.Listen)
 	if err != nil {
@@ -1234,11 +1234,11 @@ func TestCompose(t *testing.T) {
 	if path.Dir(cmdConfig) != "/etc/sts" {
 		t.Fatalf("the Dockerfile's CMD reads %s, outside /etc/sts", cmdConfig)
 	}
-	cfg, err := issuer.LoadConfig(filepath.Join(stsConfigDir, path.Base(cmdConfig)))
+	cfg, err := config.LoadConfig(filepath.Join(stsConfigDir, path.Base(cmdConfig)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := issuer.LoadPolicy(cfg); err != nil {
+	if _, err := config.PolicySource(cfg).Load(); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Revocation.Backend != "redis" {

@@ -6,29 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/safeconduct/safeconduct/attest"
-	"github.com/safeconduct/safeconduct/attest/oidc"
 	"github.com/safeconduct/safeconduct/revocation"
 )
-
-// ClientConfig registers a client that authenticates with private_key_jwt
-// (RFC 7523 §2.2): it signs a short-lived assertion (iss = sub = ID, aud = the
-// STS issuer or token endpoint, exp, jti) with a key of its JWKS. Policy rules
-// name clients (by ID, or by SPIFFE ID for mTLS clients) to require client
-// authentication.
-type ClientConfig struct {
-	ID string `yaml:"id"`
-	// Exactly one of JWKSFile and JWKSURI (https), both refreshed like an
-	// upstream's keys.
-	JWKSFile string `yaml:"jwks_file"`
-	JWKSURI  string `yaml:"jwks_uri"`
-	// Algorithms the client may sign with (default: all asymmetric ones).
-	Algorithms []string `yaml:"algorithms"`
-}
 
 // AssertionTypeJWTBearer is the RFC 7523 client_assertion_type.
 const AssertionTypeJWTBearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -38,84 +21,14 @@ const AssertionTypeJWTBearer = "urn:ietf:params:oauth:client-assertion-type:jwt-
 // refuse a replay) stays cheap.
 const (
 	maxAssertionLifetime = 5 * time.Minute
-	assertionSkew        = 30 * time.Second
-	maxClients           = 1000
+	// AssertionSkew is the clock skew allowed on client assertions (their
+	// verifiers are built with it).
+	AssertionSkew = 30 * time.Second
 )
-
-func (c *ClientConfig) validate(v *validator, i int, ids map[string]bool) {
-	at := func(msg string, path ...any) { v.at(msg, append([]any{"clients", i}, path...)...) }
-	switch {
-	case c.ID == "":
-		at("client id is required")
-	case len(c.ID) > maxClientID || !printable(c.ID) || strings.ContainsAny(c.ID, " \t"):
-		at(fmt.Sprintf("client id %.64q: at most %d printable bytes, no spaces", c.ID, maxClientID), "id")
-	case strings.HasPrefix(c.ID, "spiffe://"):
-		at("client id must not be a SPIFFE ID: SPIFFE workloads authenticate with their X.509-SVID (mTLS)", "id")
-	case ids[c.ID]:
-		at(fmt.Sprintf("duplicate client id %q", c.ID), "id")
-	}
-	ids[c.ID] = true
-	switch {
-	case c.JWKSFile == "" && c.JWKSURI == "":
-		at("a client needs jwks_file or jwks_uri", "id")
-	case c.JWKSFile != "" && c.JWKSURI != "":
-		at("jwks_file and jwks_uri are mutually exclusive", "jwks_uri")
-	case c.JWKSURI != "" && !strings.HasPrefix(c.JWKSURI, "https://"):
-		at("jwks_uri must be an https URL", "jwks_uri")
-	}
-	for j, a := range c.Algorithms {
-		if !slices.Contains(upstreamAlgorithms, a) {
-			at(fmt.Sprintf("algorithm %q is not supported (want one of %s)", a, strings.Join(upstreamAlgorithms, ", ")), "algorithms", j)
-		}
-	}
-}
 
 // clientRegistry verifies private_key_jwt assertions of the registered clients.
 type clientRegistry struct {
-	byID map[string]*oidc.Verifier
-	// audiences are the accepted aud values: the issuer and the token endpoint.
-	audiences []string
-}
-
-// buildClients creates a verifier per registered client. Nil when none is.
-func buildClients(ctx context.Context, cfg *Config, o Options) (*clientRegistry, error) {
-	if len(cfg.Clients) == 0 {
-		return nil, nil
-	}
-	r := &clientRegistry{
-		byID:      make(map[string]*oidc.Verifier, len(cfg.Clients)),
-		audiences: []string{cfg.Issuer, strings.TrimSuffix(cfg.Issuer, "/") + PathToken},
-	}
-	var errs []error
-	for _, c := range cfg.Clients {
-		file := ""
-		if c.JWKSFile != "" {
-			file = cfg.Path(c.JWKSFile)
-		}
-		v, err := oidc.New(ctx, oidc.Config{
-			Name:         "client:" + c.ID,
-			Issuer:       c.ID,
-			OpaqueIssuer: true,
-			Audiences:    r.audiences,
-			JWKSURI:      c.JWKSURI,
-			JWKSFile:     file,
-			Algorithms:   c.Algorithms,
-			ClockSkew:    assertionSkew,
-			Subjects:     []string{c.ID},
-			Now:          o.Now,
-			Logger:       o.Logger,
-			HTTPClient:   o.UpstreamClient,
-		})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("client %q: %w", c.ID, err))
-			continue
-		}
-		r.byID[c.ID] = v
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return r, nil
+	byID map[string]attest.ParsedVerifier
 }
 
 // authMethods are the token_endpoint_auth_methods_supported of the discovery
@@ -125,6 +38,15 @@ func (r *clientRegistry) authMethods() []string {
 		return []string{"none", "tls_client_auth"}
 	}
 	return []string{"none", "tls_client_auth", "private_key_jwt"}
+}
+
+// MaxClientID is the longest client ID accepted, in bytes.
+const MaxClientID = maxClientID
+
+// ClientAssertionAudiences are the aud values a client assertion may carry: the
+// issuer and its token endpoint.
+func ClientAssertionAudiences(issuer string) []string {
+	return []string{issuer, strings.TrimSuffix(issuer, "/") + PathToken}
 }
 
 // errClientAuth is the answer to every failed client authentication: 401, one
@@ -166,10 +88,10 @@ func (s *Server) authenticateAssertion(ctx context.Context, req *tokenRequest) (
 		return nil, fmt.Errorf("%w: client %q: assertion has no jti", attest.ErrInvalid, iss)
 	case len(wl.TokenID) > 256:
 		return nil, fmt.Errorf("%w: client %q: assertion jti longer than 256 bytes", attest.ErrInvalid, iss)
-	case wl.Expiry.After(now.Add(maxAssertionLifetime + assertionSkew)):
+	case wl.Expiry.After(now.Add(maxAssertionLifetime + AssertionSkew)):
 		return nil, fmt.Errorf("%w: client %q: assertion valid for more than %s", attest.ErrInvalid, iss, maxAssertionLifetime)
 	}
-	if err := s.claimOnce(ctx, "client\x00"+iss+"\x00"+wl.TokenID, wl.Expiry.Add(assertionSkew)); err != nil {
+	if err := s.claimOnce(ctx, "client\x00"+iss+"\x00"+wl.TokenID, wl.Expiry.Add(AssertionSkew)); err != nil {
 		return nil, fmt.Errorf("client %q: assertion %w", iss, err)
 	}
 	return &attest.Workload{Upstream: "client", Issuer: iss, Subject: iss, ID: iss, TokenID: wl.TokenID, Expiry: wl.Expiry}, nil

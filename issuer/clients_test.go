@@ -1,4 +1,4 @@
-package issuer
+package issuer_test
 
 import (
 	"encoding/json"
@@ -13,12 +13,11 @@ import (
 	"time"
 
 	"github.com/safeconduct/safeconduct/internal/testissuer"
+	"github.com/safeconduct/safeconduct/issuer"
 )
 
 const deploy = "https://deploy.internal"
 
-// clientPolicy adds a rule that grants deploy only to the authenticated client
-// ci-runner.
 const clientPolicy = testPolicy + `  - name: deploy-from-ci
     effect: allow
     upstreams: [cluster-a]
@@ -27,8 +26,6 @@ const clientPolicy = testPolicy + `  - name: deploy-from-ci
     clients: [ci-runner]
 `
 
-// clientSTS starts an STS with two registered private_key_jwt clients:
-// ci-runner (ES256 only) and laptop.
 func clientSTS(t *testing.T) (*testSTS, *testissuer.Issuer, *testissuer.Issuer) {
 	t.Helper()
 	ci, laptop := testissuer.New(t, "ci-runner"), testissuer.New(t, "laptop")
@@ -41,11 +38,10 @@ func clientSTS(t *testing.T) (*testSTS, *testissuer.Issuer, *testissuer.Issuer) 
 	return ts, ci, laptop
 }
 
-// assertion is a valid client assertion of c for ts, after edits.
 func assertion(t *testing.T, ts *testSTS, c *testissuer.Issuer, edits ...func(map[string]any)) string {
 	t.Helper()
 	claims := c.Claims(c.URL)
-	claims["aud"] = ts.url + PathToken
+	claims["aud"] = ts.url + issuer.PathToken
 	claims["exp"] = time.Now().Add(2 * time.Minute).Unix()
 	for _, e := range edits {
 		e(claims)
@@ -54,7 +50,7 @@ func assertion(t *testing.T, ts *testSTS, c *testissuer.Issuer, edits ...func(ma
 }
 
 func withAssertion(form url.Values, a string) url.Values {
-	form.Set("client_assertion_type", AssertionTypeJWTBearer)
+	form.Set("client_assertion_type", issuer.AssertionTypeJWTBearer)
 	form.Set("client_assertion", a)
 	return form
 }
@@ -70,7 +66,7 @@ func TestPrivateKeyJWT(t *testing.T) {
 
 	t.Run("required by policy", func(t *testing.T) {
 		r := ts.post(t, deployForm())
-		assertRefused(t, r, http.StatusUnauthorized, codeInvalidClient)
+		assertRefused(t, r, http.StatusUnauthorized, issuer.CodeInvalidClient)
 		if !strings.Contains(r.header.Get("WWW-Authenticate"), "invalid_client") {
 			t.Fatalf("WWW-Authenticate %q", r.header.Get("WWW-Authenticate"))
 		}
@@ -98,7 +94,7 @@ func TestPrivateKeyJWT(t *testing.T) {
 
 		// The same assertion again is a replay, whatever the request.
 		r = ts.post(t, withAssertion(deployForm(), a))
-		assertRefused(t, r, http.StatusUnauthorized, codeInvalidClient)
+		assertRefused(t, r, http.StatusUnauthorized, issuer.CodeInvalidClient)
 		if !strings.Contains(ts.audit.String(), "replay") {
 			t.Fatal("audit does not say the assertion was replayed")
 		}
@@ -106,7 +102,7 @@ func TestPrivateKeyJWT(t *testing.T) {
 
 	t.Run("another registered client is refused by the rule", func(t *testing.T) {
 		r := ts.post(t, withAssertion(deployForm(), assertion(t, ts, laptop)))
-		assertRefused(t, r, http.StatusBadRequest, codeInvalidRequest)
+		assertRefused(t, r, http.StatusBadRequest, issuer.CodeInvalidRequest)
 		if !strings.Contains(ts.audit.String(), `does not list the authenticated client \"laptop\"`) {
 			t.Fatalf("audit does not name the refused client: %s", ts.audit.String())
 		}
@@ -142,61 +138,61 @@ func TestPrivateKeyJWT(t *testing.T) {
 	}{
 		{"wrong audience", func() url.Values {
 			return withAssertion(deployForm(), assertion(t, ts, ci, func(c map[string]any) { c["aud"] = "https://elsewhere.example/token" }))
-		}, 401, codeInvalidClient},
+		}, 401, issuer.CodeInvalidClient},
 		{"expired", func() url.Values {
 			return withAssertion(deployForm(), assertion(t, ts, ci, func(c map[string]any) {
 				c["exp"], c["iat"], c["nbf"] = time.Now().Add(-time.Hour).Unix(), time.Now().Add(-2*time.Hour).Unix(), time.Now().Add(-2*time.Hour).Unix()
 			}))
-		}, 401, codeInvalidClient},
+		}, 401, issuer.CodeInvalidClient},
 		{"valid for an hour", func() url.Values {
 			return withAssertion(deployForm(), assertion(t, ts, ci, func(c map[string]any) { c["exp"] = time.Now().Add(time.Hour).Unix() }))
-		}, 401, codeInvalidClient},
+		}, 401, issuer.CodeInvalidClient},
 		{"no jti", func() url.Values {
 			return withAssertion(deployForm(), assertion(t, ts, ci, func(c map[string]any) { delete(c, "jti") }))
-		}, 401, codeInvalidClient},
+		}, 401, issuer.CodeInvalidClient},
 		{"sub is not the client", func() url.Values {
 			return withAssertion(deployForm(), assertion(t, ts, ci, func(c map[string]any) { c["sub"] = "laptop" }))
-		}, 401, codeInvalidClient},
-		{"signed with another key", func() url.Values { return withAssertion(deployForm(), assertion(t, ts, stranger)) }, 401, codeInvalidClient},
-		{"unregistered client", func() url.Values { return withAssertion(deployForm(), assertion(t, ts, unknown)) }, 401, codeInvalidClient},
+		}, 401, issuer.CodeInvalidClient},
+		{"signed with another key", func() url.Values { return withAssertion(deployForm(), assertion(t, ts, stranger)) }, 401, issuer.CodeInvalidClient},
+		{"unregistered client", func() url.Values { return withAssertion(deployForm(), assertion(t, ts, unknown)) }, 401, issuer.CodeInvalidClient},
 		{"client_id disagrees", func() url.Values {
 			f := withAssertion(deployForm(), assertion(t, ts, ci))
 			f.Set("client_id", "laptop")
 			return f
-		}, 401, codeInvalidClient},
+		}, 401, issuer.CodeInvalidClient},
 		{"algorithm the client may not use", func() url.Values {
 			c := ci.Claims("ci-runner")
-			c["aud"], c["exp"] = ts.url+PathToken, time.Now().Add(time.Minute).Unix()
+			c["aud"], c["exp"] = ts.url+issuer.PathToken, time.Now().Add(time.Minute).Unix()
 			return withAssertion(deployForm(), ci.SignRS256(t, c))
-		}, 401, codeInvalidClient},
+		}, 401, issuer.CodeInvalidClient},
 		{"unsupported assertion type", func() url.Values {
 			f := withAssertion(deployForm(), assertion(t, ts, ci))
 			f.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:saml2-bearer")
 			return f
-		}, 401, codeInvalidClient},
-		{"not a JWT", func() url.Values { return withAssertion(deployForm(), "abc.def") }, 401, codeInvalidClient},
+		}, 401, issuer.CodeInvalidClient},
+		{"not a JWT", func() url.Values { return withAssertion(deployForm(), "abc.def") }, 401, issuer.CodeInvalidClient},
 		{"assertion without its type", func() url.Values {
 			f := deployForm()
 			f.Set("client_assertion", assertion(t, ts, ci))
 			return f
-		}, 400, codeInvalidRequest},
+		}, 400, issuer.CodeInvalidRequest},
 		{"repeated assertion", func() url.Values {
 			f := withAssertion(deployForm(), assertion(t, ts, ci))
 			f.Add("client_assertion", assertion(t, ts, ci))
 			return f
-		}, 400, codeInvalidRequest},
+		}, 400, issuer.CodeInvalidRequest},
 		{"assertion and client_secret", func() url.Values {
 			f := withAssertion(deployForm(), assertion(t, ts, ci))
 			f.Set("client_secret", "s3cret")
 			return f
-		}, 400, codeInvalidRequest},
+		}, 400, issuer.CodeInvalidRequest},
 	}
 	for _, c := range bad {
 		t.Run(c.name, func(t *testing.T) {
 			r := ts.post(t, c.form())
 			assertRefused(t, r, c.status, c.code)
 			if c.status == 401 {
-				if r.body["error_description"] != errClientAuth.Description {
+				if r.body["error_description"] != issuer.ErrClientAuth.Description {
 					t.Fatalf("description %q tells more than that authentication failed", r.body["error_description"])
 				}
 				if r.header.Get("WWW-Authenticate") == "" {
@@ -207,13 +203,13 @@ func TestPrivateKeyJWT(t *testing.T) {
 	}
 
 	t.Run("assertion and basic auth", func(t *testing.T) {
-		r := ts.do(t, http.MethodPost, PathToken, "application/x-www-form-urlencoded",
+		r := ts.do(t, http.MethodPost, issuer.PathToken, "application/x-www-form-urlencoded",
 			withAssertion(deployForm(), assertion(t, ts, ci)).Encode(), func(r *http.Request) { r.SetBasicAuth("ci-runner", "x") })
-		assertRefused(t, r, 400, codeInvalidRequest)
+		assertRefused(t, r, 400, issuer.CodeInvalidRequest)
 	})
 
 	t.Run("discovery", func(t *testing.T) {
-		r := ts.do(t, http.MethodGet, PathOpenID, "", "", nil)
+		r := ts.do(t, http.MethodGet, issuer.PathOpenID, "", "", nil)
 		methods := toStrings(r.body["token_endpoint_auth_methods_supported"])
 		if !slices.Contains(methods, "private_key_jwt") || !slices.Contains(methods, "tls_client_auth") {
 			t.Fatalf("auth methods %v", methods)
@@ -224,57 +220,17 @@ func TestPrivateKeyJWT(t *testing.T) {
 	})
 }
 
-// TestPrivateKeyJWTWithoutClients: without registered clients, an assertion is
-// refused and discovery does not offer private_key_jwt.
 func TestPrivateKeyJWTWithoutClients(t *testing.T) {
 	ts := startSTS(t, stsOptions{})
 	c := testissuer.New(t, "ci-runner")
 	r := ts.post(t, withAssertion(ts.form(ts.a.Token(t, payments)), assertion(t, ts, c)))
-	assertRefused(t, r, http.StatusUnauthorized, codeInvalidClient)
-	d := ts.do(t, http.MethodGet, PathOpenID, "", "", nil)
+	assertRefused(t, r, http.StatusUnauthorized, issuer.CodeInvalidClient)
+	d := ts.do(t, http.MethodGet, issuer.PathOpenID, "", "", nil)
 	if slices.Contains(toStrings(d.body["token_endpoint_auth_methods_supported"]), "private_key_jwt") {
 		t.Fatal("discovery offers private_key_jwt with no client registered")
 	}
 }
 
-func TestClientConfigValidation(t *testing.T) {
-	base := `issuer: https://sts.example
-listen: 127.0.0.1:8443
-tls: {cert_file: a.crt, key_file: a.key}
-signing: {algorithm: ES256, key_dir: keys}
-upstreams:
-  - {name: a, kind: oidc, issuer: "https://a.example", audiences: [sts], jwks_file: a.json}
-policy_files: [p.yaml]
-revocation: {backend: embedded, embedded: {path: r.db}}
-clients:
-`
-	cases := map[string]struct{ clients, want string }{
-		"no keys":        {"  - id: a\n", "needs jwks_file or jwks_uri"},
-		"both keys":      {"  - {id: a, jwks_file: a.json, jwks_uri: \"https://a.example/jwks\"}\n", "mutually exclusive"},
-		"http jwks":      {"  - {id: a, jwks_uri: \"http://a.example/jwks\"}\n", "must be an https URL"},
-		"duplicate":      {"  - {id: a, jwks_file: a.json}\n  - {id: a, jwks_file: b.json}\n", `duplicate client id "a"`},
-		"spiffe id":      {"  - {id: \"spiffe://td/x\", jwks_file: a.json}\n", "must not be a SPIFFE ID"},
-		"space":          {"  - {id: \"a b\", jwks_file: a.json}\n", "no spaces"},
-		"empty id":       {"  - {jwks_file: a.json}\n", "client id is required"},
-		"bad algorithm":  {"  - {id: a, jwks_file: a.json, algorithms: [HS256]}\n", `algorithm "HS256" is not supported`},
-		"unknown key":    {"  - {id: a, jwks_file: a.json, secret: x}\n", "secret"},
-		"valid (no err)": {"  - {id: a, jwks_file: a.json, algorithms: [ES256]}\n", ""},
-	}
-	for name, c := range cases {
-		t.Run(name, func(t *testing.T) {
-			_, err := ParseConfig("sts.yaml", []byte(base+c.clients))
-			switch {
-			case c.want == "" && err != nil:
-				t.Fatalf("unexpected error: %v", err)
-			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
-				t.Fatalf("error %v, want it to contain %q", err, c.want)
-			}
-		})
-	}
-}
-
-// TestOneTimeUpstream: a token of an upstream marked one_time is exchanged once;
-// a replay, a token without jti, and all but one of concurrent uses are refused.
 func TestOneTimeUpstream(t *testing.T) {
 	ts := startSTS(t, stsOptions{aExtra: "    one_time: true\n"})
 	tok := ts.a.Token(t, payments)
@@ -282,20 +238,20 @@ func TestOneTimeUpstream(t *testing.T) {
 		t.Fatalf("first use: %d %s", r.status, r.raw)
 	}
 	r := ts.post(t, ts.form(tok))
-	assertRefused(t, r, http.StatusBadRequest, codeInvalidRequest)
-	if r.body["error_description"] != errSubjectRejected.Description {
+	assertRefused(t, r, http.StatusBadRequest, issuer.CodeInvalidRequest)
+	if r.body["error_description"] != issuer.ErrSubjectRejected.Description {
 		t.Fatalf("a replay is told apart from other refusals: %q", r.body["error_description"])
 	}
 	if !strings.Contains(ts.audit.String(), "already used") {
 		t.Fatal("audit does not record the replay")
 	}
-	assertRefused(t, ts.post(t, ts.form(ts.a.Token(t, payments, func(c map[string]any) { delete(c, "jti") }))), 400, codeInvalidRequest)
+	assertRefused(t, ts.post(t, ts.form(ts.a.Token(t, payments, func(c map[string]any) { delete(c, "jti") }))), 400, issuer.CodeInvalidRequest)
 
 	// A refused request (target not granted) does not use the token up.
 	tok = ts.a.Token(t, payments)
 	f := ts.form(tok)
 	f.Set("audience", "https://not-granted.example")
-	assertRefused(t, ts.post(t, f), 400, codeInvalidTarget)
+	assertRefused(t, ts.post(t, f), 400, issuer.CodeInvalidTarget)
 	if r := ts.post(t, ts.form(tok)); r.status != 200 {
 		t.Fatalf("after a refused request: %d %s", r.status, r.raw)
 	}
@@ -308,7 +264,7 @@ func TestOneTimeUpstream(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, err := ts.client.PostForm(ts.url+PathToken, ts.form(tok))
+			resp, err := ts.client.PostForm(ts.url+issuer.PathToken, ts.form(tok))
 			if err != nil {
 				t.Error(err)
 				return
@@ -340,8 +296,6 @@ func TestOneTimeUpstream(t *testing.T) {
 	}
 }
 
-// TestOneTimeStoreDown: when the replay check cannot reach the store, the
-// exchange fails closed with 503.
 func TestOneTimeStoreDown(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

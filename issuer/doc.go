@@ -1,6 +1,10 @@
 // Package issuer is the STS itself: the RFC 8693 token endpoint, minting of RFC 9068
-// access tokens, signing keys, the JWKS and discovery documents, health, metrics and
-// the configuration file that wires attest, policy and revocation together.
+// access tokens, signing keys and their rotation, the JWKS and discovery documents,
+// the admin API and revocation feed, health and metrics.
+//
+// It takes typed parts (Config: an Attester, a Decider, a revocation.Store, the
+// signing keys, limits, clock, loggers) and imports no verifier or store
+// implementation; package config builds those parts from the configuration file.
 //
 // One exchange runs one fixed pipeline, owned by the /token handler, so that no token
 // type can skip a step:
@@ -15,12 +19,17 @@
 //
 // Usage:
 //
-//	cfg, err := issuer.LoadConfig("sts.yaml") // strict; every problem with file:line
+//	keys, err := issuer.OpenKeyDir("keys", jose.ES256, time.Now())
 //	if err != nil { ... }
-//	s, err := issuer.New(ctx, cfg, issuer.Options{Logger: log})
+//	s, err := issuer.New(issuer.Config{
+//		Issuer:   "https://sts.example",
+//		Attester: router,    // e.g. an attest.Router over attest/oidc verifiers
+//		Decider:  pol,       // e.g. a *policy.Policy
+//		Store:    store,     // e.g. boltstore.Open(...)
+//		Keys:     keys,
+//		DefaultTTL: 5 * time.Minute, MaxTTL: time.Hour,
+//	})
 //	if err != nil { ... }
 //	defer s.Close()
-//	tlsConfig, err := issuer.LoadTLS(cfg)
-//	l, err := net.Listen("tcp", cfg.Listen)
 //	err = s.Serve(ctx, l, tlsConfig, 10*time.Second) // drains on ctx end
 package issuer

@@ -324,3 +324,39 @@ func tokenHash(tok string) string {
 	sum := sha256.Sum256([]byte(tok))
 	return hex.EncodeToString(sum[:])
 }
+
+// SigningKeys are the STS's signing keys as found in a key directory: the key that
+// signs and those published in the JWKS (see the schedule in rotation.go). A
+// Server re-reads the directory while it runs, so rotation needs no restart.
+type SigningKeys struct{ ring *keyRing }
+
+// OpenKeyDir reads every *.pem private key in dir. If dir has none of alg, it
+// creates one activating at now (the directory 0700, the file 0600).
+func OpenKeyDir(dir string, alg jose.SignatureAlgorithm, now time.Time) (*SigningKeys, error) {
+	r, err := loadKeyRing(dir, alg, now)
+	if err != nil {
+		return nil, err
+	}
+	return &SigningKeys{ring: r}, nil
+}
+
+// CheckKeyDir is OpenKeyDir's dry run: it reads the keys in dir without creating
+// any. A directory that does not exist yet is fine (it is created at start).
+func CheckKeyDir(dir string, alg jose.SignatureAlgorithm) error {
+	if _, err := os.Stat(dir); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("signing.key_dir: %w", err)
+	}
+	keys, err := readKeys(dir, alg)
+	if err != nil {
+		return err
+	}
+	if len(keys) > 0 {
+		if _, err := newKeyRing(keys, alg); err != nil {
+			return fmt.Errorf("%w (a %s key is created at start when none exists)", err, alg)
+		}
+	}
+	return nil
+}

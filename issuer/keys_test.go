@@ -39,8 +39,8 @@ func keyServer(t *testing.T, dir string, clock *keyClock, maxTTL time.Duration) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := newServer(deps{issuer: "https://sts.example", ring: ring, defaultTTL: maxTTL, maxTTL: maxTTL},
-		Options{Now: clock.Now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s, err := newServer(Config{Issuer: "https://sts.example", Keys: &SigningKeys{ring: ring}, DefaultTTL: maxTTL, MaxTTL: maxTTL,
+		Now: clock.Now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

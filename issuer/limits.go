@@ -1,7 +1,6 @@
 package issuer
 
 import (
-	"fmt"
 	"hash/maphash"
 	"math"
 	"net/http"
@@ -16,79 +15,44 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// LimitsConfig protects the token endpoint: before any cryptographic work, a
+// Limits protects the token endpoint: before any cryptographic work, a
 // token bucket per client IP and a bound on concurrent exchanges; after the
 // credentials are verified, a token bucket per workload (subject) and per
 // authenticated client. Requests over any limit get 429 with Retry-After.
-type LimitsConfig struct {
+type Limits struct {
 	// PerIPRPS is the sustained rate of /token requests per client IP (IPv6 by
 	// /64); 0 (default) = off. The IP is the connection's peer, or, when the peer
 	// is one of TrustedProxies, the nearest untrusted address of X-Forwarded-For.
-	PerIPRPS float64 `yaml:"per_ip_rps"`
+	PerIPRPS float64
 	// Burst is the per-IP bucket size (default 2 x per_ip_rps, at least 1).
-	Burst int `yaml:"burst"`
+	Burst int
 	// TrustedProxies are the CIDR prefixes (or single addresses) of reverse
 	// proxies whose X-Forwarded-For is believed. Empty (default): the header is
 	// ignored, as anyone can send it.
-	TrustedProxies []string `yaml:"trusted_proxies"`
+	TrustedProxies []string
 	// PerWorkloadRPS is the sustained rate of exchanges per workload (upstream
 	// and subject), checked once the subject token is verified; 0 (default) =
 	// off. WorkloadBurst is its bucket size (default 2 x the rate, at least 1).
-	PerWorkloadRPS float64 `yaml:"per_workload_rps"`
-	WorkloadBurst  int     `yaml:"workload_burst"`
+	PerWorkloadRPS float64
+	WorkloadBurst  int
 	// PerClientRPS is the sustained rate of requests per authenticated client
 	// (mTLS or private_key_jwt), checked once the client is authenticated; 0
 	// (default) = off. ClientBurst is its bucket size.
-	PerClientRPS float64 `yaml:"per_client_rps"`
-	ClientBurst  int     `yaml:"client_burst"`
+	PerClientRPS float64
+	ClientBurst  int
 	// MaxInFlight bounds concurrent /token requests (default 64 x GOMAXPROCS);
 	// requests beyond it are answered 429 at once instead of queueing.
-	MaxInFlight int `yaml:"max_in_flight"`
+	MaxInFlight int
 	// ShedQueueDelay: while requests wait longer than this before the server gets
 	// to them (kernel socket queue or CPU run queue, see overload.go), a growing
 	// fraction of /token requests is answered 429 at once. Default 50ms; negative
 	// turns shedding off.
-	ShedQueueDelay Duration `yaml:"shed_queue_delay"`
+	ShedQueueDelay time.Duration
 }
 
-func (c *LimitsConfig) validate(v *validator) {
-	for _, r := range []struct {
-		rate        float64
-		burst       int
-		name, bname string
-	}{
-		{c.PerIPRPS, c.Burst, "per_ip_rps", "burst"},
-		{c.PerWorkloadRPS, c.WorkloadBurst, "per_workload_rps", "workload_burst"},
-		{c.PerClientRPS, c.ClientBurst, "per_client_rps", "client_burst"},
-	} {
-		if r.rate < 0 || math.IsNaN(r.rate) || math.IsInf(r.rate, 0) {
-			v.at("limits."+r.name+" must be 0 (off) or positive", "limits", r.name)
-		}
-		if r.burst < 0 {
-			v.at("limits."+r.bname+" must not be negative", "limits", r.bname)
-		}
-	}
-	for i, p := range c.TrustedProxies {
-		if _, err := parsePrefix(p); err != nil {
-			v.at(fmt.Sprintf("limits.trusted_proxies: %q is not an IP address or CIDR prefix", p), "limits", "trusted_proxies", i)
-		}
-	}
-	if d := c.ShedQueueDelay.D(); d > 0 && d < time.Millisecond {
-		v.at("limits.shed_queue_delay must be at least 1ms (or negative: off)", "limits", "shed_queue_delay")
-	}
-	if c.MaxInFlight < 0 {
-		v.at("limits.max_in_flight must not be negative (0 = default)", "limits", "max_in_flight")
-	}
-}
-
-// isZero reports whether nothing is set (Options then takes the Config's).
-func (c *LimitsConfig) isZero() bool {
-	return c.PerIPRPS == 0 && c.Burst == 0 && c.MaxInFlight == 0 && len(c.TrustedProxies) == 0 && c.ShedQueueDelay == 0 &&
-		c.PerWorkloadRPS == 0 && c.WorkloadBurst == 0 && c.PerClientRPS == 0 && c.ClientBurst == 0
-}
-
-// parsePrefix reads a CIDR prefix or a single address (as a /32 or /128).
-func parsePrefix(s string) (netip.Prefix, error) {
+// ParseTrustedProxy reads a trusted_proxies entry: a CIDR prefix or a single
+// address (as a /32 or /128).
+func ParseTrustedProxy(s string) (netip.Prefix, error) {
 	if p, err := netip.ParsePrefix(s); err == nil {
 		return p.Masked(), nil
 	}
@@ -109,7 +73,7 @@ func defaultBurst(rate float64, burst int) int {
 }
 
 // withDefaults fills the zero values.
-func (c LimitsConfig) withDefaults() LimitsConfig {
+func (c Limits) withDefaults() Limits {
 	c.Burst = defaultBurst(c.PerIPRPS, c.Burst)
 	c.WorkloadBurst = defaultBurst(c.PerWorkloadRPS, c.WorkloadBurst)
 	c.ClientBurst = defaultBurst(c.PerClientRPS, c.ClientBurst)
@@ -158,7 +122,7 @@ func (l *tokenLimits) close() {
 	}
 }
 
-func newTokenLimits(c LimitsConfig, now func() time.Time, m *metrics) *tokenLimits {
+func newTokenLimits(c Limits, now func() time.Time, m *metrics) *tokenLimits {
 	c = c.withDefaults()
 	l := &tokenLimits{maxInFlight: int64(c.MaxInFlight)}
 	if c.PerIPRPS > 0 {
@@ -171,7 +135,7 @@ func newTokenLimits(c LimitsConfig, now func() time.Time, m *metrics) *tokenLimi
 		l.perClient = newKeyLimiter[string](c.PerClientRPS, c.ClientBurst, maxLimiterKeys, now)
 	}
 	for _, p := range c.TrustedProxies {
-		if pfx, err := parsePrefix(p); err == nil { // validated with the config
+		if pfx, err := ParseTrustedProxy(p); err == nil { // validated with the config
 			l.proxies = append(l.proxies, pfx)
 		}
 	}
@@ -186,7 +150,7 @@ func newTokenLimits(c LimitsConfig, now func() time.Time, m *metrics) *tokenLimi
 	l.limitedCl = vec.WithLabelValues(limitedPerClient)
 	l.limitedOvl = vec.WithLabelValues(limitedOverload)
 	if c.ShedQueueDelay >= 0 {
-		l.gate = newOverloadGate(c.ShedQueueDelay.D())
+		l.gate = newOverloadGate(c.ShedQueueDelay)
 		l.gate.start()
 		m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "safeconduct_overload_shed_ratio",

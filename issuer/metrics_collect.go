@@ -10,9 +10,9 @@ import (
 	"github.com/safeconduct/safeconduct/revocation"
 )
 
-// upstreamKeyStats are the key fetching counters of one upstream verifier, read at
+// UpstreamKeyStats are the key fetching counters of one upstream verifier, read at
 // scrape time.
-type upstreamKeyStats struct {
+type UpstreamKeyStats struct {
 	// Fetches counts key requests made (discovery, JWKS, bundle endpoint);
 	// Failures counts refreshes that failed or were refused.
 	Fetches, Failures uint64
@@ -24,7 +24,7 @@ type upstreamKeyStats struct {
 // stats (built by buildAttester).
 type upstreamStats struct {
 	name  string
-	stats func() upstreamKeyStats
+	stats func() UpstreamKeyStats
 }
 
 var (

@@ -9,11 +9,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/safeconduct/safeconduct/attest"
 	"github.com/safeconduct/safeconduct/policy"
@@ -37,8 +39,34 @@ type Decider interface {
 	DecideAdmin(req policy.AdminRequest) policy.Decision
 }
 
-// Options are the server's injectable dependencies; zero values are defaulted.
-type Options struct {
+// Config are the typed parts a Server is assembled from. Package config builds them
+// from the configuration file; tests and embedders may build them directly. The
+// optional fields are defaulted when zero.
+type Config struct {
+	// Issuer is the STS's issuer URL (iss of minted tokens, base of its endpoints).
+	Issuer string
+	// Attester verifies subject, actor and client credentials (attest.Router).
+	Attester Attester
+	// Decider is the issuance policy in force at start (SetPolicy swaps it).
+	Decider Decider
+	// Store is the revocation store; Close closes it.
+	Store revocation.Store
+	// Keys are the signing keys (OpenKeyDir).
+	Keys *SigningKeys
+	// DefaultTTL and MaxTTL bound minted token lifetimes.
+	DefaultTTL, MaxTTL time.Duration
+	// Upstreams describe the trusted upstreams: runtime binding, one-time tokens,
+	// key statistics for metrics.
+	Upstreams []Upstream
+	// Clients verify private_key_jwt assertions, by client ID (nil: none
+	// registered). Each verifier must accept only ClientAssertionAudiences.
+	Clients map[string]attest.ParsedVerifier
+	// Limits are the token endpoint's rate and concurrency limits (zero = per-IP
+	// limit off, default concurrency bound).
+	Limits Limits
+	// TracerProvider, when set, exports a span per request and per pipeline
+	// step; Close shuts it down.
+	TracerProvider *sdktrace.TracerProvider
 	// Logger is the application log (default: slog.Default()).
 	Logger *slog.Logger
 	// AuditLogger receives one event per decision (default: Logger with
@@ -46,12 +74,27 @@ type Options struct {
 	AuditLogger *slog.Logger
 	// Now is the clock (default: time.Now).
 	Now func() time.Time
-	// UpstreamClient supplies the transport for upstream discovery and JWKS fetches
-	// (default: system roots, which honour SSL_CERT_FILE).
-	UpstreamClient *http.Client
-	// Limits are the token endpoint's rate and concurrency limits (New takes them
-	// from the Config; zero = per-IP limit off, default concurrency bound).
-	Limits LimitsConfig
+	// Closers release what the parts started (verifier background work, an
+	// audit file); Close calls them before closing the store.
+	Closers []func() error
+}
+
+// Upstream is what the server needs to know of one trusted upstream beyond its
+// verifier.
+type Upstream struct {
+	Name string
+	// Issuer is the upstream's iss (empty for SPIFFE), for iss= revocation
+	// selectors.
+	Issuer string
+	// BindingAttributes are the runtime attributes tokens are bound to;
+	// InstanceAttributes (with the subject) tell instances apart.
+	BindingAttributes, InstanceAttributes []string
+	// OneTime makes each token usable for one exchange; ClockSkew is how long
+	// past its exp its jti is remembered (default 1m).
+	OneTime   bool
+	ClockSkew time.Duration
+	// KeyStats reads the verifier's key fetching counters (nil: none).
+	KeyStats func() UpstreamKeyStats
 }
 
 // Server is the STS: the token endpoint, discovery, JWKS, health and metrics.
@@ -89,66 +132,89 @@ type Server struct {
 	oneTime map[string]time.Duration
 }
 
-// deps are the parts a Server is assembled from (New builds them from a Config;
-// tests may build them directly).
-type deps struct {
-	issuer           string
-	attester         Attester
-	decider          Decider
-	store            revocation.Store
-	ring             *keyRing
-	defaultTTL       time.Duration
-	maxTTL           time.Duration
-	bindings         map[string]binding
-	upstreamByIssuer map[string]string
-	clients          *clientRegistry
-	oneTime          map[string]time.Duration
-	// upstreams read the upstream verifiers' key stats for metrics.
-	upstreams []upstreamStats
+// New assembles a Server from its parts. It starts no listener (see Serve).
+func New(c Config) (*Server, error) {
+	switch {
+	case c.Issuer == "":
+		return nil, errors.New("issuer: Config.Issuer is required")
+	case c.Attester == nil || c.Decider == nil || c.Store == nil || c.Keys == nil:
+		return nil, errors.New("issuer: Config needs an Attester, a Decider, a Store and Keys")
+	case c.DefaultTTL <= 0 || c.MaxTTL < c.DefaultTTL:
+		return nil, errors.New("issuer: Config needs 0 < DefaultTTL <= MaxTTL")
+	}
+	return newServer(c)
 }
 
-func newServer(d deps, o Options) (*Server, error) {
-	if o.Logger == nil {
-		o.Logger = slog.Default()
+// newServer is New without the checks of required parts (tests of one concern
+// leave the others out).
+func newServer(c Config) (*Server, error) {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
 	}
-	if o.AuditLogger == nil {
-		o.AuditLogger = o.Logger.With(slog.String("log", "audit"))
+	if c.AuditLogger == nil {
+		c.AuditLogger = c.Logger.With(slog.String("log", "audit"))
 	}
-	if o.Now == nil {
-		o.Now = time.Now
+	if c.Now == nil {
+		c.Now = time.Now
 	}
-	m, err := newMinter(d.issuer, d.ring.active)
+	var clients *clientRegistry
+	if len(c.Clients) > 0 {
+		clients = &clientRegistry{byID: c.Clients}
+	}
+	ring := c.Keys.ring
+	m, err := newMinter(c.Issuer, ring.active)
 	if err != nil {
 		return nil, err
 	}
-	doc, err := discoveryDoc(d.issuer, d.ring, d.clients.authMethods())
+	doc, err := discoveryDoc(c.Issuer, ring, clients.authMethods())
 	if err != nil {
 		return nil, err
 	}
 	met := newMetrics()
 	s := &Server{
-		issuer:           d.issuer,
-		attester:         d.attester,
-		store:            instrumentStore(d.store, met),
-		ring:             d.ring,
+		issuer:           c.Issuer,
+		attester:         c.Attester,
+		store:            instrumentStore(c.Store, met),
+		ring:             ring,
 		minter:           m,
-		defaultTTL:       d.defaultTTL,
-		maxTTL:           d.maxTTL,
+		defaultTTL:       c.DefaultTTL,
+		maxTTL:           c.MaxTTL,
 		discovery:        doc,
-		log:              o.Logger,
-		auditLog:         o.AuditLogger,
-		now:              o.Now,
+		log:              c.Logger,
+		auditLog:         c.AuditLogger,
+		now:              c.Now,
 		metrics:          met,
-		bindings:         d.bindings,
-		upstreamByIssuer: d.upstreamByIssuer,
-		clients:          d.clients,
-		oneTime:          d.oneTime,
+		bindings:         map[string]binding{},
+		upstreamByIssuer: map[string]string{},
+		clients:          clients,
+		oneTime:          map[string]time.Duration{},
+		closers:          slices.Clone(c.Closers),
 	}
-	s.decider.Store(&d.decider)
-	s.limits = newTokenLimits(o.Limits, o.Now, s.metrics)
+	var stats []upstreamStats
+	for _, u := range c.Upstreams {
+		if len(u.BindingAttributes) > 0 {
+			s.bindings[u.Name] = binding{names: u.BindingAttributes, instance: u.InstanceAttributes}
+		}
+		if u.Issuer != "" {
+			s.upstreamByIssuer[u.Issuer] = u.Name
+		}
+		if u.OneTime {
+			skew := u.ClockSkew
+			if skew <= 0 {
+				skew = time.Minute // the most any verifier allows
+			}
+			s.oneTime[u.Name] = skew
+		}
+		if u.KeyStats != nil {
+			stats = append(stats, upstreamStats{name: u.Name, stats: u.KeyStats})
+		}
+	}
+	s.decider.Store(&c.Decider)
+	s.limits = newTokenLimits(c.Limits, c.Now, s.metrics)
 	s.closers = append(s.closers, func() error { s.limits.close(); return nil })
 	s.routes()
-	met.registerCollectors(s, d.upstreams)
+	met.registerCollectors(s, stats)
+	s.startTracing(c.TracerProvider)
 	return s, nil
 }
 

@@ -1,4 +1,4 @@
-package issuer
+package issuer_test
 
 import (
 	"crypto/sha256"
@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/safeconduct/safeconduct/internal/testspiffe"
+	"github.com/safeconduct/safeconduct/issuer"
 )
 
 const spiffePolicy = `rules:
@@ -31,8 +32,6 @@ const spiffePolicy = `rules:
     require_sender_constraint: true
 `
 
-// startSPIFFESTS runs the STS with a spiffe upstream for prod.example (bundle
-// file), requesting client certificates.
 func startSPIFFESTS(t *testing.T) (*testSTS, *testspiffe.TrustDomain) {
 	t.Helper()
 	td := testspiffe.New(t, "prod.example")
@@ -58,7 +57,7 @@ func startSPIFFESTS(t *testing.T) (*testSTS, *testspiffe.TrustDomain) {
 
 func spiffeForm(subject, subjectType, audience string) url.Values {
 	return url.Values{
-		"grant_type":         {GrantTypeTokenExchange},
+		"grant_type":         {issuer.GrantTypeTokenExchange},
 		"subject_token":      {subject},
 		"subject_token_type": {subjectType},
 		"audience":           {audience},
@@ -68,7 +67,7 @@ func spiffeForm(subject, subjectType, audience string) url.Values {
 func TestSPIFFEJWTSVIDExchange(t *testing.T) {
 	ts, td := startSPIFFESTS(t)
 	id := "spiffe://prod.example/ns/payments/sa/api"
-	r := ts.post(t, spiffeForm(td.JWTSVID(t, id, "sts"), TypeJWT, ledger))
+	r := ts.post(t, spiffeForm(td.JWTSVID(t, id, "sts"), issuer.TypeJWT, ledger))
 	if r.status != 200 {
 		t.Fatalf("%d %s", r.status, r.raw)
 	}
@@ -90,7 +89,7 @@ func TestSPIFFEJWTSVIDExchange(t *testing.T) {
 		"malformed SPIFFE ID":        td.JWTSVID(t, "spiffe://Prod.Example/ns/payments/sa/api", "sts"),
 	} {
 		t.Run(name, func(t *testing.T) {
-			assertRefused(t, ts.post(t, spiffeForm(tok, TypeJWT, ledger)), 400, codeInvalidRequest)
+			assertRefused(t, ts.post(t, spiffeForm(tok, issuer.TypeJWT, ledger)), 400, issuer.CodeInvalidRequest)
 		})
 	}
 }
@@ -109,7 +108,7 @@ func TestSPIFFEMTLS(t *testing.T) {
 	}
 
 	// (b) the SVID as the subject identity; (a) it also authenticates the client.
-	r := post(mtls, spiffeForm(id, TypeX509SVID, ledger))
+	r := post(mtls, spiffeForm(id, issuer.TypeX509SVID, ledger))
 	if r.status != 200 {
 		t.Fatalf("%d %s", r.status, r.raw)
 	}
@@ -118,7 +117,7 @@ func TestSPIFFEMTLS(t *testing.T) {
 		t.Fatalf("claims %v", c)
 	}
 	// (c) a rule requiring sender constraint binds the token to the certificate.
-	r = post(mtls, spiffeForm(id, TypeX509SVID, "https://vault.internal"))
+	r = post(mtls, spiffeForm(id, issuer.TypeX509SVID, "https://vault.internal"))
 	if r.status != 200 {
 		t.Fatalf("%d %s", r.status, r.raw)
 	}
@@ -128,26 +127,26 @@ func TestSPIFFEMTLS(t *testing.T) {
 		t.Fatalf("cnf %v", c["cnf"])
 	}
 	// The same rule refuses a request without mTLS (a JWT-SVID over plain TLS).
-	assertRefused(t, ts.post(t, spiffeForm(td.JWTSVID(t, id, "sts"), TypeJWT, "https://vault.internal")), 400, codeInvalidRequest)
+	assertRefused(t, ts.post(t, spiffeForm(td.JWTSVID(t, id, "sts"), issuer.TypeJWT, "https://vault.internal")), 400, issuer.CodeInvalidRequest)
 	// A JWT-SVID subject over mTLS: the client is authenticated as the SVID.
-	r = post(mtls, spiffeForm(td.JWTSVID(t, "spiffe://prod.example/ns/payments/sa/batch", "sts"), TypeJWT, ledger))
+	r = post(mtls, spiffeForm(td.JWTSVID(t, "spiffe://prod.example/ns/payments/sa/batch", "sts"), issuer.TypeJWT, ledger))
 	if r.status != 200 || decodeSegment(t, r.body["access_token"].(string), 1)["client_id"] != id {
 		t.Fatalf("%d %s", r.status, r.raw)
 	}
 
 	// The x509-svid subject type needs a certificate, and must name it.
-	assertRefused(t, ts.post(t, spiffeForm(id, TypeX509SVID, ledger)), 400, codeInvalidRequest)
-	assertRefused(t, post(mtls, spiffeForm("spiffe://prod.example/ns/payments/sa/other", TypeX509SVID, ledger)), 400, codeInvalidRequest)
+	assertRefused(t, ts.post(t, spiffeForm(id, issuer.TypeX509SVID, ledger)), 400, issuer.CodeInvalidRequest)
+	assertRefused(t, post(mtls, spiffeForm("spiffe://prod.example/ns/payments/sa/other", issuer.TypeX509SVID, ledger)), 400, issuer.CodeInvalidRequest)
 
 	// A certificate from an untrusted CA, or with two URI SANs, is 401 invalid_client.
 	other := testspiffe.New(t, "prod.example") // same name, different CA
-	r = post(ts.withClientCert(other.TLSCertificate(t, id)), spiffeForm(id, TypeX509SVID, ledger))
-	assertRefused(t, r, 401, codeInvalidClient)
+	r = post(ts.withClientCert(other.TLSCertificate(t, id)), spiffeForm(id, issuer.TypeX509SVID, ledger))
+	assertRefused(t, r, 401, issuer.CodeInvalidClient)
 	if !strings.Contains(r.header.Get("WWW-Authenticate"), "invalid_client") {
 		t.Fatal("no WWW-Authenticate")
 	}
 	// mTLS plus a client secret: two methods.
-	f := spiffeForm(id, TypeX509SVID, ledger)
+	f := spiffeForm(id, issuer.TypeX509SVID, ledger)
 	f.Set("client_secret", "x")
-	assertRefused(t, post(mtls, f), 400, codeInvalidRequest)
+	assertRefused(t, post(mtls, f), 400, issuer.CodeInvalidRequest)
 }

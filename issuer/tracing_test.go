@@ -1,4 +1,4 @@
-package issuer
+package issuer_test
 
 import (
 	"cmp"
@@ -17,167 +17,9 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"github.com/safeconduct/safeconduct/internal/testotlp"
+	"github.com/safeconduct/safeconduct/issuer"
 )
 
-func TestTracingConfig(t *testing.T) {
-	ok := func(check func(t *testing.T, c TracingConfig)) func(*testing.T, TracingConfig, error) {
-		return func(t *testing.T, c TracingConfig, err error) {
-			t.Helper()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if check != nil {
-				check(t, c)
-			}
-		}
-	}
-	fails := func(want string) func(*testing.T, TracingConfig, error) {
-		return func(t *testing.T, _ TracingConfig, err error) {
-			t.Helper()
-			if err == nil || !strings.Contains(err.Error(), want) {
-				t.Fatalf("got %v, want a problem containing %q", err, want)
-			}
-		}
-	}
-	cases := []struct {
-		name    string
-		section string
-		check   func(*testing.T, TracingConfig, error)
-	}{
-		{"absent: off", "", ok(func(t *testing.T, c TracingConfig) {
-			if c.Enabled() || c.SampleRatio != nil {
-				t.Fatalf("tracing on by default: %+v", c)
-			}
-		})},
-		{"defaults", "tracing: {otlp_endpoint: https://collector:4318/v1/traces}", ok(func(t *testing.T, c TracingConfig) {
-			if !c.Enabled() || *c.SampleRatio != 0.1 || c.ServiceName != "safeconduct" || c.Timeout.D() != 10*time.Second {
-				t.Fatalf("defaults %+v", c)
-			}
-		})},
-		{"all keys", "tracing:\n  otlp_endpoint: https://collector:4318/v1/traces\n  sample_ratio: 0\n  service_name: sts-eu\n  ca_file: ca.pem\n  timeout: 3s\n  headers_file: otlp-headers\n",
-			ok(func(t *testing.T, c TracingConfig) {
-				if *c.SampleRatio != 0 || c.ServiceName != "sts-eu" || c.Timeout.D() != 3*time.Second || c.CAFile != "ca.pem" || c.HeadersFile != "otlp-headers" {
-					t.Fatalf("parsed %+v", c)
-				}
-			})},
-		{"no path gets the traces path", "tracing: {otlp_endpoint: \"https://collector:4318\"}", ok(func(t *testing.T, c TracingConfig) {
-			if got := c.endpointURL(); got != "https://collector:4318/v1/traces" {
-				t.Fatalf("endpoint %s", got)
-			}
-		})},
-		{"http with insecure", "tracing: {otlp_endpoint: \"http://127.0.0.1:4318/v1/traces\", insecure: true}", ok(nil)},
-		{"http without insecure", "tracing: {otlp_endpoint: \"http://collector:4318/v1/traces\"}", fails("set tracing.insecure: true")},
-		{"https with insecure", "tracing: {otlp_endpoint: \"https://collector:4318/v1/traces\", insecure: true}", fails("tracing.insecure: true applies only")},
-		{"ca_file with http", "tracing: {otlp_endpoint: \"http://collector:4318/v1/traces\", insecure: true, ca_file: ca.pem}", fails("tracing.ca_file applies only")},
-		{"no scheme", "tracing: {otlp_endpoint: \"collector:4318/v1/traces\"}", fails("tracing.otlp_endpoint must be an http(s) URL")},
-		{"grpc scheme", "tracing: {otlp_endpoint: \"grpc://collector:4317\"}", fails("tracing.otlp_endpoint must be an http(s) URL")},
-		{"not a URL", "tracing: {otlp_endpoint: \"https://[::1\"}", fails("tracing.otlp_endpoint must be an http(s) URL")},
-		{"no host", "tracing: {otlp_endpoint: \"https:///v1/traces\"}", fails("tracing.otlp_endpoint must be an http(s) URL")},
-		{"credentials in URL", "tracing: {otlp_endpoint: \"https://user:secret@collector/v1/traces\"}", fails("must not carry credentials")},
-		{"query", "tracing: {otlp_endpoint: \"https://collector/v1/traces?x=1\"}", fails("query or fragment")},
-		{"ratio above 1", "tracing: {otlp_endpoint: https://collector/v1/traces, sample_ratio: 1.5}", fails("tracing.sample_ratio must be between 0 and 1")},
-		{"ratio negative", "tracing: {otlp_endpoint: https://collector/v1/traces, sample_ratio: -0.1}", fails("tracing.sample_ratio must be between 0 and 1")},
-		{"ratio NaN", "tracing: {otlp_endpoint: https://collector/v1/traces, sample_ratio: .nan}", fails("tracing.sample_ratio must be between 0 and 1")},
-		{"timeout negative", "tracing: {otlp_endpoint: https://collector/v1/traces, timeout: -1s}", fails("tracing.timeout must be positive")},
-		{"timeout too long", "tracing: {otlp_endpoint: https://collector/v1/traces, timeout: 5m}", fails("tracing.timeout must be positive")},
-		{"service name control char", "tracing: {otlp_endpoint: https://collector/v1/traces, service_name: \"a\\nb\"}", fails("tracing.service_name")},
-		{"keys without endpoint", "tracing: {sample_ratio: 0.5}", fails("tracing.otlp_endpoint is required")},
-		{"unknown key", "tracing: {otlp_endpoint: https://collector/v1/traces, endpoint: x}", fails("field endpoint not found")},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			section := tc.section
-			if section != "" && !strings.HasSuffix(section, "\n") {
-				section += "\n"
-			}
-			cfg, err := ParseConfig("sts.yaml", []byte(goodConfig+section))
-			var c TracingConfig
-			if cfg != nil {
-				c = cfg.Tracing
-			}
-			tc.check(t, c, err)
-		})
-	}
-	// The problem names the line of the offending key.
-	_, err := ParseConfig("sts.yaml", []byte(goodConfig+"tracing:\n  otlp_endpoint: https://collector/v1/traces\n  sample_ratio: 2\n"))
-	if want := "sts.yaml:19: tracing.sample_ratio"; err == nil || !strings.Contains(err.Error(), want) {
-		t.Fatalf("got %v, want %q", err, want)
-	}
-}
-
-func TestTracingHeadersFile(t *testing.T) {
-	dir := t.TempDir()
-	write := func(data string) string {
-		p := filepath.Join(dir, "headers")
-		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	h, err := readHeadersFile(write("# collector credentials\n\nauthorization: Bearer s3cret-value \nX-Scope-OrgID:tenant-1\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(h) != 2 || h["Authorization"] != "Bearer s3cret-value" || h["X-Scope-Orgid"] != "tenant-1" {
-		t.Fatalf("headers %q", h)
-	}
-	for name, tc := range map[string]struct{ data, want string }{
-		"no colon":     {"Authorization Bearer s3cret-value\n", ":1: want"},
-		"bad name":     {"Bad Name: s3cret-value\n", ":1: want"},
-		"control char": {"# c\nAuthorization: s3cret\x01-value\n", ":2: control character"},
-		"reserved":     {"Content-Type: s3cret-value\n", "Content-Type is set by the exporter"},
-		"duplicate":    {"X-A: s3cret-value\nx-a: s3cret-value\n", ":2: X-A appears twice"},
-		"too large":    {strings.Repeat("#", maxHeadersFile+1), "larger than 64 KiB"},
-		"empty name":   {": s3cret-value\n", ":1: want"},
-		"empty file":   {"", ""},
-	} {
-		t.Run(name, func(t *testing.T) {
-			_, err := readHeadersFile(write(tc.data))
-			if tc.want == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("got %v, want %q", err, tc.want)
-			}
-			if strings.Contains(err.Error(), "s3cret") {
-				t.Fatalf("the error shows the header value: %v", err)
-			}
-		})
-	}
-	if _, err := readHeadersFile(filepath.Join(dir, "missing")); err == nil {
-		t.Fatal("missing headers_file accepted")
-	}
-}
-
-// TestTracingCheckConfig: `sts check-config` reads ca_file and headers_file.
-func TestTracingCheckConfig(t *testing.T) {
-	dir := t.TempDir()
-	cfg, err := ParseConfig(filepath.Join(dir, "sts.yaml"), []byte(goodConfig+"tracing: {otlp_endpoint: https://collector/v1/traces, ca_file: ca.pem, headers_file: otlp-headers}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := Check(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "tracing.ca_file") {
-		t.Fatalf("missing ca_file: %v", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), []byte("not PEM"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := Check(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "tracing.ca_file: no certificate found") {
-		t.Fatalf("bad ca_file: %v", err)
-	}
-	rcv := testotlp.NewTLS(t)
-	rcv.WriteCA(t, dir)
-	cfg.Tracing.CAFile = "otlp-ca.pem"
-	if err := Check(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "tracing.headers_file") {
-		t.Fatalf("missing headers_file: %v", err)
-	}
-}
-
-// tracingPolicy is testPolicy plus a delegation rule, so that the actor is traced
-// too.
 const tracingPolicy = testPolicy + `  - name: gateway-for-payments
     effect: allow
     upstreams: [cluster-a]
@@ -189,8 +31,6 @@ const tracingPolicy = testPolicy + `  - name: gateway-for-payments
         subjects: ["system:serviceaccount:gateway:*"]
 `
 
-// startTracedSTS starts the test STS with a tracing section (extra keys after
-// otlp_endpoint, 2-space indented) exporting to rcv.
 func startTracedSTS(t testing.TB, rcv *testotlp.Receiver, dir, extra string) *testSTS {
 	t.Helper()
 	return startSTS(t, stsOptions{
@@ -200,7 +40,6 @@ func startTracedSTS(t testing.TB, rcv *testotlp.Receiver, dir, extra string) *te
 	})
 }
 
-// flushTraces exports everything recorded so far (the graceful-shutdown path).
 func flushTraces(t *testing.T, ts *testSTS) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -210,8 +49,6 @@ func flushTraces(t *testing.T, ts *testSTS) {
 	}
 }
 
-// TestTracingExchange: a real exchange over HTTPS, traced to a real OTLP/HTTP
-// receiver over TLS with a private CA and credentials from headers_file.
 func TestTracingExchange(t *testing.T) {
 	rcv := testotlp.NewTLS(t)
 	dir := t.TempDir()
@@ -236,7 +73,7 @@ func TestTracingExchange(t *testing.T) {
 	}
 
 	refused := ts.post(t, ts.form("not-a-jwt-but-a-secret"))
-	assertRefused(t, refused, 400, codeInvalidRequest)
+	assertRefused(t, refused, 400, issuer.CodeInvalidRequest)
 	if r := ts.do(t, http.MethodGet, "/jwks", "", "", nil); r.status != 200 {
 		t.Fatalf("jwks: %d", r.status)
 	}
@@ -262,7 +99,7 @@ func TestTracingExchange(t *testing.T) {
 		t.Fatalf("%d GET /jwks spans, want 1", n)
 	}
 	for _, s := range spans {
-		if s.Resource["service.name"] != "sts-test" || s.Scope != tracerName {
+		if s.Resource["service.name"] != "sts-test" || s.Scope != issuer.TracerName {
 			t.Fatalf("span %s: resource %v scope %q", s.GetName(), s.Resource, s.Scope)
 		}
 		if strings.Contains(s.GetName(), "healthz") {
@@ -288,13 +125,13 @@ func TestTracingExchange(t *testing.T) {
 		"safeconduct.outcome":              "issued",
 		"safeconduct.upstream":             "cluster-a",
 		"safeconduct.rule":                 "payments-to-ledger",
-		"safeconduct.subject_token.sha256": tokenHash(subject),
+		"safeconduct.subject_token.sha256": issuer.TokenHash(subject),
 	})
 	if server.GetKind() != tracepb.Span_SPAN_KIND_SERVER || server.ParentID() != "" {
 		t.Fatalf("server span kind %v parent %q", server.GetKind(), server.ParentID())
 	}
 	children := childrenOf(spans, server)
-	if got := spanNames(children); !slices.Equal(got, []string{spanAttestSubject, spanPolicy, spanAdmit, spanMint}) {
+	if got := spanNames(children); !slices.Equal(got, []string{issuer.SpanAttestSubject, issuer.SpanPolicy, issuer.SpanAdmit, issuer.SpanMint}) {
 		t.Fatalf("children of the /token span: %v", got)
 	}
 	for _, c := range children {
@@ -321,7 +158,7 @@ func TestTracingExchange(t *testing.T) {
 		t.Fatal("no server span for the delegated exchange")
 	}
 	dc := childrenOf(spans, delegatedServer)
-	if got := spanNames(dc); !slices.Equal(got, []string{spanAttestSubject, spanAttestActor, spanPolicy, spanAdmit, spanMint}) {
+	if got := spanNames(dc); !slices.Equal(got, []string{issuer.SpanAttestSubject, issuer.SpanAttestActor, issuer.SpanPolicy, issuer.SpanAdmit, issuer.SpanMint}) {
 		t.Fatalf("children of the delegated /token span: %v", got)
 	}
 	wantAttrs(t, dc[1], map[string]string{"safeconduct.upstream": "cluster-a", "safeconduct.outcome": "ok"})
@@ -336,15 +173,15 @@ func TestTracingExchange(t *testing.T) {
 	if refusedServer.Span == nil {
 		t.Fatal("no server span for the refused exchange")
 	}
-	wantAttrs(t, refusedServer, map[string]string{"http.response.status_code": "400", "safeconduct.error": codeInvalidRequest})
+	wantAttrs(t, refusedServer, map[string]string{"http.response.status_code": "400", "safeconduct.error": issuer.CodeInvalidRequest})
 	if refusedServer.GetStatus().GetCode() == tracepb.Status_STATUS_CODE_ERROR {
 		t.Fatal("a 4xx marks the server span as an error")
 	}
 	rc := childrenOf(spans, refusedServer)
-	if len(rc) != 1 || rc[0].GetName() != spanAttestSubject || rc[0].GetStatus().GetCode() != tracepb.Status_STATUS_CODE_ERROR {
+	if len(rc) != 1 || rc[0].GetName() != issuer.SpanAttestSubject || rc[0].GetStatus().GetCode() != tracepb.Status_STATUS_CODE_ERROR {
 		t.Fatalf("children of the refused exchange: %v", spanNames(rc))
 	}
-	wantAttrs(t, rc[0], map[string]string{"safeconduct.outcome": "rejected", "safeconduct.error": codeInvalidRequest})
+	wantAttrs(t, rc[0], map[string]string{"safeconduct.outcome": "rejected", "safeconduct.error": issuer.CodeInvalidRequest})
 
 	// Nothing secret and nothing client-identifying left the process: no token (nor
 	// any part of one), no query, no client address.
@@ -373,9 +210,6 @@ func TestTracingExchange(t *testing.T) {
 	}
 }
 
-// TestTracingHonoursTraceparent: with sample_ratio 0 and follow_caller_sampling,
-// only a caller's sampled traceparent gets a trace, and the STS joins the
-// caller's trace. Plain HTTP to the collector, as insecure: true allows.
 func TestTracingHonoursTraceparent(t *testing.T) {
 	rcv := testotlp.NewHTTP(t)
 	ts := startTracedSTS(t, rcv, "", "  sample_ratio: 0\n  insecure: true\n  follow_caller_sampling: true\n")
@@ -419,8 +253,6 @@ func TestTracingHonoursTraceparent(t *testing.T) {
 	}
 }
 
-// TestTracingCallerCannotForceSampling: by default a caller's sampled flag does
-// not make the STS record its requests: at ratio 0 nothing is exported.
 func TestTracingCallerCannotForceSampling(t *testing.T) {
 	rcv := testotlp.NewHTTP(t)
 	ts := startTracedSTS(t, rcv, "", "  sample_ratio: 0\n  insecure: true\n")
@@ -438,57 +270,12 @@ func TestTracingCallerCannotForceSampling(t *testing.T) {
 	}
 }
 
-// TestTracingOffCostsNothing: without a tracing section the handler is the bare
-// mux, and the pipeline's trace calls allocate nothing.
-func TestTracingOffCostsNothing(t *testing.T) {
-	ts := startSTS(t, stsOptions{})
-	if mux, ok := ts.srv.Handler().(*http.ServeMux); !ok || mux != ts.srv.mux {
-		t.Fatalf("handler is %T, want the bare mux", ts.srv.Handler())
-	}
-	if err := ts.srv.ShutdownTracing(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	s, ctx, ev := ts.srv, context.Background(), &exchangeEvent{outcome: "issued", jti: "j"}
-	allocs := testing.AllocsPerRun(100, func() {
-		st := s.traceStep(ctx, spanAttestSubject)
-		st.attested(nil, nil)
-		st = s.traceStep(ctx, spanPolicy)
-		st.decided("rule", 0)
-		st = s.traceStep(ctx, spanAdmit)
-		st.admitted(nil)
-		st = s.traceStep(ctx, spanMint)
-		st.minted("jti", nil)
-		s.traceExchange(ctx, ev)
-	})
-	if allocs != 0 {
-		t.Fatalf("tracing off allocates %v per exchange", allocs)
-	}
-}
-
-// TestTracingUnsampledStepsSkipped: with tracing on, a request that is not
-// sampled starts no step spans.
-func TestTracingUnsampledStepsSkipped(t *testing.T) {
-	rcv := testotlp.NewHTTP(t)
-	ts := startTracedSTS(t, rcv, "", "  sample_ratio: 0\n  insecure: true\n")
-	ctx, span := ts.srv.tracing.tracer.Start(context.Background(), "unsampled")
-	defer span.End()
-	if span.IsRecording() {
-		t.Fatal("ratio 0 sampled a root span")
-	}
-	if st := ts.srv.traceStep(ctx, spanMint); st.span != nil {
-		t.Fatal("a step span under an unsampled request")
-	}
-}
-
-// BenchmarkExchangeTraced is BenchmarkExchange (ES256 upstream) with tracing on:
-// a request not sampled (sample_ratio 0: the middleware's span only) and a sampled
-// one (server span, four step spans, batch export to a local receiver).
 func BenchmarkExchangeTraced(b *testing.B) {
 	for _, bc := range []struct{ name, ratio string }{{"unsampled", "0"}, {"sampled", "1"}} {
 		b.Run(bc.name, func(b *testing.B) {
 			rcv := testotlp.NewHTTP(b)
 			ts := startTracedSTS(b, rcv, "", "  sample_ratio: "+bc.ratio+"\n  insecure: true\n")
-			ts.srv.auditLog = slog.New(slog.NewJSONHandler(io.Discard, nil))
+			ts.srv.SetAuditLogger(slog.New(slog.NewJSONHandler(io.Discard, nil)))
 			claims := ts.a.Claims(payments)
 			claims["exp"] = time.Now().Add(time.Hour).Unix()
 			body := ts.form(ts.a.Sign(b, claims)).Encode()
@@ -517,7 +304,6 @@ func wantAttrs(t *testing.T, s testotlp.Span, want map[string]string) {
 	}
 }
 
-// childrenOf returns the direct children of parent, by start time.
 func childrenOf(spans []testotlp.Span, parent testotlp.Span) []testotlp.Span {
 	var out []testotlp.Span
 	for _, s := range spans {

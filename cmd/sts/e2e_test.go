@@ -17,11 +17,11 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google/externalaccount"
 
+	"github.com/safeconduct/safeconduct/config"
 	"github.com/safeconduct/safeconduct/internal/stsclient"
 	"github.com/safeconduct/safeconduct/internal/testissuer"
 	"github.com/safeconduct/safeconduct/internal/testproc"
 	"github.com/safeconduct/safeconduct/internal/testredis"
-	"github.com/safeconduct/safeconduct/issuer"
 )
 
 // End-to-end tests: the real sts and stsctl binaries, real TLS on 127.0.0.1, a real
@@ -415,11 +415,11 @@ func TestDeployExamples(t *testing.T) {
 	}
 	for _, c := range configs {
 		t.Run(filepath.Base(c), func(t *testing.T) {
-			cfg, err := issuer.LoadConfig(c)
+			cfg, err := config.LoadConfig(c)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := issuer.LoadPolicy(cfg); err != nil {
+			if _, err := config.PolicySource(cfg).Load(); err != nil {
 				t.Fatal(err)
 			}
 		})

@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel"
 
+	"github.com/safeconduct/safeconduct/config"
 	"github.com/safeconduct/safeconduct/issuer"
 )
 
@@ -90,12 +91,12 @@ func cmdCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	if !ok {
 		return 2
 	}
-	cfg, err := issuer.LoadConfig(path)
+	cfg, err := config.LoadConfig(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	if err := issuer.Check(ctx, cfg); err != nil {
+	if err := config.Check(ctx, cfg); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
@@ -108,7 +109,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
-	cfg, err := issuer.LoadConfig(path)
+	cfg, err := config.LoadConfig(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -143,19 +144,19 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 
 // serve runs the STS for cfg until ctx ends. ready, when not nil, is called once the
 // listener is bound.
-func serve(ctx context.Context, cfg *issuer.Config, log *slog.Logger, auditW io.Writer, ready func()) error {
-	opts := issuer.Options{Logger: log}
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, auditW io.Writer, ready func()) error {
+	opts := config.Options{Logger: log}
 	if cfg.Audit.Path == "" {
 		// Audit events share stderr with the application log but never its level:
 		// log.level: warn must not silence them.
 		opts.AuditLogger = slog.New(slog.NewJSONHandler(auditW, &slog.HandlerOptions{Level: slog.LevelInfo})).With(slog.String("log", "audit"))
 	}
-	s, err := issuer.New(ctx, cfg, opts)
+	s, err := config.Build(ctx, cfg, opts)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	tlsConfig, closeTLS, err := issuer.ServingTLS(ctx, cfg)
+	tlsConfig, closeTLS, err := config.ServingTLS(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -189,7 +190,7 @@ func serve(ctx context.Context, cfg *issuer.Config, log *slog.Logger, auditW io.
 
 // watchPolicy reloads the policy files when they change and on SIGHUP (which also
 // rereads the signing keys); an invalid policy is logged and the last good one kept.
-func watchPolicy(ctx context.Context, cfg *issuer.Config, s *issuer.Server) {
+func watchPolicy(ctx context.Context, cfg *config.Config, s *issuer.Server) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -212,10 +213,10 @@ func watchPolicy(ctx context.Context, cfg *issuer.Config, s *issuer.Server) {
 			}
 		}
 	}()
-	s.WatchPolicy(ctx, cfg, cfg.PolicyReloadInterval.D(), reload)
+	s.WatchPolicy(ctx, config.PolicySource(cfg), cfg.PolicyReloadInterval.D(), reload)
 }
 
-func newLogger(c issuer.LogConfig, w io.Writer) *slog.Logger {
+func newLogger(c config.LogConfig, w io.Writer) *slog.Logger {
 	level := slog.LevelInfo
 	switch c.Level {
 	case "debug":

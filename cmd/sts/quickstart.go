@@ -26,8 +26,8 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/safeconduct/safeconduct/config"
 	"github.com/safeconduct/safeconduct/internal/stsclient"
-	"github.com/safeconduct/safeconduct/issuer"
 )
 
 // Quickstart demo values.
@@ -62,7 +62,7 @@ func cmdQuickstart(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "sts quickstart:", err)
 		return 1
 	}
-	cfg, err := issuer.LoadConfig(filepath.Join(*dir, "sts.yaml"))
+	cfg, err := config.LoadConfig(filepath.Join(*dir, "sts.yaml"))
 	if err != nil {
 		fmt.Fprintln(stderr, "sts quickstart:", err)
 		return 1

@@ -20,8 +20,8 @@ import (
 
 	"github.com/safeconduct/safeconduct/attest"
 	"github.com/safeconduct/safeconduct/attest/attrs"
+	"github.com/safeconduct/safeconduct/config"
 	"github.com/safeconduct/safeconduct/internal/stsclient"
-	"github.com/safeconduct/safeconduct/issuer"
 	"github.com/safeconduct/safeconduct/policy"
 )
 
@@ -59,11 +59,11 @@ func (ps *policySource) register(fs *flag.FlagSet) {
 	fs.StringVar(&ps.config, "config", "", "STS config: routes tokens to upstreams by iss, maps attributes, checks upstream names")
 }
 
-func (ps *policySource) load() (*policy.Policy, *issuer.Config, error) {
-	var cfg *issuer.Config
+func (ps *policySource) load() (*policy.Policy, *config.Config, error) {
+	var cfg *config.Config
 	if ps.config != "" {
 		var err error
-		if cfg, err = issuer.LoadConfig(ps.config); err != nil {
+		if cfg, err = config.LoadConfig(ps.config); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -175,7 +175,7 @@ func cmdPolicyTest(args []string, stdin io.Reader, stdout, stderr io.Writer) err
 // alone: the signature is not verified (policy test answers "what would policy
 // decide for this identity", not "is this token genuine"). With a config, the
 // upstream is found by iss and its attribute mapping applied.
-func workloadInsecure(raw, upstream string, cfg *issuer.Config) (*attest.Workload, error) {
+func workloadInsecure(raw, upstream string, cfg *config.Config) (*attest.Workload, error) {
 	claims, err := claimsInsecure(raw)
 	if err != nil {
 		return nil, err
@@ -186,7 +186,7 @@ func workloadInsecure(raw, upstream string, cfg *issuer.Config) (*attest.Workloa
 		return nil, errors.New("no sub claim")
 	}
 	wl := &attest.Workload{Issuer: iss, Subject: sub, ID: sub, Claims: claims, Upstream: upstream}
-	var up *issuer.UpstreamConfig
+	var up *config.UpstreamConfig
 	if cfg != nil {
 		for i := range cfg.Upstreams {
 			u := &cfg.Upstreams[i]

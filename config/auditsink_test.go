@@ -1,4 +1,4 @@
-package issuer
+package config
 
 import (
 	"bufio"
@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/safeconduct/safeconduct/internal/testissuer"
 	"github.com/safeconduct/safeconduct/internal/testproc"
+	"github.com/safeconduct/safeconduct/issuer"
 )
 
 // TestAuditSinkFile: with audit.path, audit events go to that file only, one JSON
@@ -62,19 +64,25 @@ audit: {path: audit/audit.jsonl}
 		t.Fatalf("check-config: %v", err)
 	}
 	appLog := &testproc.Buffer{}
-	srv, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.NewJSONHandler(appLog, nil))})
+	srv, err := Build(context.Background(), cfg, Options{Logger: slog.New(slog.NewJSONHandler(appLog, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	exchange := func(subject string) *httptest.ResponseRecorder {
-		body := (&testSTS{}).form(subject).Encode()
+		body := url.Values{
+			"grant_type":         {issuer.GrantTypeTokenExchange},
+			"subject_token":      {subject},
+			"subject_token_type": {issuer.TypeJWT},
+			"audience":           {"https://ledger.internal"},
+			"scope":              {"ledger.read"},
+		}.Encode()
 		r := httptest.NewRequest(http.MethodPost, "/token", strings.NewReader(body))
 		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		w := httptest.NewRecorder()
 		srv.Handler().ServeHTTP(w, r)
 		return w
 	}
-	subject := a.Token(t, payments)
+	subject := a.Token(t, "system:serviceaccount:payments:api")
 	ok := exchange(subject)
 	if ok.Code != 200 {
 		t.Fatalf("exchange: %d %s", ok.Code, ok.Body)
@@ -84,7 +92,7 @@ audit: {path: audit/audit.jsonl}
 		t.Fatal(err)
 	}
 	minted, _ := resp["access_token"].(string)
-	refusedSubject := a.Token(t, outsider)
+	refusedSubject := a.Token(t, "system:serviceaccount:billing:api")
 	if w := exchange(refusedSubject); w.Code != 400 {
 		t.Fatalf("refusal: %d %s", w.Code, w.Body)
 	}

@@ -1,70 +1,87 @@
-package issuer
+package config
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/safeconduct/safeconduct/attest"
 	"github.com/safeconduct/safeconduct/attest/attrs"
 	"github.com/safeconduct/safeconduct/attest/oidc"
 	"github.com/safeconduct/safeconduct/attest/spiffe"
+	"github.com/safeconduct/safeconduct/issuer"
 	"github.com/safeconduct/safeconduct/policy"
 	"github.com/safeconduct/safeconduct/revocation"
 	"github.com/safeconduct/safeconduct/revocation/boltstore"
 	"github.com/safeconduct/safeconduct/revocation/redisstore"
 )
 
-// New assembles a Server from a validated Config: the signing keys (a key is created
-// in an empty key_dir), the upstream verifiers, the policy and the revocation store.
-// Remote upstream keys are fetched lazily, so one unreachable upstream does not stop
-// the STS from starting.
-func New(ctx context.Context, cfg *Config, o Options) (s *Server, err error) {
+// Options are the injectable dependencies of Build; zero values are defaulted.
+type Options struct {
+	// Logger is the application log (default: slog.Default()).
+	Logger *slog.Logger
+	// AuditLogger receives one event per decision (default: the audit.path file
+	// when set, else Logger with log=audit).
+	AuditLogger *slog.Logger
+	// Now is the clock (default: time.Now).
+	Now func() time.Time
+	// UpstreamClient supplies the transport for upstream discovery and JWKS fetches
+	// (default: system roots, which honour SSL_CERT_FILE).
+	UpstreamClient *http.Client
+}
+
+// Build assembles a Server from a validated Config: the signing keys (a key is
+// created in an empty key_dir), the upstream verifiers, the policy, the client
+// verifiers, the audit sink, tracing and the revocation store. Remote upstream keys
+// are fetched lazily, so one unreachable upstream does not stop the STS from
+// starting. On error everything opened so far is released.
+func Build(ctx context.Context, cfg *Config, o Options) (s *issuer.Server, err error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.Limits.isZero() {
-		o.Limits = cfg.Limits
+	if o.Logger == nil {
+		o.Logger = slog.Default()
 	}
-	closeAudit := func() error { return nil }
-	if o.AuditLogger == nil && cfg.Audit.Path != "" {
-		appLog := o.Logger
-		if appLog == nil {
-			appLog = slog.Default()
+	var closers []func() error
+	defer func() {
+		if err != nil {
+			for _, c := range slices.Backward(closers) {
+				_ = c()
+			}
 		}
-		o.AuditLogger, closeAudit, err = openAuditLogger(cfg.Audit, cfg.Path(cfg.Audit.Path), appLog)
+	}()
+	if o.AuditLogger == nil && cfg.Audit.Path != "" {
+		var closeAudit func() error
+		o.AuditLogger, closeAudit, err = openAuditLogger(cfg.Audit, cfg.Path(cfg.Audit.Path), o.Logger)
 		if err != nil {
 			return nil, err
 		}
-		defer func() {
-			if err != nil {
-				_ = closeAudit()
-			}
-		}()
+		closers = append(closers, closeAudit)
 	}
 	router, upstreams, closeAttester, err := buildAttester(ctx, cfg, o)
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if err != nil {
-			closeAttester()
-		}
-	}()
+	closers = append(closers, func() error { closeAttester(); return nil })
 	pol, err := loadPolicy(cfg)
 	if err != nil {
 		return nil, err
 	}
-	ring, err := loadKeyRing(cfg.Path(cfg.Signing.KeyDir), jose.SignatureAlgorithm(cfg.Signing.Algorithm), o.Now())
+	keys, err := issuer.OpenKeyDir(cfg.Path(cfg.Signing.KeyDir), jose.SignatureAlgorithm(cfg.Signing.Algorithm), o.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -72,33 +89,39 @@ func New(ctx context.Context, cfg *Config, o Options) (s *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	var tp *sdktrace.TracerProvider
+	if cfg.Tracing.Enabled() {
+		if tp, err = newTracerProvider(ctx, cfg); err != nil {
+			return nil, err
+		}
+		closers = append(closers, func() error { return tp.Shutdown(context.Background()) })
+	}
 	store, err := openStore(cfg, o)
 	if err != nil {
 		return nil, err
 	}
-	s, err = newServer(deps{
-		issuer:           cfg.Issuer,
-		attester:         router,
-		decider:          pol,
-		store:            store,
-		ring:             ring,
-		defaultTTL:       cfg.Tokens.DefaultTTL.D(),
-		maxTTL:           cfg.Tokens.MaxTTL.D(),
-		bindings:         bindingsOf(cfg),
-		upstreamByIssuer: upstreamsByIssuer(cfg),
-		upstreams:        upstreams,
-		clients:          clients,
-		oneTime:          oneTimeUpstreams(cfg),
-	}, o)
+	closers = append(closers, store.Close)
+	s, err = issuer.New(issuer.Config{
+		Issuer:         cfg.Issuer,
+		Attester:       router,
+		Decider:        pol,
+		Store:          store,
+		Keys:           keys,
+		DefaultTTL:     cfg.Tokens.DefaultTTL.D(),
+		MaxTTL:         cfg.Tokens.MaxTTL.D(),
+		Upstreams:      upstreams,
+		Clients:        clients,
+		Limits:         cfg.Limits.issuer(),
+		TracerProvider: tp,
+		Logger:         o.Logger,
+		AuditLogger:    o.AuditLogger,
+		Now:            o.Now,
+		// The server closes the store itself, after these.
+		Closers: closers[:len(closers)-1],
+	})
 	if err != nil {
-		store.Close()
 		return nil, err
 	}
-	if err = s.startTracing(ctx, cfg); err != nil {
-		store.Close()
-		return nil, err
-	}
-	s.closers = append(s.closers, func() error { closeAttester(); return nil }, closeAudit)
 	return s, nil
 }
 
@@ -108,7 +131,7 @@ func New(ctx context.Context, cfg *Config, o Options) (s *Server, err error) {
 // reported together.
 func Check(ctx context.Context, cfg *Config) error {
 	var errs []error
-	if _, _, closeAttester, err := buildAttester(ctx, cfg, Options{}); err != nil {
+	if _, _, closeAttester, err := buildAttester(ctx, cfg, Options{Logger: slog.Default(), Now: time.Now}); err != nil {
 		errs = append(errs, err)
 	} else {
 		closeAttester()
@@ -116,7 +139,7 @@ func Check(ctx context.Context, cfg *Config) error {
 	if _, err := loadPolicy(cfg); err != nil {
 		errs = append(errs, err)
 	}
-	if _, err := buildClients(ctx, cfg, Options{}); err != nil {
+	if _, err := buildClients(ctx, cfg, Options{Logger: slog.Default(), Now: time.Now}); err != nil {
 		errs = append(errs, err)
 	}
 	if !cfg.TLS.InsecureHTTP && cfg.TLS.WorkloadAPISocket == "" {
@@ -124,17 +147,8 @@ func Check(ctx context.Context, cfg *Config) error {
 			errs = append(errs, err)
 		}
 	}
-	dir := cfg.Path(cfg.Signing.KeyDir)
-	if _, err := os.Stat(dir); err == nil {
-		if keys, err := readKeys(dir, jose.SignatureAlgorithm(cfg.Signing.Algorithm)); err != nil {
-			errs = append(errs, err)
-		} else if len(keys) > 0 {
-			if _, err := newKeyRing(keys, jose.SignatureAlgorithm(cfg.Signing.Algorithm)); err != nil {
-				errs = append(errs, fmt.Errorf("%w (a %s key is created at start when none exists)", err, cfg.Signing.Algorithm))
-			}
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, fmt.Errorf("signing.key_dir: %w", err))
+	if err := issuer.CheckKeyDir(cfg.Path(cfg.Signing.KeyDir), jose.SignatureAlgorithm(cfg.Signing.Algorithm)); err != nil {
+		errs = append(errs, err)
 	}
 	if cfg.Audit.Path != "" {
 		if fi, err := os.Stat(filepath.Dir(cfg.Path(cfg.Audit.Path))); err != nil {
@@ -157,7 +171,7 @@ func Check(ctx context.Context, cfg *Config) error {
 // buildAttester makes one verifier per upstream and the router over them. close
 // releases the verifiers' background work (bundle refreshes, Workload API streams).
 // upstreams read each verifier's key stats, for metrics.
-func buildAttester(ctx context.Context, cfg *Config, o Options) (router *attest.Router, upstreams []upstreamStats, close func(), err error) {
+func buildAttester(ctx context.Context, cfg *Config, o Options) (router *attest.Router, upstreams []issuer.Upstream, close func(), err error) {
 	routes := attest.Routes{ByIssuer: map[string]attest.Verifier{}, ByTrustDomain: map[string]attest.Verifier{}}
 	var closers []func() error
 	close = func() {
@@ -176,10 +190,10 @@ func buildAttester(ctx context.Context, cfg *Config, o Options) (router *attest.
 			}
 			closers = append(closers, v.Close)
 			routes.ByTrustDomain[v.TrustDomain().Name()] = v
-			upstreams = append(upstreams, upstreamStats{name: u.Name, stats: func() upstreamKeyStats {
+			upstreams = append(upstreams, upstreamOf(u, func() issuer.UpstreamKeyStats {
 				st := v.Stats()
-				return upstreamKeyStats{Fetches: st.Requests, Failures: st.Failures, Keys: st.JWTAuthorities}
-			}})
+				return issuer.UpstreamKeyStats{Fetches: st.Requests, Failures: st.Failures, Keys: st.JWTAuthorities}
+			}))
 		default:
 			v, err := oidcVerifier(ctx, cfg, u, o)
 			if err != nil {
@@ -187,10 +201,10 @@ func buildAttester(ctx context.Context, cfg *Config, o Options) (router *attest.
 				continue
 			}
 			routes.ByIssuer[u.Issuer] = v
-			upstreams = append(upstreams, upstreamStats{name: u.Name, stats: func() upstreamKeyStats {
+			upstreams = append(upstreams, upstreamOf(u, func() issuer.UpstreamKeyStats {
 				st := v.Stats()
-				return upstreamKeyStats{Fetches: st.Requests, Failures: st.Failures, Keys: st.Keys}
-			}})
+				return issuer.UpstreamKeyStats{Fetches: st.Requests, Failures: st.Failures, Keys: st.Keys}
+			}))
 		}
 	}
 	if len(errs) == 0 {
@@ -276,8 +290,14 @@ func loadPolicy(cfg *Config) (*policy.Policy, error) {
 	return p, nil
 }
 
-// LoadPolicy loads and validates the configured policy files (for hot reload).
-func LoadPolicy(cfg *Config) (Decider, error) { return loadPolicy(cfg) }
+// PolicySource is the configured policy files as the server's hot-reload source.
+func PolicySource(cfg *Config) issuer.PolicySource { return policySource{cfg} }
+
+type policySource struct{ cfg *Config }
+
+func (p policySource) Load() (issuer.Decider, error) { return loadPolicy(p.cfg) }
+
+func (p policySource) Digest() [32]byte { return policyDigest(p.cfg) }
 
 func openStore(cfg *Config, o Options) (revocation.Store, error) {
 	revokeTTL := cfg.Tokens.MaxTTL.D() + time.Minute
@@ -323,38 +343,37 @@ func openStore(cfg *Config, o Options) (revocation.Store, error) {
 	}
 }
 
-func bindingsOf(cfg *Config) map[string]binding {
-	out := map[string]binding{}
-	for _, u := range cfg.Upstreams {
-		if len(u.BindingAttributes) > 0 {
-			out[u.Name] = binding{names: u.BindingAttributes, instance: u.InstanceAttributes}
-		}
+// upstreamOf is what the server needs to know of u beyond its verifier.
+func upstreamOf(u UpstreamConfig, stats func() issuer.UpstreamKeyStats) issuer.Upstream {
+	return issuer.Upstream{
+		Name:               u.Name,
+		Issuer:             u.Issuer,
+		BindingAttributes:  u.BindingAttributes,
+		InstanceAttributes: u.InstanceAttributes,
+		OneTime:            u.OneTime,
+		ClockSkew:          u.ClockSkew.D(),
+		KeyStats:           stats,
 	}
-	return out
 }
 
-// oneTimeUpstreams maps each upstream marked one_time to its clock skew (its
-// tokens' jti are remembered until exp plus the skew).
-func oneTimeUpstreams(cfg *Config) map[string]time.Duration {
-	out := map[string]time.Duration{}
-	for _, u := range cfg.Upstreams {
-		if u.OneTime {
-			skew := u.ClockSkew.D()
-			if skew <= 0 {
-				skew = time.Minute // the most any verifier allows
-			}
-			out[u.Name] = skew
+// policyDigest hashes the names and contents of the policy files (a missing or
+// unreadable file hashes as such, so its return is noticed too).
+func policyDigest(cfg *Config) [32]byte {
+	h := sha256.New()
+	for _, f := range cfg.PolicyFiles {
+		p := cfg.Path(f)
+		io.WriteString(h, p)
+		h.Write([]byte{0})
+		fh, err := os.Open(p)
+		if err != nil {
+			io.WriteString(h, "\x00missing")
+			continue
 		}
+		_, _ = io.Copy(h, io.LimitReader(fh, 2<<20))
+		fh.Close()
+		h.Write([]byte{0})
 	}
-	return out
-}
-
-func upstreamsByIssuer(cfg *Config) map[string]string {
-	out := map[string]string{}
-	for _, u := range cfg.Upstreams {
-		if u.Issuer != "" {
-			out[u.Issuer] = u.Name
-		}
-	}
-	return out
+	var d [32]byte
+	h.Sum(d[:0])
+	return d
 }
