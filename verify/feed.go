@@ -328,17 +328,15 @@ func (f *feed) fail(err error) {
 	f.mu.Unlock()
 }
 
-// check returns a wrapped ErrRevoked when an active revoke entry invalidates the
-// token with these claims, signed by the key kid, else a wrapped ErrStale when the
-// copy cannot be trusted, else nil.
-func (f *feed) check(claims map[string]any, kid string, now time.Time) error {
-	facts := revocation.FactsFromClaims(claims)
-	facts.KeyID = kid
+// CheckRevocation implements RevocationSource: a wrapped ErrRevoked when an active
+// revoke entry of the copy invalidates a token with facts, else a wrapped ErrStale
+// when the copy cannot be trusted, else nil.
+func (f *feed) CheckRevocation(facts *revocation.Facts, now time.Time) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	// Entries are judged with the leeway tokens get: an entry expires when every
 	// token it covers has expired, and a token is accepted up to Leeway past exp.
-	if e := f.index.Revoked(&facts, now.Add(-f.leeway)); e != nil {
+	if e := f.index.Revoked(facts, now.Add(-f.leeway)); e != nil {
 		return fmt.Errorf("%w: entry %s (%s)", ErrRevoked, e.ID, e.Selector)
 	}
 	if !f.synced {
