@@ -44,7 +44,8 @@ var (
 // Defaults and bounds of Config.
 const (
 	DefaultMaxStale = 30 * time.Second
-	// MinMaxStale keeps MaxStale well above the STS's 5 s heartbeat.
+	// MinMaxStale keeps MaxStale well above the STS's heartbeat interval
+	// (revocation.HeartbeatInterval, 5 s).
 	MinMaxStale = 10 * time.Second
 	MaxLeeway   = 60 * time.Second
 	// maxTokenSize bounds the compact JWS accepted by Verify.
@@ -428,7 +429,7 @@ func (c *Config) validate() error {
 		errs = append(errs, errors.New("both FeedToken and Revocations set (one revocation source)"))
 	}
 	if c.MaxStale != 0 && c.MaxStale < MinMaxStale {
-		errs = append(errs, fmt.Errorf("bad MaxStale %s: below %s (the STS sends a heartbeat every 5 s)", c.MaxStale, MinMaxStale))
+		errs = append(errs, fmt.Errorf("bad MaxStale %s: below %s (the STS sends a heartbeat every %s)", c.MaxStale, MinMaxStale, revocation.HeartbeatInterval))
 	}
 	if c.Leeway < 0 || c.Leeway > MaxLeeway {
 		errs = append(errs, fmt.Errorf("bad Leeway %s: not within [0, %s]", c.Leeway, MaxLeeway))
