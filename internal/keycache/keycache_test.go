@@ -9,26 +9,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/safeconduct/safeconduct/internal/fakeclock"
 )
 
 var errDown = errors.New("unavailable for the test")
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // source is a fetched source whose answers the test sets.
 type source struct {
@@ -66,10 +51,10 @@ const (
 	maxStale    = time.Hour
 )
 
-func newCache(t *testing.T, mods ...func(*Config[int])) (*Cache[int], *source, *clock) {
+func newCache(t *testing.T, mods ...func(*Config[int])) (*Cache[int], *source, *fakeclock.Clock) {
 	t.Helper()
 	src := &source{version: 1}
-	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	clk := fakeclock.New(time.Unix(1_700_000_000, 0))
 	cfg := Config[int]{
 		Fetch:        src.fetch,
 		Context:      t.Context(),
