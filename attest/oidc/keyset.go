@@ -179,12 +179,12 @@ func parseJWK(raw json.RawMessage) (*key, error) {
 // waiting for them (package internal/keycache).
 type keySet = keycache.Cache[*snapshot]
 
-// newKeySet returns the key cache of an upstream, fetching with fetch. uri names
-// the document the last fetch read, for logs; it is set by fetch, which the cache
-// runs one at a time, before the cache reports on it.
-func newKeySet(ctx context.Context, s *settings, log *slog.Logger, fetch func(context.Context) (*snapshot, error), uri *string) *keySet {
-	return keycache.New(keycache.Config[*snapshot]{
-		Fetch:        fetch,
+// keySetConfig returns the settings of the Verifier's key cache but its Fetch.
+// *uri names the document the last fetch read, for logs: it is set by Fetch,
+// which the cache runs one at a time, before the cache reports on the fetch.
+func (v *Verifier) keySetConfig(ctx context.Context, uri *string) keycache.Config[*snapshot] {
+	s, log := v.s, v.log
+	return keycache.Config[*snapshot]{
 		Context:      ctx,
 		Timeout:      s.FetchTimeout, // bounds one refresh (discovery and JWKS together)
 		Now:          s.Now,
@@ -201,7 +201,7 @@ func newKeySet(ctx context.Context, s *settings, log *slog.Logger, fetch func(co
 				log.Info("upstream keys updated", slog.String("jwks_uri", *uri), slog.Int("keys", len(cur.V.keys)))
 			}
 		},
-	})
+	}
 }
 
 // key returns the key for a token's kid and alg: from the cache, or after one

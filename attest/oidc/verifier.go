@@ -13,6 +13,7 @@ import (
 
 	"github.com/safeconduct/safeconduct/attest"
 	"github.com/safeconduct/safeconduct/internal/jwtcore"
+	"github.com/safeconduct/safeconduct/internal/keycache"
 )
 
 // MaxSubjectLength is the longest `sub` accepted, in bytes.
@@ -46,6 +47,7 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		v.algs = append(v.algs, jose.SignatureAlgorithm(a))
 	}
 	var uri string // the document the last fetch read, for the cache's logs
+	keys := v.keySetConfig(ctx, &uri)
 	if s.JWKSFile != "" {
 		snap, err := readJWKSFile(s.JWKSFile, s.MaxResponseBytes)
 		if err != nil {
@@ -56,16 +58,16 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		// written into it (a Secret or ConfigMap update) is picked up without a
 		// restart. A file that cannot be read or parsed keeps the last good keys,
 		// which never go stale: they are the operator's, not a network's.
-		file := *s
-		file.MaxStale = 0
-		v.keys = newKeySet(ctx, &file, v.log, func(context.Context) (*snapshot, error) {
+		keys.MaxStale = 0
+		keys.Fetch = func(context.Context) (*snapshot, error) {
 			uri = s.JWKSFile
 			snap, err := readJWKSFile(s.JWKSFile, s.MaxResponseBytes)
 			if err != nil {
 				return nil, fmt.Errorf("jwks_file: %w", err)
 			}
 			return snap, nil
-		}, &uri)
+		}
+		v.keys = keycache.New(keys)
 		v.keys.Store(snap)
 		return v, nil
 	}
@@ -75,7 +77,7 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		jwksURI: s.JWKSURI,
 		check:   s.checkFetchURL,
 	}
-	v.keys = newKeySet(ctx, s, v.log, func(ctx context.Context) (*snapshot, error) {
+	keys.Fetch = func(ctx context.Context) (*snapshot, error) {
 		body, u, err := v.fetch.jwks(ctx)
 		uri = u
 		if err != nil {
@@ -86,7 +88,8 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 			return nil, fmt.Errorf("jwks %s refused: %w", u, err)
 		}
 		return snap, nil
-	}, &uri)
+	}
+	v.keys = keycache.New(keys)
 	return v, nil
 }
 
