@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/safeconduct/safeconduct/internal/fetch"
 	"github.com/safeconduct/safeconduct/internal/keycache"
 )
 
@@ -38,10 +38,10 @@ type jwksKeys struct {
 	cache  *keycache.Cache[[]jose.JSONWebKey]
 }
 
-// newJWKSKeys returns the source of the JWKS at url; ctx supplies values to its
-// fetches, Stop of its cache ends them.
-func newJWKSKeys(ctx context.Context, url string, client *http.Client, now func() time.Time) *jwksKeys {
-	k := &jwksKeys{url: url, client: client}
+// newJWKSKeys returns the source of the JWKS at url, fetched over base's
+// transport; ctx supplies values to its fetches, Stop of its cache ends them.
+func newJWKSKeys(ctx context.Context, url string, base *http.Client, now func() time.Time) *jwksKeys {
+	k := &jwksKeys{url: url, client: fetch.NewClient(fetch.Transport(base, fetchTimeout), fetchTimeout, maxJWKS)}
 	k.cache = keycache.New(keycache.Config[[]jose.JSONWebKey]{
 		Fetch:        k.fetch,
 		Context:      ctx,
@@ -80,29 +80,13 @@ func (k *jwksKeys) KeysForKeyID(ctx context.Context, kid string) ([]jose.JSONWeb
 	return keys, nil
 }
 
-// fetch reads the JWKS: 200 only, at most 1 MiB, within fetchTimeout (the cache's
-// bound). Keys that do not parse, are not public asymmetric keys, or are not for
-// signatures are skipped.
+// fetch reads the JWKS with the bounded client of internal/fetch: 200 only (no
+// redirects), at most 1 MiB, within fetchTimeout. Keys that do not parse, are not
+// public asymmetric keys, or are not for signatures are skipped.
 func (k *jwksKeys) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.url, nil)
+	body, err := fetch.Get(ctx, k.client, k.url, "application/json")
 	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := k.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("JWKS: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKS+1))
-	if err != nil {
-		return nil, fmt.Errorf("JWKS: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("JWKS: %s answered %s", k.url, resp.Status)
-	}
-	if len(body) > maxJWKS {
-		return nil, fmt.Errorf("JWKS: %s is over 1 MiB", k.url)
+		return nil, fmt.Errorf("JWKS %s: %w", k.url, err)
 	}
 	var doc struct {
 		Keys []json.RawMessage `json:"keys"`

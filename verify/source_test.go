@@ -3,6 +3,8 @@ package verify
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -182,5 +184,36 @@ func TestJWKSKeySource(t *testing.T) {
 	}
 	if n := sts.jwksHits.Load() - base; n != 1 {
 		t.Fatalf("%d fetches for a rotated kid, want 1", n)
+	}
+}
+
+// The JWKS is fetched with the bounded client of internal/fetch: a document over
+// 1 MiB or a redirect is refused, and New fails without keys.
+func TestJWKSBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		jwks http.HandlerFunc
+		want string
+	}{
+		{"over 1 MiB", func(w http.ResponseWriter, _ *http.Request) {
+			_, _ = w.Write([]byte(`{"keys":[],"pad":"` + strings.Repeat("a", maxJWKS) + `"}`))
+		}, "size limit"},
+		{"redirect", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "/elsewhere", http.StatusFound)
+		}, "redirect"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mux := http.NewServeMux()
+			srv := httptest.NewTLSServer(mux)
+			defer srv.Close()
+			mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
+				writeTestJSON(w, http.StatusOK, map[string]any{"issuer": srv.URL, "jwks_uri": srv.URL + "/jwks"})
+			})
+			mux.HandleFunc("GET /jwks", tc.jwks)
+			_, err := New(t.Context(), Config{Issuer: srv.URL, Audience: testAudience, HTTPClient: srv.Client()})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New = %v, want an error about %s", err, tc.want)
+			}
+		})
 	}
 }

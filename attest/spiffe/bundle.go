@@ -16,8 +16,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/safeconduct/safeconduct/attest/internal/fetch"
 	"github.com/safeconduct/safeconduct/attest/internal/strictjson"
+	"github.com/safeconduct/safeconduct/internal/fetch"
 	"github.com/safeconduct/safeconduct/internal/jwtcore"
 )
 

@@ -15,7 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
-	"github.com/safeconduct/safeconduct/attest/internal/fetch"
+	"github.com/safeconduct/safeconduct/internal/fetch"
 	"github.com/safeconduct/safeconduct/internal/keycache"
 )
 
@@ -43,7 +43,7 @@ func fileSource(ctx context.Context, s *settings) (*bundleCache, error) {
 }
 
 // endpoint fetches a SPIFFE bundle endpoint (SPIFFE Federation §5) with the bounded
-// client of package attest/internal/fetch (deadline, size cap, 200 only, no
+// client of package internal/fetch (deadline, size cap, 200 only, no
 // redirects). https_spiffe authenticates the server with go-spiffe's tlsconfig, as
 // federation.FetchBundle does, against the bootstrap bundle and then the latest
 // bundle fetched.
