@@ -101,9 +101,10 @@ func (c *Cache[T]) Store(v T) {
 	c.cur.Store(&Value[T]{V: v, Fetched: c.cfg.Now()})
 }
 
-// Updates counts values installed (fetched or pushed); Failures counts fetches or
-// pushed updates that failed or were refused.
-func (c *Cache[T]) Updates() uint64  { return c.updates.Load() }
+// Updates counts the values installed, fetched or pushed (not Store).
+func (c *Cache[T]) Updates() uint64 { return c.updates.Load() }
+
+// Failures counts the fetches and pushed updates that failed or were refused.
 func (c *Cache[T]) Failures() uint64 { return c.failures.Load() }
 
 // LastError returns the outcome of the last fetch or push (nil after a success).
