@@ -88,11 +88,8 @@ func usableKey(k *jose.JSONWebKey) bool {
 // keyFits reports whether k may verify a signature made with alg: the JWK's `alg`,
 // when set, is alg, and its key type is the one alg needs (jwtcore's table).
 func keyFits(k *jose.JSONWebKey, alg string) bool {
-	if k.Algorithm != "" && k.Algorithm != alg {
-		return false
-	}
 	kt, err := jwtcore.KeyTypeOf(k.Key)
-	return err == nil && kt.Fits(alg)
+	return err == nil && kt.FitsJWK(k.Algorithm, alg)
 }
 
 // StaticRevocations returns a RevocationSource holding entries, never stale: for

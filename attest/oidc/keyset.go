@@ -31,7 +31,7 @@ type key struct {
 
 // fits reports whether the key may verify a signature made with alg.
 func (k *key) fits(alg string) bool {
-	return (k.alg == "" || k.alg == alg) && k.kind.Fits(alg)
+	return k.kind.FitsJWK(k.alg, alg)
 }
 
 // snapshot is an immutable set of keys, swapped whole on refresh.

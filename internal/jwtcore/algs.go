@@ -69,6 +69,12 @@ func (t KeyType) Fits(alg string) bool {
 	return ok && t != 0 && want == t
 }
 
+// FitsJWK is Fits for a key published as a JWK whose `alg` member is jwkAlg (""
+// when absent): a JWK that names an algorithm verifies that one only.
+func (t KeyType) FitsJWK(jwkAlg, alg string) bool {
+	return (jwkAlg == "" || jwkAlg == alg) && t.Fits(alg)
+}
+
 // String returns the key type's name.
 func (t KeyType) String() string {
 	switch t {

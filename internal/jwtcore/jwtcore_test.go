@@ -170,6 +170,22 @@ func TestAlgorithmTable(t *testing.T) {
 			}
 		}
 	}
+	for _, tc := range []struct {
+		kt          KeyType
+		jwkAlg, alg string
+		want        bool
+	}{
+		{P256, "", "ES256", true},
+		{P256, "ES256", "ES256", true},
+		{P256, "ES384", "ES256", false}, // the JWK names another algorithm
+		{RSA, "RS256", "PS256", false},
+		{RSA, "PS256", "PS256", true},
+		{P384, "ES256", "ES256", false}, // the JWK's alg does not fit its key
+	} {
+		if got := tc.kt.FitsJWK(tc.jwkAlg, tc.alg); got != tc.want {
+			t.Errorf("%s.FitsJWK(%q, %q) = %v", tc.kt, tc.jwkAlg, tc.alg, got)
+		}
+	}
 	if KeyType(0).Fits("RS256") {
 		t.Error("the zero KeyType fits RS256")
 	}
