@@ -18,8 +18,7 @@ type Value[T any] struct {
 	Fetched time.Time
 }
 
-// Config configures a Cache. Now is required; zero durations mean "no bound" where
-// documented.
+// Config configures a Cache. Zero durations mean "no bound" where documented.
 type Config[T any] struct {
 	// Fetch obtains a new value; nil for a pushed source (Set, Drop). It is called
 	// from a goroutine of its own, one call at a time.
@@ -29,7 +28,7 @@ type Config[T any] struct {
 	Context context.Context
 	// Timeout bounds one fetch (zero: no bound beyond Close).
 	Timeout time.Duration
-	// Now is the clock.
+	// Now is the clock (default time.Now); tests inject a fake one.
 	Now func() time.Time
 	// MinInterval is the least time between two fetch starts.
 	MinInterval time.Duration
@@ -86,6 +85,9 @@ func New[T any](cfg Config[T]) *Cache[T] {
 	}
 	if cfg.Noun == "" {
 		cfg.Noun = "keys"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	c := &Cache[T]{cfg: cfg}
 	c.base, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
