@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/safeconduct/safeconduct/attest/internal/strictjson"
+	"github.com/safeconduct/safeconduct/internal/jwtcore"
 )
 
 // MaxTokenSize is the largest credential, in bytes, that is looked at. Larger ones are
@@ -24,31 +25,18 @@ const (
 	MaxClaimsDepth = 32
 )
 
-// signatureAlgorithms are the JWS algorithms an upstream may sign with: asymmetric
-// only. `none` and the HMAC family are absent on purpose, in every spelling: the
-// comparison is exact, so "None" or "hs256" fail as well.
-var signatureAlgorithms = []string{
-	"RS256", "RS384", "RS512",
-	"ES256", "ES384", "ES512",
-	"PS256", "PS384", "PS512",
-	"EdDSA",
-}
-
 // SignatureAlgorithms returns the JWS algorithms an upstream may be configured to
-// use, a fresh slice the caller may keep.
+// use, a fresh slice the caller may keep: asymmetric only (package
+// internal/jwtcore's table). `none` and the HMAC family are absent on purpose.
 func SignatureAlgorithms() []string {
-	return append([]string(nil), signatureAlgorithms...)
+	return jwtcore.Algorithms()
 }
 
 // IsSignatureAlgorithm reports whether alg is one of SignatureAlgorithms (exact,
-// case-sensitive match).
+// case-sensitive match: "None" or "hs256" fail as well).
 func IsSignatureAlgorithm(alg string) bool {
-	for _, a := range signatureAlgorithms {
-		if a == alg {
-			return true
-		}
-	}
-	return false
+	_, ok := jwtcore.KeyTypeFor(alg)
+	return ok
 }
 
 // Header is the JOSE header of a compact JWS after ParseHeaderInsecure checked it.

@@ -15,7 +15,7 @@ import (
 // Feed timing: heartbeats let verifiers bound their staleness; a stream lives at
 // most streamLifetime, after which the client resumes from its cursor.
 const (
-	heartbeatInterval = 5 * time.Second
+	heartbeatInterval = revocation.HeartbeatInterval
 	streamLifetime    = 10 * time.Minute
 	feedBatch         = 500
 )
@@ -45,14 +45,14 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.authorize(w, r, policy.ActionReadFeed, nil); !ok {
 		return
 	}
-	cursor := r.URL.Query().Get("cursor")
-	if id := r.Header.Get("Last-Event-ID"); id != "" {
+	cursor := r.URL.Query().Get(revocation.CursorParam)
+	if id := r.Header.Get(revocation.LastEventIDHeader); id != "" {
 		cursor = id
 	}
 	ctx := r.Context()
 	events, next, err := s.store.Events(ctx, cursor, feedBatch)
 	if errors.Is(err, revocation.ErrCursorExpired) || errors.Is(err, revocation.ErrInvalid) {
-		writeAdminError(w, &adminError{http.StatusGone, "cursor_expired", "the cursor is no longer retained; take a new snapshot"})
+		writeAdminError(w, &adminError{http.StatusGone, revocation.ErrorCursorExpired, "the cursor is no longer retained; take a new snapshot"})
 		return
 	}
 	if err != nil {
@@ -66,7 +66,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
+	h.Set("Content-Type", revocation.StreamContentType)
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
@@ -88,7 +88,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 				s.metrics.observeFeedLag(s.now(), ev.Entry.Created)
 			}
 		}
-		if _, err := fmt.Fprintf(w, "event: heartbeat\ndata: {\"now\":%d}\n\n", s.now().UnixMilli()); err != nil {
+		if _, err := fmt.Fprintf(w, "event: %s\ndata: {\"now\":%d}\n\n", revocation.EventHeartbeat, s.now().UnixMilli()); err != nil {
 			return err
 		}
 		return rc.Flush()

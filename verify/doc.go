@@ -52,6 +52,18 @@
 // Without FeedToken revocation is not checked at all (a warning is logged at New);
 // set Config.RequireFeed to make that a configuration error.
 //
+// # Sources
+//
+// Keys and revocation data come from two one-method interfaces, in the style of
+// go-spiffe's jwtbundle.Source: KeySource (KeysForKeyID) and RevocationSource
+// (CheckRevocation). By default New uses discovery and the JWKS for keys, and the
+// feed above for revocation. Config.Keys and Config.Revocations replace them, e.g.
+// with StaticKeys (a JWKS held as is) and StaticRevocations (a fixed set of revoke
+// entries, never stale), for a downstream's tests or keys and revocations
+// distributed out of band; nothing is fetched for a static source. The time,
+// audience and algorithm rules are package internal/jwtcore's, shared with the
+// STS's own upstream verifiers.
+//
 // # Usage
 //
 //	v, err := verify.New(ctx, verify.Config{

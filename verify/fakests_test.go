@@ -21,6 +21,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/safeconduct/safeconduct/internal/fakeclock"
 )
 
 // This file is a fake STS for the tests: a real TLS server with discovery, a JWKS,
@@ -34,24 +36,9 @@ const (
 
 // fakeClock is the clock shared by the fake STS (iat, entry creation) and the
 // verifier under test.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+type fakeClock = fakeclock.Clock
 
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Now().Truncate(time.Second)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+func newFakeClock() *fakeClock { return fakeclock.New(time.Now().Truncate(time.Second)) }
 
 type signingKey struct {
 	key *ecdsa.PrivateKey

@@ -18,18 +18,11 @@ import (
 	"github.com/safeconduct/safeconduct/revocation"
 )
 
-// Feed paths under the issuer URL (docs/revocation-design.md, "HTTP").
-const (
-	pathSnapshot = "/revocations"
-	pathStream   = "/revocations/stream"
-)
-
 // Feed bounds.
 const (
 	snapshotTimeout = 30 * time.Second
 	maxSnapshot     = 64 << 20 // about 200,000 entries
 	maxErrorBody    = 4 << 10
-	maxCursor       = 1024
 	// clockSkewWarn: a larger difference between the STS's clock (snapshot `now`)
 	// and ours is logged, since entry expiries are judged by our clock.
 	clockSkewWarn = 30 * time.Second
@@ -73,8 +66,8 @@ func newFeed(cfg Config) *feed {
 	client.Timeout = 0
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &feed{
-		snapshotURL: base + pathSnapshot,
-		streamURL:   base + pathStream,
+		snapshotURL: base + revocation.FeedSnapshotPath,
+		streamURL:   base + revocation.FeedStreamPath,
 		client:      &client,
 		token:       cfg.FeedToken,
 		now:         cfg.Now,
@@ -173,7 +166,7 @@ func (f *feed) snapshot(ctx context.Context) error {
 	if err := json.Unmarshal(body, &doc); err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
-	if doc.Cursor == nil || !validCursor(*doc.Cursor) {
+	if doc.Cursor == nil || !revocation.ValidCursor(*doc.Cursor) {
 		return errors.New("snapshot: missing or malformed cursor")
 	}
 	index := revocation.NewIndex()
@@ -214,16 +207,16 @@ func (f *feed) stream(ctx context.Context) (progressed bool, err error) {
 	f.mu.RUnlock()
 
 	// Idle watchdog, from the request on: the STS answers at once and then sends
-	// a heartbeat every 5 s; a connection silent for longer than idle is dead (a
+	// a heartbeat every revocation.HeartbeatInterval; a connection silent for longer than idle is dead (a
 	// half-open TCP connection would never say so).
 	idle := time.AfterFunc(f.idle, cancel)
 	defer idle.Stop()
 
 	u := f.streamURL
 	if cursor != "" {
-		u += "?cursor=" + url.QueryEscape(cursor)
+		u += "?" + revocation.CursorParam + "=" + url.QueryEscape(cursor)
 	}
-	resp, err := f.get(ctx, u, "text/event-stream", cursor)
+	resp, err := f.get(ctx, u, revocation.StreamContentType, cursor)
 	if err != nil {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("no answer within %s", f.idle)
@@ -238,8 +231,8 @@ func (f *feed) stream(ctx context.Context) (progressed bool, err error) {
 	case resp.StatusCode != http.StatusOK:
 		return false, fmt.Errorf("stream: %w", statusError(resp))
 	}
-	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
-		return false, fmt.Errorf("stream: content type %q is not text/event-stream", resp.Header.Get("Content-Type"))
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != revocation.StreamContentType {
+		return false, fmt.Errorf("stream: content type %q is not %s", resp.Header.Get("Content-Type"), revocation.StreamContentType)
 	}
 
 	idle.Reset(f.idle)
@@ -264,14 +257,14 @@ func (f *feed) stream(ctx context.Context) (progressed bool, err error) {
 func (f *feed) apply(ev sseEvent) error {
 	now := f.now()
 	switch ev.Type {
-	case "heartbeat":
+	case revocation.EventHeartbeat:
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		f.contact(now)
 		f.index.Prune(now.Add(-f.leeway))
 		return nil
 	case revocation.EventCreated, revocation.EventLifted:
-		if ev.ID == "" || !validCursor(ev.ID) {
+		if ev.ID == "" || !revocation.ValidCursor(ev.ID) {
 			return fmt.Errorf("%w: %s event with a malformed id", errResync, ev.Type)
 		}
 		f.mu.Lock()
@@ -328,17 +321,15 @@ func (f *feed) fail(err error) {
 	f.mu.Unlock()
 }
 
-// check returns a wrapped ErrRevoked when an active revoke entry invalidates the
-// token with these claims, signed by the key kid, else a wrapped ErrStale when the
-// copy cannot be trusted, else nil.
-func (f *feed) check(claims map[string]any, kid string, now time.Time) error {
-	facts := revocation.FactsFromClaims(claims)
-	facts.KeyID = kid
+// CheckRevocation implements RevocationSource: a wrapped ErrRevoked when an active
+// revoke entry of the copy invalidates a token with facts, else a wrapped ErrStale
+// when the copy cannot be trusted, else nil.
+func (f *feed) CheckRevocation(facts *revocation.Facts, now time.Time) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	// Entries are judged with the leeway tokens get: an entry expires when every
 	// token it covers has expired, and a token is accepted up to Leeway past exp.
-	if e := f.index.Revoked(&facts, now.Add(-f.leeway)); e != nil {
+	if e := f.index.Revoked(facts, now.Add(-f.leeway)); e != nil {
 		return fmt.Errorf("%w: entry %s (%s)", ErrRevoked, e.ID, e.Selector)
 	}
 	if !f.synced {
@@ -388,7 +379,7 @@ func (f *feed) get(ctx context.Context, u, accept, lastEventID string) (*http.Re
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	if lastEventID != "" {
-		req.Header.Set("Last-Event-ID", lastEventID)
+		req.Header.Set(revocation.LastEventIDHeader, lastEventID)
 	}
 	return f.client.Do(req)
 }
@@ -403,19 +394,4 @@ func statusError(resp *http.Response) error {
 		return fmt.Errorf("%s answered %s (%s)", resp.Request.URL.Path, resp.Status, e.Code)
 	}
 	return fmt.Errorf("%s answered %s", resp.Request.URL.Path, resp.Status)
-}
-
-// validCursor accepts what the feed may use as a cursor and we may send back in a
-// header: 1 to 1024 bytes of visible ASCII. The empty cursor (a feed without
-// events) is valid too.
-func validCursor(c string) bool {
-	if len(c) > maxCursor {
-		return false
-	}
-	for i := 0; i < len(c); i++ {
-		if c[i] <= ' ' || c[i] > '~' {
-			return false
-		}
-	}
-	return true
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -20,6 +19,9 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/safeconduct/safeconduct/internal/jwtcore"
+	"github.com/safeconduct/safeconduct/revocation"
 )
 
 // Errors returned by Verify, always wrapped with the detail. They never carry an
@@ -42,7 +44,8 @@ var (
 // Defaults and bounds of Config.
 const (
 	DefaultMaxStale = 30 * time.Second
-	// MinMaxStale keeps MaxStale well above the STS's 5 s heartbeat.
+	// MinMaxStale keeps MaxStale well above the STS's heartbeat interval
+	// (revocation.HeartbeatInterval, 5 s).
 	MinMaxStale = 10 * time.Second
 	MaxLeeway   = 60 * time.Second
 	// maxTokenSize bounds the compact JWS accepted by Verify.
@@ -78,9 +81,18 @@ type Config struct {
 	// (default 30 s, at least 10 s; the STS sends a heartbeat every 5 s).
 	MaxStale time.Duration
 	// RequireFeed makes the revocation feed mandatory: New fails when FeedToken is
-	// nil. Set it in production so that a missing credential cannot silently turn
-	// revocation checking off.
+	// nil (and Revocations too). Set it in production so that a missing credential
+	// cannot silently turn revocation checking off.
 	RequireFeed bool
+
+	// Keys, when set, is where the issuer's signing keys come from instead of its
+	// discovery document and JWKS (e.g. StaticKeys, for tests or keys distributed
+	// out of band): New then makes no request for keys and accepts every
+	// asymmetric algorithm. Default: discovery.
+	Keys KeySource
+	// Revocations, when set, is what tokens are checked against instead of the
+	// revocation feed (e.g. StaticRevocations). FeedToken must then be nil.
+	Revocations RevocationSource
 
 	// Now is the clock (default time.Now).
 	Now func() time.Time
@@ -98,12 +110,14 @@ type Config struct {
 // Verifier verifies safeconduct access tokens for one audience. It is safe for
 // concurrent use; Close stops its background work.
 type Verifier struct {
-	leeway time.Duration
-	now    func() time.Time
-	log    *slog.Logger
-	oidc   *oidc.IDTokenVerifier
-	keys   *keySet
-	feed   *feed // nil: revocation is not checked
+	leeway   time.Duration
+	audience string
+	now      func() time.Time
+	log      *slog.Logger
+	oidc     *oidc.IDTokenVerifier
+	jwks     *jwksKeys        // nil with Config.Keys
+	revs     RevocationSource // nil: revocation is not checked
+	feed     *feed            // nil unless revs is the feed
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -156,8 +170,8 @@ type Status struct {
 
 // New discovers the issuer with go-oidc (the discovery document must name exactly
 // cfg.Issuer), fetches its JWKS, and starts keeping the revocation feed in sync when
-// cfg.FeedToken is set. ctx bounds discovery only; the background work lives until
-// Close.
+// cfg.FeedToken is set. With cfg.Keys, there is no discovery and no JWKS. ctx bounds
+// discovery and the first JWKS fetch only; the background work lives until Close.
 func New(ctx context.Context, cfg Config) (*Verifier, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -166,64 +180,74 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	v := &Verifier{
-		leeway: cfg.Leeway,
-		now:    cfg.Now,
-		log:    cfg.Logger,
-		cancel: cancel,
+		leeway:   cfg.Leeway,
+		audience: cfg.Audience,
+		now:      cfg.Now,
+		log:      cfg.Logger,
+		cancel:   cancel,
 	}
 
-	// Discovery with go-oidc, over a client that bounds what it reads.
+	keys, algs := cfg.Keys, jwtcore.Algorithms()
+	if keys == nil {
+		var err error
+		if v.jwks, algs, err = discover(ctx, bg, cfg); err != nil {
+			cancel()
+			return nil, err
+		}
+		keys = v.jwks
+	}
+	v.oidc = oidc.NewVerifier(cfg.Issuer, sourceKeySet{src: keys, algs: jwsAlgs(algs)}, &oidc.Config{
+		// go-oidc checks the signature (through keys) and iss; aud and the times
+		// are jwtcore's, in token.
+		SkipClientIDCheck:    true,
+		SkipExpiryCheck:      true,
+		SupportedSigningAlgs: algs,
+	})
+
+	switch {
+	case cfg.Revocations != nil:
+		v.revs = cfg.Revocations
+	case cfg.FeedToken != nil:
+		v.feed = newFeed(cfg)
+		v.revs = v.feed
+		v.wg.Add(1)
+		go func() {
+			defer v.wg.Done()
+			v.feed.run(bg)
+		}()
+	default:
+		v.log.Warn("verify: no revocation feed configured (Config.FeedToken is nil): revoked tokens are accepted until they expire",
+			slog.String(logIssuer, cfg.Issuer))
+	}
+	return v, nil
+}
+
+// discover runs discovery with go-oidc, over a client that bounds what it reads,
+// and fetches the JWKS it names once, within ctx. It returns the JWKS source,
+// whose refreshes get bg's values, and the algorithms to accept.
+func discover(ctx, bg context.Context, cfg Config) (*jwksKeys, []string, error) {
 	dctx, dcancel := context.WithTimeout(ctx, fetchTimeout)
 	defer dcancel()
 	provider, err := oidc.NewProvider(oidc.ClientContext(dctx, limitedClient(cfg.HTTPClient, maxJWKS)), cfg.Issuer)
 	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("verify: discovery of %s: %w", cfg.Issuer, err)
+		return nil, nil, fmt.Errorf("verify: discovery of %s: %w", cfg.Issuer, err)
 	}
 	var meta struct {
 		JWKSURI string   `json:"jwks_uri"`
 		Algs    []string `json:"id_token_signing_alg_values_supported"`
 	}
 	if err := provider.Claims(&meta); err != nil {
-		cancel()
-		return nil, fmt.Errorf("verify: discovery of %s: %w", cfg.Issuer, err)
+		return nil, nil, fmt.Errorf("verify: discovery of %s: %w", cfg.Issuer, err)
 	}
 	if err := checkURL(meta.JWKSURI); err != nil {
-		cancel()
-		return nil, fmt.Errorf("verify: discovery of %s: jwks_uri: %w", cfg.Issuer, err)
+		return nil, nil, fmt.Errorf("verify: discovery of %s: jwks_uri: %w", cfg.Issuer, err)
 	}
-	algs := signingAlgs(meta.Algs)
-	v.keys = &keySet{url: meta.JWKSURI, client: cfg.HTTPClient, algs: algs, now: cfg.Now, ctx: bg, wg: &v.wg}
-	select {
-	case <-v.keys.refresh(true):
-	case <-ctx.Done():
-		cancel()
-		v.wg.Wait()
-		return nil, fmt.Errorf("verify: JWKS of %s: %w", cfg.Issuer, ctx.Err())
+	keys := newJWKSKeys(bg, meta.JWKSURI, cfg.HTTPClient, cfg.Now)
+	if _, err := keys.cache.Current(ctx); err != nil {
+		keys.cache.Stop()
+		return nil, nil, fmt.Errorf("verify: JWKS of %s: %w", cfg.Issuer, err)
 	}
-	if _, err := v.keys.current(); err != nil {
-		cancel()
-		v.wg.Wait()
-		return nil, fmt.Errorf("verify: %w", err)
-	}
-	v.oidc = oidc.NewVerifier(cfg.Issuer, v.keys, &oidc.Config{
-		ClientID:             cfg.Audience,
-		SupportedSigningAlgs: jwsAlgNames(algs),
-		Now:                  func() time.Time { return v.now().Add(-v.leeway) },
-	})
-
-	if cfg.FeedToken != nil {
-		v.feed = newFeed(cfg)
-		v.wg.Add(1)
-		go func() {
-			defer v.wg.Done()
-			v.feed.run(bg)
-		}()
-	} else {
-		v.log.Warn("verify: no revocation feed configured (Config.FeedToken is nil): revoked tokens are accepted until they expire",
-			slog.String(logIssuer, cfg.Issuer))
-	}
-	return v, nil
+	return keys, signingAlgs(meta.Algs), nil
 }
 
 // Close stops the background work (feed sync, JWKS refreshes) and waits for it.
@@ -232,7 +256,9 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 func (v *Verifier) Close() error {
 	v.closeOnce.Do(func() {
 		v.cancel()
-		v.keys.close()
+		if v.jwks != nil {
+			v.jwks.cache.Stop()
+		}
 		v.wg.Wait()
 	})
 	return nil
@@ -273,7 +299,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 	if err := checkType(raw); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	var kid string // set by keySet.VerifySignature to the key that verified
+	var kid string // set by sourceKeySet.VerifySignature to the key that verified
 	idt, err := v.oidc.Verify(context.WithValue(ctx, verifiedKeyKey{}, &kid), raw)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
@@ -288,8 +314,10 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	tok.KeyID = kid
-	if v.feed != nil {
-		if err := v.feed.check(claims, kid, now); err != nil {
+	if v.revs != nil {
+		facts := revocation.FactsFromClaims(claims)
+		facts.KeyID = kid
+		if err := v.revs.CheckRevocation(&facts, now); err != nil {
 			if errors.Is(err, ErrRevoked) {
 				v.log.LogAttrs(ctx, slog.LevelInfo, "verify: revoked token refused",
 					slog.String(logJTI, tok.ID), slog.String(logSubject, tok.Subject), slog.String(logError, err.Error()))
@@ -300,30 +328,19 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 	return tok, nil
 }
 
-// token checks the claims go-oidc does not (exp strictly, nbf and iat with leeway,
+// token checks the claims go-oidc does not (aud, exp, nbf and iat with leeway,
 // the RFC 9068 required claims) and builds the Token.
 func (v *Verifier) token(c map[string]any, now time.Time) (*Token, error) {
 	t := &Token{Claims: c}
 	var err error
-	if t.Expiry, err = numericDate(c, "exp", true); err != nil {
+	if t.Audience, err = jwtcore.CheckAudience(c, []string{v.audience}); err != nil {
 		return nil, err
 	}
-	if !now.Add(-v.leeway).Before(t.Expiry) {
-		return nil, fmt.Errorf("expired at %s", t.Expiry.UTC().Format(time.RFC3339))
-	}
-	if t.IssuedAt, err = numericDate(c, "iat", true); err != nil {
-		return nil, err
-	}
-	if t.IssuedAt.After(now.Add(v.leeway)) {
-		return nil, fmt.Errorf("issued in the future (%s)", t.IssuedAt.UTC().Format(time.RFC3339))
-	}
-	nbf, err := numericDate(c, "nbf", false)
+	times, err := jwtcore.CheckTimes(c, now, jwtcore.TimeRules{Skew: v.leeway, RequireIssuedAt: true})
 	if err != nil {
 		return nil, err
 	}
-	if !nbf.IsZero() && nbf.After(now.Add(v.leeway)) {
-		return nil, fmt.Errorf("not valid before %s", nbf.UTC().Format(time.RFC3339))
-	}
+	t.Expiry, t.IssuedAt = times.Expiry, times.IssuedAt
 	for _, f := range []struct {
 		name string
 		dst  *string
@@ -337,16 +354,6 @@ func (v *Verifier) token(c map[string]any, now time.Time) (*Token, error) {
 	if u, ok := c["upstream"]; ok {
 		if t.Upstream, ok = u.(string); !ok {
 			return nil, errors.New("claim upstream is not a string")
-		}
-	}
-	switch aud := c["aud"].(type) {
-	case string:
-		t.Audience = []string{aud}
-	case []any:
-		for _, a := range aud {
-			if s, ok := a.(string); ok {
-				t.Audience = append(t.Audience, s)
-			}
 		}
 	}
 	if s, ok := c["scope"]; ok {
@@ -376,23 +383,6 @@ func (v *Verifier) token(c map[string]any, now time.Time) (*Token, error) {
 		}
 	}
 	return t, nil
-}
-
-// numericDate reads a JWT NumericDate claim (seconds, possibly fractional).
-func numericDate(c map[string]any, name string, required bool) (time.Time, error) {
-	v, ok := c[name]
-	if !ok {
-		if required {
-			return time.Time{}, fmt.Errorf("claim %s missing", name)
-		}
-		return time.Time{}, nil
-	}
-	f, ok := v.(float64)
-	if !ok || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 || f > 1<<40 {
-		return time.Time{}, fmt.Errorf("claim %s is not a NumericDate", name)
-	}
-	sec, frac := math.Modf(f)
-	return time.Unix(int64(sec), int64(frac*1e9)), nil
 }
 
 // checkType requires the RFC 9068 §4 `typ` header at+jwt (or application/at+jwt),
@@ -432,11 +422,14 @@ func (c *Config) validate() error {
 	if c.Audience == "" {
 		errs = append(errs, errors.New("missing Audience (the API's own audience)"))
 	}
-	if c.RequireFeed && c.FeedToken == nil {
+	if c.RequireFeed && c.FeedToken == nil && c.Revocations == nil {
 		errs = append(errs, errors.New("no FeedToken while RequireFeed is set"))
 	}
+	if c.FeedToken != nil && c.Revocations != nil {
+		errs = append(errs, errors.New("both FeedToken and Revocations set (one revocation source)"))
+	}
 	if c.MaxStale != 0 && c.MaxStale < MinMaxStale {
-		errs = append(errs, fmt.Errorf("bad MaxStale %s: below %s (the STS sends a heartbeat every 5 s)", c.MaxStale, MinMaxStale))
+		errs = append(errs, fmt.Errorf("bad MaxStale %s: below %s (the STS sends a heartbeat every %s)", c.MaxStale, MinMaxStale, revocation.HeartbeatInterval))
 	}
 	if c.Leeway < 0 || c.Leeway > MaxLeeway {
 		errs = append(errs, fmt.Errorf("bad Leeway %s: not within [0, %s]", c.Leeway, MaxLeeway))
@@ -496,31 +489,21 @@ func checkURL(raw string) error {
 	return fmt.Errorf("%q is not https (http only on a loopback address)", raw)
 }
 
-// asymmetricAlgs are the JWS algorithms accepted, in go-oidc's supported set.
-var asymmetricAlgs = []jose.SignatureAlgorithm{
-	jose.ES256, jose.ES384, jose.ES512, jose.EdDSA,
-	jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512,
-}
-
 // signingAlgs is the discovery document's algorithms restricted to asymmetric
-// ones, or all asymmetric ones when it names none.
-func signingAlgs(advertised []string) []jose.SignatureAlgorithm {
-	var out []jose.SignatureAlgorithm
-	for _, a := range asymmetricAlgs {
-		if slices.Contains(advertised, string(a)) {
-			out = append(out, a)
-		}
-	}
+// ones (jwtcore's table), or all asymmetric ones when it names none.
+func signingAlgs(advertised []string) []string {
+	all := jwtcore.Algorithms()
+	out := slices.DeleteFunc(slices.Clone(all), func(a string) bool { return !slices.Contains(advertised, a) })
 	if len(out) == 0 {
-		return slices.Clone(asymmetricAlgs)
+		return all
 	}
 	return out
 }
 
-func jwsAlgNames(algs []jose.SignatureAlgorithm) []string {
-	out := make([]string, len(algs))
-	for i, a := range algs {
-		out[i] = string(a)
+func jwsAlgs(names []string) []jose.SignatureAlgorithm {
+	out := make([]jose.SignatureAlgorithm, len(names))
+	for i, a := range names {
+		out[i] = jose.SignatureAlgorithm(a)
 	}
 	return out
 }

@@ -10,11 +10,11 @@ import (
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 
-	"github.com/safeconduct/safeconduct/attest/internal/fetch"
+	"github.com/safeconduct/safeconduct/internal/fetch"
 )
 
 // Fetch policy: every discovery and JWKS request of a Verifier goes through a client
-// of package attest/internal/fetch: a deadline per request, body included
+// of package internal/fetch: a deadline per request, body included
 // (FetchTimeout; the keySet also bounds a whole refresh, discovery and JWKS together,
 // by it); responses larger than MaxResponseBytes fail; only 200 is accepted and
 // redirects are refused, so no upstream body ever reaches an error message and the

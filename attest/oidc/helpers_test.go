@@ -25,6 +25,7 @@ import (
 	"github.com/safeconduct/safeconduct/attest"
 	"github.com/safeconduct/safeconduct/attest/attrs"
 	"github.com/safeconduct/safeconduct/attest/oidc"
+	"github.com/safeconduct/safeconduct/internal/fakeclock"
 )
 
 // testKeys are generated once per test binary (RSA generation is slow).
@@ -157,22 +158,7 @@ func hdr(alg, kid string, extra ...any) string {
 }
 
 // fakeClock is the injected clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+type fakeClock = fakeclock.Clock
 
 // testIssuer is an OIDC issuer on a local TLS server, serving discovery at the
 // well-known path and its key set at /jwks, counting requests.
@@ -286,7 +272,7 @@ var epoch = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func newEnv(t testing.TB, mods ...func(*oidc.Config)) *env {
 	t.Helper()
-	e := &env{t: t, clock: &fakeClock{t: epoch}, iss: newIssuer(t, goodKeys()...), canary: newCanary(t)}
+	e := &env{t: t, clock: fakeclock.New(epoch), iss: newIssuer(t, goodKeys()...), canary: newCanary(t)}
 	e.cfg = oidc.Config{
 		Name:         "test",
 		Issuer:       e.iss.URL(),

@@ -3,77 +3,41 @@ package oidc
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rsa"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/safeconduct/safeconduct/attest"
 	"github.com/safeconduct/safeconduct/attest/internal/strictjson"
+	"github.com/safeconduct/safeconduct/internal/jwtcore"
+	"github.com/safeconduct/safeconduct/internal/keycache"
 )
 
-// Key set limits.
-const (
-	minRSABits = 2048
-	maxRSABits = 8192 // bounds the cost of one verification
-	maxKeys    = 100  // usable keys in one set
-)
-
-// keyKind is the type of a public key, as far as algorithm fit is concerned.
-type keyKind uint8
-
-const (
-	kindRSA keyKind = iota + 1
-	kindP256
-	kindP384
-	kindP521
-	kindEd25519
-)
+// maxKeys bounds the usable keys in one set. RSA sizes are jwtcore's.
+const maxKeys = 100
 
 // key is one parsed, vetted public key.
 type key struct {
 	kid  string
 	alg  string // the JWK's `alg`, empty when it does not constrain one
-	kind keyKind
+	kind jwtcore.KeyType
 	pub  crypto.PublicKey
 }
 
 // fits reports whether the key may verify a signature made with alg.
 func (k *key) fits(alg string) bool {
-	if k.alg != "" && k.alg != alg {
-		return false
-	}
-	switch alg {
-	case "RS256", "RS384", "RS512", "PS256", "PS384", "PS512":
-		return k.kind == kindRSA
-	case "ES256":
-		return k.kind == kindP256
-	case "ES384":
-		return k.kind == kindP384
-	case "ES512":
-		return k.kind == kindP521
-	case "EdDSA":
-		return k.kind == kindEd25519
-	}
-	return false
+	return k.kind.FitsJWK(k.alg, alg)
 }
 
 // snapshot is an immutable set of keys, swapped whole on refresh.
 type snapshot struct {
-	byKid   map[string]*key
-	keys    []*key
-	fetched time.Time // when it was fetched; zero for a static set
+	byKid map[string]*key
+	keys  []*key
 }
 
 var (
@@ -199,75 +163,64 @@ func parseJWK(raw json.RawMessage) (*key, error) {
 	if err := jwk.UnmarshalJSON(raw); err != nil {
 		return nil, err
 	}
-	k := &key{kid: m.Kid, alg: m.Alg, pub: jwk.Key}
-	switch pub := jwk.Key.(type) {
-	case *rsa.PublicKey:
-		if bits := pub.N.BitLen(); bits < minRSABits || bits > maxRSABits {
-			return nil, fmt.Errorf("RSA key of %d bits (allowed %d to %d)", bits, minRSABits, maxRSABits)
-		}
-		k.kind = kindRSA
-	case *ecdsa.PublicKey:
-		switch pub.Curve {
-		case elliptic.P256():
-			k.kind = kindP256
-		case elliptic.P384():
-			k.kind = kindP384
-		case elliptic.P521():
-			k.kind = kindP521
-		default:
-			return nil, errors.New("unsupported curve")
-		}
-	case ed25519.PublicKey:
-		k.kind = kindEd25519
-	default:
-		return nil, fmt.Errorf("unsupported key type %T", jwk.Key)
+	kind, err := jwtcore.KeyTypeOf(jwk.Key)
+	if err != nil {
+		return nil, err
 	}
+	k := &key{kid: m.Kid, alg: m.Alg, kind: kind, pub: jwk.Key}
 	if k.alg != "" && !k.fits(k.alg) {
 		return nil, fmt.Errorf("alg %q does not fit the key", k.alg)
 	}
 	return k, nil
 }
 
-// keySet caches an upstream's keys. Reads are lock-free (an atomic snapshot); fetches
-// run one at a time, at most one per minInterval whatever triggers them, and are
-// shared by every caller waiting for them.
-type keySet struct {
-	cur atomic.Pointer[snapshot]
+// keySet is an upstream's key cache: lock-free reads, fetches one at a time, at
+// most one per RefreshMinInterval whatever triggers them, shared by every caller
+// waiting for them (package internal/keycache).
+type keySet = keycache.Cache[*snapshot]
 
-	// fetch obtains a new set; nil for a static set (JWKSFile).
-	fetch    func(ctx context.Context) (*snapshot, string, error)
-	baseCtx  context.Context // values for fetches; never canceled
-	timeout  time.Duration   // bounds one refresh (discovery and JWKS together)
-	now      func() time.Time
-	interval time.Duration // least time between fetch starts
-	ttl      time.Duration // age that triggers a background refresh
-	maxStale time.Duration // age after which the keys are unusable
-	log      *slog.Logger
-
-	mu          sync.Mutex
-	inflight    chan struct{} // closed when the running fetch ends; nil if none
-	lastAttempt time.Time     // start of the last fetch
-	lastErr     error         // outcome of the last fetch
-	updates     atomic.Uint64 // key sets accepted
-	failures    atomic.Uint64 // fetches failed or refused
+// keySetConfig returns the settings of the Verifier's key cache but its Fetch.
+// *uri names the document the last fetch read, for logs: it is set by Fetch,
+// which the cache runs one at a time, before the cache reports on the fetch.
+func (v *Verifier) keySetConfig(ctx context.Context, uri *string) keycache.Config[*snapshot] {
+	s, log := v.s, v.log
+	return keycache.Config[*snapshot]{
+		Context:      ctx,
+		Timeout:      s.FetchTimeout, // bounds one refresh (discovery and JWKS together)
+		Now:          s.Now,
+		MinInterval:  s.RefreshMinInterval,
+		RefreshAfter: func(*snapshot) time.Duration { return s.CacheTTL },
+		MaxStale:     s.MaxStale,
+		Noun:         "keys",
+		Unavailable:  attest.ErrUnavailable,
+		OnFailure: func(err error) {
+			log.Warn("upstream key fetch failed; keeping last good keys", slog.String("jwks_uri", *uri), slog.Any("error", err))
+		},
+		OnUpdate: func(old, cur *keycache.Value[*snapshot]) {
+			if old == nil || !sameKids(old.V, cur.V) {
+				log.Info("upstream keys updated", slog.String("jwks_uri", *uri), slog.Int("keys", len(cur.V.keys)))
+			}
+		},
+	}
 }
 
 // key returns the key for a token's kid and alg: from the cache, or after one
 // (rate limited, shared) refresh when the kid is unknown. Errors wrap
 // attest.ErrInvalid (no such key) or attest.ErrUnavailable (no usable key set).
-func (ks *keySet) key(ctx context.Context, kid, alg string) (*key, error) {
-	s, err := ks.current(ctx)
+func (v *Verifier) key(ctx context.Context, kid, alg string) (*key, error) {
+	cur, err := v.keys.Current(ctx)
 	if err != nil {
 		return nil, err
 	}
-	k, err := s.find(kid, alg)
-	if errors.Is(err, errNoKey) && ks.fetch != nil {
+	k, err := cur.V.find(kid, alg)
+	if errors.Is(err, errNoKey) {
 		// The upstream may have rotated: one refresh, shared and rate limited.
-		if err := ks.refreshAndWait(ctx); err != nil {
-			return nil, err
+		next, err2 := v.keys.Refresh(ctx, cur)
+		if err2 != nil {
+			return nil, err2
 		}
-		if s2 := ks.cur.Load(); s2 != s {
-			k, err = s2.find(kid, alg)
+		if next != nil && next != cur {
+			k, err = next.V.find(kid, alg)
 		}
 	}
 	if err != nil {
@@ -277,102 +230,6 @@ func (ks *keySet) key(ctx context.Context, kid, alg string) (*key, error) {
 		return nil, fmt.Errorf("%w: alg %s does not fit key %.64q", attest.ErrInvalid, alg, kid)
 	}
 	return k, nil
-}
-
-// current returns a usable snapshot: fresh, or stale within maxStale (a background
-// refresh is started), or freshly fetched.
-func (ks *keySet) current(ctx context.Context) (*snapshot, error) {
-	s := ks.cur.Load()
-	if ks.fetch == nil {
-		return s, nil
-	}
-	if s != nil {
-		age := ks.now().Sub(s.fetched)
-		if age < ks.ttl {
-			return s, nil
-		}
-		if age < ks.maxStale {
-			ks.start()
-			return s, nil
-		}
-	}
-	// No usable keys: first use, or stale beyond the bound. Fetch (rate limited).
-	if err := ks.refreshAndWait(ctx); err != nil {
-		return nil, err
-	}
-	if s = ks.cur.Load(); s != nil && ks.now().Sub(s.fetched) < ks.maxStale {
-		return s, nil
-	}
-	ks.mu.Lock()
-	lastErr := ks.lastErr
-	ks.mu.Unlock()
-	if lastErr == nil {
-		lastErr = errors.New("no key set fetched yet")
-	}
-	if s != nil {
-		return nil, fmt.Errorf("%w: keys older than %v and refresh failing: %w", attest.ErrUnavailable, ks.maxStale, lastErr)
-	}
-	return nil, fmt.Errorf("%w: %w", attest.ErrUnavailable, lastErr)
-}
-
-// refreshAndWait starts a fetch if allowed and waits for the running one, if any.
-func (ks *keySet) refreshAndWait(ctx context.Context) error {
-	done := ks.start()
-	if done == nil {
-		return nil
-	}
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("%w: waiting for keys: %w", attest.ErrUnavailable, ctx.Err())
-	}
-}
-
-// start starts a fetch unless one is running or the last started less than interval
-// ago. It returns the channel of the running fetch, nil when there is none.
-func (ks *keySet) start() <-chan struct{} {
-	ks.mu.Lock()
-	defer ks.mu.Unlock()
-	if ks.inflight != nil {
-		return ks.inflight
-	}
-	now := ks.now()
-	if !ks.lastAttempt.IsZero() && now.Sub(ks.lastAttempt) < ks.interval {
-		return nil
-	}
-	ks.lastAttempt = now
-	done := make(chan struct{})
-	ks.inflight = done
-	// The fetch runs on its own so that no caller's cancellation aborts it for the
-	// others; it is bounded by FetchTimeout.
-	go ks.run(done)
-	return done
-}
-
-func (ks *keySet) run(done chan struct{}) {
-	ctx, cancel := context.WithTimeout(ks.baseCtx, ks.timeout)
-	s, uri, err := ks.fetch(ctx)
-	cancel()
-	ks.mu.Lock()
-	defer close(done)
-	defer ks.mu.Unlock()
-	ks.inflight = nil
-	if err != nil {
-		err = shorten(err) // upstream-controlled text (a discovered issuer) stays small
-	}
-	ks.lastErr = err
-	if err != nil {
-		ks.failures.Add(1)
-		ks.log.Warn("upstream key fetch failed; keeping last good keys", slog.String("jwks_uri", uri), slog.Any("error", err))
-		return
-	}
-	s.fetched = ks.now()
-	old := ks.cur.Swap(s)
-	ks.updates.Add(1)
-	if old == nil || !sameKids(old, s) {
-		ks.log.Info("upstream keys updated", slog.String("jwks_uri", uri), slog.Int("keys", len(s.keys)))
-	}
 }
 
 func sameKids(a, b *snapshot) bool {
@@ -385,15 +242,4 @@ func sameKids(a, b *snapshot) bool {
 		}
 	}
 	return true
-}
-
-// maxErrorText bounds the detail of a fetch error kept for logs and errors.
-const maxErrorText = 512
-
-func shorten(err error) error {
-	msg := err.Error()
-	if len(msg) <= maxErrorText {
-		return err
-	}
-	return errors.New(strings.ToValidUTF8(msg[:maxErrorText], "") + "...")
 }

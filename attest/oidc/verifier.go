@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
 	"sync/atomic"
 	"time"
@@ -13,6 +12,8 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/safeconduct/safeconduct/attest"
+	"github.com/safeconduct/safeconduct/internal/jwtcore"
+	"github.com/safeconduct/safeconduct/internal/keycache"
 )
 
 // MaxSubjectLength is the longest `sub` accepted, in bytes.
@@ -45,35 +46,29 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 	for _, a := range s.Algorithms {
 		v.algs = append(v.algs, jose.SignatureAlgorithm(a))
 	}
-	v.keys = &keySet{
-		baseCtx:  context.WithoutCancel(ctx),
-		timeout:  s.FetchTimeout,
-		now:      s.Now,
-		interval: s.RefreshMinInterval,
-		ttl:      s.CacheTTL,
-		maxStale: s.MaxStale,
-		log:      v.log,
-	}
+	var uri string // the document the last fetch read, for the cache's logs
+	keys := v.keySetConfig(ctx, &uri)
 	if s.JWKSFile != "" {
 		snap, err := readJWKSFile(s.JWKSFile, s.MaxResponseBytes)
 		if err != nil {
 			return nil, fmt.Errorf("oidc upstream %q: jwks_file: %w", s.Name, err)
 		}
-		snap.fetched = s.Now()
-		v.keys.cur.Store(snap)
 		// The file is re-read like a jwks_uri is fetched (every CacheTTL, and at
 		// most once per RefreshMinInterval for an unknown kid), so a rotation
 		// written into it (a Secret or ConfigMap update) is picked up without a
 		// restart. A file that cannot be read or parsed keeps the last good keys,
 		// which never go stale: they are the operator's, not a network's.
-		v.keys.maxStale = time.Duration(math.MaxInt64)
-		v.keys.fetch = func(context.Context) (*snapshot, string, error) {
+		keys.MaxStale = 0
+		keys.Fetch = func(context.Context) (*snapshot, error) {
+			uri = s.JWKSFile
 			snap, err := readJWKSFile(s.JWKSFile, s.MaxResponseBytes)
 			if err != nil {
-				return nil, s.JWKSFile, fmt.Errorf("jwks_file: %w", err)
+				return nil, fmt.Errorf("jwks_file: %w", err)
 			}
-			return snap, s.JWKSFile, nil
+			return snap, nil
 		}
+		v.keys = keycache.New(keys)
+		v.keys.Store(snap)
 		return v, nil
 	}
 	v.fetch = &fetcher{
@@ -82,17 +77,19 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		jwksURI: s.JWKSURI,
 		check:   s.checkFetchURL,
 	}
-	v.keys.fetch = func(ctx context.Context) (*snapshot, string, error) {
-		body, uri, err := v.fetch.jwks(ctx)
+	keys.Fetch = func(ctx context.Context) (*snapshot, error) {
+		body, u, err := v.fetch.jwks(ctx)
+		uri = u
 		if err != nil {
-			return nil, uri, err
+			return nil, err
 		}
 		snap, err := parseJWKS(body)
 		if err != nil {
-			return nil, uri, fmt.Errorf("jwks %s refused: %w", uri, err)
+			return nil, fmt.Errorf("jwks %s refused: %w", u, err)
 		}
-		return snap, uri, nil
+		return snap, nil
 	}
+	v.keys = keycache.New(keys)
 	return v, nil
 }
 
@@ -144,11 +141,11 @@ func (v *Verifier) Stats() Stats {
 	}
 	st.AttributesAbsent = v.attrAbsent.Load()
 	st.AttributeErrors = v.attrErrors.Load()
-	st.Updates = v.keys.updates.Load()
-	st.Failures = v.keys.failures.Load()
-	if s := v.keys.cur.Load(); s != nil {
-		st.Keys = len(s.keys)
-		st.KeysFetched = s.fetched
+	st.Updates = v.keys.Updates()
+	st.Failures = v.keys.Failures()
+	if cur := v.keys.Load(); cur != nil {
+		st.Keys = len(cur.V.keys)
+		st.KeysFetched = cur.Fetched
 	}
 	return st
 }
@@ -179,7 +176,7 @@ func (v *Verifier) VerifyParsed(ctx context.Context, p *attest.Parsed) (*attest.
 	// Only once the signature is verified over these very bytes are the claims
 	// decoded from them trusted: an expired forged token fails as forged.
 	err := p.VerifySignature(v.algs, func() (any, error) {
-		k, err := v.keys.key(ctx, hdr.Kid, hdr.Alg)
+		k, err := v.key(ctx, hdr.Kid, hdr.Alg)
 		if err != nil {
 			return nil, err
 		}
@@ -200,41 +197,13 @@ func (v *Verifier) workload(c map[string]any) (*attest.Workload, error) {
 	if iss, _ := c["iss"].(string); iss != v.s.Issuer {
 		return nil, v.invalid("iss %.128q is not the upstream's issuer", iss)
 	}
-	aud, err := attest.AudienceClaim(c["aud"])
+	aud, err := jwtcore.CheckAudience(c, v.s.Audiences)
 	if err != nil {
 		return nil, v.invalid("%v", err)
 	}
-	if !v.acceptsAudience(aud) {
-		return nil, v.invalid("no accepted audience in aud")
-	}
-
-	now, skew := v.s.Now(), v.s.ClockSkew
-	exp, ok, err := attest.NumericDateClaim(c, "exp")
-	switch {
-	case err != nil:
+	times, err := jwtcore.CheckTimes(c, v.s.Now(), jwtcore.TimeRules{Skew: v.s.ClockSkew, MaxAge: v.s.MaxTokenAge})
+	if err != nil {
 		return nil, v.invalid("%v", err)
-	case !ok:
-		return nil, v.invalid("exp missing")
-	case !now.Before(exp.Add(skew)):
-		return nil, v.invalid("expired at %s", exp.UTC().Format(time.RFC3339))
-	}
-	nbf, ok, err := attest.NumericDateClaim(c, "nbf")
-	switch {
-	case err != nil:
-		return nil, v.invalid("%v", err)
-	case ok && nbf.After(now.Add(skew)):
-		return nil, v.invalid("not valid before %s", nbf.UTC().Format(time.RFC3339))
-	}
-	iat, hasIat, err := attest.NumericDateClaim(c, "iat")
-	switch {
-	case err != nil:
-		return nil, v.invalid("%v", err)
-	case hasIat && iat.After(now.Add(skew)):
-		return nil, v.invalid("issued in the future (%s)", iat.UTC().Format(time.RFC3339))
-	case v.s.MaxTokenAge > 0 && !hasIat:
-		return nil, v.invalid("iat missing and a max token age is set")
-	case v.s.MaxTokenAge > 0 && now.Sub(iat) > v.s.MaxTokenAge+skew:
-		return nil, v.invalid("issued %s ago, more than max token age %v", now.Sub(iat).Round(time.Second), v.s.MaxTokenAge)
 	}
 
 	sub, ok := c["sub"].(string)
@@ -272,11 +241,9 @@ func (v *Verifier) workload(c map[string]any) (*attest.Workload, error) {
 		ID:       sub,
 		TokenID:  jti,
 		Audience: aud,
-		Expiry:   exp,
+		Expiry:   times.Expiry,
+		IssuedAt: times.IssuedAt,
 		Claims:   c,
-	}
-	if hasIat {
-		w.IssuedAt = iat
 	}
 	w.Attributes = v.attributes(c, jti)
 	w.Attributes["sub"] = sub
@@ -317,15 +284,4 @@ func countErrors(err error) int {
 		return len(j.Unwrap())
 	}
 	return 1
-}
-
-func (v *Verifier) acceptsAudience(aud []string) bool {
-	for _, a := range aud {
-		for _, want := range v.s.Audiences {
-			if a == want {
-				return true
-			}
-		}
-	}
-	return false
 }

@@ -2,9 +2,6 @@ package spiffe
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -19,47 +16,23 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/safeconduct/safeconduct/attest/internal/fetch"
 	"github.com/safeconduct/safeconduct/attest/internal/strictjson"
+	"github.com/safeconduct/safeconduct/internal/fetch"
+	"github.com/safeconduct/safeconduct/internal/jwtcore"
 )
 
-// Bundle limits.
-const (
-	minRSABits     = 2048
-	maxRSABits     = 8192 // bounds the cost of one verification
-	maxAuthorities = 100  // of each kind in one bundle
-)
-
-// keyKind is the type of a JWT authority, as far as algorithm fit is concerned.
-type keyKind uint8
-
-const (
-	kindRSA keyKind = iota + 1
-	kindP256
-	kindP384
-	kindP521
-)
+// maxAuthorities bounds the authorities of each kind in one bundle. RSA sizes are
+// jwtcore's.
+const maxAuthorities = 100
 
 // jwtKey is one vetted JWT authority.
 type jwtKey struct {
-	kind keyKind
+	kind jwtcore.KeyType // never Ed25519
 	pub  crypto.PublicKey
 }
 
 // fits reports whether the key may verify a JWT-SVID signed with alg.
-func (k *jwtKey) fits(alg string) bool {
-	switch alg {
-	case "RS256", "RS384", "RS512", "PS256", "PS384", "PS512":
-		return k.kind == kindRSA
-	case "ES256":
-		return k.kind == kindP256
-	case "ES384":
-		return k.kind == kindP384
-	case "ES512":
-		return k.kind == kindP521
-	}
-	return false
-}
+func (k *jwtKey) fits(alg string) bool { return k.kind.Fits(alg) }
 
 // snapshot is an immutable, vetted view of the trust domain's bundle, swapped whole
 // on update.
@@ -70,8 +43,6 @@ type snapshot struct {
 	// x509 holds the X.509 authorities; nil when none were received yet (Workload
 	// API).
 	x509 *x509bundle.Bundle
-	// fetched is when the bundle was obtained (the last successful fetch or read).
-	fetched time.Time
 	// refreshHint and sequence are the bundle's, when it has them.
 	refreshHint time.Duration
 	sequence    *uint64
@@ -222,24 +193,14 @@ func vetSPIFFEBundle(td spiffeid.TrustDomain, b *spiffebundle.Bundle) (*snapshot
 }
 
 func vetJWTAuthority(pub crypto.PublicKey) (*jwtKey, error) {
-	switch k := pub.(type) {
-	case *rsa.PublicKey:
-		if bits := k.N.BitLen(); bits < minRSABits || bits > maxRSABits {
-			return nil, fmt.Errorf("RSA key of %d bits (allowed %d to %d)", bits, minRSABits, maxRSABits)
-		}
-		return &jwtKey{kind: kindRSA, pub: k}, nil
-	case *ecdsa.PublicKey:
-		switch k.Curve {
-		case elliptic.P256():
-			return &jwtKey{kind: kindP256, pub: k}, nil
-		case elliptic.P384():
-			return &jwtKey{kind: kindP384, pub: k}, nil
-		case elliptic.P521():
-			return &jwtKey{kind: kindP521, pub: k}, nil
-		}
-		return nil, errors.New("unsupported curve")
+	kind, err := jwtcore.KeyTypeOf(pub)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%w (JWT-SVIDs are signed with RSA or ECDSA)", err)
+	case kind == jwtcore.Ed25519:
+		return nil, fmt.Errorf("unsupported key type %T (JWT-SVIDs are signed with RSA or ECDSA)", pub)
 	}
-	return nil, fmt.Errorf("unsupported key type %T (JWT-SVIDs are signed with RSA or ECDSA)", pub)
+	return &jwtKey{kind: kind, pub: pub}, nil
 }
 
 // vetX509Authority refuses a CA certificate that names another trust domain: a

@@ -85,6 +85,10 @@ type Config struct {
 	// ClockSkew is the leeway on JWT-SVID exp, nbf and iat: default 30s, at most
 	// 60s. X.509-SVID validity is checked without leeway, as TLS does.
 	ClockSkew time.Duration
+	// MaxTokenAge, when set, refuses JWT-SVIDs whose iat is older than this (plus
+	// ClockSkew), and JWT-SVIDs without iat, as an OIDC upstream's max_token_age
+	// does. Zero: no bound. X.509-SVIDs are not affected.
+	MaxTokenAge time.Duration
 
 	// HTTPClient supplies the transport (proxy, TLS roots for https_web) of bundle
 	// endpoint fetches. Only its Transport is used: every fetch is bounded by
@@ -220,6 +224,9 @@ func (cfg Config) validate() (*settings, error) {
 		s.ClockSkew = DefaultClockSkew
 	case s.ClockSkew > MaxClockSkew:
 		bad("clock_skew %v exceeds %v", s.ClockSkew, MaxClockSkew)
+	}
+	if s.MaxTokenAge < 0 {
+		bad("max_token_age must not be negative")
 	}
 	if s.Now == nil {
 		s.Now = time.Now

@@ -25,6 +25,7 @@ import (
 
 	"github.com/safeconduct/safeconduct/attest"
 	"github.com/safeconduct/safeconduct/attest/spiffe"
+	"github.com/safeconduct/safeconduct/internal/fakeclock"
 )
 
 // Trust domains of the tests: A is the one under test, B a federated one, C unknown.
@@ -294,24 +295,9 @@ func hdr(alg, kid string, extra ...any) string {
 
 // fakeClock is the injected clock. Tests start it at the real time, so that
 // go-spiffe checks that use the real clock (TLS, the differential tests) agree.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type fakeClock = fakeclock.Clock
 
-func newClock() *fakeClock { return &fakeClock{t: time.Now().Truncate(time.Second)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newClock() *fakeClock { return fakeclock.New(time.Now().Truncate(time.Second)) }
 
 // claims returns the payload JSON of a JWT-SVID as SPIRE mints it (sub, aud array,
 // exp, iat; no iss, nbf or jti) at now, changed by mods.

@@ -15,48 +15,35 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
-	"github.com/safeconduct/safeconduct/attest/internal/fetch"
+	"github.com/safeconduct/safeconduct/internal/fetch"
+	"github.com/safeconduct/safeconduct/internal/keycache"
 )
-
-// newCache returns an empty bundleCache with the settings common to every source.
-func newCache(ctx context.Context, s *settings, what string) *bundleCache {
-	base, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	return &bundleCache{
-		what:    what,
-		baseCtx: base,
-		cancel:  cancel,
-		timeout: DefaultFetchTimeout,
-		now:     s.Now,
-		log:     s.Logger.With("upstream", s.Name, "trust_domain", s.TrustDomain),
-	}
-}
 
 // fileSource reads a bundle file: at New (which fails on a bad file), then again
 // every FileCheckInterval while in use. A bad or missing file later on leaves the
 // last good bundle in place (a local file never goes stale).
 func fileSource(ctx context.Context, s *settings) (*bundleCache, error) {
-	c := newCache(ctx, s, "bundle file "+s.BundleFile)
-	c.minInterval = FileCheckInterval
-	c.refreshAfter = func(*snapshot) time.Duration { return FileCheckInterval }
-	c.fetch = func(context.Context) (*snapshot, error) {
+	read := func(context.Context) (*snapshot, error) {
 		b, err := readBundleFile(s.td, s.BundleFile, s.maxBytes)
 		if err != nil {
 			return nil, err
 		}
 		return vetSPIFFEBundle(s.td, b)
 	}
-	snap, err := c.fetch(ctx)
+	snap, err := read(ctx)
 	if err != nil {
-		c.cancel()
 		return nil, fmt.Errorf("spiffe upstream %q: bundle_file: %w", s.Name, err)
 	}
-	snap.fetched = s.Now()
-	c.cur.Store(snap)
+	cfg := cacheConfig(ctx, s, "bundle file "+s.BundleFile, read)
+	cfg.MinInterval = FileCheckInterval
+	cfg.RefreshAfter = func(*snapshot) time.Duration { return FileCheckInterval }
+	c := keycache.New(cfg)
+	c.Store(snap)
 	return c, nil
 }
 
 // endpoint fetches a SPIFFE bundle endpoint (SPIFFE Federation §5) with the bounded
-// client of package attest/internal/fetch (deadline, size cap, 200 only, no
+// client of package internal/fetch (deadline, size cap, 200 only, no
 // redirects). https_spiffe authenticates the server with go-spiffe's tlsconfig, as
 // federation.FetchBundle does, against the bootstrap bundle and then the latest
 // bundle fetched.
@@ -69,37 +56,17 @@ type endpoint struct {
 
 func endpointSource(ctx context.Context, s *settings) (*bundleCache, *endpoint, error) {
 	e := s.endpoint
-	c := newCache(ctx, s, "bundle endpoint "+e.URL)
-	c.timeout = e.FetchTimeout
-	c.maxStale = e.MaxStale
-	c.minInterval = MinRefreshInterval
-	if e.RefreshInterval > 0 && e.RefreshInterval < c.minInterval {
-		c.minInterval = e.RefreshInterval
-	}
-	c.refreshAfter = func(snap *snapshot) time.Duration {
-		switch {
-		case e.RefreshInterval > 0:
-			return e.RefreshInterval
-		case snap.refreshHint > 0:
-			return min(max(snap.refreshHint, MinRefreshInterval), DefaultRefreshInterval)
-		}
-		return DefaultRefreshInterval
-	}
-
 	rt := fetch.Transport(s.HTTPClient, e.FetchTimeout)
+	var auth *endpointAuth
 	if e.Profile == ProfileSPIFFE {
 		boot, err := readBundleFile(s.endpointID.TrustDomain(), e.BootstrapBundle, s.maxBytes)
 		if err == nil && boot.X509Bundle().Empty() {
 			err = fmt.Errorf("no X.509 authority")
 		}
 		if err != nil {
-			c.cancel()
 			return nil, nil, fmt.Errorf("spiffe upstream %q: bundle_endpoint.bootstrap_bundle: %w", s.Name, err)
 		}
-		auth := &endpointAuth{bootstrap: boot.X509Bundle()}
-		if s.endpointID.MemberOf(s.td) {
-			auth.latest = c
-		}
+		auth = &endpointAuth{bootstrap: boot.X509Bundle()}
 		t, ok := rt.(*http.Transport)
 		if ok {
 			t = t.Clone()
@@ -110,7 +77,27 @@ func endpointSource(ctx context.Context, s *settings) (*bundleCache, *endpoint, 
 		rt = t
 	}
 	ep := &endpoint{url: e.URL, td: s.td, client: fetch.NewClient(rt, e.FetchTimeout, e.MaxResponseBytes)}
-	c.fetch = ep.fetch
+
+	cfg := cacheConfig(ctx, s, "bundle endpoint "+e.URL, ep.fetch)
+	cfg.Timeout = e.FetchTimeout
+	cfg.MaxStale = e.MaxStale
+	cfg.MinInterval = MinRefreshInterval
+	if e.RefreshInterval > 0 && e.RefreshInterval < cfg.MinInterval {
+		cfg.MinInterval = e.RefreshInterval
+	}
+	cfg.RefreshAfter = func(snap *snapshot) time.Duration {
+		switch {
+		case e.RefreshInterval > 0:
+			return e.RefreshInterval
+		case snap.refreshHint > 0:
+			return min(max(snap.refreshHint, MinRefreshInterval), DefaultRefreshInterval)
+		}
+		return DefaultRefreshInterval
+	}
+	c := keycache.New(cfg)
+	if auth != nil && s.endpointID.MemberOf(s.td) {
+		auth.latest = c // set before the first fetch, which is lazy
+	}
 	return c, ep, nil
 }
 
@@ -141,8 +128,8 @@ type endpointAuth struct {
 
 func (a *endpointAuth) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
 	if a.latest != nil {
-		if s := a.latest.cur.Load(); s != nil && s.x509 != nil && !s.x509.Empty() && s.x509.TrustDomain() == td {
-			return s.x509, nil
+		if cur := a.latest.Load(); cur != nil && cur.V.x509 != nil && !cur.V.x509.Empty() && cur.V.x509.TrustDomain() == td {
+			return cur.V.x509, nil
 		}
 	}
 	if td == a.bootstrap.TrustDomain() {
@@ -161,6 +148,8 @@ func (a *endpointAuth) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x5
 type workloadSource struct {
 	td     spiffeid.TrustDomain
 	cache  *bundleCache
+	what   string
+	log    *slog.Logger
 	client *workloadapi.Client
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -170,13 +159,13 @@ type workloadSource struct {
 	x509 *x509bundle.Bundle // last good half; nil when not delivered
 }
 
-func startWorkloadSource(ctx context.Context, s *settings, c *bundleCache) (*workloadSource, error) {
-	log := slogLogger{c.log}
-	client, err := workloadapi.New(ctx, workloadapi.WithAddr(s.WorkloadAPISocket), workloadapi.WithLogger(log))
+func startWorkloadSource(ctx context.Context, s *settings, c *bundleCache, what string) (*workloadSource, error) {
+	log := s.cacheLog()
+	client, err := workloadapi.New(ctx, workloadapi.WithAddr(s.WorkloadAPISocket), workloadapi.WithLogger(slogLogger{log}))
 	if err != nil {
 		return nil, fmt.Errorf("spiffe upstream %q: workload_api_socket: %w", s.Name, err)
 	}
-	w := &workloadSource{td: s.td, cache: c, client: client}
+	w := &workloadSource{td: s.td, cache: c, what: what, log: log, client: client}
 	watchCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	w.cancel = cancel
 	w.wg.Add(2)
@@ -198,7 +187,7 @@ func (w *workloadSource) OnJWTBundlesUpdate(set *jwtbundle.Set) {
 	defer w.mu.Unlock()
 	if ok {
 		if _, err := vet(w.td, b, nil); err != nil {
-			w.cache.set(nil, fmt.Errorf("JWT bundle: %w", err))
+			w.cache.Set(nil, fmt.Errorf("JWT bundle: %w", err))
 			return
 		}
 		w.jwt = b
@@ -215,7 +204,7 @@ func (w *workloadSource) OnX509BundlesUpdate(set *x509bundle.Set) {
 	defer w.mu.Unlock()
 	if ok {
 		if _, err := vet(w.td, nil, b); err != nil {
-			w.cache.set(nil, fmt.Errorf("X.509 bundle: %w", err))
+			w.cache.Set(nil, fmt.Errorf("X.509 bundle: %w", err))
 			return
 		}
 		w.x509 = b
@@ -227,18 +216,21 @@ func (w *workloadSource) OnX509BundlesUpdate(set *x509bundle.Set) {
 
 // OnJWTBundlesWatchError implements workloadapi.JWTBundleWatcher; the client
 // logs and retries.
-func (w *workloadSource) OnJWTBundlesWatchError(err error) { w.cache.noteError(err) }
+func (w *workloadSource) OnJWTBundlesWatchError(err error) { w.cache.NoteError(err) }
 
 // OnX509BundlesWatchError implements workloadapi.X509BundleWatcher.
-func (w *workloadSource) OnX509BundlesWatchError(err error) { w.cache.noteError(err) }
+func (w *workloadSource) OnX509BundlesWatchError(err error) { w.cache.NoteError(err) }
 
 // publish installs the combination of the two halves. Called with w.mu held.
 func (w *workloadSource) publish() {
 	if w.jwt == nil && w.x509 == nil {
-		w.cache.drop(fmt.Errorf("the Workload API delivers no bundle for trust domain %q", w.td))
+		reason := fmt.Errorf("the Workload API delivers no bundle for trust domain %q", w.td)
+		if w.cache.Drop(reason) {
+			w.log.Warn("SPIFFE bundle withdrawn by its source", "source", w.what, "reason", reason)
+		}
 		return
 	}
-	w.cache.set(vet(w.td, w.jwt, w.x509))
+	w.cache.Set(vet(w.td, w.jwt, w.x509))
 }
 
 func (w *workloadSource) close() error {

@@ -14,17 +14,18 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/safeconduct/safeconduct/attest"
+	"github.com/safeconduct/safeconduct/internal/jwtcore"
+	"github.com/safeconduct/safeconduct/internal/keycache"
 )
 
 // MaxChainLength is the longest X.509-SVID chain (leaf and intermediates) looked at.
 const MaxChainLength = 16
 
-// jwtAlgorithms are the JWS algorithms of JWT-SVIDs (JWT-SVID §3, go-spiffe's
-// jwtsvid list): RSA and ECDSA only.
-var jwtAlgorithms = map[string]jose.SignatureAlgorithm{
-	"RS256": jose.RS256, "RS384": jose.RS384, "RS512": jose.RS512,
-	"ES256": jose.ES256, "ES384": jose.ES384, "ES512": jose.ES512,
-	"PS256": jose.PS256, "PS384": jose.PS384, "PS512": jose.PS512,
+// jwtAlgorithm returns the JWS algorithm of a JWT-SVID header: RSA and ECDSA only
+// (JWT-SVID §3, go-spiffe's jwtsvid list), no EdDSA.
+func jwtAlgorithm(alg string) (jose.SignatureAlgorithm, bool) {
+	kind, ok := jwtcore.KeyTypeFor(alg)
+	return jose.SignatureAlgorithm(alg), ok && kind != jwtcore.Ed25519
 }
 
 // Verifier verifies the JWT-SVIDs and X.509-SVIDs of one SPIFFE trust domain against
@@ -63,9 +64,10 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 	case s.BundleEndpoint != nil:
 		v.cache, v.ep, err = endpointSource(ctx, s)
 	default:
-		v.cache = newCache(ctx, s, "workload API "+s.WorkloadAPISocket)
-		if v.wl, err = startWorkloadSource(ctx, s, v.cache); err != nil {
-			v.cache.close()
+		what := "workload API " + s.WorkloadAPISocket
+		v.cache = keycache.New(cacheConfig(ctx, s, what, nil))
+		if v.wl, err = startWorkloadSource(ctx, s, v.cache, what); err != nil {
+			v.cache.Close()
 		}
 	}
 	if err != nil {
@@ -81,7 +83,7 @@ func (v *Verifier) Close() error {
 		if v.wl != nil {
 			v.closeErr = v.wl.close()
 		}
-		v.cache.close()
+		v.cache.Close()
 	})
 	return v.closeErr
 }
@@ -111,16 +113,16 @@ type Stats struct {
 
 // Stats returns the Verifier's counters.
 func (v *Verifier) Stats() Stats {
-	st := Stats{Updates: v.cache.updates.Load(), Failures: v.cache.failures.Load()}
+	st := Stats{Updates: v.cache.Updates(), Failures: v.cache.Failures()}
 	if v.ep != nil {
 		st.Requests = v.ep.requests.Load()
 	}
-	if s := v.cache.cur.Load(); s != nil {
-		st.JWTAuthorities = len(s.jwt)
-		if s.x509 != nil {
-			st.X509Authorities = len(s.x509.X509Authorities())
+	if cur := v.cache.Load(); cur != nil {
+		st.JWTAuthorities = len(cur.V.jwt)
+		if cur.V.x509 != nil {
+			st.X509Authorities = len(cur.V.x509.X509Authorities())
 		}
-		st.BundleUpdated = s.fetched
+		st.BundleUpdated = cur.Fetched
 	}
 	return st
 }
@@ -133,8 +135,9 @@ func (v *Verifier) Stats() Stats {
 // of this trust domain's bundle with that kid (an unknown kid triggers one rate
 // limited, shared refresh of a fetched bundle), fitting the alg; exactly one
 // signature, verified; and only then the claims: `aud` (one of Audiences), `exp`
-// (required), `nbf` and `iat` with at most ClockSkew of leeway; then the trust
-// domain's Subjects. `iss` is not checked (the Router routed the token here because
+// (required), `nbf` and `iat` with at most ClockSkew of leeway, and the age of
+// `iat` when MaxTokenAge is set (package internal/jwtcore, as for OIDC upstreams);
+// then the trust domain's Subjects. `iss` is not checked (the Router routed the token here because
 // no OIDC upstream claims it). Errors wrap attest.ErrUnsupportedType, ErrMalformed,
 // ErrInvalid or ErrUnavailable.
 func (v *Verifier) Verify(ctx context.Context, raw, tokenType string) (*attest.Workload, error) {
@@ -150,7 +153,7 @@ func (v *Verifier) Verify(ctx context.Context, raw, tokenType string) (*attest.W
 // is trusted.
 func (v *Verifier) VerifyParsed(ctx context.Context, p *attest.Parsed) (*attest.Workload, error) {
 	hdr := p.Header
-	alg, ok := jwtAlgorithms[hdr.Alg]
+	alg, ok := jwtAlgorithm(hdr.Alg)
 	switch {
 	case !ok:
 		return nil, v.invalid("alg %s not allowed for JWT-SVIDs", hdr.Alg)
@@ -166,22 +169,22 @@ func (v *Verifier) VerifyParsed(ctx context.Context, p *attest.Parsed) (*attest.
 	if err != nil {
 		return nil, err
 	}
-	snap, err := v.cache.current(ctx)
+	cur, err := v.cache.Current(ctx)
 	if err != nil {
 		return nil, v.unavailable(err)
 	}
-	if snap.jwt == nil {
+	if cur.V.jwt == nil {
 		return nil, v.unavailable(fmt.Errorf("%w: no JWT bundle received yet", attest.ErrUnavailable))
 	}
-	k := snap.jwt[hdr.Kid]
+	k := cur.V.jwt[hdr.Kid]
 	if k == nil {
 		// The trust domain may have rotated: one refresh, shared and rate limited.
-		changed, err := v.cache.refreshNow(ctx, snap)
+		next, err := v.cache.Refresh(ctx, cur)
 		if err != nil {
 			return nil, v.unavailable(err)
 		}
-		if s2 := v.cache.cur.Load(); changed && s2 != nil {
-			k = s2.jwt[hdr.Kid]
+		if next != nil && next != cur {
+			k = next.V.jwt[hdr.Kid]
 		}
 	}
 	switch {
@@ -201,36 +204,13 @@ func (v *Verifier) VerifyParsed(ctx context.Context, p *attest.Parsed) (*attest.
 
 // jwtWorkload checks the verified claims of a JWT-SVID and builds the Workload.
 func (v *Verifier) jwtWorkload(id spiffeid.ID, c map[string]any) (*attest.Workload, error) {
-	aud, err := attest.AudienceClaim(c["aud"])
+	aud, err := jwtcore.CheckAudience(c, v.s.Audiences)
 	if err != nil {
 		return nil, v.invalid("%v", err)
 	}
-	if !v.acceptsAudience(aud) {
-		return nil, v.invalid("no accepted audience in aud")
-	}
-	now, skew := v.s.Now(), v.s.ClockSkew
-	exp, ok, err := attest.NumericDateClaim(c, "exp")
-	switch {
-	case err != nil:
+	times, err := jwtcore.CheckTimes(c, v.s.Now(), jwtcore.TimeRules{Skew: v.s.ClockSkew, MaxAge: v.s.MaxTokenAge})
+	if err != nil {
 		return nil, v.invalid("%v", err)
-	case !ok:
-		return nil, v.invalid("exp missing")
-	case !now.Before(exp.Add(skew)):
-		return nil, v.invalid("expired at %s", exp.UTC().Format(time.RFC3339))
-	}
-	nbf, ok, err := attest.NumericDateClaim(c, "nbf")
-	switch {
-	case err != nil:
-		return nil, v.invalid("%v", err)
-	case ok && nbf.After(now.Add(skew)):
-		return nil, v.invalid("not valid before %s", nbf.UTC().Format(time.RFC3339))
-	}
-	iat, hasIat, err := attest.NumericDateClaim(c, "iat")
-	switch {
-	case err != nil:
-		return nil, v.invalid("%v", err)
-	case hasIat && iat.After(now.Add(skew)):
-		return nil, v.invalid("issued in the future (%s)", iat.UTC().Format(time.RFC3339))
 	}
 	var jti string
 	if j, ok := c["jti"]; ok {
@@ -248,12 +228,10 @@ func (v *Verifier) jwtWorkload(id spiffeid.ID, c map[string]any) (*attest.Worklo
 		ID:         id.String(),
 		TokenID:    jti,
 		Audience:   aud,
-		Expiry:     exp,
+		Expiry:     times.Expiry,
+		IssuedAt:   times.IssuedAt,
 		Attributes: v.attributes(id),
 		Claims:     c,
-	}
-	if hasIat {
-		w.IssuedAt = iat
 	}
 	return w, nil
 }
@@ -286,15 +264,15 @@ func (v *Verifier) VerifyX509(ctx context.Context, chain []*x509.Certificate) (*
 	if err != nil {
 		return nil, err
 	}
-	snap, err := v.cache.current(ctx)
+	cur, err := v.cache.Current(ctx)
 	if err != nil {
 		return nil, v.unavailable(err)
 	}
-	if snap.x509 == nil {
+	if cur.V.x509 == nil {
 		return nil, v.unavailable(fmt.Errorf("%w: no X.509 bundle received yet", attest.ErrUnavailable))
 	}
-	// snap is an x509bundle.Source of this trust domain only.
-	_, chains, err := x509svid.Verify(chain, snap, x509svid.WithTime(v.s.Now()))
+	// The snapshot is an x509bundle.Source of this trust domain only.
+	_, chains, err := x509svid.Verify(chain, cur.V, x509svid.WithTime(v.s.Now()))
 	if err != nil {
 		return nil, v.invalid("%v", err)
 	}
@@ -381,15 +359,4 @@ func (v *Verifier) invalid(format string, args ...any) error {
 
 func (v *Verifier) unavailable(err error) error {
 	return fmt.Errorf("upstream %q: %w", v.s.Name, err)
-}
-
-func (v *Verifier) acceptsAudience(aud []string) bool {
-	for _, a := range aud {
-		for _, want := range v.s.Audiences {
-			if a == want {
-				return true
-			}
-		}
-	}
-	return false
 }

@@ -353,3 +353,41 @@ func TestBreadthAndTemplates(t *testing.T) {
 		})
 	}
 }
+
+// MaxTokenAge applies to JWT-SVIDs as max_token_age does to OIDC tokens: iat
+// required, at most MaxTokenAge (plus ClockSkew) old. Without it, an old or absent
+// iat is accepted.
+func TestMaxTokenAge(t *testing.T) {
+	bounded := newJWTEnv(t, func(c *spiffe.Config) { c.MaxTokenAge = 10 * time.Minute })
+	unbounded := newJWTEnv(t)
+	now := bounded.clock.Now()
+	for _, tc := range []struct {
+		iat           any
+		want, wantAny error
+	}{
+		{now.Unix() - 300, nil, nil},
+		{now.Unix() - 630, nil, nil}, // within the 30 s skew
+		{now.Unix() - 631, attest.ErrInvalid, nil},
+		{nil, attest.ErrInvalid, nil},
+	} {
+		for _, e := range []struct {
+			name string
+			v    *spiffe.Verifier
+			want error
+		}{{"bounded", bounded.a, tc.want}, {"unbounded", unbounded.a, tc.wantAny}} {
+			_, err := e.v.Verify(t.Context(), svidToken(t, now, set("iat", tc.iat)), attest.TypeJWT)
+			if !errors.Is(err, e.want) || (e.want == nil && err != nil) {
+				t.Errorf("%s, iat %v: got %v, want %v", e.name, tc.iat, err, e.want)
+			}
+			if e.want != nil && err != nil && !strings.Contains(err.Error(), "max token age") {
+				t.Errorf("%s, iat %v: %v does not name the max token age", e.name, tc.iat, err)
+			}
+		}
+	}
+	if _, err := spiffe.New(t.Context(), spiffe.Config{
+		Name: "a", TrustDomain: tdA, Audiences: []string{aud}, MaxTokenAge: -time.Second,
+		BundleFile: writeFile(t, "b.json", goodBundle(t, tdA)),
+	}); err == nil || !strings.Contains(err.Error(), "max_token_age") {
+		t.Errorf("negative MaxTokenAge: got %v", err)
+	}
+}

@@ -1,0 +1,29 @@
+package fakeclock
+
+import (
+	"sync"
+	"time"
+)
+
+// Clock is a clock that moves only when told. It is safe for concurrent use.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// New returns a Clock reading t.
+func New(t time.Time) *Clock { return &Clock{t: t} }
+
+// Now returns the clock's time; pass it where a Now func is taken.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
