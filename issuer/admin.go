@@ -19,8 +19,8 @@ import (
 // Paths of the admin API, introspection and the revocation feed.
 const (
 	PathIntrospect     = "/introspect"
-	PathRevocations    = "/revocations"
-	PathRevocationFeed = "/revocations/stream"
+	PathRevocations    = revocation.FeedSnapshotPath
+	PathRevocationFeed = revocation.FeedStreamPath
 	PathAdmin          = "/admin/v1/"
 )
 
