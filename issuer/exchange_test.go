@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -70,6 +69,15 @@ func outcome(t *testing.T, r *reply, ev map[string]any) string {
 	return out
 }
 
+// deployForm asks for a payments token for deploy, which clientPolicy grants
+// only to the client ci-runner.
+func (ts *testSTS) deployForm(t *testing.T) url.Values {
+	f := ts.form(ts.a.Token(t, payments))
+	f.Set("audience", deploy)
+	f.Del("scope")
+	return f
+}
+
 // lastExchangeEvent returns the audit event of the latest exchange in ts's log.
 func lastExchangeEvent(t *testing.T, ts *testSTS) map[string]any {
 	t.Helper()
@@ -90,12 +98,7 @@ func lastExchangeEvent(t *testing.T, ts *testSTS) map[string]any {
 // intended change.
 func TestExchangeOutcomesGolden(t *testing.T) {
 	ts, ci, _ := clientSTS(t)
-	deployForm := func() url.Values {
-		f := ts.form(ts.a.Token(t, payments))
-		f.Set("audience", deploy)
-		f.Del("scope")
-		return f
-	}
+	deployForm := func() url.Values { return ts.deployForm(t) }
 	post := func(ts *testSTS, f url.Values) func(t *testing.T) *reply {
 		return func(t *testing.T) *reply { return ts.post(t, f) }
 	}
@@ -148,12 +151,7 @@ func TestExchangeOutcomesGolden(t *testing.T) {
 		exchangeCase{name: "one_time: no jti", do: post(once, once.form(once.a.Token(t, payments, func(c map[string]any) { delete(c, "jti") }))), audit: once},
 	)
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := closedAddr(t)
 	down := startSTS(t, stsOptions{revocation: fmt.Sprintf("revocation:\n  backend: redis\n  redis: {addrs: [%q]}\n", addr)})
 	downOnce := startSTS(t, stsOptions{aExtra: "    one_time: true\n", revocation: fmt.Sprintf("revocation:\n  backend: redis\n  redis: {addrs: [%q]}\n", addr)})
 	cases = append(cases,

@@ -383,12 +383,7 @@ func TestOutcomeError(t *testing.T) {
 
 func TestPhaseDecide(t *testing.T) {
 	ts, ci, laptop := clientSTS(t)
-	deployReq := func(edit func(url.Values) url.Values) *http.Request {
-		f := ts.form(ts.a.Token(t, payments))
-		f.Set("audience", deploy)
-		f.Del("scope")
-		return tokenRequestOf(edit(f))
-	}
+	deployReq := func(edit func(url.Values) url.Values) *http.Request { return tokenRequestOf(edit(ts.deployForm(t))) }
 	none := func(f url.Values) url.Values { return f }
 	cases := []struct {
 		name  string
