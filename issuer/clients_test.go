@@ -1,4 +1,4 @@
-package issuer_test
+package issuer
 
 import (
 	"encoding/json"
@@ -13,11 +13,12 @@ import (
 	"time"
 
 	"github.com/safeconduct/safeconduct/internal/testissuer"
-	"github.com/safeconduct/safeconduct/issuer"
 )
 
 const deploy = "https://deploy.internal"
 
+// clientPolicy adds a rule that grants deploy only to the authenticated client
+// ci-runner.
 const clientPolicy = testPolicy + `  - name: deploy-from-ci
     effect: allow
     upstreams: [cluster-a]
@@ -26,6 +27,8 @@ const clientPolicy = testPolicy + `  - name: deploy-from-ci
     clients: [ci-runner]
 `
 
+// clientSTS starts an STS with two registered private_key_jwt clients:
+// ci-runner (ES256 only) and laptop.
 func clientSTS(t *testing.T) (*testSTS, *testissuer.Issuer, *testissuer.Issuer) {
 	t.Helper()
 	ci, laptop := testissuer.New(t, "ci-runner"), testissuer.New(t, "laptop")
@@ -38,10 +41,11 @@ func clientSTS(t *testing.T) (*testSTS, *testissuer.Issuer, *testissuer.Issuer) 
 	return ts, ci, laptop
 }
 
+// assertion is a valid client assertion of c for ts, after edits.
 func assertion(t *testing.T, ts *testSTS, c *testissuer.Issuer, edits ...func(map[string]any)) string {
 	t.Helper()
 	claims := c.Claims(c.URL)
-	claims["aud"] = ts.url + issuer.PathToken
+	claims["aud"] = ts.url + PathToken
 	claims["exp"] = time.Now().Add(2 * time.Minute).Unix()
 	for _, e := range edits {
 		e(claims)
@@ -50,7 +54,7 @@ func assertion(t *testing.T, ts *testSTS, c *testissuer.Issuer, edits ...func(ma
 }
 
 func withAssertion(form url.Values, a string) url.Values {
-	form.Set("client_assertion_type", issuer.AssertionTypeJWTBearer)
+	form.Set("client_assertion_type", AssertionTypeJWTBearer)
 	form.Set("client_assertion", a)
 	return form
 }
@@ -66,7 +70,7 @@ func TestPrivateKeyJWT(t *testing.T) {
 
 	t.Run("required by policy", func(t *testing.T) {
 		r := ts.post(t, deployForm())
-		assertRefused(t, r, http.StatusUnauthorized, issuer.CodeInvalidClient)
+		assertRefused(t, r, http.StatusUnauthorized, codeInvalidClient)
 		if !strings.Contains(r.header.Get("WWW-Authenticate"), "invalid_client") {
 			t.Fatalf("WWW-Authenticate %q", r.header.Get("WWW-Authenticate"))
 		}
@@ -94,7 +98,7 @@ func TestPrivateKeyJWT(t *testing.T) {
 
 		// The same assertion again is a replay, whatever the request.
 		r = ts.post(t, withAssertion(deployForm(), a))
-		assertRefused(t, r, http.StatusUnauthorized, issuer.CodeInvalidClient)
+		assertRefused(t, r, http.StatusUnauthorized, codeInvalidClient)
 		if !strings.Contains(ts.audit.String(), "replay") {
 			t.Fatal("audit does not say the assertion was replayed")
 		}
@@ -102,7 +106,7 @@ func TestPrivateKeyJWT(t *testing.T) {
 
 	t.Run("another registered client is refused by the rule", func(t *testing.T) {
 		r := ts.post(t, withAssertion(deployForm(), assertion(t, ts, laptop)))
-		assertRefused(t, r, http.StatusBadRequest, issuer.CodeInvalidRequest)
+		assertRefused(t, r, http.StatusBadRequest, codeInvalidRequest)
 		if !strings.Contains(ts.audit.String(), `does not list the authenticated client \"laptop\"`) {
 			t.Fatalf("audit does not name the refused client: %s", ts.audit.String())
 		}
@@ -138,61 +142,61 @@ func TestPrivateKeyJWT(t *testing.T) {
 	}{
 		{"wrong audience", func() url.Values {
 			return withAssertion(deployForm(), assertion(t, ts, ci, func(c map[string]any) { c["aud"] = "https://elsewhere.example/token" }))
-		}, 401, issuer.CodeInvalidClient},
+		}, 401, codeInvalidClient},
 		{"expired", func() url.Values {
 			return withAssertion(deployForm(), assertion(t, ts, ci, func(c map[string]any) {
 				c["exp"], c["iat"], c["nbf"] = time.Now().Add(-time.Hour).Unix(), time.Now().Add(-2*time.Hour).Unix(), time.Now().Add(-2*time.Hour).Unix()
 			}))
-		}, 401, issuer.CodeInvalidClient},
+		}, 401, codeInvalidClient},
 		{"valid for an hour", func() url.Values {
 			return withAssertion(deployForm(), assertion(t, ts, ci, func(c map[string]any) { c["exp"] = time.Now().Add(time.Hour).Unix() }))
-		}, 401, issuer.CodeInvalidClient},
+		}, 401, codeInvalidClient},
 		{"no jti", func() url.Values {
 			return withAssertion(deployForm(), assertion(t, ts, ci, func(c map[string]any) { delete(c, "jti") }))
-		}, 401, issuer.CodeInvalidClient},
+		}, 401, codeInvalidClient},
 		{"sub is not the client", func() url.Values {
 			return withAssertion(deployForm(), assertion(t, ts, ci, func(c map[string]any) { c["sub"] = "laptop" }))
-		}, 401, issuer.CodeInvalidClient},
-		{"signed with another key", func() url.Values { return withAssertion(deployForm(), assertion(t, ts, stranger)) }, 401, issuer.CodeInvalidClient},
-		{"unregistered client", func() url.Values { return withAssertion(deployForm(), assertion(t, ts, unknown)) }, 401, issuer.CodeInvalidClient},
+		}, 401, codeInvalidClient},
+		{"signed with another key", func() url.Values { return withAssertion(deployForm(), assertion(t, ts, stranger)) }, 401, codeInvalidClient},
+		{"unregistered client", func() url.Values { return withAssertion(deployForm(), assertion(t, ts, unknown)) }, 401, codeInvalidClient},
 		{"client_id disagrees", func() url.Values {
 			f := withAssertion(deployForm(), assertion(t, ts, ci))
 			f.Set("client_id", "laptop")
 			return f
-		}, 401, issuer.CodeInvalidClient},
+		}, 401, codeInvalidClient},
 		{"algorithm the client may not use", func() url.Values {
 			c := ci.Claims("ci-runner")
-			c["aud"], c["exp"] = ts.url+issuer.PathToken, time.Now().Add(time.Minute).Unix()
+			c["aud"], c["exp"] = ts.url+PathToken, time.Now().Add(time.Minute).Unix()
 			return withAssertion(deployForm(), ci.SignRS256(t, c))
-		}, 401, issuer.CodeInvalidClient},
+		}, 401, codeInvalidClient},
 		{"unsupported assertion type", func() url.Values {
 			f := withAssertion(deployForm(), assertion(t, ts, ci))
 			f.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:saml2-bearer")
 			return f
-		}, 401, issuer.CodeInvalidClient},
-		{"not a JWT", func() url.Values { return withAssertion(deployForm(), "abc.def") }, 401, issuer.CodeInvalidClient},
+		}, 401, codeInvalidClient},
+		{"not a JWT", func() url.Values { return withAssertion(deployForm(), "abc.def") }, 401, codeInvalidClient},
 		{"assertion without its type", func() url.Values {
 			f := deployForm()
 			f.Set("client_assertion", assertion(t, ts, ci))
 			return f
-		}, 400, issuer.CodeInvalidRequest},
+		}, 400, codeInvalidRequest},
 		{"repeated assertion", func() url.Values {
 			f := withAssertion(deployForm(), assertion(t, ts, ci))
 			f.Add("client_assertion", assertion(t, ts, ci))
 			return f
-		}, 400, issuer.CodeInvalidRequest},
+		}, 400, codeInvalidRequest},
 		{"assertion and client_secret", func() url.Values {
 			f := withAssertion(deployForm(), assertion(t, ts, ci))
 			f.Set("client_secret", "s3cret")
 			return f
-		}, 400, issuer.CodeInvalidRequest},
+		}, 400, codeInvalidRequest},
 	}
 	for _, c := range bad {
 		t.Run(c.name, func(t *testing.T) {
 			r := ts.post(t, c.form())
 			assertRefused(t, r, c.status, c.code)
 			if c.status == 401 {
-				if r.body["error_description"] != issuer.ErrClientAuth.Description {
+				if r.body["error_description"] != errClientAuth.Description {
 					t.Fatalf("description %q tells more than that authentication failed", r.body["error_description"])
 				}
 				if r.header.Get("WWW-Authenticate") == "" {
@@ -203,13 +207,13 @@ func TestPrivateKeyJWT(t *testing.T) {
 	}
 
 	t.Run("assertion and basic auth", func(t *testing.T) {
-		r := ts.do(t, http.MethodPost, issuer.PathToken, "application/x-www-form-urlencoded",
+		r := ts.do(t, http.MethodPost, PathToken, "application/x-www-form-urlencoded",
 			withAssertion(deployForm(), assertion(t, ts, ci)).Encode(), func(r *http.Request) { r.SetBasicAuth("ci-runner", "x") })
-		assertRefused(t, r, 400, issuer.CodeInvalidRequest)
+		assertRefused(t, r, 400, codeInvalidRequest)
 	})
 
 	t.Run("discovery", func(t *testing.T) {
-		r := ts.do(t, http.MethodGet, issuer.PathOpenID, "", "", nil)
+		r := ts.do(t, http.MethodGet, PathOpenID, "", "", nil)
 		methods := toStrings(r.body["token_endpoint_auth_methods_supported"])
 		if !slices.Contains(methods, "private_key_jwt") || !slices.Contains(methods, "tls_client_auth") {
 			t.Fatalf("auth methods %v", methods)
@@ -220,17 +224,21 @@ func TestPrivateKeyJWT(t *testing.T) {
 	})
 }
 
+// TestPrivateKeyJWTWithoutClients: without registered clients, an assertion is
+// refused and discovery does not offer private_key_jwt.
 func TestPrivateKeyJWTWithoutClients(t *testing.T) {
 	ts := startSTS(t, stsOptions{})
 	c := testissuer.New(t, "ci-runner")
 	r := ts.post(t, withAssertion(ts.form(ts.a.Token(t, payments)), assertion(t, ts, c)))
-	assertRefused(t, r, http.StatusUnauthorized, issuer.CodeInvalidClient)
-	d := ts.do(t, http.MethodGet, issuer.PathOpenID, "", "", nil)
+	assertRefused(t, r, http.StatusUnauthorized, codeInvalidClient)
+	d := ts.do(t, http.MethodGet, PathOpenID, "", "", nil)
 	if slices.Contains(toStrings(d.body["token_endpoint_auth_methods_supported"]), "private_key_jwt") {
 		t.Fatal("discovery offers private_key_jwt with no client registered")
 	}
 }
 
+// TestOneTimeUpstream: a token of an upstream marked one_time is exchanged once;
+// a replay, a token without jti, and all but one of concurrent uses are refused.
 func TestOneTimeUpstream(t *testing.T) {
 	ts := startSTS(t, stsOptions{aExtra: "    one_time: true\n"})
 	tok := ts.a.Token(t, payments)
@@ -238,20 +246,20 @@ func TestOneTimeUpstream(t *testing.T) {
 		t.Fatalf("first use: %d %s", r.status, r.raw)
 	}
 	r := ts.post(t, ts.form(tok))
-	assertRefused(t, r, http.StatusBadRequest, issuer.CodeInvalidRequest)
-	if r.body["error_description"] != issuer.ErrSubjectRejected.Description {
+	assertRefused(t, r, http.StatusBadRequest, codeInvalidRequest)
+	if r.body["error_description"] != errSubjectRejected.Description {
 		t.Fatalf("a replay is told apart from other refusals: %q", r.body["error_description"])
 	}
 	if !strings.Contains(ts.audit.String(), "already used") {
 		t.Fatal("audit does not record the replay")
 	}
-	assertRefused(t, ts.post(t, ts.form(ts.a.Token(t, payments, func(c map[string]any) { delete(c, "jti") }))), 400, issuer.CodeInvalidRequest)
+	assertRefused(t, ts.post(t, ts.form(ts.a.Token(t, payments, func(c map[string]any) { delete(c, "jti") }))), 400, codeInvalidRequest)
 
 	// A refused request (target not granted) does not use the token up.
 	tok = ts.a.Token(t, payments)
 	f := ts.form(tok)
 	f.Set("audience", "https://not-granted.example")
-	assertRefused(t, ts.post(t, f), 400, issuer.CodeInvalidTarget)
+	assertRefused(t, ts.post(t, f), 400, codeInvalidTarget)
 	if r := ts.post(t, ts.form(tok)); r.status != 200 {
 		t.Fatalf("after a refused request: %d %s", r.status, r.raw)
 	}
@@ -264,7 +272,7 @@ func TestOneTimeUpstream(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, err := ts.client.PostForm(ts.url+issuer.PathToken, ts.form(tok))
+			resp, err := ts.client.PostForm(ts.url+PathToken, ts.form(tok))
 			if err != nil {
 				t.Error(err)
 				return
@@ -296,6 +304,8 @@ func TestOneTimeUpstream(t *testing.T) {
 	}
 }
 
+// TestOneTimeStoreDown: when the replay check cannot reach the store, the
+// exchange fails closed with 503.
 func TestOneTimeStoreDown(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -1,12 +1,10 @@
-package issuer_test
+package issuer
 
 import (
 	"encoding/json"
 	"net/url"
 	"strings"
 	"testing"
-
-	"github.com/safeconduct/safeconduct/issuer"
 )
 
 const delegationPolicy = `rules:
@@ -35,9 +33,12 @@ const delegationPolicy = `rules:
     subjects: ["system:serviceaccount:payments:api"]
 `
 
+// startDelegationSTS: cluster-a with the kubernetes preset and issuer breadth, and
+// the STS itself as the upstream "self" so its delegated tokens can be exchanged
+// again.
 func startDelegationSTS(t *testing.T) *testSTS {
 	t.Helper()
-	// SELF is replaced by the STS's own URL (startSTS knows it before issuer.New runs).
+	// SELF is replaced by the STS's own URL (startSTS knows it before New runs).
 	return startSTS(t, stsOptions{
 		policy: delegationPolicy,
 		aExtra: `    preset: kubernetes
@@ -54,7 +55,7 @@ func startDelegationSTS(t *testing.T) *testSTS {
 
 func actorForm(f url.Values, actor string) url.Values {
 	f.Set("actor_token", actor)
-	f.Set("actor_token_type", issuer.TypeJWT)
+	f.Set("actor_token_type", TypeJWT)
 	return f
 }
 
@@ -75,12 +76,12 @@ func TestDelegation(t *testing.T) {
 
 	// An actor no rule names is refused.
 	r = ts.post(t, actorForm(ts.form(ts.a.Token(t, payments)), ts.a.Token(t, "system:serviceaccount:billing:api")))
-	assertRefused(t, r, 400, issuer.CodeInvalidRequest)
+	assertRefused(t, r, 400, codeInvalidRequest)
 
 	// may_act in the subject token is honoured: another gateway is refused.
 	mayAct := func(m map[string]any) { m["may_act"] = map[string]any{"sub": "system:serviceaccount:gateway:other"} }
 	r = ts.post(t, actorForm(ts.form(ts.a.Token(t, payments, mayAct)), ts.a.Token(t, gateway)))
-	assertRefused(t, r, 400, issuer.CodeInvalidRequest)
+	assertRefused(t, r, 400, codeInvalidRequest)
 	r = ts.post(t, actorForm(ts.form(ts.a.Token(t, payments, mayAct)), ts.a.Token(t, "system:serviceaccount:gateway:other")))
 	if r.status != 200 {
 		t.Fatalf("may_act actor refused: %d %s", r.status, r.raw)
@@ -109,7 +110,7 @@ func TestDelegation(t *testing.T) {
 
 	// The delegated token without an actor is refused: its chain must grow.
 	r = ts.post(t, ts.form(hop1))
-	assertRefused(t, r, 400, issuer.CodeInvalidRequest)
+	assertRefused(t, r, 400, codeInvalidRequest)
 
 	// Depth 3 exceeds max_delegation_depth 2.
 	f = actorForm(ts.form(hop1), ts.a.Token(t, second))
@@ -119,7 +120,7 @@ func TestDelegation(t *testing.T) {
 		t.Fatalf("hop 2 to self: %d %s", hop2.status, hop2.raw)
 	}
 	r = ts.post(t, actorForm(ts.form(hop2.body["access_token"].(string)), ts.a.Token(t, gateway)))
-	assertRefused(t, r, 400, issuer.CodeInvalidRequest)
+	assertRefused(t, r, 400, codeInvalidRequest)
 	if !strings.Contains(ts.audit.String(), "max_delegation_depth") {
 		t.Fatal("audit log lacks the depth reason")
 	}
@@ -153,7 +154,7 @@ func TestCopyAttributesAuditModeAndBreadth(t *testing.T) {
 	}
 	// Issuer breadth: cluster-a may not assert subjects outside its patterns.
 	r = ts.post(t, ts.form(ts.a.Token(t, "system:serviceaccount:kube-system:admin")))
-	assertRefused(t, r, 400, issuer.CodeInvalidRequest)
+	assertRefused(t, r, 400, codeInvalidRequest)
 	if !strings.Contains(ts.audit.String(), "outside the upstream's allowed subjects") {
 		t.Fatal("breadth refusal reason missing")
 	}

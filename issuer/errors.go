@@ -1,8 +1,12 @@
 package issuer
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
+
+	"github.com/safeconduct/safeconduct/attest"
+	"github.com/safeconduct/safeconduct/revocation"
 )
 
 // OAuth error codes (RFC 6749 §5.2, RFC 8693 §2.2.2).
@@ -44,7 +48,39 @@ var (
 	errServer          = &oauthError{Code: codeServerError, Description: "internal error", Status: http.StatusInternalServerError}
 	errClientRequired  = &oauthError{Code: codeInvalidClient, Description: "client authentication is required for this request (mTLS or private_key_jwt)", Status: http.StatusUnauthorized}
 	errUnavailable     = &oauthError{Code: codeTemporarilyUnavailable, Description: "the service cannot issue tokens right now; retry later", Status: http.StatusServiceUnavailable, RetryAfter: 1}
+	errClientSecret    = &oauthError{Code: codeInvalidClient, Description: "client secrets are not supported: use mTLS or private_key_jwt", Status: http.StatusUnauthorized}
+	// errClientCertificate is the answer to every client certificate that is not
+	// a valid X.509-SVID of a trusted trust domain.
+	errClientCertificate = &oauthError{Code: codeInvalidClient, Description: "the client certificate is not a valid X.509-SVID of a trusted trust domain", Status: http.StatusUnauthorized}
 )
+
+// refusal is why an exchange was refused: the OAuth error the client is told
+// and the cause, the detail the audit event records as its reason. Many causes
+// share one OAuth error, so that a caller cannot tell them apart.
+type refusal struct {
+	oauth *oauthError
+	cause string
+}
+
+func refuse(oerr *oauthError, cause string) *refusal {
+	return &refusal{oauth: oerr, cause: cause}
+}
+
+// mapErr is the one place where the error of a failed step becomes a refusal:
+// a block of the revocation store refuses the subject (as a bad subject token
+// would be), an unavailable upstream, key source or store (attest.ErrUnavailable)
+// is temporarily_unavailable, and any other error is fallback. The cause is
+// prefix and the error; a block's is "revocation: " and the block.
+func mapErr(err error, fallback *oauthError, prefix string) *refusal {
+	switch {
+	case errors.Is(err, revocation.ErrBlocked):
+		return refuse(errSubjectRejected, "revocation: "+err.Error())
+	case errors.Is(err, attest.ErrUnavailable):
+		return refuse(errUnavailable, prefix+err.Error())
+	default:
+		return refuse(fallback, prefix+err.Error())
+	}
+}
 
 // writeError writes e as an RFC 6749 §5.2 JSON body.
 func writeError(w http.ResponseWriter, e *oauthError) {

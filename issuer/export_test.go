@@ -2,62 +2,19 @@ package issuer
 
 import (
 	"log/slog"
-	"sync/atomic"
-
-	"github.com/safeconduct/safeconduct/revocation"
+	"net/http"
 )
 
-// Internals the external tests (package issuer_test, which assemble servers with
-// package config) use.
+// BuildFromConfig assembles a server from a configuration file, as `sts serve`
+// does. Package config does that and imports issuer, so the tests of this package
+// cannot call it; the external test package (config_hook_test.go) sets this hook
+// in its init, which runs before any test.
+var BuildFromConfig func(path string, log, audit *slog.Logger, upstreams *http.Client) (*Server, error)
 
-const (
-	CodeInvalidRequest         = codeInvalidRequest
-	CodeInvalidClient          = codeInvalidClient
-	CodeInvalidScope           = codeInvalidScope
-	CodeInvalidTarget          = codeInvalidTarget
-	CodeTemporarilyUnavailable = codeTemporarilyUnavailable
-	CodeUnsupportedGrantType   = codeUnsupportedGrantType
-	MaxBodyBytes               = maxBodyBytes
-	KeyRetireSkew              = keyRetireSkew
-	TracerName                 = tracerName
-	SpanAdmit                  = spanAdmit
-	SpanAttestActor            = spanAttestActor
-	SpanAttestSubject          = spanAttestSubject
-	SpanMint                   = spanMint
-	SpanPolicy                 = spanPolicy
-)
-
-var (
-	ErrClientAuth      = errClientAuth
-	ErrSubjectRejected = errSubjectRejected
-	GenerateKey        = generateKey
-	ReadKeys           = readKeys
-	NewMinter          = newMinter
-	NewTokenID         = newTokenID
-	TokenHash          = tokenHash
-)
-
-type (
-	Claims       = claims
-	ConnIdentity = connIdentity
-	ConnKey      = connKey
-)
-
-// RevocationStore is the server's (instrumented) revocation store.
-func (s *Server) RevocationStore() revocation.Store { return s.store }
-
-// SetAuditLogger replaces the audit log (benchmarks discard it).
-func (s *Server) SetAuditLogger(l *slog.Logger) { s.auditLog = l }
-
-// StopOverloadTicks stops the overload gate's ticker and returns the smallest
-// queue age it observed since (ns; MaxInt64 for none).
-func (s *Server) StopOverloadTicks() *atomic.Int64 {
-	s.limits.gate.close()
-	return &s.limits.gate.minAge
+// buildFromConfig is BuildFromConfig for the tests of this package.
+func buildFromConfig(path string, log, audit *slog.Logger, upstreams *http.Client) (*Server, error) {
+	if BuildFromConfig == nil {
+		panic("issuer tests: BuildFromConfig is not set (config_hook_test.go)")
+	}
+	return BuildFromConfig(path, log, audit, upstreams)
 }
-
-// File is the key's file in the key directory.
-func (k *signingKey) File() string { return k.file }
-
-// Mint signs c.
-func (m *minter) Mint(c *claims) (string, error) { return m.mint(c) }

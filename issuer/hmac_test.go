@@ -1,4 +1,4 @@
-package issuer_test
+package issuer
 
 import (
 	"crypto/hmac"
@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 )
 
+// hmacSig is the HS256 signature of input keyed by secret (the key-confusion attack
+// uses a public key's PEM bytes as the secret).
 func hmacSig(secret []byte, input string) string {
 	m := hmac.New(sha256.New, secret)
 	m.Write([]byte(input))

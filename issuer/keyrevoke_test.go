@@ -1,4 +1,4 @@
-package issuer_test
+package issuer
 
 import (
 	"context"
@@ -14,7 +14,6 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
-	"github.com/safeconduct/safeconduct/issuer"
 	"github.com/safeconduct/safeconduct/verify"
 )
 
@@ -23,6 +22,8 @@ const (
 	keyAuditor = "system:serviceaccount:secops:auditor"
 )
 
+// keyRevokePolicy lets keyAdmin rotate keys (and revoke, introspect, read the
+// feed), and keyAuditor only introspect and read the feed.
 const keyRevokePolicy = testPolicy + `admin:
   - name: key-admins
     upstreams: [cluster-a]
@@ -51,13 +52,14 @@ func (ts *testSTS) exchange(t *testing.T) string {
 
 func (ts *testSTS) revokeKey(t *testing.T, admin, kid string) *reply {
 	t.Helper()
-	return ts.do(t, http.MethodPost, issuer.PathAdminKeyRevoke, "application/json",
+	return ts.do(t, http.MethodPost, PathAdminKeyRevoke, "application/json",
 		string(mustJSON(map[string]string{"kid": kid, "reason": "key compromised"})), bearer(admin))
 }
 
+// introspectActive reports introspection's "active" for tok.
 func (ts *testSTS) introspectActive(t *testing.T, admin, tok string) bool {
 	t.Helper()
-	r := ts.do(t, http.MethodPost, issuer.PathIntrospect, "application/x-www-form-urlencoded", url.Values{"token": {tok}}.Encode(), bearer(admin))
+	r := ts.do(t, http.MethodPost, PathIntrospect, "application/x-www-form-urlencoded", url.Values{"token": {tok}}.Encode(), bearer(admin))
 	if r.status != 200 {
 		t.Fatalf("introspect: %d %s", r.status, r.raw)
 	}
@@ -65,6 +67,11 @@ func (ts *testSTS) introspectActive(t *testing.T, admin, tok string) bool {
 	return active
 }
 
+// TestRevokeKeyByKID: the admin endpoint refuses the signing key (409), accepts a
+// retired one; then introspection and the verify library (revocation-aware)
+// refuse every token of the old key, including one forged with it after the
+// revoke, while the new key's tokens stay valid. An emergency rotation written to
+// key_dir just before the call is seen without waiting for the periodic reload.
 func TestRevokeKeyByKID(t *testing.T) {
 	ts := startSTS(t, stsOptions{policy: keyRevokePolicy})
 	admin, auditor := ts.a.Token(t, keyAdmin), ts.a.Token(t, keyAuditor)
@@ -79,7 +86,7 @@ func TestRevokeKeyByKID(t *testing.T) {
 		t.Fatalf("revoking the signing key: %d %s", r.status, r.raw)
 	}
 	for _, body := range []string{`{"kid":"x","reason":"r"}`, `{"reason":"r"}`, `kid=k`} { // authentication first
-		if r := ts.do(t, http.MethodPost, issuer.PathAdminKeyRevoke, "application/json", body, nil); r.status != http.StatusUnauthorized {
+		if r := ts.do(t, http.MethodPost, PathAdminKeyRevoke, "application/json", body, nil); r.status != http.StatusUnauthorized {
 			t.Errorf("without a credential, body %s: %d %s", body, r.status, r.raw)
 		}
 	}
@@ -87,7 +94,7 @@ func TestRevokeKeyByKID(t *testing.T) {
 		t.Errorf("without rotate_keys: %d %s", r.status, r.raw)
 	}
 	for _, body := range []string{`{"reason":"r"}`, `{"kid":"k"}`, `{"kid":"k*","reason":"r"}`, `{"kid":"k","reason":"r","for":"1h"}`, `kid=k`} {
-		if r := ts.do(t, http.MethodPost, issuer.PathAdminKeyRevoke, "application/json", body, bearer(admin)); r.status != http.StatusBadRequest {
+		if r := ts.do(t, http.MethodPost, PathAdminKeyRevoke, "application/json", body, bearer(admin)); r.status != http.StatusBadRequest {
 			t.Errorf("body %s: %d %s", body, r.status, r.raw)
 		}
 	}
@@ -98,23 +105,23 @@ func TestRevokeKeyByKID(t *testing.T) {
 		`{"selector":"kid=` + oldKid + `,upstream=cluster-a","reason":"r"}`: http.StatusConflict,
 		`{"selector":"kid=retired","kind":"block","reason":"r"}`:            http.StatusBadRequest,
 	} {
-		if r := ts.do(t, http.MethodPost, issuer.PathAdmin+"revocations", "application/json", body, bearer(admin)); r.status != want {
+		if r := ts.do(t, http.MethodPost, PathAdmin+"revocations", "application/json", body, bearer(admin)); r.status != want {
 			t.Errorf("POST revocations %s: %d %s, want %d", body, r.status, r.raw, want)
 		}
 	}
-	if list, err := ts.srv.RevocationStore().List(t.Context(), true); err != nil || len(list) != 0 {
+	if list, err := ts.srv.store.List(t.Context(), true); err != nil || len(list) != 0 {
 		t.Fatalf("refused requests recorded entries: %v, %v", list, err)
 	}
 
 	// A staged key (published, not yet signing) is refused too.
-	staged, err := issuer.GenerateKey(keyDir, jose.ES256, time.Now().Add(time.Hour))
+	staged, err := generateKey(keyDir, jose.ES256, time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := ts.revokeKey(t, admin, staged.KeyID()); r.status != http.StatusConflict || !strings.Contains(r.raw, "staged") {
+	if r := ts.revokeKey(t, admin, staged.kid); r.status != http.StatusConflict || !strings.Contains(r.raw, "staged") {
 		t.Fatalf("revoking a staged key: %d %s", r.status, r.raw)
 	}
-	if err := os.Remove(staged.File()); err != nil {
+	if err := os.Remove(staged.file); err != nil {
 		t.Fatal(err)
 	}
 
@@ -122,7 +129,7 @@ func TestRevokeKeyByKID(t *testing.T) {
 	// stays published, so its tokens still verify by signature.
 	at := time.Now().Truncate(time.Second).Add(time.Second)
 	time.Sleep(time.Until(at))
-	next, err := issuer.GenerateKey(keyDir, jose.ES256, at)
+	next, err := generateKey(keyDir, jose.ES256, at)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,11 +145,11 @@ func TestRevokeKeyByKID(t *testing.T) {
 	created := time.UnixMilli(int64(r.body["created"].(float64)))
 	// It lasts until the key has left the JWKS (its successor's activation + max_ttl
 	// + skew) and verifiers' copies of the JWKS have expired.
-	if exp := time.UnixMilli(int64(r.body["expires"].(float64))); exp.Before(at.Add(time.Hour + issuer.KeyRetireSkew + issuer.JWKSCacheLifetime)) {
+	if exp := time.UnixMilli(int64(r.body["expires"].(float64))); exp.Before(at.Add(time.Hour + keyRetireSkew + JWKSCacheLifetime)) {
 		t.Errorf("the entry expires at %v, before the retired key leaves verifiers' JWKS", exp)
 	}
-	if ts.srv.ActiveKeyID() != next.KeyID() {
-		t.Fatalf("signing with %s, want the new key %s", ts.srv.ActiveKeyID(), next.KeyID())
+	if ts.srv.ActiveKeyID() != next.kid {
+		t.Fatalf("signing with %s, want the new key %s", ts.srv.ActiveKeyID(), next.kid)
 	}
 	audit := ts.audit.String()
 	for _, want := range []string{`"event":"rotate_keys","outcome":"recorded"`, `"op":"revoke_key","kid":"` + oldKid + `"`, `"outcome":"refused"`, `"outcome":"denied"`} {
@@ -152,8 +159,8 @@ func TestRevokeKeyByKID(t *testing.T) {
 	}
 
 	newTok := ts.exchange(t)
-	if headerKid(t, newTok) != next.KeyID() {
-		t.Fatalf("new token signed by %s, want %s", headerKid(t, newTok), next.KeyID())
+	if headerKid(t, newTok) != next.kid {
+		t.Fatalf("new token signed by %s, want %s", headerKid(t, newTok), next.kid)
 	}
 	// A token forged with the old key after the revoke, with a later iat.
 	for time.Now().Unix() <= created.Unix() {
@@ -192,21 +199,21 @@ func TestRevokeKeyByKID(t *testing.T) {
 			t.Errorf("verify, %s: %v, want ErrRevoked", name, err)
 		}
 	}
-	if tok, err := v.Verify(t.Context(), newTok); err != nil || tok.KeyID != next.KeyID() {
+	if tok, err := v.Verify(t.Context(), newTok); err != nil || tok.KeyID != next.kid {
 		t.Errorf("verify, new key: %+v, %v", tok, err)
 	}
 
 	// Emergency rotation written just before the call: the endpoint sees it (no
 	// 409 while the periodic reload has not run), and tokens of the replaced key
 	// are revoked.
-	res, err := issuer.RotateKey(keyDir, jose.ES256, time.Now(), true)
+	res, err := RotateKey(keyDir, jose.ES256, time.Now(), true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Previous != next.KeyID() {
-		t.Fatalf("emergency rotation replaced %s, want %s", res.Previous, next.KeyID())
+	if res.Previous != next.kid {
+		t.Fatalf("emergency rotation replaced %s, want %s", res.Previous, next.kid)
 	}
-	if r := ts.revokeKey(t, admin, res.Previous); r.status != http.StatusCreated || r.body["selector"] != "kid="+next.KeyID() {
+	if r := ts.revokeKey(t, admin, res.Previous); r.status != http.StatusCreated || r.body["selector"] != "kid="+next.kid {
 		t.Fatalf("revoking the key an emergency rotation replaced: %d %s", r.status, r.raw)
 	}
 	if ts.srv.ActiveKeyID() != res.KeyID {
@@ -220,23 +227,25 @@ func TestRevokeKeyByKID(t *testing.T) {
 	}
 }
 
+// forgeWithKey mints a token as the STS would, but with the key kid read from
+// keyDir and iat now: what someone holding a stolen key can do.
 func forgeWithKey(t *testing.T, ts *testSTS, keyDir, kid string) string {
 	t.Helper()
-	keys, err := issuer.ReadKeys(keyDir, jose.ES256)
+	keys, err := readKeys(keyDir, jose.ES256)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range keys {
-		if k.KeyID() != kid {
+		if k.kid != kid {
 			continue
 		}
-		m, err := issuer.NewMinter(ts.url, k)
+		m, err := newMinter(ts.url, k)
 		if err != nil {
 			t.Fatal(err)
 		}
 		now := time.Now()
-		tok, err := m.Mint(&issuer.Claims{Subject: payments, Audience: []string{ledger}, IssuedAt: now, Expiry: now.Add(5 * time.Minute),
-			ID: issuer.NewTokenID(), ClientID: payments, Upstream: "cluster-a", Scopes: []string{"ledger.read"}})
+		tok, err := m.mint(&claims{Subject: payments, Audience: []string{ledger}, IssuedAt: now, Expiry: now.Add(5 * time.Minute),
+			ID: newTokenID(), ClientID: payments, Upstream: "cluster-a", Scopes: []string{"ledger.read"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -244,13 +253,4 @@ func forgeWithKey(t *testing.T, ts *testSTS, keyDir, kid string) string {
 	}
 	t.Fatalf("no key %s in %s", kid, keyDir)
 	return ""
-}
-
-func headerKid(t *testing.T, tok string) string {
-	t.Helper()
-	jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.ES256})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return jws.Signatures[0].Header.KeyID
 }

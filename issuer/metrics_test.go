@@ -1,4 +1,4 @@
-package issuer_test
+package issuer
 
 import (
 	"fmt"
@@ -9,6 +9,8 @@ import (
 	"testing"
 )
 
+// metricValue returns the value of the sample named exactly series (name with
+// labels, as the text exposition writes it) in the /metrics text.
 func metricValue(t *testing.T, text, series string) (float64, bool) {
 	t.Helper()
 	for line := range strings.SplitSeq(text, "\n") {

@@ -79,34 +79,8 @@ func parseTokenRequest(body string) (*tokenRequest, *oauthError) {
 		ClientAssertionType: form.Get("client_assertion_type"),
 		ClientAssertion:     form.Get("client_assertion"),
 	}
-	switch req.GrantType {
-	case "":
-		return nil, badRequest(codeInvalidRequest, "grant_type is required")
-	case GrantTypeTokenExchange:
-	default:
-		return nil, badRequest(codeUnsupportedGrantType, "grant_type must be "+GrantTypeTokenExchange)
-	}
-	if req.SubjectToken == "" {
-		return nil, badRequest(codeInvalidRequest, "subject_token is required")
-	}
-	if req.SubjectTokenType == "" {
-		return nil, badRequest(codeInvalidRequest, "subject_token_type is required")
-	}
-	if !slices.Contains(subjectTokenTypes, req.SubjectTokenType) {
-		return nil, badRequest(codeInvalidRequest, "subject_token_type is not supported")
-	}
-	if (req.ActorToken == "") != (req.ActorTokenType == "") {
-		return nil, badRequest(codeInvalidRequest, "actor_token and actor_token_type must be sent together")
-	}
-	if req.ActorTokenType != "" && !slices.Contains(subjectTokenTypes, req.ActorTokenType) {
-		return nil, badRequest(codeInvalidRequest, "actor_token_type is not supported")
-	}
-	switch req.RequestedTokenType {
-	case "":
-		req.RequestedTokenType = TypeAccessToken
-	case TypeAccessToken, TypeJWT:
-	default:
-		return nil, badRequest(codeInvalidRequest, "requested_token_type is not supported")
+	if e := req.checkTypes(); e != nil {
+		return nil, e
 	}
 	if len(req.ClientID) > maxClientID || !printable(req.ClientID) {
 		return nil, badRequest(codeInvalidRequest, "client_id is malformed")
@@ -116,18 +90,8 @@ func parseTokenRequest(body string) (*tokenRequest, *oauthError) {
 	}
 	req.Audiences = form["audience"]
 	req.Resources = form["resource"]
-	if len(req.Audiences)+len(req.Resources) > maxTargets {
-		return nil, badRequest(codeInvalidTarget, "too many audience and resource values")
-	}
-	for _, a := range req.Audiences {
-		if a == "" || len(a) > maxTargetLength || !printable(a) {
-			return nil, badRequest(codeInvalidTarget, "an audience value is malformed")
-		}
-	}
-	for _, r := range req.Resources {
-		if !validResource(r) {
-			return nil, badRequest(codeInvalidTarget, "a resource must be an absolute URI without a fragment")
-		}
+	if e := checkTargets(req.Audiences, req.Resources); e != nil {
+		return nil, e
 	}
 	if s, ok := form["scope"]; ok {
 		scopes, e := parseScope(s[0])
@@ -137,6 +101,59 @@ func parseTokenRequest(body string) (*tokenRequest, *oauthError) {
 		req.Scopes = scopes
 	}
 	return req, nil
+}
+
+// checkTypes checks the grant type, the tokens and their types, and defaults
+// the requested token type.
+func (req *tokenRequest) checkTypes() *oauthError {
+	switch req.GrantType {
+	case "":
+		return badRequest(codeInvalidRequest, "grant_type is required")
+	case GrantTypeTokenExchange:
+	default:
+		return badRequest(codeUnsupportedGrantType, "grant_type must be "+GrantTypeTokenExchange)
+	}
+	if req.SubjectToken == "" {
+		return badRequest(codeInvalidRequest, "subject_token is required")
+	}
+	if req.SubjectTokenType == "" {
+		return badRequest(codeInvalidRequest, "subject_token_type is required")
+	}
+	if !slices.Contains(subjectTokenTypes, req.SubjectTokenType) {
+		return badRequest(codeInvalidRequest, "subject_token_type is not supported")
+	}
+	if (req.ActorToken == "") != (req.ActorTokenType == "") {
+		return badRequest(codeInvalidRequest, "actor_token and actor_token_type must be sent together")
+	}
+	if req.ActorTokenType != "" && !slices.Contains(subjectTokenTypes, req.ActorTokenType) {
+		return badRequest(codeInvalidRequest, "actor_token_type is not supported")
+	}
+	switch req.RequestedTokenType {
+	case "":
+		req.RequestedTokenType = TypeAccessToken
+	case TypeAccessToken, TypeJWT:
+	default:
+		return badRequest(codeInvalidRequest, "requested_token_type is not supported")
+	}
+	return nil
+}
+
+// checkTargets checks the audience and resource values (RFC 8693 §2.1, RFC 8707).
+func checkTargets(audiences, resources []string) *oauthError {
+	if len(audiences)+len(resources) > maxTargets {
+		return badRequest(codeInvalidTarget, "too many audience and resource values")
+	}
+	for _, a := range audiences {
+		if a == "" || len(a) > maxTargetLength || !printable(a) {
+			return badRequest(codeInvalidTarget, "an audience value is malformed")
+		}
+	}
+	for _, r := range resources {
+		if !validResource(r) {
+			return badRequest(codeInvalidTarget, "a resource must be an absolute URI without a fragment")
+		}
+	}
+	return nil
 }
 
 // parseScope splits a space-delimited scope (RFC 6749 §3.3) into distinct tokens.

@@ -1,4 +1,4 @@
-package issuer_test
+package issuer
 
 import (
 	"context"
@@ -19,11 +19,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/safeconduct/safeconduct/config"
 	"github.com/safeconduct/safeconduct/internal/stsclient"
 	"github.com/safeconduct/safeconduct/internal/testissuer"
 	"github.com/safeconduct/safeconduct/internal/testproc"
-	"github.com/safeconduct/safeconduct/issuer"
+	"github.com/safeconduct/safeconduct/policy"
 	"github.com/safeconduct/safeconduct/revocation"
 )
 
@@ -55,8 +54,10 @@ const testPolicy = `rules:
     subjects: ["system:serviceaccount:payments:blocked"]
 `
 
+// testSTS is an in-process STS on a real TLS listener, wired from a real config
+// file by New, with a JWKS-file upstream (a) and a served discovery upstream (b).
 type testSTS struct {
-	srv    *issuer.Server
+	srv    *Server
 	url    string
 	client *http.Client
 	a, b   *testissuer.Issuer
@@ -65,6 +66,7 @@ type testSTS struct {
 	hs     *httptest.Server
 }
 
+// withClientCert returns a client of the STS that presents cert.
 func (ts *testSTS) withClientCert(cert tls.Certificate) *http.Client {
 	tr := ts.hs.Client().Transport.(*http.Transport).Clone()
 	tr.TLSClientConfig.Certificates = []tls.Certificate{cert}
@@ -135,16 +137,9 @@ signing: {algorithm: %s, key_dir: keys}
 	for name, data := range o.files {
 		write(name, data)
 	}
-	cfg, err := config.LoadConfig(filepath.Join(ts.dir, "sts.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	ts.audit = &testproc.Buffer{}
-	ts.srv, err = config.Build(context.Background(), cfg, config.Options{
-		Logger:         slog.New(slog.NewJSONHandler(io.Discard, nil)),
-		AuditLogger:    slog.New(slog.NewJSONHandler(ts.audit, nil)),
-		UpstreamClient: ts.b.Client(),
-	})
+	ts.srv, err = buildFromConfig(filepath.Join(ts.dir, "sts.yaml"), slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		slog.New(slog.NewJSONHandler(ts.audit, nil)), ts.b.Client())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +149,7 @@ signing: {algorithm: %s, key_dir: keys}
 	if o.clientCert {
 		hs.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
 		hs.Config.ConnContext = func(c context.Context, _ net.Conn) context.Context {
-			return context.WithValue(c, issuer.ConnKey{}, &issuer.ConnIdentity{})
+			return context.WithValue(c, connKey{}, &connIdentity{})
 		}
 	}
 	hs.StartTLS()
@@ -169,9 +164,9 @@ signing: {algorithm: %s, key_dir: keys}
 
 func (ts *testSTS) form(subject string) url.Values {
 	return url.Values{
-		"grant_type":         {issuer.GrantTypeTokenExchange},
+		"grant_type":         {GrantTypeTokenExchange},
 		"subject_token":      {subject},
-		"subject_token_type": {issuer.TypeJWT},
+		"subject_token_type": {TypeJWT},
 		"audience":           {ledger},
 		"scope":              {"ledger.read"},
 	}
@@ -243,7 +238,7 @@ func TestExchangeMintsVerifiableToken(t *testing.T) {
 				t.Fatalf("Cache-Control %q", cc)
 			}
 			tok, _ := r.body["access_token"].(string)
-			if r.body["issued_token_type"] != issuer.TypeAccessToken || r.body["token_type"] != "Bearer" || r.body["scope"] != "ledger.read" {
+			if r.body["issued_token_type"] != TypeAccessToken || r.body["token_type"] != "Bearer" || r.body["scope"] != "ledger.read" {
 				t.Fatalf("response %v", r.body)
 			}
 			// Exactly as a downstream API: discovery + JWKS through go-oidc.
@@ -337,6 +332,9 @@ func TestExchangeTTL(t *testing.T) {
 	}
 }
 
+// TestExchangeRefusals: every refusal is RFC 6749 §5.2 JSON with no-store, the
+// right status and code, the same generic description for every bad subject token,
+// and never a token.
 func TestExchangeRefusals(t *testing.T) {
 	ts := startSTS(t, stsOptions{})
 	good := func() url.Values { return ts.form(ts.a.Token(t, payments)) }
@@ -369,42 +367,42 @@ func TestExchangeRefusals(t *testing.T) {
 			c["exp"] = time.Now().Add(-time.Hour).Unix()
 			c["iat"] = time.Now().Add(-2 * time.Hour).Unix()
 			c["nbf"] = c["iat"]
-		})), 400, issuer.CodeInvalidRequest},
-		{"not yet valid", subj(ts.a.Token(t, payments, func(c map[string]any) { c["nbf"] = time.Now().Add(time.Hour).Unix() })), 400, issuer.CodeInvalidRequest},
-		{"iat in future", subj(ts.a.Token(t, payments, func(c map[string]any) { c["iat"] = time.Now().Add(time.Hour).Unix() })), 400, issuer.CodeInvalidRequest},
-		{"wrong audience", subj(ts.a.Token(t, payments, func(c map[string]any) { c["aud"] = []string{"not-sts"} })), 400, issuer.CodeInvalidRequest},
-		{"no audience", subj(ts.a.Token(t, payments, func(c map[string]any) { delete(c, "aud") })), 400, issuer.CodeInvalidRequest},
-		{"unknown issuer", subj(ts.a.Token(t, payments, func(c map[string]any) { c["iss"] = "https://unknown.example" })), 400, issuer.CodeInvalidRequest},
-		{"issuer mix-up", subj(ts.a.Token(t, payments, func(c map[string]any) { c["iss"] = ts.b.URL })), 400, issuer.CodeInvalidRequest},
-		{"forged by unknown key", subj(attacker.Token(t, payments)), 400, issuer.CodeInvalidRequest},
-		{"alg none", subj(noneToken("none")), 400, issuer.CodeInvalidRequest},
-		{"alg NoNe", subj(noneToken("NoNe")), 400, issuer.CodeInvalidRequest},
-		{"HS256 with public key", subj(hsToken()), 400, issuer.CodeInvalidRequest},
-		{"tampered payload", subj(tampered()), 400, issuer.CodeInvalidRequest},
-		{"oversized token", subj(strings.Repeat("a", 20000) + ".b.c"), 400, issuer.CodeInvalidRequest},
-		{"not a JWT", subj("opaque-token"), 400, issuer.CodeInvalidRequest},
-		{"outside policy", subj(ts.a.Token(t, outsider)), 400, issuer.CodeInvalidRequest},
-		{"deny rule", subj(ts.a.Token(t, blocked)), 400, issuer.CodeInvalidRequest},
-		{"audience refused", func() url.Values { f := good(); f.Set("audience", "https://evil.example"); return f }(), 400, issuer.CodeInvalidTarget},
-		{"one of two audiences refused", func() url.Values { f := good(); f.Add("audience", "https://admin.internal"); return f }(), 400, issuer.CodeInvalidTarget},
-		{"resource refused", func() url.Values { f := good(); f.Set("resource", "https://admin.internal/x"); return f }(), 400, issuer.CodeInvalidTarget},
-		{"no target", func() url.Values { f := good(); f.Del("audience"); return f }(), 400, issuer.CodeInvalidTarget},
-		{"scope refused", func() url.Values { f := good(); f.Set("scope", "ledger.read ledger.admin"); return f }(), 400, issuer.CodeInvalidScope},
+		})), 400, codeInvalidRequest},
+		{"not yet valid", subj(ts.a.Token(t, payments, func(c map[string]any) { c["nbf"] = time.Now().Add(time.Hour).Unix() })), 400, codeInvalidRequest},
+		{"iat in future", subj(ts.a.Token(t, payments, func(c map[string]any) { c["iat"] = time.Now().Add(time.Hour).Unix() })), 400, codeInvalidRequest},
+		{"wrong audience", subj(ts.a.Token(t, payments, func(c map[string]any) { c["aud"] = []string{"not-sts"} })), 400, codeInvalidRequest},
+		{"no audience", subj(ts.a.Token(t, payments, func(c map[string]any) { delete(c, "aud") })), 400, codeInvalidRequest},
+		{"unknown issuer", subj(ts.a.Token(t, payments, func(c map[string]any) { c["iss"] = "https://unknown.example" })), 400, codeInvalidRequest},
+		{"issuer mix-up", subj(ts.a.Token(t, payments, func(c map[string]any) { c["iss"] = ts.b.URL })), 400, codeInvalidRequest},
+		{"forged by unknown key", subj(attacker.Token(t, payments)), 400, codeInvalidRequest},
+		{"alg none", subj(noneToken("none")), 400, codeInvalidRequest},
+		{"alg NoNe", subj(noneToken("NoNe")), 400, codeInvalidRequest},
+		{"HS256 with public key", subj(hsToken()), 400, codeInvalidRequest},
+		{"tampered payload", subj(tampered()), 400, codeInvalidRequest},
+		{"oversized token", subj(strings.Repeat("a", 20000) + ".b.c"), 400, codeInvalidRequest},
+		{"not a JWT", subj("opaque-token"), 400, codeInvalidRequest},
+		{"outside policy", subj(ts.a.Token(t, outsider)), 400, codeInvalidRequest},
+		{"deny rule", subj(ts.a.Token(t, blocked)), 400, codeInvalidRequest},
+		{"audience refused", func() url.Values { f := good(); f.Set("audience", "https://evil.example"); return f }(), 400, codeInvalidTarget},
+		{"one of two audiences refused", func() url.Values { f := good(); f.Add("audience", "https://admin.internal"); return f }(), 400, codeInvalidTarget},
+		{"resource refused", func() url.Values { f := good(); f.Set("resource", "https://admin.internal/x"); return f }(), 400, codeInvalidTarget},
+		{"no target", func() url.Values { f := good(); f.Del("audience"); return f }(), 400, codeInvalidTarget},
+		{"scope refused", func() url.Values { f := good(); f.Set("scope", "ledger.read ledger.admin"); return f }(), 400, codeInvalidScope},
 		{"actor token", func() url.Values {
 			f := good()
 			f.Set("actor_token", ts.a.Token(t, "system:serviceaccount:payments:actor"))
-			f.Set("actor_token_type", issuer.TypeJWT)
+			f.Set("actor_token_type", TypeJWT)
 			return f
-		}(), 400, issuer.CodeInvalidRequest},
-		{"unsupported grant", func() url.Values { f := good(); f.Set("grant_type", "password"); return f }(), 400, issuer.CodeUnsupportedGrantType},
-		{"client secret", func() url.Values { f := good(); f.Set("client_id", "c"); f.Set("client_secret", "s"); return f }(), 401, issuer.CodeInvalidClient},
+		}(), 400, codeInvalidRequest},
+		{"unsupported grant", func() url.Values { f := good(); f.Set("grant_type", "password"); return f }(), 400, codeUnsupportedGrantType},
+		{"client secret", func() url.Values { f := good(); f.Set("client_id", "c"); f.Set("client_secret", "s"); return f }(), 401, codeInvalidClient},
 	}
 	var subjectDescriptions []string
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := ts.post(t, tc.form)
 			assertRefused(t, r, tc.status, tc.code)
-			if tc.code == issuer.CodeInvalidRequest && tc.name != "actor token" {
+			if tc.code == codeInvalidRequest && tc.name != "actor token" {
 				subjectDescriptions = append(subjectDescriptions, r.body["error_description"].(string))
 			}
 		})
@@ -438,14 +436,14 @@ func TestTokenEndpointHTTP(t *testing.T) {
 		status int
 		code   string
 	}{
-		{"GET", http.MethodGet, "/token?" + body, "", "", nil, 405, issuer.CodeInvalidRequest},
-		{"PUT", http.MethodPut, "/token", "application/x-www-form-urlencoded", body, nil, 405, issuer.CodeInvalidRequest},
-		{"JSON body", http.MethodPost, "/token", "application/json", `{"grant_type":"x"}`, nil, 400, issuer.CodeInvalidRequest},
-		{"no content type", http.MethodPost, "/token", "", body, nil, 400, issuer.CodeInvalidRequest},
-		{"query parameters", http.MethodPost, "/token?subject_token=x", "application/x-www-form-urlencoded", body, nil, 400, issuer.CodeInvalidRequest},
-		{"body too large", http.MethodPost, "/token", "application/x-www-form-urlencoded", body + "&pad=" + strings.Repeat("a", issuer.MaxBodyBytes), nil, 413, issuer.CodeInvalidRequest},
-		{"basic auth", http.MethodPost, "/token", "application/x-www-form-urlencoded", body, func(r *http.Request) { r.SetBasicAuth("c", "s") }, 401, issuer.CodeInvalidClient},
-		{"two auth methods", http.MethodPost, "/token", "application/x-www-form-urlencoded", body + "&client_secret=s", func(r *http.Request) { r.SetBasicAuth("c", "s") }, 400, issuer.CodeInvalidRequest},
+		{"GET", http.MethodGet, "/token?" + body, "", "", nil, 405, codeInvalidRequest},
+		{"PUT", http.MethodPut, "/token", "application/x-www-form-urlencoded", body, nil, 405, codeInvalidRequest},
+		{"JSON body", http.MethodPost, "/token", "application/json", `{"grant_type":"x"}`, nil, 400, codeInvalidRequest},
+		{"no content type", http.MethodPost, "/token", "", body, nil, 400, codeInvalidRequest},
+		{"query parameters", http.MethodPost, "/token?subject_token=x", "application/x-www-form-urlencoded", body, nil, 400, codeInvalidRequest},
+		{"body too large", http.MethodPost, "/token", "application/x-www-form-urlencoded", body + "&pad=" + strings.Repeat("a", maxBodyBytes), nil, 413, codeInvalidRequest},
+		{"basic auth", http.MethodPost, "/token", "application/x-www-form-urlencoded", body, func(r *http.Request) { r.SetBasicAuth("c", "s") }, 401, codeInvalidClient},
+		{"two auth methods", http.MethodPost, "/token", "application/x-www-form-urlencoded", body + "&client_secret=s", func(r *http.Request) { r.SetBasicAuth("c", "s") }, 400, codeInvalidRequest},
 		{"charset param ok", http.MethodPost, "/token", "application/x-www-form-urlencoded; charset=UTF-8", body, nil, 200, ""},
 	}
 	for _, tc := range cases {
@@ -489,17 +487,17 @@ func assertRefused(t *testing.T, r *reply, status int, code string) {
 
 func TestDiscoveryAndJWKS(t *testing.T) {
 	ts := startSTS(t, stsOptions{})
-	for _, path := range []string{issuer.PathOpenID, issuer.PathOAuthMeta} {
+	for _, path := range []string{PathOpenID, PathOAuthMeta} {
 		r := ts.do(t, http.MethodGet, path, "", "", nil)
 		if r.status != 200 || r.body["issuer"] != ts.url || r.body["token_endpoint"] != ts.url+"/token" || r.body["jwks_uri"] != ts.url+"/jwks" {
 			t.Fatalf("%s: %d %v", path, r.status, r.body)
 		}
-		if !slices.Contains(toStrings(r.body["grant_types_supported"]), issuer.GrantTypeTokenExchange) ||
+		if !slices.Contains(toStrings(r.body["grant_types_supported"]), GrantTypeTokenExchange) ||
 			!slices.Equal(toStrings(r.body["id_token_signing_alg_values_supported"]), []string{"ES256"}) {
 			t.Fatalf("%s: %v", path, r.body)
 		}
 	}
-	r := ts.do(t, http.MethodGet, issuer.PathJWKS, "", "", nil)
+	r := ts.do(t, http.MethodGet, PathJWKS, "", "", nil)
 	keys, _ := r.body["keys"].([]any)
 	if r.status != 200 || len(keys) != 1 || !strings.Contains(r.header.Get("Cache-Control"), "max-age") {
 		t.Fatalf("jwks %d %v", r.status, r.body)
@@ -508,7 +506,7 @@ func TestDiscoveryAndJWKS(t *testing.T) {
 	if k["kid"] != ts.srv.ActiveKeyID() || k["use"] != "sig" || k["alg"] != "ES256" || k["d"] != nil {
 		t.Fatalf("jwk %v", k)
 	}
-	if r := ts.do(t, http.MethodPost, issuer.PathJWKS, "", "", nil); r.status != 405 {
+	if r := ts.do(t, http.MethodPost, PathJWKS, "", "", nil); r.status != 405 {
 		t.Fatalf("POST jwks: %d", r.status)
 	}
 }
@@ -536,6 +534,8 @@ func TestHealthReadyMetrics(t *testing.T) {
 	}
 }
 
+// TestKeysPersistAcrossRestart: the key created in an empty key_dir is reused by the
+// next start (same kid), and stored 0600.
 func TestKeysPersistAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
 	first := startSTS(t, stsOptions{dir: dir})
@@ -555,15 +555,17 @@ func TestKeysPersistAcrossRestart(t *testing.T) {
 	}
 }
 
+// TestRevocationStoreConsulted: a blocked workload gets nothing; the same subject
+// from another upstream is not blocked.
 func TestRevocationStoreConsulted(t *testing.T) {
 	dir := t.TempDir()
 	ts := startSTS(t, stsOptions{dir: dir})
 	ctx := context.Background()
 	sel := revocation.MustParseSelector("upstream=cluster-a,sub=" + payments)
-	if _, err := ts.srv.RevocationStore().Create(ctx, revocation.Entry{Kind: revocation.KindBlock, Selector: sel.String(), Reason: "incident 42", Actor: "test"}); err != nil {
+	if _, err := ts.srv.store.Create(ctx, revocation.Entry{Kind: revocation.KindBlock, Selector: sel.String(), Reason: "incident 42", Actor: "test"}); err != nil {
 		t.Fatal(err)
 	}
-	assertRefused(t, ts.post(t, ts.form(ts.a.Token(t, payments))), 400, issuer.CodeInvalidRequest)
+	assertRefused(t, ts.post(t, ts.form(ts.a.Token(t, payments))), 400, codeInvalidRequest)
 	if !strings.Contains(ts.audit.String(), "incident 42") {
 		t.Fatal("audit event lacks the block reason")
 	}
@@ -573,6 +575,8 @@ func TestRevocationStoreConsulted(t *testing.T) {
 	}
 }
 
+// TestRevocationStoreDownFailsClosed: with Redis unreachable, the exchange answers
+// 503 with Retry-After, mints nothing, and /readyz fails.
 func TestRevocationStoreDownFailsClosed(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -583,7 +587,7 @@ func TestRevocationStoreDownFailsClosed(t *testing.T) {
 	ts := startSTS(t, stsOptions{revocation: fmt.Sprintf("revocation:\n  backend: redis\n  redis: {addrs: [%q]}\n", addr)})
 	start := time.Now()
 	r := ts.post(t, ts.form(ts.a.Token(t, payments)))
-	if r.status != 503 || r.body["error"] != issuer.CodeTemporarilyUnavailable || r.header.Get("Retry-After") == "" || r.body["access_token"] != nil {
+	if r.status != 503 || r.body["error"] != codeTemporarilyUnavailable || r.header.Get("Retry-After") == "" || r.body["access_token"] != nil {
 		t.Fatalf("store down: %d %v %v", r.status, r.header, r.raw)
 	}
 	if d := time.Since(start); d > 3*time.Second {
@@ -604,8 +608,7 @@ func TestSetPolicySwaps(t *testing.T) {
 	if err := os.WriteFile(p, []byte(strings.Replace(testPolicy, "payments:*", "*", 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := &config.Config{PolicyFiles: []string{p}, Upstreams: []config.UpstreamConfig{{Name: "cluster-a"}, {Name: "cluster-b"}}}
-	pol, err := config.PolicySource(cfg).Load()
+	pol, err := policy.Load(p)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package issuer_test
+package issuer
 
 import (
 	"crypto/sha256"
@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/safeconduct/safeconduct/internal/testspiffe"
-	"github.com/safeconduct/safeconduct/issuer"
 )
 
 const spiffePolicy = `rules:
@@ -32,6 +31,8 @@ const spiffePolicy = `rules:
     require_sender_constraint: true
 `
 
+// startSPIFFESTS runs the STS with a spiffe upstream for prod.example (bundle
+// file), requesting client certificates.
 func startSPIFFESTS(t *testing.T) (*testSTS, *testspiffe.TrustDomain) {
 	t.Helper()
 	td := testspiffe.New(t, "prod.example")
@@ -57,7 +58,7 @@ func startSPIFFESTS(t *testing.T) (*testSTS, *testspiffe.TrustDomain) {
 
 func spiffeForm(subject, subjectType, audience string) url.Values {
 	return url.Values{
-		"grant_type":         {issuer.GrantTypeTokenExchange},
+		"grant_type":         {GrantTypeTokenExchange},
 		"subject_token":      {subject},
 		"subject_token_type": {subjectType},
 		"audience":           {audience},
@@ -67,7 +68,7 @@ func spiffeForm(subject, subjectType, audience string) url.Values {
 func TestSPIFFEJWTSVIDExchange(t *testing.T) {
 	ts, td := startSPIFFESTS(t)
 	id := "spiffe://prod.example/ns/payments/sa/api"
-	r := ts.post(t, spiffeForm(td.JWTSVID(t, id, "sts"), issuer.TypeJWT, ledger))
+	r := ts.post(t, spiffeForm(td.JWTSVID(t, id, "sts"), TypeJWT, ledger))
 	if r.status != 200 {
 		t.Fatalf("%d %s", r.status, r.raw)
 	}
@@ -89,7 +90,7 @@ func TestSPIFFEJWTSVIDExchange(t *testing.T) {
 		"malformed SPIFFE ID":        td.JWTSVID(t, "spiffe://Prod.Example/ns/payments/sa/api", "sts"),
 	} {
 		t.Run(name, func(t *testing.T) {
-			assertRefused(t, ts.post(t, spiffeForm(tok, issuer.TypeJWT, ledger)), 400, issuer.CodeInvalidRequest)
+			assertRefused(t, ts.post(t, spiffeForm(tok, TypeJWT, ledger)), 400, codeInvalidRequest)
 		})
 	}
 }
@@ -108,7 +109,7 @@ func TestSPIFFEMTLS(t *testing.T) {
 	}
 
 	// (b) the SVID as the subject identity; (a) it also authenticates the client.
-	r := post(mtls, spiffeForm(id, issuer.TypeX509SVID, ledger))
+	r := post(mtls, spiffeForm(id, TypeX509SVID, ledger))
 	if r.status != 200 {
 		t.Fatalf("%d %s", r.status, r.raw)
 	}
@@ -117,7 +118,7 @@ func TestSPIFFEMTLS(t *testing.T) {
 		t.Fatalf("claims %v", c)
 	}
 	// (c) a rule requiring sender constraint binds the token to the certificate.
-	r = post(mtls, spiffeForm(id, issuer.TypeX509SVID, "https://vault.internal"))
+	r = post(mtls, spiffeForm(id, TypeX509SVID, "https://vault.internal"))
 	if r.status != 200 {
 		t.Fatalf("%d %s", r.status, r.raw)
 	}
@@ -127,26 +128,26 @@ func TestSPIFFEMTLS(t *testing.T) {
 		t.Fatalf("cnf %v", c["cnf"])
 	}
 	// The same rule refuses a request without mTLS (a JWT-SVID over plain TLS).
-	assertRefused(t, ts.post(t, spiffeForm(td.JWTSVID(t, id, "sts"), issuer.TypeJWT, "https://vault.internal")), 400, issuer.CodeInvalidRequest)
+	assertRefused(t, ts.post(t, spiffeForm(td.JWTSVID(t, id, "sts"), TypeJWT, "https://vault.internal")), 400, codeInvalidRequest)
 	// A JWT-SVID subject over mTLS: the client is authenticated as the SVID.
-	r = post(mtls, spiffeForm(td.JWTSVID(t, "spiffe://prod.example/ns/payments/sa/batch", "sts"), issuer.TypeJWT, ledger))
+	r = post(mtls, spiffeForm(td.JWTSVID(t, "spiffe://prod.example/ns/payments/sa/batch", "sts"), TypeJWT, ledger))
 	if r.status != 200 || decodeSegment(t, r.body["access_token"].(string), 1)["client_id"] != id {
 		t.Fatalf("%d %s", r.status, r.raw)
 	}
 
 	// The x509-svid subject type needs a certificate, and must name it.
-	assertRefused(t, ts.post(t, spiffeForm(id, issuer.TypeX509SVID, ledger)), 400, issuer.CodeInvalidRequest)
-	assertRefused(t, post(mtls, spiffeForm("spiffe://prod.example/ns/payments/sa/other", issuer.TypeX509SVID, ledger)), 400, issuer.CodeInvalidRequest)
+	assertRefused(t, ts.post(t, spiffeForm(id, TypeX509SVID, ledger)), 400, codeInvalidRequest)
+	assertRefused(t, post(mtls, spiffeForm("spiffe://prod.example/ns/payments/sa/other", TypeX509SVID, ledger)), 400, codeInvalidRequest)
 
 	// A certificate from an untrusted CA, or with two URI SANs, is 401 invalid_client.
 	other := testspiffe.New(t, "prod.example") // same name, different CA
-	r = post(ts.withClientCert(other.TLSCertificate(t, id)), spiffeForm(id, issuer.TypeX509SVID, ledger))
-	assertRefused(t, r, 401, issuer.CodeInvalidClient)
+	r = post(ts.withClientCert(other.TLSCertificate(t, id)), spiffeForm(id, TypeX509SVID, ledger))
+	assertRefused(t, r, 401, codeInvalidClient)
 	if !strings.Contains(r.header.Get("WWW-Authenticate"), "invalid_client") {
 		t.Fatal("no WWW-Authenticate")
 	}
 	// mTLS plus a client secret: two methods.
-	f := spiffeForm(id, issuer.TypeX509SVID, ledger)
+	f := spiffeForm(id, TypeX509SVID, ledger)
 	f.Set("client_secret", "x")
-	assertRefused(t, post(mtls, f), 400, issuer.CodeInvalidRequest)
+	assertRefused(t, post(mtls, f), 400, codeInvalidRequest)
 }

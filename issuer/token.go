@@ -6,13 +6,9 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"mime"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,12 +17,13 @@ import (
 
 	"github.com/safeconduct/safeconduct/attest"
 	"github.com/safeconduct/safeconduct/policy"
-	"github.com/safeconduct/safeconduct/revocation"
 )
 
-// handleToken is POST /token. It owns the order of the exchange so that no token
-// type can skip a step: parse -> authenticate client -> attest subject (and actor)
-// -> policy -> revocation -> mint -> audit -> respond.
+// handleToken is POST /token: the pipeline driver. exchange runs the phases in
+// their one order (parse -> authenticate client -> attest subject and actor ->
+// policy -> one-time claims, revocation and binding -> mint) so that no token
+// type can skip a step; then come the response and the record of the exchange,
+// whose audit reason is the refusal's cause (exchangeState.event).
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -34,19 +31,15 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := s.now()
-	ev := &exchangeEvent{}
-	resp, oerr := s.exchange(r, ev)
-	if oerr != nil {
-		ev.outcome = "refused"
-		ev.code = oerr.Code
-		writeError(w, oerr)
+	x := &exchangeState{r: r}
+	ref := s.exchange(r.Context(), x)
+	if ref != nil {
+		writeError(w, ref.oauth)
 	} else {
-		ev.outcome = "issued"
-		writeTokenResponse(w, resp)
+		writeTokenResponse(w, &x.response)
 	}
-	s.metrics.observeExchange(ev.outcome, ev.code, s.now().Sub(start))
-	s.traceExchange(r.Context(), ev)
-	s.audit(r.Context(), ev)
+	ev := x.event(ref)
+	s.record(r.Context(), &ev, s.now().Sub(start))
 }
 
 // tokenResponse is the RFC 8693 §2.2.1 success body.
@@ -55,272 +48,6 @@ type tokenResponse struct {
 	IssuedTokenType string
 	ExpiresIn       int64
 	Scope           string
-}
-
-func (s *Server) exchange(r *http.Request, ev *exchangeEvent) (*tokenResponse, *oauthError) {
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/x-www-form-urlencoded" {
-		return nil, badRequest(codeInvalidRequest, "the body must be application/x-www-form-urlencoded")
-	}
-	if r.URL.RawQuery != "" {
-		return nil, badRequest(codeInvalidRequest, "parameters must be sent in the body, not the URL")
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBodyBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, &oauthError{Code: codeInvalidRequest, Description: "the request body is too large", Status: http.StatusRequestEntityTooLarge}
-		}
-		return nil, badRequest(codeInvalidRequest, "the request body could not be read")
-	}
-	req, oerr := parseTokenRequest(string(body))
-	if oerr != nil {
-		ev.reason = oerr.Description
-		return nil, oerr
-	}
-	ev.subjectTokenSHA = tokenHash(req.SubjectToken)
-	ev.audiences = slices.Concat(req.Audiences, req.Resources)
-
-	// Client authentication: an X.509-SVID presented over mTLS, a private_key_jwt
-	// assertion of a registered client, or none (public clients; policy rules with
-	// clients refuse them). There are no client secrets: a client that tries one
-	// is told so instead of being silently trusted.
-	ctx := r.Context()
-	_, _, basic := r.BasicAuth()
-	mtls, cerr := s.clientIdentity(ctx, r)
-	methods := 0
-	for _, used := range []bool{basic, req.ClientSecret, mtls != nil || cerr != nil, req.ClientAssertion != ""} {
-		if used {
-			methods++
-		}
-	}
-	if methods > 1 {
-		ev.reason = "two client authentication methods in one request"
-		return nil, badRequest(codeInvalidRequest, "use exactly one client authentication method")
-	}
-	if cerr != nil {
-		ev.reason = "client certificate: " + cerr.Error()
-		if errors.Is(cerr, attest.ErrUnavailable) {
-			return nil, errUnavailable
-		}
-		return nil, &oauthError{Code: codeInvalidClient, Description: "the client certificate is not a valid X.509-SVID of a trusted trust domain", Status: http.StatusUnauthorized}
-	}
-	if basic || req.ClientSecret {
-		ev.reason = "client secret sent; clients authenticate with mTLS or private_key_jwt"
-		return nil, &oauthError{Code: codeInvalidClient, Description: "client secrets are not supported: use mTLS or private_key_jwt", Status: http.StatusUnauthorized}
-	}
-	client := mtls
-	if mtls != nil {
-		ev.clientAuth = "tls_client_auth"
-	}
-	if req.ClientAssertion != "" {
-		c, err := s.authenticateAssertion(ctx, req)
-		if err != nil {
-			ev.reason = "client authentication: " + err.Error()
-			if errors.Is(err, attest.ErrUnavailable) {
-				return nil, errUnavailable
-			}
-			return nil, errClientAuth
-		}
-		client, ev.clientAuth = c, "private_key_jwt"
-	}
-	ev.client = client
-	if client != nil {
-		if oerr := s.limits.allowClient(client.ID); oerr != nil {
-			ev.reason = "rate limited: per client"
-			return nil, oerr
-		}
-	}
-	sst := s.traceStep(ctx, spanAttestSubject)
-	wl, err := s.attestToken(ctx, mtls, req.SubjectToken, req.SubjectTokenType)
-	sst.attested(wl, err)
-	if err != nil {
-		ev.reason = "subject_token: " + err.Error()
-		if errors.Is(err, attest.ErrUnavailable) {
-			return nil, errUnavailable
-		}
-		return nil, errSubjectRejected
-	}
-	ev.workload = wl
-	if oerr := s.limits.allowWorkload(wl.Upstream, wl.ID); oerr != nil {
-		ev.reason = "rate limited: per workload"
-		return nil, oerr
-	}
-	chain, err := wl.ActChain()
-	if err != nil {
-		ev.reason = "subject_token: " + err.Error()
-		return nil, errSubjectRejected
-	}
-	var actor *attest.Workload
-	depth := 0
-	notAfter := wl.Expiry
-	if req.ActorToken != "" {
-		ast := s.traceStep(ctx, spanAttestActor)
-		if actor, err = s.attestToken(ctx, mtls, req.ActorToken, req.ActorTokenType); err != nil {
-			ast.attested(nil, err)
-			ev.reason = "actor_token: " + err.Error()
-			if errors.Is(err, attest.ErrUnavailable) {
-				return nil, errUnavailable
-			}
-			return nil, errActorRejected
-		}
-		ast.attested(actor, nil)
-		ev.actor = actor
-		depth = 1 + len(chain)
-		if actor.Expiry.Before(notAfter) {
-			notAfter = actor.Expiry
-		}
-	} else if len(chain) > 0 {
-		// A delegated token names its actors; whoever presents it again must say who
-		// they are, so the chain grows instead of being laundered into direct access.
-		ev.reason = "subject_token carries act but no actor_token was sent"
-		return nil, badRequest(codeInvalidRequest, "a delegated subject_token must be exchanged with an actor_token")
-	}
-
-	now := s.now()
-	pst := s.traceStep(ctx, spanPolicy)
-	d := s.policy().Decide(policy.Request{
-		Workload:            wl,
-		Actor:               actor,
-		DelegationDepth:     depth,
-		Audiences:           req.Audiences,
-		Resources:           req.Resources,
-		Scopes:              req.Scopes,
-		RequestedTokenType:  req.RequestedTokenType,
-		ClientID:            clientID(client, req.ClientID),
-		ClientAuthenticated: client != nil,
-		SenderConstrained:   mtls != nil,
-		Now:                 now,
-	})
-	ev.rule, ev.reason, ev.audited = d.Rule, d.Reason, d.Audited
-	pst.decided(d.Rule, d.Outcome)
-	s.metrics.decisions.WithLabelValues(d.Rule, d.Outcome.String()).Inc()
-	for _, a := range d.Audited {
-		s.metrics.audited.WithLabelValues(a.Rule, a.Would).Inc()
-	}
-	switch d.Outcome {
-	case policy.Allow:
-	case policy.DenyTarget:
-		return nil, errTargetRefused
-	case policy.DenyScope:
-		return nil, errScopeRefused
-	case policy.DenyActor:
-		return nil, errActorRejected
-	case policy.DenyClient:
-		if client == nil {
-			return nil, errClientRequired
-		}
-		return nil, errSubjectRejected
-	case policy.DenyRequest:
-		s.log.ErrorContext(ctx, "policy refused an inconsistent request", slog.String("reason", d.Reason))
-		return nil, errServer
-	default: // no rule, explicit deny, sender constraint: indistinguishable from a bad token
-		return nil, errSubjectRejected
-	}
-
-	// A token of a one_time upstream is good for one exchange that policy allows.
-	if err := s.claimOneTime(ctx, wl, req.SubjectTokenType); err != nil {
-		ev.reason = "subject_token: " + err.Error()
-		if errors.Is(err, attest.ErrUnavailable) {
-			return nil, errUnavailable
-		}
-		return nil, errSubjectRejected
-	}
-	if actor != nil {
-		if err := s.claimOneTime(ctx, actor, req.ActorTokenType); err != nil {
-			ev.reason = "actor_token: " + err.Error()
-			if errors.Is(err, attest.ErrUnavailable) {
-				return nil, errUnavailable
-			}
-			return nil, errActorRejected
-		}
-	}
-
-	// One store round trip: blocks for this workload, the store's clock for iat (so
-	// that a concurrent revoke is ordered against this token), and the binding last
-	// recorded for this instance.
-	facts := revocation.Facts{
-		Subject:     wl.ID,
-		Upstream:    wl.Upstream,
-		TrustDomain: wl.Attributes["trust_domain"],
-		ClientID:    clientID(client, wl.ID),
-		Audiences:   d.Audiences,
-		Attributes:  wl.Attributes,
-	}
-	b, bound := s.bindings[wl.Upstream]
-	instance := ""
-	if bound {
-		facts.Binding = revocation.Fingerprint(wl.Attributes, b.names)
-		instance = instanceKey(wl, b)
-	}
-	rst := s.traceStep(ctx, spanAdmit)
-	adm, err := s.store.Admit(ctx, &facts, instance)
-	rst.admitted(err)
-	if err != nil {
-		if errors.Is(err, revocation.ErrBlocked) {
-			ev.reason = "revocation: " + err.Error()
-			return nil, errSubjectRejected
-		}
-		ev.reason = "revocation store: " + err.Error()
-		s.log.ErrorContext(ctx, "revocation store unavailable; refusing to issue", slog.String("error", err.Error()))
-		return nil, errUnavailable
-	}
-	if bound && adm.Binding != facts.Binding {
-		// The instance changed (or is new): revoke tokens bound to its old attributes
-		// before this one is minted under the new ones.
-		if _, err := s.bind(ctx, b, wl, "exchange"); err != nil {
-			ev.reason = "revocation store: " + err.Error()
-			return nil, errUnavailable
-		}
-	}
-
-	iat := now.Truncate(time.Second)
-	if t := adm.IssuedAt.Truncate(time.Second); !t.IsZero() && t.Before(iat) {
-		iat = t
-	}
-	exp, ok := s.expiry(iat, d.MaxTTL, notAfter)
-	if !ok {
-		ev.reason = "subject or actor token expires within a second"
-		return nil, errSubjectRejected
-	}
-	c := &claims{
-		Subject:    wl.ID,
-		Audience:   d.Audiences,
-		IssuedAt:   iat,
-		Expiry:     exp,
-		ID:         newTokenID(),
-		ClientID:   wl.ID,
-		Scopes:     d.Scopes,
-		Upstream:   wl.Upstream,
-		Attributes: copyAttributes(wl.Attributes, d.CopyAttributes),
-		Binding:    facts.Binding,
-	}
-	if actor != nil {
-		c.ClientID = actor.ID
-		c.Act = append([]attest.Actor{{Subject: actor.ID, Issuer: actor.Issuer}}, chain...)
-	}
-	if client != nil {
-		c.ClientID = client.ID // authenticated: it outranks what the tokens say
-	}
-	if d.RequireSenderConstraint {
-		// Policy allows this only for a request over mTLS (SenderConstrained), so
-		// the client certificate is there to bind to (RFC 8705 §3.1).
-		c.CertThumbprint = certThumbprint(r.TLS.PeerCertificates[0])
-	}
-	mst := s.traceStep(ctx, spanMint)
-	tok, err := s.minter.mint(c)
-	mst.minted(c.ID, err)
-	if err != nil {
-		ev.reason = "mint: " + err.Error()
-		s.log.ErrorContext(ctx, "signing failed", slog.String("error", err.Error()))
-		return nil, errUnavailable
-	}
-	ev.jti, ev.expiry, ev.scopes = c.ID, exp, d.Scopes
-	return &tokenResponse{
-		AccessToken:     tok,
-		IssuedTokenType: req.RequestedTokenType,
-		ExpiresIn:       exp.Unix() - iat.Unix(),
-		Scope:           strings.Join(d.Scopes, " "),
-	}, nil
 }
 
 // expiry is min(default TTL, rule max, config max) from iat, never after the subject

@@ -1,4 +1,4 @@
-package issuer_test
+package issuer
 
 import (
 	"cmp"
@@ -17,9 +17,10 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"github.com/safeconduct/safeconduct/internal/testotlp"
-	"github.com/safeconduct/safeconduct/issuer"
 )
 
+// tracingPolicy is testPolicy plus a delegation rule, so that the actor is traced
+// too.
 const tracingPolicy = testPolicy + `  - name: gateway-for-payments
     effect: allow
     upstreams: [cluster-a]
@@ -31,6 +32,8 @@ const tracingPolicy = testPolicy + `  - name: gateway-for-payments
         subjects: ["system:serviceaccount:gateway:*"]
 `
 
+// startTracedSTS starts the test STS with a tracing section (extra keys after
+// otlp_endpoint, 2-space indented) exporting to rcv.
 func startTracedSTS(t testing.TB, rcv *testotlp.Receiver, dir, extra string) *testSTS {
 	t.Helper()
 	return startSTS(t, stsOptions{
@@ -40,6 +43,7 @@ func startTracedSTS(t testing.TB, rcv *testotlp.Receiver, dir, extra string) *te
 	})
 }
 
+// flushTraces exports everything recorded so far (the graceful-shutdown path).
 func flushTraces(t *testing.T, ts *testSTS) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -49,6 +53,8 @@ func flushTraces(t *testing.T, ts *testSTS) {
 	}
 }
 
+// TestTracingExchange: a real exchange over HTTPS, traced to a real OTLP/HTTP
+// receiver over TLS with a private CA and credentials from headers_file.
 func TestTracingExchange(t *testing.T) {
 	rcv := testotlp.NewTLS(t)
 	dir := t.TempDir()
@@ -73,7 +79,7 @@ func TestTracingExchange(t *testing.T) {
 	}
 
 	refused := ts.post(t, ts.form("not-a-jwt-but-a-secret"))
-	assertRefused(t, refused, 400, issuer.CodeInvalidRequest)
+	assertRefused(t, refused, 400, codeInvalidRequest)
 	if r := ts.do(t, http.MethodGet, "/jwks", "", "", nil); r.status != 200 {
 		t.Fatalf("jwks: %d", r.status)
 	}
@@ -99,7 +105,7 @@ func TestTracingExchange(t *testing.T) {
 		t.Fatalf("%d GET /jwks spans, want 1", n)
 	}
 	for _, s := range spans {
-		if s.Resource["service.name"] != "sts-test" || s.Scope != issuer.TracerName {
+		if s.Resource["service.name"] != "sts-test" || s.Scope != tracerName {
 			t.Fatalf("span %s: resource %v scope %q", s.GetName(), s.Resource, s.Scope)
 		}
 		if strings.Contains(s.GetName(), "healthz") {
@@ -125,13 +131,13 @@ func TestTracingExchange(t *testing.T) {
 		"safeconduct.outcome":              "issued",
 		"safeconduct.upstream":             "cluster-a",
 		"safeconduct.rule":                 "payments-to-ledger",
-		"safeconduct.subject_token.sha256": issuer.TokenHash(subject),
+		"safeconduct.subject_token.sha256": tokenHash(subject),
 	})
 	if server.GetKind() != tracepb.Span_SPAN_KIND_SERVER || server.ParentID() != "" {
 		t.Fatalf("server span kind %v parent %q", server.GetKind(), server.ParentID())
 	}
 	children := childrenOf(spans, server)
-	if got := spanNames(children); !slices.Equal(got, []string{issuer.SpanAttestSubject, issuer.SpanPolicy, issuer.SpanAdmit, issuer.SpanMint}) {
+	if got := spanNames(children); !slices.Equal(got, []string{spanAttestSubject, spanPolicy, spanAdmit, spanMint}) {
 		t.Fatalf("children of the /token span: %v", got)
 	}
 	for _, c := range children {
@@ -158,7 +164,7 @@ func TestTracingExchange(t *testing.T) {
 		t.Fatal("no server span for the delegated exchange")
 	}
 	dc := childrenOf(spans, delegatedServer)
-	if got := spanNames(dc); !slices.Equal(got, []string{issuer.SpanAttestSubject, issuer.SpanAttestActor, issuer.SpanPolicy, issuer.SpanAdmit, issuer.SpanMint}) {
+	if got := spanNames(dc); !slices.Equal(got, []string{spanAttestSubject, spanAttestActor, spanPolicy, spanAdmit, spanMint}) {
 		t.Fatalf("children of the delegated /token span: %v", got)
 	}
 	wantAttrs(t, dc[1], map[string]string{"safeconduct.upstream": "cluster-a", "safeconduct.outcome": "ok"})
@@ -173,15 +179,15 @@ func TestTracingExchange(t *testing.T) {
 	if refusedServer.Span == nil {
 		t.Fatal("no server span for the refused exchange")
 	}
-	wantAttrs(t, refusedServer, map[string]string{"http.response.status_code": "400", "safeconduct.error": issuer.CodeInvalidRequest})
+	wantAttrs(t, refusedServer, map[string]string{"http.response.status_code": "400", "safeconduct.error": codeInvalidRequest})
 	if refusedServer.GetStatus().GetCode() == tracepb.Status_STATUS_CODE_ERROR {
 		t.Fatal("a 4xx marks the server span as an error")
 	}
 	rc := childrenOf(spans, refusedServer)
-	if len(rc) != 1 || rc[0].GetName() != issuer.SpanAttestSubject || rc[0].GetStatus().GetCode() != tracepb.Status_STATUS_CODE_ERROR {
+	if len(rc) != 1 || rc[0].GetName() != spanAttestSubject || rc[0].GetStatus().GetCode() != tracepb.Status_STATUS_CODE_ERROR {
 		t.Fatalf("children of the refused exchange: %v", spanNames(rc))
 	}
-	wantAttrs(t, rc[0], map[string]string{"safeconduct.outcome": "rejected", "safeconduct.error": issuer.CodeInvalidRequest})
+	wantAttrs(t, rc[0], map[string]string{"safeconduct.outcome": "rejected", "safeconduct.error": codeInvalidRequest})
 
 	// Nothing secret and nothing client-identifying left the process: no token (nor
 	// any part of one), no query, no client address.
@@ -210,6 +216,9 @@ func TestTracingExchange(t *testing.T) {
 	}
 }
 
+// TestTracingHonoursTraceparent: with sample_ratio 0 and follow_caller_sampling,
+// only a caller's sampled traceparent gets a trace, and the STS joins the
+// caller's trace. Plain HTTP to the collector, as insecure: true allows.
 func TestTracingHonoursTraceparent(t *testing.T) {
 	rcv := testotlp.NewHTTP(t)
 	ts := startTracedSTS(t, rcv, "", "  sample_ratio: 0\n  insecure: true\n  follow_caller_sampling: true\n")
@@ -253,6 +262,8 @@ func TestTracingHonoursTraceparent(t *testing.T) {
 	}
 }
 
+// TestTracingCallerCannotForceSampling: by default a caller's sampled flag does
+// not make the STS record its requests: at ratio 0 nothing is exported.
 func TestTracingCallerCannotForceSampling(t *testing.T) {
 	rcv := testotlp.NewHTTP(t)
 	ts := startTracedSTS(t, rcv, "", "  sample_ratio: 0\n  insecure: true\n")
@@ -270,12 +281,57 @@ func TestTracingCallerCannotForceSampling(t *testing.T) {
 	}
 }
 
+// TestTracingOffCostsNothing: without a tracing section the handler is the bare
+// mux, and the pipeline's trace calls allocate nothing.
+func TestTracingOffCostsNothing(t *testing.T) {
+	ts := startSTS(t, stsOptions{})
+	if mux, ok := ts.srv.Handler().(*http.ServeMux); !ok || mux != ts.srv.mux {
+		t.Fatalf("handler is %T, want the bare mux", ts.srv.Handler())
+	}
+	if err := ts.srv.ShutdownTracing(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s, ctx, ev := ts.srv, context.Background(), &exchangeEvent{outcome: "issued", jti: "j"}
+	allocs := testing.AllocsPerRun(100, func() {
+		st := s.traceStep(ctx, spanAttestSubject)
+		st.attested(nil, nil)
+		st = s.traceStep(ctx, spanPolicy)
+		st.decided("rule", 0)
+		st = s.traceStep(ctx, spanAdmit)
+		st.admitted(nil)
+		st = s.traceStep(ctx, spanMint)
+		st.minted("jti", nil)
+		s.traceExchange(ctx, ev)
+	})
+	if allocs != 0 {
+		t.Fatalf("tracing off allocates %v per exchange", allocs)
+	}
+}
+
+// TestTracingUnsampledStepsSkipped: with tracing on, a request that is not
+// sampled starts no step spans.
+func TestTracingUnsampledStepsSkipped(t *testing.T) {
+	rcv := testotlp.NewHTTP(t)
+	ts := startTracedSTS(t, rcv, "", "  sample_ratio: 0\n  insecure: true\n")
+	ctx, span := ts.srv.tracing.tracer.Start(context.Background(), "unsampled")
+	defer span.End()
+	if span.IsRecording() {
+		t.Fatal("ratio 0 sampled a root span")
+	}
+	if st := ts.srv.traceStep(ctx, spanMint); st.span != nil {
+		t.Fatal("a step span under an unsampled request")
+	}
+}
+
+// BenchmarkExchangeTraced is BenchmarkExchange (ES256 upstream) with tracing on:
+// a request not sampled (sample_ratio 0: the middleware's span only) and a sampled
+// one (server span, four step spans, batch export to a local receiver).
 func BenchmarkExchangeTraced(b *testing.B) {
 	for _, bc := range []struct{ name, ratio string }{{"unsampled", "0"}, {"sampled", "1"}} {
 		b.Run(bc.name, func(b *testing.B) {
 			rcv := testotlp.NewHTTP(b)
 			ts := startTracedSTS(b, rcv, "", "  sample_ratio: "+bc.ratio+"\n  insecure: true\n")
-			ts.srv.SetAuditLogger(slog.New(slog.NewJSONHandler(io.Discard, nil)))
+			ts.srv.auditLog = slog.New(slog.NewJSONHandler(io.Discard, nil))
 			claims := ts.a.Claims(payments)
 			claims["exp"] = time.Now().Add(time.Hour).Unix()
 			body := ts.form(ts.a.Sign(b, claims)).Encode()
@@ -304,6 +360,7 @@ func wantAttrs(t *testing.T, s testotlp.Span, want map[string]string) {
 	}
 }
 
+// childrenOf returns the direct children of parent, by start time.
 func childrenOf(spans []testotlp.Span, parent testotlp.Span) []testotlp.Span {
 	var out []testotlp.Span
 	for _, s := range spans {
