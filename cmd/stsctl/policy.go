@@ -420,7 +420,7 @@ func cmdPolicyReview(ctx context.Context, args []string, stdout, stderr io.Write
 	if fs.NArg() > 0 {
 		return errUsage
 	}
-	p, _, err := ps.load()
+	p, cfg, err := ps.load()
 	if err != nil {
 		return err
 	}
@@ -430,17 +430,36 @@ func cmdPolicyReview(ctx context.Context, args []string, stdout, stderr io.Write
 			return fmt.Errorf("%w: --now: %v", errUsage, err)
 		}
 	}
-	var usage map[string]uint64
+	o := policy.ReviewOptions{UpstreamSubjects: upstreamSubjects(cfg)}
 	if *metrics != "" {
-		if usage, err = ruleUsage(ctx, *metrics, *cacert); err != nil {
+		if o.Usage, err = ruleUsage(ctx, *metrics, *cacert); err != nil {
 			return fmt.Errorf("metrics: %w", err)
 		}
 	}
-	rv := p.Review(now, usage)
+	rv := p.ReviewWith(now, o)
 	if *asJSON {
 		return printJSON(stdout, rv)
 	}
 	return rv.WriteText(stdout)
+}
+
+// upstreamSubjects are the subjects each upstream of cfg may assert, as its
+// verifier enforces them: its subjects, or for a SPIFFE upstream without any, its
+// trust domain. nil without a config.
+func upstreamSubjects(cfg *config.Config) map[string][]string {
+	if cfg == nil {
+		return nil
+	}
+	out := map[string][]string{}
+	for _, u := range cfg.Upstreams {
+		switch {
+		case len(u.Subjects) > 0:
+			out[u.Name] = u.Subjects
+		case u.Kind == "spiffe":
+			out[u.Name] = []string{"spiffe://" + u.TrustDomain + "/*"}
+		}
+	}
+	return out
 }
 
 // usageLine matches the per-rule counters the STS exports.

@@ -23,6 +23,7 @@ upstreams:
     audiences: [sts]
     jwks_file: jwks.json
     preset: kubernetes
+    subjects: ["system:serviceaccount:payments:*", "system:serviceaccount:gateway:*"]
 policy_files: [policy.yaml]
 revocation: {backend: embedded, embedded: {path: data/rev.db}}
 `
@@ -140,6 +141,16 @@ safeconduct_policy_decisions_total{outcome="deny_no_rule",rule=""} 3
 `), 0o600)
 	out := stsctl(t, 0, "policy", "review", "--config", filepath.Join(dir, "sts.yaml"), "--metrics", metrics, "--now", "2026-11-23T00:00:00Z")
 	for _, want := range []string{"Usage: known", "system:serviceaccount:payments:*", "https://ledger.internal", "everyone-metrics", "unused", "review_overdue", "broad"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("review lacks %q:\n%s", want, out)
+		}
+	}
+	// The upstream's subjects bound what "*" grants, and the broad finding says so.
+	for _, want := range []string{
+		"(asserts only system:serviceaccount:payments:*, system:serviceaccount:gateway:*)",
+		"effective: system:serviceaccount:gateway:*, system:serviceaccount:payments:*",
+		`matches every workload of upstream cluster-a (cluster-a asserts only "system:serviceaccount:payments:*", "system:serviceaccount:gateway:*")`,
+	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("review lacks %q:\n%s", want, out)
 		}
