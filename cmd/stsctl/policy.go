@@ -160,6 +160,7 @@ func cmdPolicyTest(ctx context.Context, args []string, stdin io.Reader, stdout, 
 			return err
 		}
 		defer closeAttester()
+		t.verified = true
 		t.attested = fmt.Sprintf("yes (signature and upstream limits checked with %s at %s)", cfg.File(), now.UTC().Format(time.RFC3339))
 		err = t.run(p, sub, act, func(tok presented) (*attest.Workload, error) { return router.Attest(ctx, tok.raw, tok.typ) })
 		if err != nil {
@@ -195,8 +196,11 @@ type presented struct {
 // policyTrial is one policy test: the request, and either a refusal before (or
 // after) policy, as the server makes them, or policy's decision.
 type policyTrial struct {
-	req      policy.Request
-	attested string // what was verified, for the output
+	req policy.Request
+	// verified is set when the tokens went through the config's verifiers;
+	// attested says what was verified, for the output.
+	verified bool
+	attested string
 	// refused, when set, is the outcome of a refusal outside policy (the server's
 	// attestation or request checks); reason says why.
 	refused, reason string
@@ -273,7 +277,7 @@ func (t *policyTrial) outcome() string {
 }
 
 func (t *policyTrial) json() map[string]any {
-	out := map[string]any{"attested": !strings.HasPrefix(t.attested, "no "), "attestation": t.attested}
+	out := map[string]any{"attested": t.verified, "attestation": t.attested}
 	if wl := t.req.Workload; wl != nil {
 		out["workload"] = wl.Upstream + " " + wl.Subject
 	}
@@ -327,6 +331,8 @@ func claimsInsecure(raw string) (map[string]any, error) {
 	return claims, nil
 }
 
+// print writes the decision for people: the outcome and reason, what was
+// attested, the workload, the grants and the trace of every rule considered.
 func (t *policyTrial) print(w io.Writer) error {
 	req, d := &t.req, &t.d
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
