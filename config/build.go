@@ -168,6 +168,22 @@ func Check(ctx context.Context, cfg *Config) error {
 	return errors.Join(errs...)
 }
 
+// Attester builds the upstream verifiers of cfg and the router over them exactly as
+// Build does for the server, so that a tool (stsctl policy test) attests a token as
+// the server would: same keys (jwks_file, discovery, bundles), audiences,
+// algorithms, times (judged at o.Now), subjects, required claims, max token age and
+// attribute mappings. close releases the verifiers' background work.
+func Attester(ctx context.Context, cfg *Config, o Options) (router *attest.Router, close func(), err error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	router, _, close, err = buildAttester(ctx, cfg, o)
+	return router, close, err
+}
+
 // buildAttester makes one verifier per upstream and the router over them. close
 // releases the verifiers' background work (bundle refreshes, Workload API streams).
 // upstreams read each verifier's key stats, for metrics.

@@ -286,8 +286,13 @@
 // unused (usage known and zero), review_overdue, expired, no_owner, broad (a
 // subject pattern without a literal prefix on an allow or admin rule; high when
 // it grants a sensitive_audiences match, or admin rights), audit_mode and
-// deep_delegation (max_delegation_depth above 1). Review.WriteText prints it;
-// it also marshals to JSON. The output is deterministic.
+// deep_delegation (max_delegation_depth above 1). Policy.ReviewWith also takes
+// the subjects each upstream may assert (its configured `subjects`, enforced
+// before policy): a rule never grants beyond them, so the review shows each
+// pattern's effective breadth within them, notes them on broad findings, and
+// reports rules that match nothing an upstream asserts (unreachable).
+// Review.WriteText prints it; it also marshals to JSON. The output is
+// deterministic.
 //
 // # Usage
 //

@@ -36,8 +36,12 @@ type Review struct {
 
 // UpstreamAccess is what the workloads of one upstream can obtain.
 type UpstreamAccess struct {
-	Upstream string          `json:"upstream"`
-	Subjects []SubjectAccess `json:"subjects"`
+	Upstream string `json:"upstream"`
+	// AssertsOnly are the subject patterns the upstream may assert at all (its
+	// configured `subjects`, ReviewOptions.UpstreamSubjects); empty when unknown or
+	// unlimited. No rule grants a subject outside them.
+	AssertsOnly []string        `json:"asserts_only,omitempty"`
+	Subjects    []SubjectAccess `json:"subjects"`
 }
 
 // SubjectAccess is what the workloads matching one subject pattern can obtain,
@@ -45,6 +49,13 @@ type UpstreamAccess struct {
 // repeats.
 type SubjectAccess struct {
 	Subject string `json:"subject"`
+	// Effective is the breadth of Subject within the upstream's AssertsOnly, when
+	// it is narrower: the upstream patterns Subject covers, Subject itself where an
+	// upstream pattern covers it, and "Subject within P" where they overlap
+	// otherwise. Unreachable is set when Subject matches nothing the upstream
+	// asserts: what it lists is granted to nobody.
+	Effective   []string `json:"effective_subjects,omitempty"`
+	Unreachable bool     `json:"unreachable,omitempty"`
 	// Audiences and Resources are the obtainable targets. A rule that lists no
 	// resources grants its audiences as resources too; only the resources rules
 	// list are shown here.
@@ -107,6 +118,7 @@ const (
 	FindingBroad          = "broad"           // a subject pattern matches every subject of an upstream
 	FindingAuditMode      = "audit_mode"      // the rule is in audit mode (a reminder)
 	FindingDeepDelegation = "deep_delegation" // the rule allows delegation chains longer than one actor
+	FindingUnreachable    = "unreachable"     // no subject pattern matches what an upstream of the rule asserts
 )
 
 // Severities of a Finding.
@@ -126,10 +138,38 @@ type Finding struct {
 	Message  string `json:"message"`
 }
 
+// ReviewOptions are what a review knows beyond the policy.
+type ReviewOptions struct {
+	// Usage counts the matches of each rule (and admin rule) by name, as the
+	// server recorded them; nil when unknown, and no rule is reported unused.
+	Usage map[string]uint64
+	// UpstreamSubjects are, by upstream name, the subject patterns (as rule
+	// subjects) each upstream may assert at all: its configured `subjects`, which
+	// the upstream's verifier enforces before policy (for a SPIFFE upstream,
+	// "spiffe://TRUST_DOMAIN/*" at least). A rule's subject pattern grants nothing
+	// outside them: the review shows the effective breadth, notes the limit on
+	// broad findings, and reports patterns that can match nothing (unreachable).
+	// An upstream missing from the map may assert any subject.
+	UpstreamSubjects map[string][]string
+}
+
 // Review reviews the policy as of now. usage counts the matches of each rule (and
 // admin rule) by name, as the server recorded them; pass nil when unknown, and no
-// rule is reported unused.
+// rule is reported unused. It is ReviewWith without upstream limits.
 func (p *Policy) Review(now time.Time, usage map[string]uint64) *Review {
+	return p.ReviewWith(now, ReviewOptions{Usage: usage})
+}
+
+// ReviewWith reviews the policy as of now with what o knows of usage and of the
+// upstreams.
+func (p *Policy) ReviewWith(now time.Time, o ReviewOptions) *Review {
+	usage := o.Usage
+	limits := make(map[string][]glob.Glob, len(o.UpstreamSubjects))
+	for u, l := range o.UpstreamSubjects {
+		for _, pat := range l {
+			limits[u] = append(limits[u], glob.Compile(pat))
+		}
+	}
 	rv := &Review{
 		AsOf:       now.UTC(),
 		UsageKnown: usage != nil,
@@ -183,7 +223,17 @@ func (p *Policy) Review(now time.Time, usage map[string]uint64) *Review {
 	for _, u := range slices.Sorted(maps.Keys(byUpstream)) {
 		subjects := byUpstream[u]
 		slices.SortFunc(subjects, func(a, b SubjectAccess) int { return strings.Compare(a.Subject, b.Subject) })
-		rv.Upstreams = append(rv.Upstreams, UpstreamAccess{Upstream: u, Subjects: subjects})
+		if l := limits[u]; len(l) > 0 {
+			for i := range subjects {
+				g := glob.Compile(subjects[i].Subject)
+				if eff := effective(&g, l); len(eff) == 0 {
+					subjects[i].Unreachable = true
+				} else if len(eff) > 1 || eff[0] != subjects[i].Subject {
+					subjects[i].Effective = eff
+				}
+			}
+		}
+		rv.Upstreams = append(rv.Upstreams, UpstreamAccess{Upstream: u, AssertsOnly: o.UpstreamSubjects[u], Subjects: subjects})
 	}
 
 	for _, r := range p.admin {
@@ -221,14 +271,25 @@ func (p *Policy) Review(now time.Time, usage map[string]uint64) *Review {
 			add(name, file, line, FindingNoOwner, SeverityInfo, "names no owner")
 		}
 	}
+	// unreachable reports each upstream of m whose limits none of m's subject
+	// patterns can match.
+	unreachable := func(name, file string, line int, m *matcher) {
+		for _, u := range m.upstream {
+			if l := limits[u.value]; len(l) > 0 && !slices.ContainsFunc(m.subjects, func(g glob.Glob) bool { return len(effective(&g, l)) > 0 }) {
+				add(name, file, line, FindingUnreachable, SeverityWarning, "matches no subject upstream %s asserts (%s): it never applies there",
+					u.value, strings.Join(quoteAll(o.UpstreamSubjects[u.value]), ", "))
+			}
+		}
+	}
 	for _, r := range p.rules {
 		lifecycle(r.name, r.file, r.line, &r.matcher)
+		unreachable(r.name, r.file, r.line, &r.matcher)
 		if r.audit {
 			add(r.name, r.file, r.line, FindingAuditMode, SeverityInfo, "is in audit mode: it is evaluated and reported, never enforced")
 		}
 		if !r.deny {
 			if pat, ok := broadPattern(r.subjects); ok {
-				sev, msg := SeverityWarning, broadMessage(pat, r.upstream)
+				sev, msg := SeverityWarning, broadMessage(pat, r.upstream, o.UpstreamSubjects)
 				if narrowed(&r.matcher) {
 					msg += " (narrowed by trust_domains, attributes or a condition)"
 				}
@@ -245,8 +306,9 @@ func (p *Policy) Review(now time.Time, usage map[string]uint64) *Review {
 	}
 	for _, r := range p.admin {
 		lifecycle(r.name, r.file, r.line, &r.matcher)
+		unreachable(r.name, r.file, r.line, &r.matcher)
 		if pat, ok := broadPattern(r.subjects); ok {
-			add(r.name, r.file, r.line, FindingBroad, SeverityHigh, "%s, and gives it admin rights (%s)", broadMessage(pat, r.upstream), strings.Join(r.actions, ", "))
+			add(r.name, r.file, r.line, FindingBroad, SeverityHigh, "%s, and gives it admin rights (%s)", broadMessage(pat, r.upstream, o.UpstreamSubjects), strings.Join(r.actions, ", "))
 		}
 	}
 	order := make(map[string]int, len(p.files))
@@ -361,15 +423,70 @@ func describeActors(actors []actorSpec) string {
 	return strings.Join(parts, "; ")
 }
 
-func broadMessage(pattern string, upstreams []located) string {
+// broadMessage describes a broad pattern, and the limits of those upstreams that
+// assert only some subjects.
+func broadMessage(pattern string, upstreams []located, limits map[string][]string) string {
 	where := "upstream " + upstreams[0].value
 	if len(upstreams) > 1 {
 		where = "upstreams " + strings.Join(values(upstreams), ", ")
 	}
+	msg := fmt.Sprintf("subject pattern %q has no literal prefix: it matches workloads anywhere in %s", pattern, where)
 	if pattern == "*" {
-		return fmt.Sprintf("subject pattern \"*\" matches every workload of %s", where)
+		msg = fmt.Sprintf("subject pattern \"*\" matches every workload of %s", where)
 	}
-	return fmt.Sprintf("subject pattern %q has no literal prefix: it matches workloads anywhere in %s", pattern, where)
+	var notes []string
+	for _, u := range upstreams {
+		if l := limits[u.value]; len(l) > 0 {
+			notes = append(notes, fmt.Sprintf("%s asserts only %s", u.value, strings.Join(quoteAll(l), ", ")))
+		}
+	}
+	if len(notes) > 0 {
+		msg += " (" + strings.Join(notes, "; ") + ")"
+	}
+	return msg
+}
+
+// effective is the breadth of subject pattern p within the patterns an upstream
+// asserts, sorted: each upstream pattern p covers, p where an upstream pattern
+// covers it, and "p within u" where they may overlap otherwise. Empty when p
+// matches nothing the upstream asserts. A pattern covers another when it matches
+// that pattern's text: its literal segments never match a '*', so each of the
+// other's stars falls within one of its own (sound, if not complete).
+func effective(p *glob.Glob, asserts []glob.Glob) []string {
+	var out []string
+	for i := range asserts {
+		u := &asserts[i]
+		switch {
+		case p.Match(u.Pattern()):
+			out = append(out, u.Pattern())
+		case u.Match(p.Pattern()):
+			out = append(out, p.Pattern())
+		case !disjoint(p, u):
+			out = append(out, p.Pattern()+" within "+u.Pattern())
+		}
+	}
+	return sortedSet(out)
+}
+
+// disjoint reports that no subject matches both a and b: a literal one does not
+// match the other, or their literal prefixes or suffixes differ. False when unsure.
+func disjoint(a, b *glob.Glob) bool {
+	switch {
+	case a.Literal():
+		return !b.Match(a.Pattern())
+	case b.Literal():
+		return !a.Match(b.Pattern())
+	}
+	pa, pb := a.Prefix(), b.Prefix()
+	sa, sb := suffix(a), suffix(b)
+	return !strings.HasPrefix(pa, pb) && !strings.HasPrefix(pb, pa) ||
+		!strings.HasSuffix(sa, sb) && !strings.HasSuffix(sb, sa)
+}
+
+// suffix is the literal text after the last '*' of a pattern that has one.
+func suffix(g *glob.Glob) string {
+	p := g.Pattern()
+	return p[strings.LastIndexByte(p, '*')+1:]
 }
 
 // broadPattern returns the first subject pattern with no literal prefix: it
@@ -439,8 +556,17 @@ func (rv *Review) WriteText(w io.Writer) error {
 	}
 	for _, u := range rv.Upstreams {
 		fmt.Fprintf(&b, "  upstream %s\n", u.Upstream)
+		if len(u.AssertsOnly) > 0 {
+			fmt.Fprintf(&b, "    (asserts only %s)\n", strings.Join(u.AssertsOnly, ", "))
+		}
 		for _, s := range u.Subjects {
 			fmt.Fprintf(&b, "    %s\n", s.Subject)
+			switch {
+			case s.Unreachable:
+				field(&b, "effective", "none: the upstream asserts no subject it matches")
+			case len(s.Effective) > 0:
+				field(&b, "effective", strings.Join(s.Effective, ", "))
+			}
 			field(&b, "audiences", list(s.Audiences, "-"))
 			if len(s.Resources) > 0 {
 				field(&b, "resources", list(s.Resources, "-"))

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -39,6 +40,8 @@ func TestReview(t *testing.T) {
 		name  string
 		files []string
 		usage map[string]uint64
+		// upstreams are the subjects each upstream asserts (ReviewOptions).
+		upstreams map[string][]string
 	}{
 		{
 			name:  "basic",
@@ -48,6 +51,16 @@ func TestReview(t *testing.T) {
 				"new-reporting": 0, "mtls-payments-admin": 0, "no-debug": 2, "security-team": 1,
 				// anyone-vault, old-migration, no-ledger-write-from-b and
 				// everyone-reads-feed are missing: never matched.
+			},
+		},
+		{
+			// The upstreams' subjects bound what rules grant: "*" on cluster-a is
+			// two namespaces, billing:api is granted to nobody.
+			name:  "limits",
+			files: []string{filepath.Join("testdata", "review", "basic.yaml")},
+			upstreams: map[string][]string{
+				"cluster-a": {"system:serviceaccount:payments:*", "system:serviceaccount:gateway:*"},
+				"cluster-b": {"spiffe://b.example/*"},
 			},
 		},
 		{name: "features", files: []string{filepath.Join("testdata", "features.yaml")}},
@@ -60,7 +73,12 @@ func TestReview(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rv := p.Review(now, tt.usage)
+			rv := p.ReviewWith(now, policy.ReviewOptions{Usage: tt.usage, UpstreamSubjects: tt.upstreams})
+			if tt.upstreams == nil {
+				if old := p.Review(now, tt.usage); !reflect.DeepEqual(old, rv) {
+					t.Errorf("Review and ReviewWith without upstreams differ:\n%+v\n%+v", old, rv)
+				}
+			}
 			var text bytes.Buffer
 			if err := rv.WriteText(&text); err != nil {
 				t.Fatal(err)
@@ -74,7 +92,7 @@ func TestReview(t *testing.T) {
 
 			// Deterministic: a second review is byte for byte the same.
 			var again bytes.Buffer
-			if err := p.Review(now, tt.usage).WriteText(&again); err != nil {
+			if err := p.ReviewWith(now, policy.ReviewOptions{Usage: tt.usage, UpstreamSubjects: tt.upstreams}).WriteText(&again); err != nil {
 				t.Fatal(err)
 			}
 			if !bytes.Equal(text.Bytes(), again.Bytes()) {

@@ -2,6 +2,6 @@
 //
 //	stsctl exchange --sts URL --subject-token @FILE --audience A [--scope S] ...
 //	stsctl verify --issuer URL --audience A --token @FILE
-//	stsctl policy test --config sts.yaml --subject-token @FILE --audience A [--expect allow]
+//	stsctl policy test --config sts.yaml --subject-token @FILE --audience A [--now T] [--expect allow]
 //	stsctl policy review --config sts.yaml [--metrics https://sts/metrics]
 package main

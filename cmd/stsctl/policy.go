@@ -9,6 +9,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"regexp"
@@ -19,7 +21,6 @@ import (
 	"time"
 
 	"github.com/safeconduct/safeconduct/attest"
-	"github.com/safeconduct/safeconduct/attest/attrs"
 	"github.com/safeconduct/safeconduct/config"
 	"github.com/safeconduct/safeconduct/internal/stsclient"
 	"github.com/safeconduct/safeconduct/policy"
@@ -38,7 +39,7 @@ func cmdPolicy(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	switch args[0] {
 	case "test":
-		return cmdPolicyTest(args[1:], stdin, stdout, stderr)
+		return cmdPolicyTest(ctx, args[1:], stdin, stdout, stderr)
 	case "review":
 		return cmdPolicyReview(ctx, args[1:], stdout, stderr)
 	default:
@@ -92,21 +93,23 @@ func (ps *policySource) load() (*policy.Policy, *config.Config, error) {
 	return p, cfg, nil
 }
 
-func cmdPolicyTest(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+func cmdPolicyTest(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("stsctl policy test", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var ps policySource
 	ps.register(fs)
-	upstream := fs.String("upstream", "", "upstream name of the subject token (default: found by iss in --config)")
-	actorUpstream := fs.String("actor-upstream", "", "upstream name of the actor token (default: found by iss in --config)")
-	subject := fs.String("subject-token", "", "subject token: value, @FILE or - (its claims are read, its signature is NOT verified)")
+	upstream := fs.String("upstream", "", "upstream name of the subject token (without --config: required; with it: checked)")
+	actorUpstream := fs.String("actor-upstream", "", "upstream name of the actor token (as --upstream)")
+	subject := fs.String("subject-token", "", "subject token: value, @FILE or - (verified with --config's upstreams; without --config only its claims are read)")
+	subjectType := fs.String("subject-token-type", "jwt", "subject token type: jwt, id_token, access_token or a URN")
 	actor := fs.String("actor-token", "", "actor token: value, @FILE or -")
+	actorType := fs.String("actor-token-type", "jwt", "actor token type (with --actor-token)")
 	scope := fs.String("scope", "", "space-separated scopes")
 	requested := fs.String("requested-token-type", "access_token", "requested token type")
 	clientID := fs.String("client-id", "", "client_id of the request")
 	clientAuth := fs.Bool("client-authenticated", false, "the client_id was authenticated (mTLS or private_key_jwt)")
 	senderConstrained := fs.Bool("sender-constrained", false, "the request is over mTLS, so the token would be sender-constrained")
-	nowFlag := fs.String("now", "", "decide at this time (RFC 3339; default: now)")
+	nowFlag := fs.String("now", "", "decide, and judge token times, at this time (RFC 3339; default: now)")
 	expect := fs.String("expect", "", "allow or deny: exit 1 unless the decision matches (for policy tests in CI)")
 	asJSON := fs.Bool("json", false, "print the decision as JSON")
 	var audiences, resources listFlag
@@ -116,7 +119,8 @@ func cmdPolicyTest(args []string, stdin io.Reader, stdout, stderr io.Writer) err
 		return parseErr(err)
 	}
 	if *subject == "" || fs.NArg() > 0 || (*expect != "" && *expect != "allow" && *expect != "deny") {
-		fmt.Fprintln(stderr, "usage: stsctl policy test --policy F|--config C --subject-token @FILE --audience A [--scope S] [--actor-token @FILE] [--expect allow|deny]")
+		fmt.Fprintln(stderr, "usage: stsctl policy test --config C [--policy F] --subject-token @FILE --audience A [--scope S] [--actor-token @FILE] [--now T] [--expect allow|deny]")
+		fmt.Fprintln(stderr, "       stsctl policy test --policy F --upstream U --subject-token @FILE ... (claims only: nothing is verified)")
 		return errUsage
 	}
 	p, cfg, err := ps.load()
@@ -129,91 +133,184 @@ func cmdPolicyTest(args []string, stdin io.Reader, stdout, stderr io.Writer) err
 			return fmt.Errorf("%w: --now: %v", errUsage, err)
 		}
 	}
-	raw, err := readToken(*subject, stdin)
-	if err != nil {
+	sub := presented{flag: "subject_token", typ: tokenType(*subjectType), upstream: *upstream}
+	if sub.raw, err = readToken(*subject, stdin); err != nil {
 		return fmt.Errorf("subject token: %w", err)
 	}
-	wl, err := workloadInsecure(raw, *upstream, cfg)
-	if err != nil {
-		return fmt.Errorf("subject token: %w", err)
-	}
-	req := policy.Request{
-		Workload: wl, Audiences: audiences, Resources: resources, Scopes: strings.Fields(*scope),
-		RequestedTokenType: tokenType(*requested), ClientID: *clientID, Now: now,
-		ClientAuthenticated: *clientAuth, SenderConstrained: *senderConstrained,
-	}
+	var act *presented
 	if *actor != "" {
-		rawActor, err := readToken(*actor, stdin)
-		if err != nil {
+		act = &presented{flag: "actor_token", typ: tokenType(*actorType), upstream: *actorUpstream}
+		if act.raw, err = readToken(*actor, stdin); err != nil {
 			return fmt.Errorf("actor token: %w", err)
 		}
-		if req.Actor, err = workloadInsecure(rawActor, *actorUpstream, cfg); err != nil {
-			return fmt.Errorf("actor token: %w", err)
-		}
-		chain, err := wl.ActChain()
-		if err != nil {
-			return fmt.Errorf("subject token: %w", err)
-		}
-		req.DelegationDepth = 1 + len(chain)
 	}
-	d := p.Explain(req)
-	if *asJSON {
-		err = printJSON(stdout, map[string]any{"workload": wl.Upstream + " " + wl.Subject, "decision": decisionJSON(d)})
+	t := &policyTrial{
+		req: policy.Request{
+			Audiences: audiences, Resources: resources, Scopes: strings.Fields(*scope),
+			RequestedTokenType: tokenType(*requested), ClientID: *clientID, Now: now,
+			ClientAuthenticated: *clientAuth, SenderConstrained: *senderConstrained,
+		},
+	}
+	if cfg != nil {
+		router, closeAttester, err := config.Attester(ctx, cfg, config.Options{
+			Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			Now:    func() time.Time { return now },
+		})
+		if err != nil {
+			return err
+		}
+		defer closeAttester()
+		t.verified = true
+		t.attested = fmt.Sprintf("yes (signature and upstream limits checked with %s at %s)", cfg.File(), now.UTC().Format(time.RFC3339))
+		err = t.run(p, sub, act, func(tok presented) (*attest.Workload, error) { return router.Attest(ctx, tok.raw, tok.typ) })
+		if err != nil {
+			return err
+		}
 	} else {
-		err = printDecision(stdout, req, d)
+		t.attested = "no (claims only; give --config to verify like the server)"
+		if err := t.run(p, sub, act, workloadInsecure); err != nil {
+			return err
+		}
+	}
+	if *asJSON {
+		err = printJSON(stdout, t.json())
+	} else {
+		err = t.print(stdout)
 	}
 	if err != nil {
 		return err
 	}
-	if (*expect == "allow") != d.Allowed() && *expect != "" {
-		return fmt.Errorf("expected %s, got %s", *expect, d.Outcome)
+	if (*expect == "allow") != t.allowed() && *expect != "" {
+		return fmt.Errorf("expected %s, got %s", *expect, t.outcome())
 	}
 	return nil
 }
 
-// workloadInsecure builds the workload a token would attest to, from its claims
-// alone: the signature is not verified (policy test answers "what would policy
-// decide for this identity", not "is this token genuine"). With a config, the
-// upstream is found by iss and its attribute mapping applied.
-func workloadInsecure(raw, upstream string, cfg *config.Config) (*attest.Workload, error) {
-	claims, err := claimsInsecure(raw)
+// presented is a subject or actor token as the request carries it.
+type presented struct {
+	flag     string // subject_token or actor_token: the parameter, for reasons
+	raw, typ string
+	upstream string // --upstream or --actor-upstream
+}
+
+// policyTrial is one policy test: the request, and either a refusal before (or
+// after) policy, as the server makes them, or policy's decision.
+type policyTrial struct {
+	req policy.Request
+	// verified is set when the tokens went through the config's verifiers;
+	// attested says what was verified, for the output.
+	verified bool
+	attested string
+	// refused, when set, is the outcome of a refusal outside policy (the server's
+	// attestation or request checks); reason says why.
+	refused, reason string
+	// decided is set once policy decided d.
+	decided bool
+	d       policy.Decision
+}
+
+// Outcomes of refusals outside policy.
+const (
+	refusedSubject = "deny_subject_token"
+	refusedActor   = "deny_actor_token"
+)
+
+// run attests the tokens with attest and applies the server's order and checks
+// around policy (issuer.Server's exchange): the subject token, its act chain, the
+// actor token, policy, then the lifetime left. attest's refusals become refusals;
+// errors are what the server cannot decide either (upstream keys unavailable) and
+// usage errors.
+func (t *policyTrial) run(p *policy.Policy, sub presented, act *presented, attestFn func(presented) (*attest.Workload, error)) error {
+	attestOne := func(tok presented, outcome string) (*attest.Workload, bool, error) {
+		wl, err := attestFn(tok)
+		switch {
+		case errors.Is(err, attest.ErrUnavailable):
+			return nil, false, fmt.Errorf("%s: %w (the server answers temporarily_unavailable)", tok.flag, err)
+		case errors.Is(err, errUsage):
+			return nil, false, err
+		case err != nil:
+			t.refused, t.reason = outcome, tok.flag+": "+err.Error()
+			return nil, false, nil
+		case tok.upstream != "" && wl.Upstream != tok.upstream:
+			return nil, false, fmt.Errorf("%s: upstream %s attested it, not %s", tok.flag, wl.Upstream, tok.upstream)
+		}
+		return wl, true, nil
+	}
+	wl, ok, err := attestOne(sub, refusedSubject)
+	if !ok {
+		return err
+	}
+	t.req.Workload = wl
+	chain, err := wl.ActChain()
 	if err != nil {
-		return nil, err
+		t.refused, t.reason = refusedSubject, "subject_token: "+err.Error()
+		return nil
+	}
+	notAfter := wl.Expiry
+	if act != nil {
+		if t.req.Actor, ok, err = attestOne(*act, refusedActor); !ok {
+			return err
+		}
+		t.req.DelegationDepth = 1 + len(chain)
+		if t.req.Actor.Expiry.Before(notAfter) {
+			notAfter = t.req.Actor.Expiry
+		}
+	} else if len(chain) > 0 {
+		t.refused, t.reason = refusedSubject, "subject_token carries act but no actor_token was sent (a delegated token is exchanged with an actor token)"
+		return nil
+	}
+	t.d, t.decided = p.Explain(t.req), true
+	// The server mints from the second it decided at, never past the tokens' exp.
+	if t.d.Allowed() && !notAfter.IsZero() && notAfter.Truncate(time.Second).Sub(t.req.Now.Truncate(time.Second)) < time.Second {
+		t.refused, t.reason = refusedSubject, "policy allows, but the subject or actor token expires within a second"
+	}
+	return nil
+}
+
+func (t *policyTrial) allowed() bool { return t.refused == "" && t.d.Allowed() }
+
+func (t *policyTrial) outcome() string {
+	if t.refused != "" {
+		return t.refused
+	}
+	return t.d.Outcome.String()
+}
+
+func (t *policyTrial) json() map[string]any {
+	out := map[string]any{"attested": t.verified, "attestation": t.attested}
+	if wl := t.req.Workload; wl != nil {
+		out["workload"] = wl.Upstream + " " + wl.Subject
+	}
+	if !t.decided {
+		out["decision"] = map[string]any{"outcome": t.refused, "reason": t.reason}
+		return out
+	}
+	d := decisionJSON(t.d)
+	if t.refused != "" {
+		d["outcome"], d["reason"], d["policy_outcome"] = t.refused, t.reason, t.d.Outcome.String()
+	}
+	out["decision"] = d
+	return out
+}
+
+// workloadInsecure builds the workload a token names, from its claims alone (no
+// --config): nothing is verified, and the upstream is --upstream. Without an
+// attribute mapping the attributes are sub and iss.
+func workloadInsecure(tok presented) (*attest.Workload, error) {
+	if tok.upstream == "" {
+		return nil, fmt.Errorf("%w: %s: name its upstream (--upstream, --actor-upstream), or give --config to verify it", errUsage, tok.flag)
+	}
+	claims, err := claimsInsecure(tok.raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", attest.ErrMalformed, err)
 	}
 	iss, _ := claims["iss"].(string)
 	sub, _ := claims["sub"].(string)
 	if sub == "" {
-		return nil, errors.New("no sub claim")
+		return nil, fmt.Errorf("%w: no sub claim", attest.ErrMalformed)
 	}
-	wl := &attest.Workload{Issuer: iss, Subject: sub, ID: sub, Claims: claims, Upstream: upstream}
-	var up *config.UpstreamConfig
-	if cfg != nil {
-		for i := range cfg.Upstreams {
-			u := &cfg.Upstreams[i]
-			if (upstream != "" && u.Name == upstream) || (upstream == "" && u.Issuer == iss) {
-				up = u
-				break
-			}
-		}
-		if up == nil {
-			return nil, fmt.Errorf("no upstream in %s for iss %q (or --upstream)", cfg.File(), iss)
-		}
-		wl.Upstream = up.Name
-	}
-	if wl.Upstream == "" {
-		return nil, errors.New("name the upstream with --upstream, or give --config to find it by iss")
-	}
+	wl := &attest.Workload{Issuer: iss, Subject: sub, ID: sub, Claims: claims, Upstream: tok.upstream}
 	wl.Attributes = map[string]string{"sub": sub, "iss": iss}
-	if up != nil && (up.Preset != "" || len(up.Attributes) > 0) {
-		m, err := attrs.Compile(up.Preset, up.Attributes)
-		if err != nil {
-			return nil, err
-		}
-		mapped, _ := m.Apply(claims)
-		for k, v := range mapped {
-			wl.Attributes[k] = v
-		}
-	}
 	return wl, nil
 }
 
@@ -234,31 +331,38 @@ func claimsInsecure(raw string) (map[string]any, error) {
 	return claims, nil
 }
 
-func printDecision(w io.Writer, req policy.Request, d policy.Decision) error {
+// print writes the decision for people: the outcome and reason, what was
+// attested, the workload, the grants and the trace of every rule considered.
+func (t *policyTrial) print(w io.Writer) error {
+	req, d := &t.req, &t.d
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "decision:\t%s\n", d.Outcome)
-	if d.Rule != "" {
+	fmt.Fprintf(tw, "decision:\t%s\n", t.outcome())
+	if d.Rule != "" && t.refused == "" {
 		fmt.Fprintf(tw, "rule:\t%s\n", d.Rule)
 	}
-	fmt.Fprintf(tw, "reason:\t%s\n", d.Reason)
-	wl := req.Workload
-	fmt.Fprintf(tw, "workload:\t%s %s\n", wl.Upstream, wl.Subject)
-	if len(wl.Attributes) > 0 {
-		names := make([]string, 0, len(wl.Attributes))
-		for k := range wl.Attributes {
-			names = append(names, k)
+	if t.refused != "" {
+		fmt.Fprintf(tw, "reason:\t%s\n", t.reason)
+	} else {
+		fmt.Fprintf(tw, "reason:\t%s\n", d.Reason)
+	}
+	fmt.Fprintf(tw, "attested:\t%s\n", t.attested)
+	if wl := req.Workload; wl != nil {
+		fmt.Fprintf(tw, "workload:\t%s %s\n", wl.Upstream, wl.Subject)
+		if len(wl.Attributes) > 0 {
+			var kv []string
+			for _, k := range slices.Sorted(maps.Keys(wl.Attributes)) {
+				kv = append(kv, k+"="+wl.Attributes[k])
+			}
+			fmt.Fprintf(tw, "attributes:\t%s\n", strings.Join(kv, " "))
 		}
-		slices.Sort(names)
-		var kv []string
-		for _, k := range names {
-			kv = append(kv, k+"="+wl.Attributes[k])
-		}
-		fmt.Fprintf(tw, "attributes:\t%s\n", strings.Join(kv, " "))
 	}
 	if req.Actor != nil {
 		fmt.Fprintf(tw, "actor:\t%s %s (depth %d)\n", req.Actor.Upstream, req.Actor.Subject, req.DelegationDepth)
 	}
-	if d.Allowed() {
+	if t.refused != "" && t.decided {
+		fmt.Fprintf(tw, "policy:\t%s (%s)\n", d.Outcome, d.Reason)
+	}
+	if t.allowed() {
 		fmt.Fprintf(tw, "grants:\taudiences %s; scopes %s; max_ttl %s\n", list(d.Audiences), list(d.Scopes), ttl(d.MaxTTL))
 		if len(d.CopyAttributes) > 0 {
 			fmt.Fprintf(tw, "copies:\t%s\n", strings.Join(d.CopyAttributes, ", "))
@@ -270,6 +374,9 @@ func printDecision(w io.Writer, req policy.Request, d policy.Decision) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if !t.decided {
+		return nil
+	}
 	fmt.Fprintln(w, "trace:")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, s := range d.Trace {
@@ -279,11 +386,7 @@ func printDecision(w io.Writer, req policy.Request, d policy.Decision) error {
 		}
 		fmt.Fprintf(tw, "  %s %s\t%s/%s\t%s\t%s\n", mark, s.Rule, s.Effect, s.Mode, s.Verdict, s.Detail)
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	_, err := fmt.Fprintln(w, "note: token signatures were not verified; run stsctl exchange against the STS for that.")
-	return err
+	return tw.Flush()
 }
 
 func decisionJSON(d policy.Decision) map[string]any {
@@ -323,7 +426,7 @@ func cmdPolicyReview(ctx context.Context, args []string, stdout, stderr io.Write
 	if fs.NArg() > 0 {
 		return errUsage
 	}
-	p, _, err := ps.load()
+	p, cfg, err := ps.load()
 	if err != nil {
 		return err
 	}
@@ -333,17 +436,36 @@ func cmdPolicyReview(ctx context.Context, args []string, stdout, stderr io.Write
 			return fmt.Errorf("%w: --now: %v", errUsage, err)
 		}
 	}
-	var usage map[string]uint64
+	o := policy.ReviewOptions{UpstreamSubjects: upstreamSubjects(cfg)}
 	if *metrics != "" {
-		if usage, err = ruleUsage(ctx, *metrics, *cacert); err != nil {
+		if o.Usage, err = ruleUsage(ctx, *metrics, *cacert); err != nil {
 			return fmt.Errorf("metrics: %w", err)
 		}
 	}
-	rv := p.Review(now, usage)
+	rv := p.ReviewWith(now, o)
 	if *asJSON {
 		return printJSON(stdout, rv)
 	}
 	return rv.WriteText(stdout)
+}
+
+// upstreamSubjects are the subjects each upstream of cfg may assert, as its
+// verifier enforces them: its subjects, or for a SPIFFE upstream without any, its
+// trust domain. nil without a config.
+func upstreamSubjects(cfg *config.Config) map[string][]string {
+	if cfg == nil {
+		return nil
+	}
+	out := map[string][]string{}
+	for _, u := range cfg.Upstreams {
+		switch {
+		case len(u.Subjects) > 0:
+			out[u.Name] = u.Subjects
+		case u.Kind == "spiffe":
+			out[u.Name] = []string{"spiffe://" + u.TrustDomain + "/*"}
+		}
+	}
+	return out
 }
 
 // usageLine matches the per-rule counters the STS exports.

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/safeconduct/safeconduct/internal/testissuer"
 )
@@ -22,6 +23,7 @@ upstreams:
     audiences: [sts]
     jwks_file: jwks.json
     preset: kubernetes
+    subjects: ["system:serviceaccount:payments:*", "system:serviceaccount:gateway:*"]
 policy_files: [policy.yaml]
 revocation: {backend: embedded, embedded: {path: data/rev.db}}
 `
@@ -68,6 +70,7 @@ func stsctl(t *testing.T, wantCode int, args ...string) string {
 func TestPolicyTest(t *testing.T) {
 	dir := writeFiles(t)
 	up := testissuer.New(t, "https://issuer.example")
+	os.WriteFile(filepath.Join(dir, "jwks.json"), up.JWKS(), 0o600)
 	k8s := func(ns string) func(map[string]any) {
 		return func(c map[string]any) { c["kubernetes.io"] = map[string]any{"namespace": ns} }
 	}
@@ -79,7 +82,7 @@ func TestPolicyTest(t *testing.T) {
 
 	out := stsctl(t, 0, "policy", "test", "--config", cfg, "--subject-token", "@"+good,
 		"--audience", "https://ledger.internal", "--scope", "ledger.read", "--expect", "allow")
-	for _, want := range []string{"decision:    allow", "rule:        payments-to-ledger", "namespace=payments", "max_ttl 10m0s", "* payments-to-ledger", "not verified"} {
+	for _, want := range []string{"decision:    allow", "rule:        payments-to-ledger", "namespace=payments", "max_ttl 10m0s", "* payments-to-ledger", "attested:    yes"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
@@ -91,16 +94,37 @@ func TestPolicyTest(t *testing.T) {
 	if !strings.Contains(out, "namespace") || !strings.Contains(out, "deny_target") {
 		t.Errorf("deny output:\n%s", out)
 	}
+	// The token is verified as the server does, at --now: an hour on it has expired,
+	// and the refusal says so; policy is not consulted.
+	later := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	out = stsctl(t, 0, "policy", "test", "--config", cfg, "--subject-token", "@"+good, "--now", later,
+		"--audience", "https://ledger.internal", "--expect", "deny")
+	for _, want := range []string{"decision: deny_subject_token", "reason: subject_token: invalid token: upstream \"cluster-a\": expired at ", "attested: yes (signature and upstream limits checked with "} {
+		if !strings.Contains(strings.Join(strings.Fields(out), " "), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "trace:") {
+		t.Errorf("a token the upstream refuses reached policy:\n%s", out)
+	}
 	// --expect mismatch fails (for policy tests in CI).
 	stsctl(t, 1, "policy", "test", "--config", cfg, "--subject-token", "@"+wrongNS, "--audience", "https://ledger.internal", "--expect", "allow")
 	// JSON output.
 	out = stsctl(t, 0, "policy", "test", "--policy", filepath.Join(dir, "policy.yaml"), "--upstream", "cluster-a",
 		"--subject-token", "@"+good, "--audience", "https://metrics.internal", "--json")
 	var v struct {
-		Decision struct{ Outcome, Rule string }
+		Attested    bool
+		Attestation string
+		Decision    struct{ Outcome, Rule string }
 	}
-	if err := json.Unmarshal([]byte(out), &v); err != nil || v.Decision.Outcome != "allow" || v.Decision.Rule != "everyone-metrics" {
+	if err := json.Unmarshal([]byte(out), &v); err != nil || v.Decision.Outcome != "allow" || v.Decision.Rule != "everyone-metrics" ||
+		v.Attested || !strings.Contains(v.Attestation, "claims only") {
 		t.Fatalf("json %v: %s", err, out)
+	}
+	out = stsctl(t, 0, "policy", "test", "--policy", filepath.Join(dir, "policy.yaml"), "--upstream", "cluster-a",
+		"--subject-token", "@"+good, "--audience", "https://metrics.internal", "--now", later)
+	if !strings.Contains(out, "decision:    allow") || !strings.Contains(out, "attested:    no (claims only; give --config to verify like the server)") {
+		t.Errorf("claims-only output:\n%s", out)
 	}
 	// Usage errors.
 	stsctl(t, 2, "policy", "test", "--subject-token", "@"+good)
@@ -117,6 +141,16 @@ safeconduct_policy_decisions_total{outcome="deny_no_rule",rule=""} 3
 `), 0o600)
 	out := stsctl(t, 0, "policy", "review", "--config", filepath.Join(dir, "sts.yaml"), "--metrics", metrics, "--now", "2026-11-23T00:00:00Z")
 	for _, want := range []string{"Usage: known", "system:serviceaccount:payments:*", "https://ledger.internal", "everyone-metrics", "unused", "review_overdue", "broad"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("review lacks %q:\n%s", want, out)
+		}
+	}
+	// The upstream's subjects bound what "*" grants, and the broad finding says so.
+	for _, want := range []string{
+		"(asserts only system:serviceaccount:payments:*, system:serviceaccount:gateway:*)",
+		"effective: system:serviceaccount:gateway:*, system:serviceaccount:payments:*",
+		`matches every workload of upstream cluster-a (cluster-a asserts only "system:serviceaccount:payments:*", "system:serviceaccount:gateway:*")`,
+	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("review lacks %q:\n%s", want, out)
 		}
