@@ -27,6 +27,14 @@ const (
 // maxAdminBody bounds admin request bodies.
 const maxAdminBody = 16 << 10
 
+// adminService is the admin API, introspection and the revocation feed: callers
+// authenticated like workloads and authorized by the policy's admin rules.
+type adminService struct {
+	*core
+	// upstreamByIssuer resolves iss= selector terms to upstream names.
+	upstreamByIssuer map[string]string
+}
+
 // adminError is an error answer of the admin API, introspection or the feed.
 type adminError struct {
 	status int
@@ -65,7 +73,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // adminEvent is the audit record of an admin action.
-func (s *Server) auditAdmin(ctx context.Context, action, outcome string, caller *attest.Workload, attrs ...slog.Attr) {
+func (s *adminService) auditAdmin(ctx context.Context, action, outcome string, caller *attest.Workload, attrs ...slog.Attr) {
 	all := []slog.Attr{slog.String("event", action), slog.String("outcome", outcome)}
 	if caller != nil {
 		all = append(all, slog.String("caller_upstream", caller.Upstream), slog.String("caller", caller.ID))
@@ -76,7 +84,7 @@ func (s *Server) auditAdmin(ctx context.Context, action, outcome string, caller 
 // authorize authenticates the caller (bearer token attested like a subject token,
 // or the mTLS X.509-SVID) and asks policy whether it may perform action on targets.
 // Refusals are audited.
-func (s *Server) authorize(w http.ResponseWriter, r *http.Request, action string, targets []string) (*attest.Workload, bool) {
+func (s *adminService) authorize(w http.ResponseWriter, r *http.Request, action string, targets []string) (*attest.Workload, bool) {
 	caller, ok := s.admitCaller(w, r, action)
 	if !ok || !s.permit(w, r, caller, action, targets) {
 		return nil, false
@@ -88,7 +96,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, action string
 // is read: it authenticates the caller and checks that some admin rule grants it
 // one of actions on some upstream. Whoever is not an admin for these actions gets
 // 401 or 403 and never a word about the body.
-func (s *Server) admitCaller(w http.ResponseWriter, r *http.Request, actions ...string) (*attest.Workload, bool) {
+func (s *adminService) admitCaller(w http.ResponseWriter, r *http.Request, actions ...string) (*attest.Workload, bool) {
 	ctx := r.Context()
 	caller, err := s.caller(ctx, r)
 	if err != nil {
@@ -117,7 +125,7 @@ func (s *Server) admitCaller(w http.ResponseWriter, r *http.Request, actions ...
 
 // permit asks policy whether caller may perform action on targets; a refusal is
 // audited and answered 403.
-func (s *Server) permit(w http.ResponseWriter, r *http.Request, caller *attest.Workload, action string, targets []string) bool {
+func (s *adminService) permit(w http.ResponseWriter, r *http.Request, caller *attest.Workload, action string, targets []string) bool {
 	d := s.policy().DecideAdmin(policy.AdminRequest{Caller: caller, Action: action, TargetUpstreams: targets, Now: s.now()})
 	if !d.Allowed() {
 		s.auditAdmin(r.Context(), action, "denied", caller, slog.String("reason", d.Reason))
@@ -128,7 +136,7 @@ func (s *Server) permit(w http.ResponseWriter, r *http.Request, caller *attest.W
 }
 
 // caller is the authenticated identity of an admin, introspection or feed request.
-func (s *Server) caller(ctx context.Context, r *http.Request) (*attest.Workload, error) {
+func (s *adminService) caller(ctx context.Context, r *http.Request) (*attest.Workload, error) {
 	auth := r.Header.Get("Authorization")
 	client, err := s.clientIdentity(ctx, r)
 	if err != nil {
@@ -167,7 +175,7 @@ type createRevocation struct {
 }
 
 // handleCreateRevocation is POST /admin/v1/revocations.
-func (s *Server) handleCreateRevocation(w http.ResponseWriter, r *http.Request) {
+func (s *adminService) handleCreateRevocation(w http.ResponseWriter, r *http.Request) {
 	caller, ok := s.admitCaller(w, r, policy.ActionRevoke, policy.ActionBlock)
 	if !ok {
 		return
@@ -224,7 +232,7 @@ func (s *Server) handleCreateRevocation(w http.ResponseWriter, r *http.Request) 
 // recordEntry creates e in the store, counts and audits it (with extra first),
 // and answers 201 with the entry; or 400 for an entry the store refuses, 503
 // when it is unreachable (the failure audited too).
-func (s *Server) recordEntry(w http.ResponseWriter, r *http.Request, action string, caller *attest.Workload, e revocation.Entry, extra ...slog.Attr) {
+func (s *adminService) recordEntry(w http.ResponseWriter, r *http.Request, action string, caller *attest.Workload, e revocation.Entry, extra ...slog.Attr) {
 	ctx := r.Context()
 	created, err := s.store.Create(ctx, e)
 	if err != nil {
@@ -243,7 +251,7 @@ func (s *Server) recordEntry(w http.ResponseWriter, r *http.Request, action stri
 }
 
 // handleListRevocations is GET /admin/v1/revocations.
-func (s *Server) handleListRevocations(w http.ResponseWriter, r *http.Request) {
+func (s *adminService) handleListRevocations(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.authorize(w, r, policy.ActionList, nil); !ok {
 		return
 	}
@@ -260,7 +268,7 @@ func (s *Server) handleListRevocations(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleLiftRevocation is DELETE /admin/v1/revocations/{id}.
-func (s *Server) handleLiftRevocation(w http.ResponseWriter, r *http.Request) {
+func (s *adminService) handleLiftRevocation(w http.ResponseWriter, r *http.Request) {
 	caller, ok := s.authorize(w, r, policy.ActionLift, nil)
 	if !ok {
 		return
@@ -296,7 +304,7 @@ type changeReport struct {
 // handleWorkloadChange is POST /admin/v1/workloads/change: a watcher (Kubernetes,
 // SPIRE) reports a workload's current runtime attributes; when its binding
 // fingerprint differs from the one its tokens were issued under, they are revoked.
-func (s *Server) handleWorkloadChange(w http.ResponseWriter, r *http.Request) {
+func (s *adminService) handleWorkloadChange(w http.ResponseWriter, r *http.Request) {
 	caller, ok := s.admitCaller(w, r, policy.ActionReportChange)
 	if !ok {
 		return
@@ -332,7 +340,7 @@ func (s *Server) handleWorkloadChange(w http.ResponseWriter, r *http.Request) {
 // handleIntrospect is POST /introspect (RFC 7662) for authenticated callers allowed
 // the introspect action: a token the STS minted that verifies, has not expired and
 // is not revoked is active; anything else is {"active": false}.
-func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
+func (s *adminService) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.authorize(w, r, policy.ActionIntrospect, nil); !ok {
 		return
 	}
@@ -404,7 +412,7 @@ func decodeJSONBody(r *http.Request, v any) error {
 
 // resolveSelector parses a selector and rewrites an iss= term (an upstream's
 // issuer) to upstream= (tokens carry upstream).
-func (s *Server) resolveSelector(text string) (revocation.Selector, error) {
+func (s *adminService) resolveSelector(text string) (revocation.Selector, error) {
 	sel, err := revocation.ParseSelector(text)
 	if err != nil {
 		return revocation.Selector{}, err

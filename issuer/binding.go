@@ -37,7 +37,7 @@ func instanceKey(wl *attest.Workload, b binding) string {
 // bind records the instance's current binding fingerprint; when it differs from
 // the one recorded before, the store revokes the tokens bound to the old one and
 // returns that entry, which is audited and counted here.
-func (s *Server) bind(ctx context.Context, b binding, wl *attest.Workload, trigger string) (*revocation.Entry, error) {
+func (s *core) bind(ctx context.Context, b binding, wl *attest.Workload, trigger string) (*revocation.Entry, error) {
 	f := revocation.Facts{Upstream: wl.Upstream, Subject: wl.ID, Binding: revocation.Fingerprint(wl.Attributes, b.names)}
 	fired, err := s.store.Bind(ctx, instanceKey(wl, b), &f, 2*s.maxTTL+time.Minute)
 	if err != nil {

@@ -57,7 +57,7 @@ var errClientAuth = &oauthError{Code: codeInvalidClient, Description: "client au
 // its jti so that it cannot be used twice. It returns the client as a Workload
 // (ID = client ID), or an error wrapping attest.ErrInvalid (401) or
 // attest.ErrUnavailable (503).
-func (s *Server) authenticateAssertion(ctx context.Context, req *tokenRequest) (*attest.Workload, error) {
+func (s *tokenService) authenticateAssertion(ctx context.Context, req *tokenRequest) (*attest.Workload, error) {
 	if req.ClientAssertionType != AssertionTypeJWTBearer {
 		return nil, fmt.Errorf("%w: client_assertion_type %.100q is not supported", attest.ErrInvalid, req.ClientAssertionType)
 	}
@@ -101,7 +101,7 @@ func (s *Server) authenticateAssertion(ctx context.Context, req *tokenRequest) (
 // upstream marked one_time: its jti is claimed in the revocation store until the
 // token expires (plus the clock skew). Tokens of other upstreams, and X.509-SVID
 // identities (not bearer tokens), pass.
-func (s *Server) claimOneTime(ctx context.Context, wl *attest.Workload, tokenType string) error {
+func (s *tokenService) claimOneTime(ctx context.Context, wl *attest.Workload, tokenType string) error {
 	skew, ok := s.oneTime[wl.Upstream]
 	if !ok || tokenType == TypeX509SVID {
 		return nil
@@ -122,7 +122,7 @@ func (s *Server) claimOneTime(ctx context.Context, wl *attest.Workload, tokenTyp
 // attest.ErrInvalid when key was recorded before (a replay: "jti already used")
 // or the store refuses the claim, and with attest.ErrUnavailable when the store
 // cannot answer (the request then fails closed).
-func (s *Server) claimOnce(ctx context.Context, key string, until time.Time) error {
+func (s *tokenService) claimOnce(ctx context.Context, key string, until time.Time) error {
 	fresh, err := s.store.Claim(ctx, key, until)
 	switch {
 	case errors.Is(err, revocation.ErrInvalid):

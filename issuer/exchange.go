@@ -56,7 +56,7 @@ type exchangeState struct {
 // delegation, one_time upstreams, bound upstreams, sender constraint) is inside
 // the phases; none is skipped. (Called directly rather than from a table of
 // phases: x then stays on the stack.)
-func (s *Server) exchange(ctx context.Context, x *exchangeState) *refusal {
+func (s *tokenService) exchange(ctx context.Context, x *exchangeState) *refusal {
 	if ref := s.parseRequest(ctx, x); ref != nil {
 		return ref
 	}
@@ -81,7 +81,7 @@ func (s *Server) exchange(ctx context.Context, x *exchangeState) *refusal {
 // parseRequest reads and parses the form body. Refusals before the form is
 // parsed have no cause beyond what the client is told, and none in the audit
 // event.
-func (s *Server) parseRequest(_ context.Context, x *exchangeState) *refusal {
+func (s *tokenService) parseRequest(_ context.Context, x *exchangeState) *refusal {
 	r := x.r
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/x-www-form-urlencoded" {
 		return refuse(badRequest(codeInvalidRequest, "the body must be application/x-www-form-urlencoded"), "")
@@ -110,7 +110,7 @@ func (s *Server) parseRequest(_ context.Context, x *exchangeState) *refusal {
 // clients refuse them). There are no client secrets: a client that tries one is
 // told so instead of being silently trusted. An authenticated client is then
 // held to its rate limit.
-func (s *Server) authenticateClient(ctx context.Context, x *exchangeState) *refusal {
+func (s *tokenService) authenticateClient(ctx context.Context, x *exchangeState) *refusal {
 	_, _, basic := x.r.BasicAuth()
 	mtls, cerr := s.clientIdentity(ctx, x.r)
 	if authMethods(basic, x.req.ClientSecret, mtls != nil || cerr != nil, x.req.ClientAssertion != "") > 1 {
@@ -154,8 +154,8 @@ func authMethods(used ...bool) int {
 
 // attestSubject verifies the subject token, holds the workload to its rate limit
 // and reads the actors a delegated token names.
-func (s *Server) attestSubject(ctx context.Context, x *exchangeState) *refusal {
-	st := s.traceStep(ctx, spanAttestSubject)
+func (s *tokenService) attestSubject(ctx context.Context, x *exchangeState) *refusal {
+	st := s.tracing.step(ctx, spanAttestSubject)
 	wl, err := s.attestToken(ctx, x.mtls, x.req.SubjectToken, x.req.SubjectTokenType)
 	st.attested(wl, err)
 	if err != nil {
@@ -174,14 +174,14 @@ func (s *Server) attestSubject(ctx context.Context, x *exchangeState) *refusal {
 // attestActor verifies the actor token, if one was sent. A delegated subject
 // token names its actors; whoever presents it again must say who they are, so
 // the chain grows instead of being laundered into direct access.
-func (s *Server) attestActor(ctx context.Context, x *exchangeState) *refusal {
+func (s *tokenService) attestActor(ctx context.Context, x *exchangeState) *refusal {
 	if x.req.ActorToken == "" {
 		if len(x.chain) > 0 {
 			return refuse(badRequest(codeInvalidRequest, "a delegated subject_token must be exchanged with an actor_token"), "subject_token carries act but no actor_token was sent")
 		}
 		return nil
 	}
-	st := s.traceStep(ctx, spanAttestActor)
+	st := s.tracing.step(ctx, spanAttestActor)
 	actor, err := s.attestToken(ctx, x.mtls, x.req.ActorToken, x.req.ActorTokenType)
 	st.attested(actor, err)
 	if err != nil {
@@ -196,9 +196,9 @@ func (s *Server) attestActor(ctx context.Context, x *exchangeState) *refusal {
 
 // decide asks policy, counts the decision and its audit-mode hits, and refuses
 // with the OAuth error of the outcome; the decision's reason is the cause.
-func (s *Server) decide(ctx context.Context, x *exchangeState) *refusal {
+func (s *tokenService) decide(ctx context.Context, x *exchangeState) *refusal {
 	x.now = s.now()
-	st := s.traceStep(ctx, spanPolicy)
+	st := s.tracing.step(ctx, spanPolicy)
 	x.decision = s.policy().Decide(policy.Request{
 		Workload:            x.workload,
 		Actor:               x.actor,
@@ -257,7 +257,7 @@ func outcomeError(o policy.Outcome, clientAuthenticated bool) *oauthError {
 // of this workload, its clock for iat (so that a concurrent revoke is ordered
 // against this token) and the binding last recorded for this instance, and
 // records a changed binding.
-func (s *Server) admit(ctx context.Context, x *exchangeState) *refusal {
+func (s *tokenService) admit(ctx context.Context, x *exchangeState) *refusal {
 	if ref := s.claimOneTimeTokens(ctx, x); ref != nil {
 		return ref
 	}
@@ -276,7 +276,7 @@ func (s *Server) admit(ctx context.Context, x *exchangeState) *refusal {
 		x.facts.Binding = revocation.Fingerprint(wl.Attributes, b.names)
 		instance = instanceKey(wl, b)
 	}
-	st := s.traceStep(ctx, spanAdmit)
+	st := s.tracing.step(ctx, spanAdmit)
 	adm, err := s.store.Admit(ctx, x.facts, instance)
 	st.admitted(err)
 	if err != nil {
@@ -299,7 +299,7 @@ func (s *Server) admit(ctx context.Context, x *exchangeState) *refusal {
 
 // claimOneTimeTokens: a token of a one_time upstream is good for one exchange
 // that policy allows; the subject token is claimed first, then the actor token.
-func (s *Server) claimOneTimeTokens(ctx context.Context, x *exchangeState) *refusal {
+func (s *tokenService) claimOneTimeTokens(ctx context.Context, x *exchangeState) *refusal {
 	if err := s.claimOneTime(ctx, x.workload, x.req.SubjectTokenType); err != nil {
 		return mapErr(err, errSubjectRejected, "subject_token: ")
 	}
@@ -316,7 +316,7 @@ func (s *Server) claimOneTimeTokens(ctx context.Context, x *exchangeState) *refu
 // earlier of the clock policy decided at and the store's; the token expires
 // within the rule's and the configured lifetime, never after the subject or
 // actor token.
-func (s *Server) mint(ctx context.Context, x *exchangeState) *refusal {
+func (s *tokenService) mint(ctx context.Context, x *exchangeState) *refusal {
 	d := &x.decision
 	iat := x.now.Truncate(time.Second)
 	if t := x.storeIAT.Truncate(time.Second); !t.IsZero() && t.Before(iat) {
@@ -351,7 +351,7 @@ func (s *Server) mint(ctx context.Context, x *exchangeState) *refusal {
 		// the client certificate is there to bind to (RFC 8705 §3.1).
 		c.CertThumbprint = certThumbprint(x.r.TLS.PeerCertificates[0])
 	}
-	st := s.traceStep(ctx, spanMint)
+	st := s.tracing.step(ctx, spanMint)
 	tok, err := s.minter.mint(c)
 	st.minted(c.ID, err)
 	if err != nil {
@@ -395,8 +395,8 @@ func (x *exchangeState) event(ref *refusal) exchangeEvent {
 
 // record is the last step of every exchange, issued or refused: the exchange
 // metrics, the request span's attributes and the audit event.
-func (s *Server) record(ctx context.Context, ev *exchangeEvent, took time.Duration) {
+func (s *tokenService) record(ctx context.Context, ev *exchangeEvent, took time.Duration) {
 	s.metrics.observeExchange(ev.outcome, ev.code, took)
-	s.traceExchange(ctx, ev)
+	s.tracing.exchange(ctx, ev)
 	s.audit(ctx, ev)
 }

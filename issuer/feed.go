@@ -22,7 +22,7 @@ const (
 
 // handleSnapshot is GET /revocations: every active entry and the feed cursor they
 // are current to.
-func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
+func (s *adminService) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.authorize(w, r, policy.ActionReadFeed, nil); !ok {
 		return
 	}
@@ -41,7 +41,7 @@ func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 // handleStream is GET /revocations/stream: Server-Sent Events from a cursor
 // (?cursor= or Last-Event-ID), with heartbeats. An expired cursor is 410: the client
 // takes a new snapshot.
-func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
+func (s *adminService) handleStream(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.authorize(w, r, policy.ActionReadFeed, nil); !ok {
 		return
 	}

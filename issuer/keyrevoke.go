@@ -32,7 +32,7 @@ func errKeyInUse(desc string) *adminError {
 // rotate first. Retired keys (still published) and removed keys (or kids this
 // STS never had) are accepted. key_dir is re-read first, so a rotation written
 // to it just before is seen.
-func (s *Server) handleRevokeKey(w http.ResponseWriter, r *http.Request) {
+func (s *adminService) handleRevokeKey(w http.ResponseWriter, r *http.Request) {
 	// The action targets no upstream, so the caller is settled before the body is
 	// read: an unauthenticated caller learns nothing from how it is judged.
 	action := policy.ActionRotateKeys
@@ -74,8 +74,8 @@ func (s *Server) handleRevokeKey(w http.ResponseWriter, r *http.Request) {
 // yet activated), with the message of the refusal. A revoke by kid invalidates
 // the key's tokens whatever their iat, so on such a key it would invalidate every
 // token issued while it lasts.
-func (s *Server) keyInUse(kid string) (string, bool) {
-	if err := s.ReloadKeys(); err != nil {
+func (s *adminService) keyInUse(kid string) (string, bool) {
+	if err := s.signing.reload(); err != nil {
 		s.log.Warn("re-reading the signing keys before a key revoke failed; deciding on the last good keys",
 			slog.String("error", err.Error()))
 	}
@@ -98,7 +98,7 @@ func (s *Server) keyInUse(kid string) (string, bool) {
 // no longer accept a token forged with it, whatever its exp: the key leaves the
 // JWKS at its scheduled drop and verifiers' cached copies within the JWKS cache
 // lifetime. A minute of margin on top.
-func (s *Server) keyRevokeExpiry(kid string, now time.Time) time.Time {
+func (s *adminService) keyRevokeExpiry(kid string, now time.Time) time.Time {
 	until := now.Add(s.maxTTL + JWKSCacheLifetime + time.Minute)
 	if drop, ok := s.currentRing().dropAt[kid]; ok {
 		if t := drop.Add(JWKSCacheLifetime + time.Minute); t.After(until) {

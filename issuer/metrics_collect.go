@@ -89,11 +89,12 @@ func (c keyAgeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// registerCollectors adds the scrape-time collectors of s to its registry.
-func (m *metrics) registerCollectors(s *Server, upstreams []upstreamStats) {
+// registerCollectors adds the scrape-time collectors of the signing keys and the
+// upstreams to the registry.
+func (m *metrics) registerCollectors(keys *signing, now func() time.Time, upstreams []upstreamStats) {
 	m.registry.MustRegister(
 		upstreamCollector{upstreams: upstreams},
-		keyAgeCollector{ring: s.currentRing, now: s.now},
+		keyAgeCollector{ring: keys.currentRing, now: now},
 	)
 }
 

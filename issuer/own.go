@@ -13,7 +13,7 @@ import (
 // at+jwt, signed by a key of the ring with that key's algorithm, iss this issuer,
 // not expired, nbf/iat not in the future. It returns the claims and the kid of the
 // ring key that verified the signature (the token's KeyID fact: revocation by kid).
-func (s *Server) verifyOwn(raw string) (map[string]any, string, error) {
+func (s *signing) verifyOwn(raw string) (map[string]any, string, error) {
 	if len(raw) > 16<<10 || strings.Count(raw, ".") != 2 {
 		return nil, "", errors.New("not a compact JWS")
 	}

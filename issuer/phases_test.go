@@ -24,18 +24,18 @@ import (
 )
 
 // phase is one phase method of the exchange pipeline.
-type phase func(*Server, context.Context, *exchangeState) *refusal
+type phase func(*tokenService, context.Context, *exchangeState) *refusal
 
 // phaseOrder are the phases in their pipeline order (to bring a state to where
 // a phase under test starts).
 var phaseOrder = []phase{
-	(*Server).parseRequest,
-	(*Server).authenticateClient,
-	(*Server).attestSubject,
-	(*Server).attestActor,
-	(*Server).decide,
-	(*Server).admit,
-	(*Server).mint,
+	(*tokenService).parseRequest,
+	(*tokenService).authenticateClient,
+	(*tokenService).attestSubject,
+	(*tokenService).attestActor,
+	(*tokenService).decide,
+	(*tokenService).admit,
+	(*tokenService).mint,
 }
 
 // tokenRequestOf is a POST /token request with form as its body.
@@ -51,7 +51,7 @@ func stateBefore(t *testing.T, s *Server, r *http.Request, p int) *exchangeState
 	t.Helper()
 	x := &exchangeState{r: r}
 	for i, ph := range phaseOrder[:p] {
-		if ref := ph(s, r.Context(), x); ref != nil {
+		if ref := ph(s.tokens, r.Context(), x); ref != nil {
 			t.Fatalf("phase %d refused: %s (%s)", i, ref.oauth, ref.cause)
 		}
 	}
@@ -126,14 +126,14 @@ func TestPhaseParseRequest(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			x := &exchangeState{r: c.r()}
-			wantRefusal(t, s.parseRequest(context.Background(), x), c.oerr, c.cause)
+			wantRefusal(t, s.tokens.parseRequest(context.Background(), x), c.oerr, c.cause)
 			if x.req != nil {
 				t.Fatal("a refused request was parsed")
 			}
 		})
 	}
 	x := &exchangeState{r: tokenRequestOf(valid)}
-	if ref := s.parseRequest(context.Background(), x); ref != nil || x.req == nil || x.req.SubjectToken != "a.b.c" {
+	if ref := s.tokens.parseRequest(context.Background(), x); ref != nil || x.req == nil || x.req.SubjectToken != "a.b.c" {
 		t.Fatalf("valid request: %v %+v", ref, x.req)
 	}
 }
@@ -205,7 +205,7 @@ func TestPhaseAuthenticateClient(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			x := stateBefore(t, c.s, c.r(), phaseAuthenticate)
-			ref := c.s.authenticateClient(context.Background(), x)
+			ref := c.s.tokens.authenticateClient(context.Background(), x)
 			if c.oerr != nil {
 				wantRefusal(t, ref, c.oerr, c.cause)
 				if x.client != nil || x.clientAuth != "" {
@@ -234,7 +234,7 @@ func TestPhaseAuthenticateClientRateLimit(t *testing.T) {
 	})
 	authenticate := func() (*exchangeState, *refusal) {
 		x := stateBefore(t, ts.srv, tokenRequestOf(withAssertion(validForm(), assertion(t, ts, ci))), phaseAuthenticate)
-		return x, ts.srv.authenticateClient(context.Background(), x)
+		return x, ts.srv.tokens.authenticateClient(context.Background(), x)
 	}
 	if _, ref := authenticate(); ref != nil {
 		t.Fatalf("first request refused: %s", ref.cause)
@@ -282,7 +282,7 @@ func TestPhaseAttestSubject(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			x := stateBefore(t, ts.srv, c.r(), phaseAttestSubject)
-			ref := ts.srv.attestSubject(context.Background(), x)
+			ref := ts.srv.tokens.attestSubject(context.Background(), x)
 			if c.oerr == nil {
 				if ref != nil {
 					t.Fatalf("refused: %s", ref.cause)
@@ -328,26 +328,26 @@ func TestPhaseAttestActor(t *testing.T) {
 
 	t.Run("direct", func(t *testing.T) {
 		x := stateBefore(t, ts.srv, tokenRequestOf(ts.form(ts.a.Token(t, payments))), phaseAttestActor)
-		if ref := ts.srv.attestActor(context.Background(), x); ref != nil || x.actor != nil || x.depth != 0 || !x.notAfter.Equal(x.workload.Expiry) {
+		if ref := ts.srv.tokens.attestActor(context.Background(), x); ref != nil || x.actor != nil || x.depth != 0 || !x.notAfter.Equal(x.workload.Expiry) {
 			t.Fatalf("%+v actor %v depth %d", ref, x.actor, x.depth)
 		}
 	})
 	t.Run("delegated subject without actor_token", func(t *testing.T) {
 		x := stateBefore(t, ts.srv, tokenRequestOf(ts.form(hop1)), phaseAttestActor)
-		wantRefusal(t, ts.srv.attestActor(context.Background(), x),
+		wantRefusal(t, ts.srv.tokens.attestActor(context.Background(), x),
 			badRequest(codeInvalidRequest, "a delegated subject_token must be exchanged with an actor_token"),
 			"subject_token carries act but no actor_token was sent")
 	})
 	t.Run("actor not a JWT", func(t *testing.T) {
 		x := stateBefore(t, ts.srv, tokenRequestOf(actorForm(ts.form(ts.a.Token(t, payments)), "opaque")), phaseAttestActor)
-		wantRefusal(t, ts.srv.attestActor(context.Background(), x), errActorRejected, "actor_token: malformed token")
+		wantRefusal(t, ts.srv.tokens.attestActor(context.Background(), x), errActorRejected, "actor_token: malformed token")
 		if x.actor != nil {
 			t.Fatal("a rejected actor is recorded")
 		}
 	})
 	t.Run("actor of a delegated subject, expiring first", func(t *testing.T) {
 		x := stateBefore(t, ts.srv, tokenRequestOf(actorForm(ts.form(hop1), shortActor)), phaseAttestActor)
-		if ref := ts.srv.attestActor(context.Background(), x); ref != nil {
+		if ref := ts.srv.tokens.attestActor(context.Background(), x); ref != nil {
 			t.Fatalf("refused: %s", ref.cause)
 		}
 		if x.actor.ID != gateway || x.depth != 2 || len(x.chain) != 1 || !x.notAfter.Equal(soon) {
@@ -402,7 +402,7 @@ func TestPhaseDecide(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			x := stateBefore(t, ts.srv, c.r, phaseDecide)
-			ref := ts.srv.decide(context.Background(), x)
+			ref := ts.srv.tokens.decide(context.Background(), x)
 			if c.oerr != nil {
 				wantRefusal(t, ref, c.oerr, c.cause)
 				if ref.cause != x.decision.Reason {
@@ -453,7 +453,7 @@ func TestPhaseAdmit(t *testing.T) {
 	}
 	admit := func(r *http.Request) (*exchangeState, *refusal) {
 		x := stateBefore(t, ts.srv, r, phaseAdmit)
-		return x, ts.srv.admit(context.Background(), x)
+		return x, ts.srv.tokens.admit(context.Background(), x)
 	}
 	replayed := ts.a.Token(t, payments, pod("pod-1"))
 
@@ -475,7 +475,7 @@ func TestPhaseAdmit(t *testing.T) {
 		x := stateBefore(t, ts.srv, tokenRequestOf(ts.form(ts.a.Token(t, payments, pod("pod-1")))), phaseAdmit)
 		x.actor = &attest.Workload{Upstream: "cluster-a", ID: "gw", Expiry: time.Now().Add(time.Minute)}
 		x.req.ActorTokenType = TypeJWT
-		wantRefusal(t, ts.srv.admit(context.Background(), x), errActorRejected, `actor_token: invalid token: upstream "cluster-a" is one_time and the token has no jti`)
+		wantRefusal(t, ts.srv.tokens.admit(context.Background(), x), errActorRejected, `actor_token: invalid token: upstream "cluster-a" is one_time and the token has no jti`)
 	})
 	t.Run("instance changed: old tokens revoked", func(t *testing.T) {
 		if _, ref := admit(tokenRequestOf(ts.form(ts.a.Token(t, payments, pod("pod-2"))))); ref != nil {
@@ -500,7 +500,7 @@ func TestPhaseAdmit(t *testing.T) {
 	down := startSTS(t, stsOptions{revocation: fmt.Sprintf("revocation:\n  backend: redis\n  redis: {addrs: [%q]}\n", closedAddr(t))})
 	t.Run("store unavailable", func(t *testing.T) {
 		x := stateBefore(t, down.srv, tokenRequestOf(down.form(down.a.Token(t, payments))), phaseAdmit)
-		wantRefusal(t, down.srv.admit(context.Background(), x), errUnavailable, "revocation store: ")
+		wantRefusal(t, down.srv.tokens.admit(context.Background(), x), errUnavailable, "revocation store: ")
 	})
 }
 
@@ -513,7 +513,7 @@ func TestPhaseMint(t *testing.T) {
 	}
 	mint := func(x *exchangeState) map[string]any {
 		t.Helper()
-		if ref := sp.srv.mint(context.Background(), x); ref != nil {
+		if ref := sp.srv.tokens.mint(context.Background(), x); ref != nil {
 			t.Fatalf("refused: %s", ref.cause)
 		}
 		return decodeSegment(t, x.response.AccessToken, 1)
@@ -523,7 +523,7 @@ func TestPhaseMint(t *testing.T) {
 		x := state(ledger)
 		x.storeIAT = time.Time{} // iat is now, truncated
 		x.notAfter = x.now.Truncate(time.Second).Add(999 * time.Millisecond)
-		wantRefusal(t, sp.srv.mint(context.Background(), x), errSubjectRejected, "subject or actor token expires within a second")
+		wantRefusal(t, sp.srv.tokens.mint(context.Background(), x), errSubjectRejected, "subject or actor token expires within a second")
 		if x.response.AccessToken != "" {
 			t.Fatal("a token was minted")
 		}

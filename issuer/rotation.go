@@ -2,7 +2,6 @@ package issuer
 
 import (
 	"bytes"
-	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -10,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"slices"
@@ -303,31 +301,6 @@ func payloadExp(payload []byte) (int64, bool) {
 	return v, err == nil
 }
 
-// keyRingHandlers wires the server to the live key ring: minting follows the
-// ring's active key, and the returned handlers serve the current JWKS and
-// discovery documents. It runs once, from routes, before the server serves.
-func (s *Server) keyRingHandlers() (jwks, discovery http.HandlerFunc) {
-	m, err := newKeyManager(s.issuer, s.clients.authMethods(), s.ring, s.maxTTL, s.now, func(err error) {
-		s.log.Error("signing keys reload failed; keeping the last good keys", "error", err.Error())
-	})
-	if err != nil {
-		// The ring was valid at the clock it was loaded with; serve it as it is.
-		s.log.Error("signing keys schedule", "error", err.Error())
-		cc := cacheControl()
-		return staticJSON(s.ring.jwks, cc), staticJSON(s.discovery, cc)
-	}
-	m.onChange = func(old, next *keyRing) {
-		// Key rotation is a security decision like the others: one audit event.
-		s.auditLog.LogAttrs(context.Background(), slog.LevelInfo, "key_rotation",
-			slog.String("event", "key_rotation"),
-			slog.String("previous_kid", old.active.kid), slog.String("kid", next.active.kid),
-			slog.Any("published", keyIDs(next.keys)))
-	}
-	s.ring.live = m
-	s.minter.signer = &ringSigner{m: m, opts: s.minter.signer.Options()}
-	return m.serve(func(r *keyRing) []byte { return r.jwks }), m.serve(func(r *keyRing) []byte { return r.discovery })
-}
-
 func cacheControl() string {
 	return "public, max-age=" + strconv.Itoa(int(JWKSCacheLifetime/time.Second))
 }
@@ -341,12 +314,7 @@ func (m *keyManager) serve(doc func(*keyRing) []byte) http.HandlerFunc {
 
 // ReloadKeys re-reads key_dir at once (the periodic reload runs every
 // KeyReloadInterval).
-func (s *Server) ReloadKeys() error {
-	if s.ring.live == nil {
-		return nil
-	}
-	return s.ring.live.reload()
-}
+func (s *Server) ReloadKeys() error { return s.signing.reload() }
 
 // RotateResult reports a key rotation.
 type RotateResult struct {

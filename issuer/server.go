@@ -97,40 +97,53 @@ type Upstream struct {
 	KeyStats func() UpstreamKeyStats
 }
 
-// Server is the STS: the token endpoint, discovery, JWKS, health and metrics.
+// Server is the STS as an HTTP server: it routes to its concerns, guards /token
+// with the limits and overload gate, serves health and metrics, and drains on
+// shutdown. The concerns are their own types:
+//
+//   - tokenService: the /token pipeline (exchange.go, token.go, clients.go);
+//   - adminService: the admin API, introspection and the revocation feed
+//     (admin.go, keyrevoke.go, feed.go);
+//   - signing: the signing keys, their rotation, the JWKS and discovery documents
+//     (keys.go, rotation.go, own.go).
+//
+// What they share (the attester, the policy in force, the revocation store, the
+// signing keys, runtime bindings, clock, loggers, metrics, tracing) is core.
 type Server struct {
-	issuer     string
-	attester   Attester
-	decider    atomic.Pointer[Decider]
-	store      revocation.Store
-	ring       *keyRing
-	minter     *minter
-	defaultTTL time.Duration
-	maxTTL     time.Duration
-
-	discovery []byte
-	log       *slog.Logger
-	auditLog  *slog.Logger
-	now       func() time.Time
-	metrics   *metrics
-	mux       *http.ServeMux
+	*core
+	tokens *tokenService
+	admin  *adminService
+	mux    *http.ServeMux
+	// handler is mux, wrapped in a server span per request when tracing is on.
+	handler http.Handler
 	// limits guard /token before any verification.
 	limits *tokenLimits
-	// closers release what New started besides the store (verifier background work).
+	// closers release what the parts started (verifier background work, the
+	// audit file, tracing, the limits' sweeper); Close then closes the store.
 	closers []func() error
-	// tracing exports spans (tracing.go); nil when off. handler is mux, wrapped in
-	// a server span per request when tracing is on.
-	tracing *tracing
-	handler http.Handler
-	// bindings are the runtime-change configurations by upstream name;
-	// upstreamByIssuer resolves iss= selector terms.
-	bindings         map[string]binding
-	upstreamByIssuer map[string]string
-	// clients verifies private_key_jwt assertions (nil: no client registered);
-	// oneTime holds the clock skew of each upstream marked one_time.
-	clients *clientRegistry
-	oneTime map[string]time.Duration
 }
+
+// core are the parts the server's concerns share. New sets them; after that only
+// the policy changes (SetPolicy, atomically).
+type core struct {
+	issuer   string
+	attester Attester
+	decider  atomic.Pointer[Decider]
+	store    revocation.Store
+	*signing
+	// bindings are the runtime-change configurations by upstream name.
+	bindings map[string]binding
+	log      *slog.Logger
+	auditLog *slog.Logger
+	now      func() time.Time
+	metrics  *metrics
+	// tracing exports spans (tracing.go); nil when off.
+	tracing *tracing
+	maxTTL  time.Duration
+}
+
+// policy returns the current issuance policy.
+func (c *core) policy() Decider { return *c.decider.Load() }
 
 // New assembles a Server from its parts. It starts no listener (see Serve).
 func New(c Config) (*Server, error) {
@@ -161,85 +174,81 @@ func newServer(c Config) (*Server, error) {
 	if len(c.Clients) > 0 {
 		clients = &clientRegistry{byID: c.Clients}
 	}
-	ring := c.Keys.ring
-	m, err := newMinter(c.Issuer, ring.active)
-	if err != nil {
-		return nil, err
-	}
-	doc, err := discoveryDoc(c.Issuer, ring, clients.authMethods())
-	if err != nil {
-		return nil, err
-	}
 	met := newMetrics()
-	s := &Server{
-		issuer:           c.Issuer,
-		attester:         c.Attester,
-		store:            instrumentStore(c.Store, met),
-		ring:             ring,
-		minter:           m,
-		defaultTTL:       c.DefaultTTL,
-		maxTTL:           c.MaxTTL,
-		discovery:        doc,
-		log:              c.Logger,
-		auditLog:         c.AuditLogger,
-		now:              c.Now,
-		metrics:          met,
-		bindings:         map[string]binding{},
-		upstreamByIssuer: map[string]string{},
-		clients:          clients,
-		oneTime:          map[string]time.Duration{},
-		closers:          slices.Clone(c.Closers),
+	var tr *tracing
+	if c.TracerProvider != nil {
+		tr = &tracing{provider: c.TracerProvider, tracer: c.TracerProvider.Tracer(tracerName)}
 	}
+	cr := &core{
+		issuer:   c.Issuer,
+		attester: c.Attester,
+		store:    instrumentStore(c.Store, met),
+		bindings: map[string]binding{},
+		log:      c.Logger,
+		auditLog: c.AuditLogger,
+		now:      c.Now,
+		metrics:  met,
+		tracing:  tr,
+		maxTTL:   c.MaxTTL,
+	}
+	cr.decider.Store(&c.Decider)
+	keys, err := newSigning(cr, c.Keys.ring, clients.authMethods())
+	if err != nil {
+		return nil, err
+	}
+	cr.signing = keys
+	s := &Server{
+		core:    cr,
+		limits:  newTokenLimits(c.Limits, c.Now, met),
+		closers: slices.Clone(c.Closers),
+	}
+	s.tokens = &tokenService{core: cr, limits: s.limits, defaultTTL: c.DefaultTTL, clients: clients, oneTime: map[string]time.Duration{}}
+	s.admin = &adminService{core: cr, upstreamByIssuer: map[string]string{}}
 	var stats []upstreamStats
 	for _, u := range c.Upstreams {
 		if len(u.BindingAttributes) > 0 {
-			s.bindings[u.Name] = binding{names: u.BindingAttributes, instance: u.InstanceAttributes}
+			cr.bindings[u.Name] = binding{names: u.BindingAttributes, instance: u.InstanceAttributes}
 		}
 		if u.Issuer != "" {
-			s.upstreamByIssuer[u.Issuer] = u.Name
+			s.admin.upstreamByIssuer[u.Issuer] = u.Name
 		}
 		if u.OneTime {
 			skew := u.ClockSkew
 			if skew <= 0 {
 				skew = time.Minute // the most any verifier allows
 			}
-			s.oneTime[u.Name] = skew
+			s.tokens.oneTime[u.Name] = skew
 		}
 		if u.KeyStats != nil {
 			stats = append(stats, upstreamStats{name: u.Name, stats: u.KeyStats})
 		}
 	}
-	s.decider.Store(&c.Decider)
-	s.limits = newTokenLimits(c.Limits, c.Now, s.metrics)
 	s.closers = append(s.closers, func() error { s.limits.close(); return nil })
 	s.routes()
-	met.registerCollectors(s, stats)
-	s.startTracing(c.TracerProvider)
+	met.registerCollectors(keys, c.Now, stats)
+	s.startTracing()
 	return s, nil
 }
-
-// policy returns the current issuance policy.
-func (s *Server) policy() Decider { return *s.decider.Load() }
 
 // SetPolicy swaps the issuance policy atomically (hot reload).
 func (s *Server) SetPolicy(d Decider) { s.decider.Store(&d) }
 
 func (s *Server) routes() {
 	mux := http.NewServeMux()
-	m := s.metrics
-	mux.HandleFunc(PathToken, m.instrument("token", s.limits.wrap(s.handleToken)))
-	jwks, discovery := s.keyRingHandlers() // live key ring: rotation without restart
-	mux.HandleFunc(PathJWKS, m.instrument("jwks", jwks))
-	mux.HandleFunc(PathOpenID, m.instrument("discovery", discovery))
-	mux.HandleFunc(PathOAuthMeta, m.instrument("discovery", discovery))
-	mux.HandleFunc("POST "+PathIntrospect, m.instrument("introspect", s.handleIntrospect))
-	mux.HandleFunc("GET "+PathRevocations, m.instrument("feed", s.handleSnapshot))
-	mux.HandleFunc("GET "+PathRevocationFeed, m.instrument("feed", s.handleStream))
-	mux.HandleFunc("POST "+PathAdmin+"revocations", m.instrument("admin", s.handleCreateRevocation))
-	mux.HandleFunc("GET "+PathAdmin+"revocations", m.instrument("admin", s.handleListRevocations))
-	mux.HandleFunc("DELETE "+PathAdmin+"revocations/{id}", m.instrument("admin", s.handleLiftRevocation))
-	mux.HandleFunc("POST "+PathAdmin+"workloads/change", m.instrument("admin", s.handleWorkloadChange))
-	mux.HandleFunc("POST "+PathAdminKeyRevoke, m.instrument("admin", s.handleRevokeKey))
+	m, t, a := s.metrics, s.tokens, s.admin
+	mux.HandleFunc(PathToken, m.instrument("token", s.limits.wrap(t.handleToken)))
+	// The live key ring: rotation without restart.
+	mux.HandleFunc(PathJWKS, m.instrument("jwks", s.signing.jwksHandler))
+	mux.HandleFunc(PathOpenID, m.instrument("discovery", s.signing.discoveryHandler))
+	mux.HandleFunc(PathOAuthMeta, m.instrument("discovery", s.signing.discoveryHandler))
+	mux.HandleFunc("POST "+PathIntrospect, m.instrument("introspect", a.handleIntrospect))
+	mux.HandleFunc("GET "+PathRevocations, m.instrument("feed", a.handleSnapshot))
+	mux.HandleFunc("GET "+PathRevocationFeed, m.instrument("feed", a.handleStream))
+	mux.HandleFunc("POST "+PathAdmin+"revocations", m.instrument("admin", a.handleCreateRevocation))
+	mux.HandleFunc("GET "+PathAdmin+"revocations", m.instrument("admin", a.handleListRevocations))
+	mux.HandleFunc("DELETE "+PathAdmin+"revocations/{id}", m.instrument("admin", a.handleLiftRevocation))
+	mux.HandleFunc("POST "+PathAdmin+"workloads/change", m.instrument("admin", a.handleWorkloadChange))
+	mux.HandleFunc("POST "+PathAdminKeyRevoke, m.instrument("admin", a.handleRevokeKey))
 	mux.HandleFunc("/healthz", s.handleHealthz)
 	mux.HandleFunc("/readyz", s.handleReadyz)
 	mux.Handle("/metrics", m.handler())
@@ -255,15 +264,6 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // ActiveKeyID is the kid that signs new tokens.
 func (s *Server) ActiveKeyID() string { return s.currentRing().active.kid }
-
-// currentRing is the key ring in force now (the live one once the server is wired
-// to key_dir, else the startup ring).
-func (s *Server) currentRing() *keyRing {
-	if s.ring.live != nil {
-		return s.ring.live.current()
-	}
-	return s.ring
-}
 
 // Algorithm is the signing algorithm of the active key.
 func (s *Server) Algorithm() jose.SignatureAlgorithm { return s.currentRing().active.alg }

@@ -19,12 +19,25 @@ import (
 	"github.com/safeconduct/safeconduct/policy"
 )
 
+// tokenService is the /token pipeline: it owns the order of an exchange
+// (exchange.go) and what only it needs: the post-verification limits, the TTL
+// bounds, the registered clients and the one-time upstreams.
+type tokenService struct {
+	*core
+	limits     *tokenLimits
+	defaultTTL time.Duration
+	// clients verifies private_key_jwt assertions (nil: no client registered);
+	// oneTime holds the clock skew of each upstream marked one_time.
+	clients *clientRegistry
+	oneTime map[string]time.Duration
+}
+
 // handleToken is POST /token: the pipeline driver. exchange runs the phases in
 // their one order (parse -> authenticate client -> attest subject and actor ->
 // policy -> one-time claims, revocation and binding -> mint) so that no token
 // type can skip a step; then come the response and the record of the exchange,
 // whose audit reason is the refusal's cause (exchangeState.event).
-func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
+func (s *tokenService) handleToken(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		writeError(w, &oauthError{Code: codeInvalidRequest, Description: "use POST", Status: http.StatusMethodNotAllowed})
@@ -52,7 +65,7 @@ type tokenResponse struct {
 
 // expiry is min(default TTL, rule max, config max) from iat, never after the subject
 // token's own exp. ok is false when less than a second would remain.
-func (s *Server) expiry(iat time.Time, ruleMax time.Duration, subjectExp time.Time) (time.Time, bool) {
+func (s *tokenService) expiry(iat time.Time, ruleMax time.Duration, subjectExp time.Time) (time.Time, bool) {
 	ttl := s.defaultTTL
 	if ruleMax > 0 && ruleMax < ttl {
 		ttl = ruleMax
@@ -109,7 +122,7 @@ type exchangeEvent struct {
 }
 
 // audit writes one structured event per exchange decision to the audit log.
-func (s *Server) audit(ctx context.Context, ev *exchangeEvent) {
+func (s *tokenService) audit(ctx context.Context, ev *exchangeEvent) {
 	attrs := make([]slog.Attr, 0, 12)
 	attrs = append(attrs, slog.String("event", "exchange"), slog.String("outcome", ev.outcome))
 	if ev.code != "" {
@@ -177,7 +190,7 @@ const TypeX509SVID = "urn:safeconduct:params:oauth:token-type:x509-svid"
 
 // attestToken attests a subject or actor token; an X.509-SVID "token" names the
 // verified mTLS client identity.
-func (s *Server) attestToken(ctx context.Context, client *attest.Workload, raw, tokenType string) (*attest.Workload, error) {
+func (s *tokenService) attestToken(ctx context.Context, client *attest.Workload, raw, tokenType string) (*attest.Workload, error) {
 	if tokenType != TypeX509SVID {
 		return s.attester.Attest(ctx, raw, tokenType)
 	}
@@ -213,7 +226,7 @@ type connKey struct{}
 
 // clientIdentity returns the verified X.509-SVID identity of the client, nil when
 // it sent no certificate, or an error when the certificate is not a valid SVID.
-func (s *Server) clientIdentity(ctx context.Context, r *http.Request) (*attest.Workload, error) {
+func (s *core) clientIdentity(ctx context.Context, r *http.Request) (*attest.Workload, error) {
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return nil, nil
 	}

@@ -35,14 +35,13 @@ const tracerName = "github.com/safeconduct/safeconduct/issuer"
 // tracingCloseTimeout bounds the final flush when Close shuts tracing down.
 const tracingCloseTimeout = 5 * time.Second
 
-// startTracing wires tracing into s when a provider is given: the handler gains
-// the server span, and Close flushes.
-func (s *Server) startTracing(tp *sdktrace.TracerProvider) {
-	if tp == nil {
+// startTracing wraps the handler in the server span when tracing is on; Close
+// flushes.
+func (s *Server) startTracing() {
+	t := s.tracing
+	if t == nil {
 		return
 	}
-	t := &tracing{provider: tp, tracer: tp.Tracer(tracerName)}
-	s.tracing = t
 	s.handler = t.middleware(s.mux)
 	s.closers = append(s.closers, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), tracingCloseTimeout)
@@ -182,12 +181,12 @@ const (
 // pays a nil check and allocates nothing.
 type tracedStep struct{ span trace.Span }
 
-// traceStep starts a step span under the request span in ctx.
-func (s *Server) traceStep(ctx context.Context, name string) tracedStep {
-	if s.tracing == nil || !trace.SpanFromContext(ctx).IsRecording() {
+// step starts a step span under the request span in ctx.
+func (t *tracing) step(ctx context.Context, name string) tracedStep {
+	if t == nil || !trace.SpanFromContext(ctx).IsRecording() {
 		return tracedStep{}
 	}
-	_, span := s.tracing.tracer.Start(ctx, name)
+	_, span := t.tracer.Start(ctx, name)
 	return tracedStep{span}
 }
 
@@ -255,11 +254,11 @@ func (t tracedStep) minted(jti string, err error) {
 	t.span.End()
 }
 
-// traceExchange puts the exchange's result on the request's server span: outcome,
+// exchange puts the exchange's result on the request's server span: outcome,
 // error code, upstream, rule, jti and the subject token's SHA-256 (as the audit
 // event has them).
-func (s *Server) traceExchange(ctx context.Context, ev *exchangeEvent) {
-	if s.tracing == nil {
+func (t *tracing) exchange(ctx context.Context, ev *exchangeEvent) {
+	if t == nil {
 		return
 	}
 	span := trace.SpanFromContext(ctx)

@@ -293,15 +293,15 @@ func TestTracingOffCostsNothing(t *testing.T) {
 	}
 	s, ctx, ev := ts.srv, context.Background(), &exchangeEvent{outcome: "issued", jti: "j"}
 	allocs := testing.AllocsPerRun(100, func() {
-		st := s.traceStep(ctx, spanAttestSubject)
+		st := s.tracing.step(ctx, spanAttestSubject)
 		st.attested(nil, nil)
-		st = s.traceStep(ctx, spanPolicy)
+		st = s.tracing.step(ctx, spanPolicy)
 		st.decided("rule", 0)
-		st = s.traceStep(ctx, spanAdmit)
+		st = s.tracing.step(ctx, spanAdmit)
 		st.admitted(nil)
-		st = s.traceStep(ctx, spanMint)
+		st = s.tracing.step(ctx, spanMint)
 		st.minted("jti", nil)
-		s.traceExchange(ctx, ev)
+		s.tracing.exchange(ctx, ev)
 	})
 	if allocs != 0 {
 		t.Fatalf("tracing off allocates %v per exchange", allocs)
@@ -318,7 +318,7 @@ func TestTracingUnsampledStepsSkipped(t *testing.T) {
 	if span.IsRecording() {
 		t.Fatal("ratio 0 sampled a root span")
 	}
-	if st := ts.srv.traceStep(ctx, spanMint); st.span != nil {
+	if st := ts.srv.tracing.step(ctx, spanMint); st.span != nil {
 		t.Fatal("a step span under an unsampled request")
 	}
 }
