@@ -240,6 +240,12 @@ func TestParseConfigProblems(t *testing.T) {
 			},
 		},
 		{
+			name: "a value of the wrong kind is not complained about twice",
+			from: "    jwks_file: cluster-a-jwks.json\n",
+			to:   "    jwks_file: cluster-a-jwks.json\n  - name: spire\n    kind: spiffe\n    trust_domain: prod.example\n    audiences: [sts]\n    bundle_endpoint: 5\n",
+			want: []string{`sts.yaml:16: upstreams[1].bundle_endpoint: must be a mapping`},
+		},
+		{
 			name: "not a mapping",
 			from: goodConfig, to: "- issuer\n",
 			want: []string{`sts.yaml:1: the document must be a mapping of keys to values`},
