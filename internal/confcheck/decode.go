@@ -22,7 +22,8 @@ const maxNodes = 1 << 20
 // yaml.v3, so custom UnmarshalYAML methods apply): a value of the wrong type, or
 // one whose UnmarshalYAML fails, is reported with its line and path, its field
 // keeps its zero value and decoding goes on. Duplicate keys are problems; aliases
-// and merge keys (<<) are followed. The problems come back in document order.
+// and merge keys (<<) are followed. Problems come in document order (merged keys
+// after the mapping's own); Sort orders them by line.
 func Decode(file string, n *yaml.Node, out any) []Problem {
 	v := reflect.ValueOf(out)
 	if v.Kind() != reflect.Pointer || v.IsNil() {
