@@ -1,7 +1,6 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/safeconduct/safeconduct/attest/attrs"
+	"github.com/safeconduct/safeconduct/internal/confcheck"
 )
 
 // Config is the STS configuration file (see README "Configuration"). Field names are
@@ -171,11 +170,11 @@ type Duration time.Duration
 // UnmarshalYAML reads a duration string.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return errors.New("want a duration such as 5m or 90s")
+		return errors.New("must be a duration such as 5m or 90s")
 	}
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("want a duration such as 5m or 90s, got %q", n.Value)
+		return fmt.Errorf("%q is not a duration (write e.g. 10m or 1h30m)", n.Value)
 	}
 	*d = Duration(v)
 	return nil
@@ -191,31 +190,14 @@ var signingAlgorithms = []string{"ES256", "EdDSA", "RS256", "PS256"}
 var upstreamAlgorithms = []string{"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
 
 // Problem is one configuration error at a place in a file.
-type Problem struct {
-	File string
-	Line int
-	Msg  string
-}
-
-func (p Problem) String() string {
-	if p.Line > 0 {
-		return fmt.Sprintf("%s:%d: %s", p.File, p.Line, p.Msg)
-	}
-	return fmt.Sprintf("%s: %s", p.File, p.Msg)
-}
+type Problem = confcheck.Problem
 
 // ConfigError holds every problem found in a configuration, in file order.
 type ConfigError struct {
 	Problems []Problem
 }
 
-func (e *ConfigError) Error() string {
-	lines := make([]string, len(e.Problems))
-	for i, p := range e.Problems {
-		lines[i] = p.String()
-	}
-	return strings.Join(lines, "\n")
-}
+func (e *ConfigError) Error() string { return confcheck.Format(e.Problems) }
 
 // maxConfigSize bounds the config file.
 const maxConfigSize = 1 << 20
@@ -234,53 +216,32 @@ func LoadConfig(path string) (*Config, error) {
 		return nil, err
 	}
 	if len(data) > maxConfigSize {
-		return nil, &ConfigError{Problems: []Problem{{File: path, Msg: "file larger than 1 MiB"}}}
+		return nil, &ConfigError{Problems: []Problem{{File: path, Message: "file larger than 1 MiB"}}}
 	}
 	return ParseConfig(path, data)
 }
 
 // ParseConfig parses and validates configuration bytes; name is used in problems and
-// as the base for relative paths.
+// as the base for relative paths. Unknown keys, values that cannot be decoded and
+// values that fail validation are all reported, each with its line and key path.
 func ParseConfig(name string, data []byte) (*Config, error) {
 	cfg := &Config{path: name}
-	var problems []Problem
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, &ConfigError{Problems: []Problem{yamlProblem(name, err)}}
+		return nil, &ConfigError{Problems: []Problem{confcheck.Syntax(name, err)}}
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		var te *yaml.TypeError
-		if !errors.As(err, &te) {
-			return nil, &ConfigError{Problems: []Problem{yamlProblem(name, err)}}
-		}
-		for _, msg := range te.Errors {
-			problems = append(problems, yamlProblem(name, errors.New(msg)))
-		}
+	problems := confcheck.Decode(name, &root, cfg)
+	if doc := &root; len(problems) > 0 && len(doc.Content) == 1 && doc.Content[0].Kind != yaml.MappingNode {
+		return nil, &ConfigError{Problems: problems} // not a mapping: nothing to validate
 	}
 	v := &validator{file: name, root: &root}
 	cfg.validate(v)
-	problems = append(problems, v.problems...)
+	problems = confcheck.Merge(problems, v.problems)
 	if len(problems) > 0 {
-		slices.SortStableFunc(problems, func(a, b Problem) int { return a.Line - b.Line })
+		confcheck.Sort(problems)
 		return nil, &ConfigError{Problems: problems}
 	}
 	return cfg, nil
-}
-
-// yamlProblem turns a yaml.v3 message ("yaml: line 3: ..." or "line 3: ...") into a
-// Problem with its line.
-func yamlProblem(file string, err error) Problem {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		if num, tail, ok := strings.Cut(rest, ": "); ok {
-			if n, err := strconv.Atoi(num); err == nil {
-				return Problem{File: file, Line: n, Msg: tail}
-			}
-		}
-	}
-	return Problem{File: file, Msg: msg}
 }
 
 // validator collects problems with the line of the offending key.
@@ -293,7 +254,15 @@ type validator struct {
 // at records msg at the node reached by path (map keys and list indexes); the
 // deepest existing node's line is used.
 func (v *validator) at(msg string, path ...any) {
-	v.problems = append(v.problems, Problem{File: v.file, Line: lineOf(v.root, path), Msg: msg})
+	p := ""
+	for _, e := range path {
+		if i, ok := e.(int); ok {
+			p = confcheck.Index(p, i)
+		} else {
+			p = confcheck.Key(p, e.(string))
+		}
+	}
+	v.problems = append(v.problems, Problem{File: v.file, Line: lineOf(v.root, path), Path: p, Message: confcheck.StripKey(p, msg)})
 }
 
 func lineOf(n *yaml.Node, path []any) int {
@@ -470,10 +439,10 @@ func (u *UpstreamConfig) validate(v *validator, i int, names, issuers map[string
 	case "spiffe":
 		u.validateSPIFFE(at, issuers)
 	default:
-		at(fmt.Sprintf("upstream kind %q is not supported (want oidc or spiffe)", u.Kind), "kind")
+		at(fmt.Sprintf("%q is not supported (want oidc or spiffe)", u.Kind), "kind")
 	}
 	if len(u.Audiences) == 0 {
-		at("upstream audiences must name at least one expected audience (an empty expectation would accept any)", "audiences")
+		at("must name at least one expected audience (an empty expectation would accept any)", "audiences")
 	}
 	for j, a := range u.Audiences {
 		if strings.TrimSpace(a) == "" {
@@ -568,7 +537,7 @@ func (u *UpstreamConfig) validateOIDC(at func(string, ...any), issuers map[strin
 		}
 	}
 	if u.Issuer == "" {
-		at("upstream issuer is required", "issuer")
+		at("is required", "issuer")
 	} else if p, err := url.Parse(u.Issuer); err != nil || !p.IsAbs() || p.Host == "" || p.Scheme == "spiffe" {
 		at(fmt.Sprintf("upstream issuer %q is not an absolute http(s) URL", u.Issuer), "issuer")
 	} else if issuers[u.Issuer] {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -90,27 +91,21 @@ revocation:
 		t.Fatalf("want *ConfigError, got %v", err)
 	}
 	want := []string{
-		"sts.yaml:1: issuer must be https",
-		"sts.yaml:2: listen must be host:port",
-		"sts.yaml:4: signing.algorithm \"HS256\"",
-		"sts.yaml:5: tokens.max_ttl must not be below",
-		"sts.yaml:10: upstream audiences must name at least one",
-		"sts.yaml:12: jwks_uri and jwks_file are exclusive",
-		"sts.yaml:13: field colour not found",
-		"sts.yaml:14: duplicate upstream name",
-		"sts.yaml:16: issuer \"https://issuer.example\" is claimed by two upstreams",
-		"sts.yaml:17: empty audience",
-		"sts.yaml:19: upstream kind \"saml\"",
-		"sts.yaml:23: revocation.backend \"etcd\"",
+		`sts.yaml:1: issuer: must be https (http only with tls.insecure_http: true)`,
+		`sts.yaml:2: listen: must be host:port`,
+		`sts.yaml:4: signing.algorithm: "HS256" is not one of ES256, EdDSA, RS256, PS256`,
+		`sts.yaml:5: tokens.max_ttl: must not be below tokens.default_ttl`,
+		`sts.yaml:10: upstreams[0].audiences: must name at least one expected audience (an empty expectation would accept any)`,
+		`sts.yaml:12: upstreams[0].jwks_uri: jwks_uri and jwks_file are exclusive`,
+		`sts.yaml:13: upstreams[0].colour: unknown key (the keys here are name, kind, issuer, audiences, jwks_uri, jwks_file, algorithms, clock_skew, max_token_age, subjects, required_claims, preset, attributes, binding_attributes, instance_attributes, one_time, trust_domain, bundle_file, bundle_endpoint, workload_api_socket, path_templates)`,
+		`sts.yaml:14: upstreams[1].name: duplicate upstream name "cluster-a"`,
+		`sts.yaml:16: upstreams[1].issuer: "https://issuer.example" is claimed by two upstreams; a token must route to exactly one`,
+		`sts.yaml:17: upstreams[1].audiences[0]: empty audience`,
+		`sts.yaml:19: upstreams[2].kind: "saml" is not supported (want oidc or spiffe)`,
+		`sts.yaml:23: revocation.backend: "etcd" is not embedded or redis`,
 	}
-	msg := err.Error()
-	for _, w := range want {
-		if !strings.Contains(msg, w) {
-			t.Errorf("missing %q in:\n%s", w, msg)
-		}
-	}
-	if len(ce.Problems) != len(want) {
-		t.Errorf("%d problems, want %d:\n%s", len(ce.Problems), len(want), msg)
+	if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, want) || len(ce.Problems) != len(want) {
+		t.Errorf("got:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
 	}
 }
 
@@ -118,23 +113,23 @@ func TestParseConfigRejects(t *testing.T) {
 	cases := map[string]struct{ from, to, want string }{
 		"no tls":              {"tls: {cert_file: tls.crt, key_file: tls.key}\n", "", "tls.cert_file and tls.key_file are required"},
 		"insecure with files": {"tls: {cert_file: tls.crt, key_file: tls.key}", "tls: {cert_file: tls.crt, key_file: tls.key, insecure_http: true}", "excludes"},
-		"unknown top key":     {"listen:", "listn: x\nlisten:", "field listn not found"},
+		"unknown top key":     {"listen:", "listn: x\nlisten:", `sts.yaml:2: listn: unknown key (did you mean "listen"?)`},
 		"no upstreams":        {"upstreams:\n  - name: cluster-a\n    kind: oidc\n    issuer: https://issuer.example\n    audiences: [sts]\n    jwks_file: cluster-a-jwks.json\n", "", "at least one upstream"},
-		"no policy":           {"policy_files: [policy.yaml]\n", "", "policy_files must name"},
+		"no policy":           {"policy_files: [policy.yaml]\n", "", "policy_files: must name"},
 		"redis without addrs": {"  backend: embedded\n  embedded: {path: data/revocation.db}\n  redis: {addrs: [\"127.0.0.1:6379\"]}\n", "  backend: redis\n  redis: {addrs: []}\n", "revocation.redis.addrs must name"},
 		"redis bad addr":      {"  backend: embedded\n  embedded: {path: data/revocation.db}\n  redis: {addrs: [\"127.0.0.1:6379\"]}\n", "  backend: redis\n  redis: {addrs: [nope]}\n", "is not host:port"},
-		"skew too big":        {"jwks_file: cluster-a-jwks.json", "jwks_file: cluster-a-jwks.json\n    clock_skew: 5m", "clock_skew must be between"},
-		"bad duration":        {"default_ttl: 5m", "default_ttl: soon", "want a duration"},
-		"http jwks_uri":       {"jwks_file: cluster-a-jwks.json", "jwks_uri: http://issuer.example/jwks", "jwks_uri must be an https URL"},
+		"skew too big":        {"jwks_file: cluster-a-jwks.json", "jwks_file: cluster-a-jwks.json\n    clock_skew: 5m", "clock_skew: must be between"},
+		"bad duration":        {"default_ttl: 5m", "default_ttl: soon", `sts.yaml:5: tokens.default_ttl: "soon" is not a duration (write e.g. 10m or 1h30m)`},
+		"http jwks_uri":       {"jwks_file: cluster-a-jwks.json", "jwks_uri: http://issuer.example/jwks", "jwks_uri: must be an https URL"},
 		"bad upstream name":   {"name: cluster-a", "name: \"cluster a\"", "may hold only"},
 		"trailing slash":      {"issuer: https://127.0.0.1:8443", "issuer: https://127.0.0.1:8443/", "trailing slash"},
 		"bad alg":             {"jwks_file: cluster-a-jwks.json", "jwks_file: cluster-a-jwks.json\n    algorithms: [HS256]", "algorithm \"HS256\""},
 		"not yaml":            {"listen: 127.0.0.1:8443", "listen: [", "sts.yaml"},
-		"spiffe without td":   {"    kind: oidc\n    issuer: https://issuer.example\n", "    kind: spiffe\n", "trust_domain is required"},
-		"spiffe with jwks":    {"    kind: oidc\n    issuer: https://issuer.example\n", "    kind: spiffe\n    trust_domain: prod.example\n", "jwks_file does not apply"},
+		"spiffe without td":   {"    kind: oidc\n    issuer: https://issuer.example\n", "    kind: spiffe\n", "trust_domain: is required"},
+		"spiffe with jwks":    {"    kind: oidc\n    issuer: https://issuer.example\n", "    kind: spiffe\n    trust_domain: prod.example\n", "upstreams[0].jwks_file: does not apply"},
 		"spiffe two sources":  {"    kind: oidc\n    issuer: https://issuer.example\n    audiences: [sts]\n    jwks_file: cluster-a-jwks.json\n", "    kind: spiffe\n    trust_domain: prod.example\n    audiences: [sts]\n    bundle_file: b.json\n    workload_api_socket: unix:///tmp/a.sock\n", "exactly one of"},
 		"spiffe bad td":       {"    kind: oidc\n    issuer: https://issuer.example\n    audiences: [sts]\n    jwks_file: cluster-a-jwks.json\n", "    kind: spiffe\n    trust_domain: Prod.Example\n    audiences: [sts]\n    bundle_file: b.json\n", "not a valid SPIFFE trust domain"},
-		"spiffe endpoint":     {"    kind: oidc\n    issuer: https://issuer.example\n    audiences: [sts]\n    jwks_file: cluster-a-jwks.json\n", "    kind: spiffe\n    trust_domain: prod.example\n    audiences: [sts]\n    bundle_endpoint: {url: https://b.example/bundle, profile: https_spiffe}\n", "endpoint_spiffe_id must be"},
+		"spiffe endpoint":     {"    kind: oidc\n    issuer: https://issuer.example\n    audiences: [sts]\n    jwks_file: cluster-a-jwks.json\n", "    kind: spiffe\n    trust_domain: prod.example\n    audiences: [sts]\n    bundle_endpoint: {url: https://b.example/bundle, profile: https_spiffe}\n", "endpoint_spiffe_id: must be"},
 		"oidc with td":        {"    jwks_file: cluster-a-jwks.json\n", "    jwks_file: cluster-a-jwks.json\n    trust_domain: x\n", "applies to spiffe upstreams only"},
 	}
 	for name, tc := range cases {
@@ -165,9 +160,21 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(goodConfig))
 	f.Add([]byte("issuer: [\n"))
 	f.Add([]byte("upstreams: [{name: a, audiences: []}]"))
+	f.Add([]byte("lsiten: x\ntokens: {default_ttl: 5 minutes}\nupstreams: [{name: a, colour: b, bundle_endpoint: {refresh_interval: x}}]\n"))
+	f.Add([]byte("a: &a [x, x]\nb: &b [*a, *a]\npolicy_files: *b\n<<: {listen: x}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := ParseConfig("f.yaml", data)
 		if err != nil {
+			// Every problem is one line, in the file (at line 0 when the file is empty).
+			var ce *ConfigError
+			if !errors.As(err, &ce) || len(ce.Problems) == 0 {
+				t.Fatalf("error %v (%T) is not a *ConfigError", err, err)
+			}
+			for _, p := range ce.Problems {
+				if p.File != "f.yaml" || p.Line < 0 || p.Message == "" || strings.Contains(p.String(), "\n") {
+					t.Fatalf("bad problem %q", p)
+				}
+			}
 			return
 		}
 		// Anything accepted must hold the invariants New relies on.
@@ -180,4 +187,84 @@ func FuzzParseConfig(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestParseConfigProblems: every problem of a file at once, each as
+// "file:line: path: message", whether the key is unknown, the value cannot be
+// decoded or it fails validation.
+func TestParseConfigProblems(t *testing.T) {
+	tests := []struct {
+		name     string
+		from, to string
+		want     []string
+	}{
+		{
+			name: "misspelt key",
+			from: "listen:", to: "lsiten:",
+			want: []string{
+				`sts.yaml:1: listen: is required (host:port)`,
+				`sts.yaml:2: lsiten: unknown key (did you mean "listen"?)`,
+			},
+		},
+		{
+			name: "bad duration, and the other problems too",
+			from: "listen: 127.0.0.1:8443\ntls: {cert_file: tls.crt, key_file: tls.key}\nsigning: {algorithm: ES256, key_dir: keys}\ntokens: {default_ttl: 5m, max_ttl: 1h}\n",
+			to:   "listen: nope\ntls: {cert_file: tls.crt, key_file: tls.key}\nsigning: {algoritm: ES256, key_dir: keys}\ntokens: {default_ttl: 5 minutes, max_ttl: 1h}\n",
+			want: []string{
+				`sts.yaml:2: listen: must be host:port`,
+				`sts.yaml:4: signing.algoritm: unknown key (did you mean "algorithm"?)`,
+				`sts.yaml:5: tokens.default_ttl: "5 minutes" is not a duration (write e.g. 10m or 1h30m)`,
+			},
+		},
+		{
+			name: "nested keys and values of the wrong type",
+			from: "    jwks_file: cluster-a-jwks.json\n",
+			to: "    jwks_file: cluster-a-jwks.json\n    colour: blue\n    clock_skew: [1s]\n    required_claims: {x.io/team: [a]}\n" +
+				"  - name: spire\n    kind: spiffe\n    trust_domain: prod.example\n    audiences: [sts]\n" +
+				"    bundle_endpoint: {url: https://b.example, profile: https_web, refresh_interval: soon, max_stale: -1m}\n",
+			want: []string{
+				`sts.yaml:12: upstreams[0].colour: unknown key (the keys here are name, kind, issuer, audiences, jwks_uri, jwks_file, algorithms, clock_skew, max_token_age, subjects, required_claims, preset, attributes, binding_attributes, instance_attributes, one_time, trust_domain, bundle_file, bundle_endpoint, workload_api_socket, path_templates)`,
+				`sts.yaml:13: upstreams[0].clock_skew: must be a duration such as 5m or 90s`,
+				`sts.yaml:14: upstreams[0].required_claims["x.io/team"]: must be a string`,
+				`sts.yaml:19: upstreams[1].bundle_endpoint.refresh_interval: "soon" is not a duration (write e.g. 10m or 1h30m)`,
+				`sts.yaml:19: upstreams[1].bundle_endpoint: bundle_endpoint durations must not be negative`,
+			},
+		},
+		{
+			name: "wrong types are reported once",
+			from: "listen: 127.0.0.1:8443\ntls: {cert_file: tls.crt, key_file: tls.key}\n",
+			to:   "listen: [a]\ntls: true\n",
+			want: []string{
+				`sts.yaml:2: listen: must be a string`,
+				`sts.yaml:3: tls: must be a mapping`,
+			},
+		},
+		{
+			name: "a value of the wrong kind is not complained about twice",
+			from: "    jwks_file: cluster-a-jwks.json\n",
+			to:   "    jwks_file: cluster-a-jwks.json\n  - name: spire\n    kind: spiffe\n    trust_domain: prod.example\n    audiences: [sts]\n    bundle_endpoint: 5\n",
+			want: []string{`sts.yaml:16: upstreams[1].bundle_endpoint: must be a mapping`},
+		},
+		{
+			name: "not a mapping",
+			from: goodConfig, to: "- issuer\n",
+			want: []string{`sts.yaml:1: the document must be a mapping of keys to values`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := strings.Replace(goodConfig, tt.from, tt.to, 1)
+			if c == goodConfig {
+				t.Fatal("edit did not apply")
+			}
+			_, err := ParseConfig("sts.yaml", []byte(c))
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("want *ConfigError, got %v", err)
+			}
+			if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, tt.want) {
+				t.Errorf("got:\n%s\nwant:\n%s", err, strings.Join(tt.want, "\n"))
+			}
+		})
+	}
 }

@@ -60,7 +60,7 @@ func TestLimitsConfig(t *testing.T) {
 		t.Fatal("negative limits accepted")
 	}
 	for _, want := range []string{"per_ip_rps", "burst", "max_in_flight", "per_workload_rps", "workload_burst", "per_client_rps",
-		"client_burst", "shed_queue_delay", `trusted_proxies: "10.0.0.0/99"`, `trusted_proxies: "proxy.local"`} {
+		"client_burst", "shed_queue_delay", `trusted_proxies[0]: "10.0.0.0/99"`, `trusted_proxies[1]: "proxy.local"`} {
 		if !strings.Contains(err.Error(), "limits."+want) {
 			t.Errorf("no problem for %s in %v", want, err)
 		}

@@ -128,38 +128,37 @@ func (c *compiler) adminRule(file string, index int, n *yaml.Node) {
 	if !ok {
 		return
 	}
-	ctx := e.ctx
 	before := len(c.problems)
 	r := &adminRule{file: file, line: n.Line}
 	r.name = c.name(e, "admin rule")
 	r.matcher = c.matcher(e, true)
 
 	p := len(c.problems)
-	for _, a := range c.stringList(file, ctx, "actions", e.fields, checkToken) {
+	for _, a := range c.stringList(e, "actions", checkToken) {
 		if !slices.Contains(adminActions, a.value) {
-			c.problem(file, a.line, "%sactions: unknown action %q (actions are %s)", ctx, a.value, strings.Join(adminActions, ", "))
+			c.problem(file, a.line, e.at("actions"), "unknown action %q (actions are %s)", a.value, strings.Join(adminActions, ", "))
 			continue
 		}
 		r.actions = append(r.actions, a.value)
 	}
 	if len(r.actions) == 0 && len(c.problems) == p {
-		c.problem(file, e.line("actions"), "%sactions: at least one action is required", ctx)
+		c.problem(file, e.line("actions"), e.at("actions"), "at least one action is required")
 	}
 
 	p = len(c.problems)
-	within := c.stringList(file, ctx, "within_upstreams", e.fields, checkToken)
+	within := c.stringList(e, "within_upstreams", checkToken)
 	for _, u := range within {
 		if u.value == AnyUpstream {
 			r.withinAll = true
 			if len(within) > 1 {
-				c.problem(file, u.line, "%swithin_upstreams: %q stands alone (it already means every upstream)", ctx, AnyUpstream)
+				c.problem(file, u.line, e.at("within_upstreams"), "%q stands alone (it already means every upstream)", AnyUpstream)
 			}
 			continue
 		}
 		r.within = append(r.within, u)
 	}
 	if len(within) == 0 && len(c.problems) == p {
-		c.problem(file, e.line("within_upstreams"), "%swithin_upstreams: at least one upstream, or \"*\" for all, is required", ctx)
+		c.problem(file, e.line("within_upstreams"), e.at("within_upstreams"), "at least one upstream, or \"*\" for all, is required")
 	}
 
 	if len(c.problems) != before {

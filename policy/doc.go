@@ -26,8 +26,9 @@
 //	    actions: [revoke, block, lift, list]
 //	    within_upstreams: ["*"]
 //
-// Loading is strict, and every problem of every file is reported at once, each
-// with its file:line, in a *LoadError:
+// Loading is strict, and every problem of every file is reported at once, in a
+// *LoadError, one per line as "file:line: path: message", the path naming the
+// value at fault ("rules[2].subjects[0]"):
 //
 //   - Unknown or repeated keys (with a "did you mean" for near misses), values of
 //     the wrong type (numbers or booleans where strings are expected: quote

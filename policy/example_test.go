@@ -70,10 +70,10 @@ rules:
 `))
 	fmt.Println(err)
 	// Output:
-	// policy.yaml:3: rule "payments-to-ledger": subjects: at least one subject pattern is required
-	// policy.yaml:6: rule "payments-to-ledger": unknown key "subject" (did you mean "subjects"?)
-	// policy.yaml:7: rule "payments-to-ledger": audiences: an allow rule must grant at least one audience
-	// policy.yaml:8: rule "payments-to-ledger": max_ttl: "10" is not a duration (write e.g. 10m or 1h30m)
+	// policy.yaml:3: rules[0].subjects: at least one subject pattern is required
+	// policy.yaml:6: rules[0].subject: unknown key (did you mean "subjects"?)
+	// policy.yaml:7: rules[0].audiences: an allow rule must grant at least one audience
+	// policy.yaml:8: rules[0].max_ttl: "10" is not a duration (write e.g. 10m or 1h30m)
 }
 
 func ExamplePolicy_Explain() {

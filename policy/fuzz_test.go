@@ -45,7 +45,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("error %v is not a LoadError with problems", err)
 			}
 			for _, pr := range le.Problems {
-				if pr.File != "fuzz.yaml" || pr.Line < 0 || pr.Msg == "" {
+				if pr.File != "fuzz.yaml" || pr.Line < 0 || pr.Message == "" || strings.Contains(pr.String(), "\n") {
 					t.Fatalf("badly located problem %#v", pr)
 				}
 			}

@@ -8,9 +8,7 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -19,6 +17,7 @@ import (
 	"github.com/google/cel-go/cel"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/safeconduct/safeconduct/internal/confcheck"
 	"github.com/safeconduct/safeconduct/internal/glob"
 )
 
@@ -30,28 +29,11 @@ const (
 	MaxRules = 100_000
 )
 
-// Problem is one thing wrong with a policy, located in its source.
-type Problem struct {
-	// File is the file name given to Load or Parse; empty for problems that belong
-	// to no file.
-	File string
-	// Line is 1-based; zero when the problem belongs to the whole file.
-	Line int
-	// Msg says what is wrong, without the location.
-	Msg string
-}
-
-// String formats the problem as "file:line: msg", leaving out what is unknown.
-func (p Problem) String() string {
-	switch {
-	case p.File == "":
-		return p.Msg
-	case p.Line <= 0:
-		return p.File + ": " + p.Msg
-	default:
-		return p.File + ":" + strconv.Itoa(p.Line) + ": " + p.Msg
-	}
-}
+// Problem is one thing wrong with a policy, located in its source: File (empty
+// for problems that belong to no file), Line (zero for the whole file), the key
+// Path ("rules[2].subjects[0]") and the Message. Its String method formats it as
+// "file:line: path: message", leaving out what is unknown.
+type Problem = confcheck.Problem
 
 // LoadError reports every problem found in a policy, in file then line order. It is
 // the error Load, Parse, ParseFiles and ValidateUpstreams return for an invalid
@@ -60,17 +42,8 @@ type LoadError struct {
 	Problems []Problem
 }
 
-// Error prints one problem per line, as "file:line: msg".
-func (e *LoadError) Error() string {
-	var b strings.Builder
-	for i, p := range e.Problems {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		b.WriteString(p.String())
-	}
-	return b.String()
-}
+// Error prints one problem per line, as "file:line: path: message".
+func (e *LoadError) Error() string { return confcheck.Format(e.Problems) }
 
 // File is a named policy document, for ParseFiles.
 type File struct {
@@ -86,13 +59,13 @@ type File struct {
 func Load(files ...string) (*Policy, error) {
 	c := newCompiler()
 	if len(files) == 0 {
-		c.problem("", 0, "no policy files given")
+		c.problem("", 0, "", "no policy files given")
 	}
 	for _, name := range files {
 		c.files = append(c.files, name)
 		data, err := readFile(name)
 		if err != nil {
-			c.problem(name, 0, "%v", err)
+			c.problem(name, 0, "", "%v", err)
 			continue
 		}
 		c.file(name, data)
@@ -171,30 +144,14 @@ func newCompiler() *compiler {
 	return &compiler{byName: make(map[string]located), programs: make(map[programKey]cel.Program)}
 }
 
-func (c *compiler) problem(file string, line int, format string, args ...any) {
-	c.problems = append(c.problems, Problem{File: file, Line: line, Msg: fmt.Sprintf(format, args...)})
-}
-
-// sortProblems sorts by file (in the order given) then line, keeping discovery
-// order within a line.
-func sortProblems(problems []Problem, files []string) {
-	order := make(map[string]int, len(files))
-	for i, f := range files {
-		if _, ok := order[f]; !ok {
-			order[f] = i
-		}
-	}
-	slices.SortStableFunc(problems, func(a, b Problem) int {
-		if d := order[a.File] - order[b.File]; d != 0 {
-			return d
-		}
-		return a.Line - b.Line
-	})
+// problem records a problem at line of file, about the value at path.
+func (c *compiler) problem(file string, line int, path, format string, args ...any) {
+	c.problems = append(c.problems, Problem{File: file, Line: line, Path: path, Message: fmt.Sprintf(format, args...)})
 }
 
 func (c *compiler) finish() (*Policy, error) {
 	if len(c.problems) > 0 {
-		sortProblems(c.problems, c.files)
+		confcheck.Sort(c.problems, c.files...)
 		return nil, &LoadError{Problems: c.problems}
 	}
 	for i, r := range c.rules {
@@ -217,44 +174,10 @@ func (c *compiler) finish() (*Policy, error) {
 	return p, nil
 }
 
-// yamlLine extracts the line from go-yaml's error text ("yaml: line 3: ...").
-var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
-// yamlParserErrors are the messages of go-yaml's parser (as opposed to its scanner).
-// go-yaml v3 prints the 0-based line for these, and the 1-based one for scanner
-// errors; TestParseErrors holds both to the right line.
-var yamlParserErrors = []string{
-	"did not find expected <stream-start>",
-	"did not find expected <document start>",
-	"found undefined tag handle",
-	"did not find expected node content",
-	"did not find expected '-' indicator",
-	"did not find expected key",
-	"did not find expected ',' or ']'",
-	"did not find expected ',' or '}'",
-	"found duplicate %YAML directive",
-	"found incompatible YAML document",
-	"found duplicate %TAG directive",
-}
-
-func (c *compiler) yamlError(file string, err error) {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	// go-yaml leaves the line out when it is the first one.
-	line := 1
-	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
-		line, _ = strconv.Atoi(m[1])
-		msg = m[2]
-		if slices.Contains(yamlParserErrors, msg) {
-			line++
-		}
-	}
-	c.problem(file, line, "invalid YAML: %s", msg)
-}
-
 // file compiles one YAML document.
 func (c *compiler) file(name string, data []byte) {
 	if len(data) > MaxFileSize {
-		c.problem(name, 0, "%v", errTooLarge)
+		c.problem(name, 0, "", "%v", errTooLarge)
 		return
 	}
 	before, sensitive := c.count, len(c.sensitive)
@@ -268,17 +191,17 @@ func (c *compiler) file(name string, data []byte) {
 	case errors.Is(err, io.EOF):
 		// Empty, or only comments.
 	case err != nil:
-		c.yamlError(name, err)
+		c.problems = append(c.problems, confcheck.Syntax(name, err))
 		return
 	default:
 		var extra yaml.Node
 		switch err := dec.Decode(&extra); {
 		case errors.Is(err, io.EOF):
 		case err != nil:
-			c.yamlError(name, err)
+			c.problems = append(c.problems, confcheck.Syntax(name, err))
 			return
 		default:
-			c.problem(name, extra.Line, "a policy file holds one YAML document; remove the extra \"---\"")
+			c.problem(name, extra.Line, "", "a policy file holds one YAML document; remove the extra \"---\"")
 			return
 		}
 		root := &doc
@@ -288,7 +211,7 @@ func (c *compiler) file(name string, data []byte) {
 		c.top(name, root)
 	}
 	if c.count == before && len(c.sensitive) == sensitive && !c.tooMany {
-		c.warnings = append(c.warnings, Problem{File: name, Msg: "file defines no rules"})
+		c.warnings = append(c.warnings, Problem{File: name, Message: "file defines no rules"})
 	}
 }
 
@@ -300,11 +223,11 @@ func (c *compiler) top(file string, n *yaml.Node) {
 		return
 	}
 	if n.Kind == yaml.AliasNode {
-		c.problem(file, n.Line, "YAML aliases are not supported")
+		c.problem(file, n.Line, "", "YAML aliases are not supported")
 		return
 	}
 	if n.Kind != yaml.MappingNode {
-		c.problem(file, n.Line, "the top level must be a mapping with a \"rules\" key")
+		c.problem(file, n.Line, "", "the top level must be a mapping with a \"rules\" key")
 		return
 	}
 	seen := make(map[string]int)
@@ -319,68 +242,34 @@ func (c *compiler) top(file string, n *yaml.Node) {
 		case "admin":
 			c.entries(file, "admin", n.Content[i+1], c.adminRule)
 		case "sensitive_audiences":
-			fields := map[string]*yaml.Node{key: n.Content[i+1]}
+			top := &entry{file: file, node: n, fields: map[string]*yaml.Node{key: n.Content[i+1]}}
 			p := len(c.problems)
-			list := c.stringList(file, "", key, fields, checkToken)
+			list := c.stringList(top, key, checkToken)
 			if len(list) == 0 && len(c.problems) == p {
-				c.problem(file, n.Content[i+1].Line, "%s: at least one pattern is required (leave the key out instead)", key)
+				c.problem(file, n.Content[i+1].Line, key, "at least one pattern is required (leave the key out instead)")
 			}
 			for _, s := range list {
 				c.sensitive = append(c.sensitive, glob.Compile(s.value))
 			}
 		default:
-			c.problem(file, n.Content[i].Line, "unknown key %q %s", key, keyHint(key, "top-level keys", topKeys))
+			c.problem(file, n.Content[i].Line, confcheck.Key("", key), "%s", confcheck.UnknownKey(key, topKeys))
 		}
 	}
 }
 
-// keyHint suggests the key meant, or lists the keys.
-func keyHint(key, what string, keys []string) string {
-	best, dist := "", 3
-	for _, k := range keys {
-		if d := editDistance(key, k); d < dist {
-			best, dist = k, d
-		}
-	}
-	if best != "" {
-		return fmt.Sprintf("(did you mean %q?)", best)
-	}
-	return fmt.Sprintf("(%s are %s)", what, strings.Join(keys, ", "))
-}
-
-// editDistance is the Levenshtein distance of two short keys.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
-}
-
-// key checks a mapping key: a string, not seen before in this mapping.
-func (c *compiler) key(file, ctx string, k *yaml.Node, seen map[string]int) (string, bool) {
+// key checks a key of the mapping at path: a string, not seen before in this
+// mapping.
+func (c *compiler) key(file, path string, k *yaml.Node, seen map[string]int) (string, bool) {
 	if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
-		c.problem(file, k.Line, "%sYAML merge keys (<<) are not supported", ctx)
+		c.problem(file, k.Line, path, "YAML merge keys (<<) are not supported")
 		return "", false
 	}
 	if k.Kind != yaml.ScalarNode || k.ShortTag() != "!!str" {
-		c.problem(file, k.Line, "%skeys must be plain strings", ctx)
+		c.problem(file, k.Line, path, "keys must be plain strings")
 		return "", false
 	}
 	if first, dup := seen[k.Value]; dup {
-		c.problem(file, k.Line, "%sduplicate key %q (first at line %d)", ctx, k.Value, first)
+		c.problem(file, k.Line, confcheck.Key(path, k.Value), "duplicate key (first at line %d)", first)
 		return "", false
 	}
 	seen[k.Value] = k.Line
@@ -389,7 +278,7 @@ func (c *compiler) key(file, ctx string, k *yaml.Node, seen map[string]int) (str
 
 // entries compiles the list under a top-level key, one entry at a time.
 func (c *compiler) entries(file, what string, n *yaml.Node, compile func(file string, index int, n *yaml.Node)) {
-	items, ok := c.list(file, "", what, n)
+	items, ok := c.list(file, what, n)
 	if !ok {
 		return
 	}
@@ -397,7 +286,7 @@ func (c *compiler) entries(file, what string, n *yaml.Node, compile func(file st
 		if c.count >= MaxRules {
 			if !c.tooMany {
 				c.tooMany = true
-				c.problem(file, item.Line, "too many rules: a policy holds at most %d", MaxRules)
+				c.problem(file, item.Line, what, "too many rules: a policy holds at most %d", MaxRules)
 			}
 			return
 		}
@@ -410,8 +299,8 @@ func (c *compiler) entries(file, what string, n *yaml.Node, compile func(file st
 type entry struct {
 	file string
 	node *yaml.Node
-	// ctx prefixes every problem: `rule "name": ` once the name is known.
-	ctx string
+	// path is the entry's key path ("rules[3]").
+	path string
 	// fields are the values of the known keys, keyLine the lines of the keys.
 	fields  map[string]*yaml.Node
 	keyLine map[string]int
@@ -420,9 +309,9 @@ type entry struct {
 // open checks that n is a mapping of known keys and returns its entry; kind names
 // the list ("rules" or "admin") and noun the entry ("rule" or "admin rule").
 func (c *compiler) open(file, kind, noun string, index int, n *yaml.Node, keys []string) (*entry, bool) {
-	e := &entry{file: file, node: n, ctx: fmt.Sprintf("%s[%d]: ", kind, index)}
+	e := &entry{file: file, node: n, path: confcheck.Index(kind, index)}
 	if n.Kind == yaml.AliasNode {
-		c.problem(file, n.Line, "%sYAML aliases are not supported", e.ctx)
+		c.problem(file, n.Line, e.path, "YAML aliases are not supported")
 		return nil, false
 	}
 	if n.Kind != yaml.MappingNode {
@@ -430,35 +319,35 @@ func (c *compiler) open(file, kind, noun string, index int, n *yaml.Node, keys [
 		if strings.HasPrefix(noun, "a") {
 			article = "an"
 		}
-		c.problem(file, n.Line, "%s%s %s must be a mapping", e.ctx, article, noun)
+		c.problem(file, n.Line, e.path, "%s %s must be a mapping", article, noun)
 		return nil, false
 	}
-	// Problems are about `rule "name"` when the rule has a usable name.
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		if k.Value == "name" && k.ShortTag() == "!!str" && v.Kind == yaml.ScalarNode &&
-			v.ShortTag() == "!!str" && checkToken(v.Value) == "" {
-			e.ctx = fmt.Sprintf("%s %q: ", noun, v.Value)
-			break
-		}
-	}
+	c.fields(e, keys)
+	return e, true
+}
+
+// fields reads the keys of e's mapping, which must be among keys.
+func (c *compiler) fields(e *entry, keys []string) {
 	e.fields = make(map[string]*yaml.Node, len(keys))
 	e.keyLine = make(map[string]int, len(keys))
 	seen := make(map[string]int, len(keys))
+	n := e.node
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		key, ok := c.key(file, e.ctx, n.Content[i], seen)
+		key, ok := c.key(e.file, e.path, n.Content[i], seen)
 		if !ok {
 			continue
 		}
 		if !slices.Contains(keys, key) {
-			c.problem(file, n.Content[i].Line, "%sunknown key %q %s", e.ctx, key, keyHint(key, noun+" keys", keys))
+			c.problem(e.file, n.Content[i].Line, confcheck.Key(e.path, key), "%s", confcheck.UnknownKey(key, keys))
 			continue
 		}
 		e.fields[key] = n.Content[i+1]
 		e.keyLine[key] = n.Content[i].Line
 	}
-	return e, true
 }
+
+// at is the path of key in e.
+func (e *entry) at(key string) string { return confcheck.Key(e.path, key) }
 
 // line is the line of key's value, or of the entry when the key is absent.
 func (e *entry) line(key string) int {
@@ -469,19 +358,19 @@ func (e *entry) line(key string) int {
 func (c *compiler) name(e *entry, noun string) string {
 	v, ok := e.fields["name"]
 	if !ok {
-		c.problem(e.file, e.node.Line, "%sname is required", e.ctx)
+		c.problem(e.file, e.node.Line, e.at("name"), "is required")
 		return ""
 	}
-	name, ok := c.str(e.file, e.ctx, "name", v)
+	name, ok := c.str(e.file, e.at("name"), v)
 	if !ok {
 		return ""
 	}
 	if msg := checkToken(name); msg != "" {
-		c.problem(e.file, v.Line, "%sname %s", e.ctx, msg)
+		c.problem(e.file, v.Line, e.at("name"), "%s", msg)
 		return ""
 	}
 	if first, dup := c.byName[name]; dup {
-		c.problem(e.file, v.Line, "%sduplicate %s name (first defined at %s:%d)", e.ctx, noun, first.value, first.line)
+		c.problem(e.file, v.Line, e.at("name"), "duplicate %s name %q (first defined at %s:%d)", noun, name, first.value, first.line)
 	} else {
 		c.byName[name] = located{value: e.file, line: e.node.Line}
 	}
@@ -491,51 +380,39 @@ func (c *compiler) name(e *entry, noun string) string {
 // matcher compiles the keys rules and admin rules share: lifecycle, upstreams,
 // subjects, trust_domains, attributes and when.
 func (c *compiler) matcher(e *entry, admin bool) matcher {
-	var m matcher
+	m := matcher{path: e.path}
 	if v, ok := e.fields["owner"]; ok {
-		if s, ok := c.str(e.file, e.ctx, "owner", v); ok {
+		if s, ok := c.str(e.file, e.at("owner"), v); ok {
 			if msg := checkText(s); msg != "" {
-				c.problem(e.file, v.Line, "%sowner %s", e.ctx, msg)
+				c.problem(e.file, v.Line, e.at("owner"), "%s", msg)
 			} else {
 				m.owner = s
 			}
 		}
 	}
 	if v, ok := e.fields["expires"]; ok {
-		m.expires, _ = c.date(e.file, e.ctx, "expires", v)
+		m.expires, _ = c.date(e.file, e.at("expires"), v)
 	}
 	if v, ok := e.fields["review_by"]; ok {
-		m.reviewBy, _ = c.date(e.file, e.ctx, "review_by", v)
+		m.reviewBy, _ = c.date(e.file, e.at("review_by"), v)
 	}
 
 	// Every rule, allow or deny, names its upstreams and subjects: a deny rule that
 	// forgot them must not turn into "deny nothing" or "deny everyone" by accident.
 	// (Each "at least one" complaint is left out when the list had bad entries,
 	// which were already reported.)
-	p := len(c.problems)
-	m.upstream = c.stringList(e.file, e.ctx, "upstreams", e.fields, checkToken)
-	if len(m.upstream) == 0 && len(c.problems) == p {
-		c.problem(e.file, e.line("upstreams"), "%supstreams: at least one upstream is required", e.ctx)
-	}
-	p = len(c.problems)
-	subjects := c.stringList(e.file, e.ctx, "subjects", e.fields, checkToken)
-	if len(subjects) == 0 && len(c.problems) == p {
-		c.problem(e.file, e.line("subjects"), "%ssubjects: at least one subject pattern is required", e.ctx)
-	}
-	for _, s := range subjects {
-		m.subjects = append(m.subjects, glob.Compile(s.value))
-	}
+	m.upstream, m.subjects = c.upstreamsAndSubjects(e)
 
 	// An empty list or mapping never means "any": the key is left out instead.
-	p = len(c.problems)
-	for _, td := range c.stringList(e.file, e.ctx, "trust_domains", e.fields, checkToken) {
+	p := len(c.problems)
+	for _, td := range c.stringList(e, "trust_domains", checkToken) {
 		m.trustDomains = append(m.trustDomains, td.value)
 	}
 	if _, ok := e.fields["trust_domains"]; ok && len(m.trustDomains) == 0 && len(c.problems) == p {
-		c.problem(e.file, e.line("trust_domains"), "%strust_domains: at least one trust domain is required (leave the key out instead)", e.ctx)
+		c.problem(e.file, e.line("trust_domains"), e.at("trust_domains"), "at least one trust domain is required (leave the key out instead)")
 	}
 	if v, ok := e.fields["attributes"]; ok {
-		m.attributes = c.attributes(e.file, e.ctx, "attributes", v)
+		m.attributes = c.attributes(e.file, e.at("attributes"), v)
 	}
 	if v, ok := e.fields["when"]; ok {
 		m.when = c.when(e, v, admin)
@@ -543,36 +420,57 @@ func (c *compiler) matcher(e *entry, admin bool) matcher {
 	return m
 }
 
+// upstreamsAndSubjects compiles the required upstreams and subjects of a rule,
+// admin rule or actor.
+func (c *compiler) upstreamsAndSubjects(e *entry) ([]located, []glob.Glob) {
+	p := len(c.problems)
+	upstreams := c.stringList(e, "upstreams", checkToken)
+	if len(upstreams) == 0 && len(c.problems) == p {
+		c.problem(e.file, e.line("upstreams"), e.at("upstreams"), "at least one upstream is required")
+	}
+	p = len(c.problems)
+	subjects := c.stringList(e, "subjects", checkToken)
+	if len(subjects) == 0 && len(c.problems) == p {
+		c.problem(e.file, e.line("subjects"), e.at("subjects"), "at least one subject pattern is required")
+	}
+	var globs []glob.Glob
+	for _, s := range subjects {
+		globs = append(globs, glob.Compile(s.value))
+	}
+	return upstreams, globs
+}
+
 // attributes compiles a mapping of attribute names to value patterns.
-func (c *compiler) attributes(file, ctx, what string, n *yaml.Node) []attrMatch {
+func (c *compiler) attributes(file, path string, n *yaml.Node) []attrMatch {
 	switch {
 	case n.Kind == yaml.AliasNode:
-		c.problem(file, n.Line, "%s%s: YAML aliases are not supported", ctx, what)
+		c.problem(file, n.Line, path, "YAML aliases are not supported")
 		return nil
 	case n.Kind != yaml.MappingNode:
-		c.problem(file, n.Line, "%s%s must be a mapping of attribute names to patterns (write {name: pattern})", ctx, what)
+		c.problem(file, n.Line, path, "must be a mapping of attribute names to patterns (write {name: pattern})")
 		return nil
 	case len(n.Content) == 0:
-		c.problem(file, n.Line, "%s%s: at least one attribute is required (leave the key out instead)", ctx, what)
+		c.problem(file, n.Line, path, "at least one attribute is required (leave the key out instead)")
 		return nil
 	}
 	var out []attrMatch
 	seen := make(map[string]int)
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		name, ok := c.key(file, ctx+what+": ", n.Content[i], seen)
+		name, ok := c.key(file, path, n.Content[i], seen)
 		if !ok {
 			continue
 		}
+		at := confcheck.Key(path, name)
 		if msg := checkToken(name); msg != "" {
-			c.problem(file, n.Content[i].Line, "%s%s: attribute name %q %s", ctx, what, name, msg)
+			c.problem(file, n.Content[i].Line, at, "attribute name %s", msg)
 			continue
 		}
-		pattern, ok := c.str(file, ctx, what+"."+name, n.Content[i+1])
+		pattern, ok := c.str(file, at, n.Content[i+1])
 		if !ok {
 			continue
 		}
 		if msg := checkText(pattern); msg != "" {
-			c.problem(file, n.Content[i+1].Line, "%s%s.%s %s", ctx, what, name, msg)
+			c.problem(file, n.Content[i+1].Line, at, "%s", msg)
 			continue
 		}
 		out = append(out, attrMatch{name: name, pattern: glob.Compile(pattern)})
@@ -584,7 +482,7 @@ func (c *compiler) attributes(file, ctx, what string, n *yaml.Node) []attrMatch 
 // problems are located at the line of the `when` key, with the position inside
 // the expression.
 func (c *compiler) when(e *entry, v *yaml.Node, admin bool) *condition {
-	src, ok := c.str(e.file, e.ctx, "when", v)
+	src, ok := c.str(e.file, e.at("when"), v)
 	if !ok {
 		return nil
 	}
@@ -597,7 +495,7 @@ func (c *compiler) when(e *entry, v *yaml.Node, admin bool) *condition {
 			env, err = adminEnv()
 		}
 		if err != nil {
-			c.problem(e.file, line, "%swhen: cannot build the condition environment: %v", e.ctx, err)
+			c.problem(e.file, line, e.at("when"), "cannot build the condition environment: %v", err)
 			return nil
 		}
 		var problems []celProblem
@@ -612,7 +510,7 @@ func (c *compiler) when(e *entry, v *yaml.Node, admin bool) *condition {
 				case p.line > 0:
 					where = fmt.Sprintf(" (column %d)", p.column)
 				}
-				c.problem(e.file, line, "%swhen: %s%s", e.ctx, oneLine(p.msg), where)
+				c.problem(e.file, line, e.at("when"), "%s%s", oneLine(p.msg), where)
 			}
 			return nil
 		}
@@ -639,15 +537,14 @@ func (c *compiler) rule(file string, index int, n *yaml.Node) {
 	if !ok {
 		return
 	}
-	ctx := e.ctx
 	before := len(c.problems)
 	r := &rule{file: file, line: n.Line}
 	r.name = c.name(e, "rule")
 
 	effectKnown := false
 	if v, ok := e.fields["effect"]; !ok {
-		c.problem(file, n.Line, "%seffect is required (allow or deny)", ctx)
-	} else if effect, ok := c.str(file, ctx, "effect", v); ok {
+		c.problem(file, n.Line, e.at("effect"), "is required (allow or deny)")
+	} else if effect, ok := c.str(file, e.at("effect"), v); ok {
 		switch effect {
 		case EffectAllow:
 			effectKnown = true
@@ -655,17 +552,17 @@ func (c *compiler) rule(file string, index int, n *yaml.Node) {
 			effectKnown = true
 			r.deny = true
 		default:
-			c.problem(file, v.Line, "%seffect must be \"allow\" or \"deny\", not %q", ctx, effect)
+			c.problem(file, v.Line, e.at("effect"), "must be \"allow\" or \"deny\", not %q", effect)
 		}
 	}
 	if v, ok := e.fields["mode"]; ok {
-		if mode, ok := c.str(file, ctx, "mode", v); ok {
+		if mode, ok := c.str(file, e.at("mode"), v); ok {
 			switch mode {
 			case ModeEnforce:
 			case ModeAudit:
 				r.audit = true
 			default:
-				c.problem(file, v.Line, "%smode must be %q or %q, not %q", ctx, ModeEnforce, ModeAudit, mode)
+				c.problem(file, v.Line, e.at("mode"), "must be %q or %q, not %q", ModeEnforce, ModeAudit, mode)
 			}
 		}
 	}
@@ -673,35 +570,35 @@ func (c *compiler) rule(file string, index int, n *yaml.Node) {
 	r.matcher = c.matcher(e, false)
 
 	if v, ok := e.fields["actors"]; ok {
-		r.actors = c.actors(file, ctx, v)
+		r.actors = c.actors(file, e.at("actors"), v)
 	}
 
 	// Audiences, resources and scopes are exact values. '*' is refused in them so
 	// nobody writes "*" believing it is a wildcard and grants a literal "*".
 	p := len(c.problems)
-	for _, a := range c.stringList(file, ctx, "audiences", e.fields, checkExact) {
+	for _, a := range c.stringList(e, "audiences", checkExact) {
 		r.audiences = append(r.audiences, a.value)
 	}
 	audProblems := len(c.problems) != p
 	p = len(c.problems)
 	_, r.hasResources = e.fields["resources"]
-	for _, x := range c.stringList(file, ctx, "resources", e.fields, checkResource) {
+	for _, x := range c.stringList(e, "resources", checkResource) {
 		r.resources = append(r.resources, x.value)
 	}
 	if r.hasResources && len(r.resources) == 0 && len(c.problems) == p {
-		c.problem(file, e.line("resources"), "%sresources: at least one resource is required (leave the key out instead)", ctx)
+		c.problem(file, e.line("resources"), e.at("resources"), "at least one resource is required (leave the key out instead)")
 	}
 	// An allow rule must say what it grants: an empty list never means "any".
 	if effectKnown && !r.deny && len(r.audiences) == 0 && !audProblems {
 		_, written := e.fields["audiences"]
 		switch {
 		case !r.hasResources:
-			c.problem(file, e.line("audiences"), "%saudiences: an allow rule must grant at least one audience", ctx)
+			c.problem(file, e.line("audiences"), e.at("audiences"), "an allow rule must grant at least one audience")
 		case written:
-			c.problem(file, e.line("audiences"), "%saudiences: must not be empty (leave the key out to grant resources only)", ctx)
+			c.problem(file, e.line("audiences"), e.at("audiences"), "must not be empty (leave the key out to grant resources only)")
 		}
 	}
-	for _, s := range c.stringList(file, ctx, "scopes", e.fields, checkScope) {
+	for _, s := range c.stringList(e, "scopes", checkScope) {
 		r.scopes = append(r.scopes, s.value)
 	}
 
@@ -710,47 +607,48 @@ func (c *compiler) rule(file string, index int, n *yaml.Node) {
 		// the missing unit, not about YAML types.
 		s, ok := v.Value, v.Kind == yaml.ScalarNode && !isNull(v)
 		if !ok {
-			_, ok = c.str(file, ctx, "max_ttl", v)
+			_, ok = c.str(file, e.at("max_ttl"), v)
 		}
 		if ok {
 			d, err := time.ParseDuration(s)
 			switch {
 			case err != nil:
-				c.problem(file, v.Line, "%smax_ttl: %q is not a duration (write e.g. 10m or 1h30m)", ctx, s)
+				c.problem(file, v.Line, e.at("max_ttl"), "%q is not a duration (write e.g. 10m or 1h30m)", s)
 			case d <= 0:
-				c.problem(file, v.Line, "%smax_ttl must be positive", ctx)
+				c.problem(file, v.Line, e.at("max_ttl"), "must be positive")
 			default:
 				r.maxTTL = d
 			}
 		}
 	}
 	p = len(c.problems)
-	for _, a := range c.stringList(file, ctx, "copy_attributes", e.fields, checkToken) {
+	for _, a := range c.stringList(e, "copy_attributes", checkToken) {
 		r.copyAttributes = append(r.copyAttributes, a.value)
 	}
 	if _, ok := e.fields["copy_attributes"]; ok && len(r.copyAttributes) == 0 && len(c.problems) == p {
-		c.problem(file, e.line("copy_attributes"), "%scopy_attributes: at least one attribute is required (leave the key out instead)", ctx)
+		c.problem(file, e.line("copy_attributes"), e.at("copy_attributes"), "at least one attribute is required (leave the key out instead)")
 	}
 	p = len(c.problems)
-	for _, x := range c.stringList(file, ctx, "clients", e.fields, checkToken) {
+	for _, x := range c.stringList(e, "clients", checkToken) {
 		r.clients = append(r.clients, glob.Compile(x.value))
 	}
 	if _, ok := e.fields["clients"]; ok && len(r.clients) == 0 && len(c.problems) == p {
-		c.problem(file, e.line("clients"), "%sclients: at least one client pattern is required (leave the key out instead)", ctx)
+		c.problem(file, e.line("clients"), e.at("clients"), "at least one client pattern is required (leave the key out instead)")
 	}
 	if v, ok := e.fields["require_sender_constraint"]; ok {
-		r.requireSender, _ = c.boolean(file, ctx, "require_sender_constraint", v)
+		r.requireSender, _ = c.boolean(file, e.at("require_sender_constraint"), v)
 	}
 	if v, ok := e.fields["max_delegation_depth"]; ok {
-		if d, ok := c.integer(file, ctx, "max_delegation_depth", v); ok {
-			switch {
-			case d < 1 || d > MaxDelegationDepth:
-				c.problem(file, v.Line, "%smax_delegation_depth must be between 1 and %d", ctx, MaxDelegationDepth)
-			case e.fields["actors"] == nil:
-				c.problem(file, v.Line, "%smax_delegation_depth needs actors (it bounds their delegation)", ctx)
-			default:
-				r.maxDepth = d
-			}
+		// Both problems are reported: fixing one must not reveal the other.
+		d, ok := c.integer(file, e.at("max_delegation_depth"), v)
+		if ok && (d < 1 || d > MaxDelegationDepth) {
+			c.problem(file, v.Line, e.at("max_delegation_depth"), "must be between 1 and %d", MaxDelegationDepth)
+			ok = false
+		}
+		if e.fields["actors"] == nil {
+			c.problem(file, v.Line, e.at("max_delegation_depth"), "needs actors (it bounds their delegation)")
+		} else if ok {
+			r.maxDepth = d
 		}
 	} else if len(r.actors) > 0 && !r.deny {
 		r.maxDepth = DefaultMaxDelegationDepth
@@ -758,7 +656,7 @@ func (c *compiler) rule(file string, index int, n *yaml.Node) {
 	if effectKnown && r.deny {
 		for _, k := range onAllowOnly {
 			if v, ok := e.fields[k]; ok {
-				c.problem(file, v.Line, "%s%s has no meaning on a deny rule", ctx, k)
+				c.problem(file, v.Line, e.at(k), "has no meaning on a deny rule")
 			}
 		}
 	}
@@ -775,52 +673,28 @@ func (c *compiler) rule(file string, index int, n *yaml.Node) {
 
 var actorKeys = []string{"upstreams", "subjects", "attributes"}
 
-// actors compiles a rule's actors list.
-func (c *compiler) actors(file, ctx string, n *yaml.Node) []actorSpec {
-	items, ok := c.list(file, ctx, "actors", n)
+// actors compiles a rule's actors list, at path.
+func (c *compiler) actors(file, path string, n *yaml.Node) []actorSpec {
+	items, ok := c.list(file, path, n)
 	if !ok {
 		return nil
 	}
 	if len(items) == 0 {
-		c.problem(file, n.Line, "%sactors: at least one actor is required (leave the key out to allow no delegation)", ctx)
+		c.problem(file, n.Line, path, "at least one actor is required (leave the key out to allow no delegation)")
 		return nil
 	}
 	var out []actorSpec
 	for i, item := range items {
-		actx := fmt.Sprintf("%sactors[%d]: ", ctx, i)
+		e := &entry{file: file, node: item, path: confcheck.Index(path, i)}
 		if item.Kind != yaml.MappingNode {
-			c.problem(file, item.Line, "%san actor must be a mapping with upstreams and subjects", actx)
+			c.problem(file, item.Line, e.path, "an actor must be a mapping with upstreams and subjects")
 			continue
 		}
-		e := &entry{file: file, node: item, ctx: actx, fields: make(map[string]*yaml.Node), keyLine: make(map[string]int)}
-		seen := make(map[string]int)
-		for j := 0; j+1 < len(item.Content); j += 2 {
-			key, ok := c.key(file, actx, item.Content[j], seen)
-			if !ok {
-				continue
-			}
-			if !slices.Contains(actorKeys, key) {
-				c.problem(file, item.Content[j].Line, "%sunknown key %q %s", actx, key, keyHint(key, "actor keys", actorKeys))
-				continue
-			}
-			e.fields[key] = item.Content[j+1]
-		}
+		c.fields(e, actorKeys)
 		a := actorSpec{line: item.Line}
-		p := len(c.problems)
-		a.upstreams = c.stringList(file, actx, "upstreams", e.fields, checkToken)
-		if len(a.upstreams) == 0 && len(c.problems) == p {
-			c.problem(file, e.line("upstreams"), "%supstreams: at least one upstream is required", actx)
-		}
-		p = len(c.problems)
-		subjects := c.stringList(file, actx, "subjects", e.fields, checkToken)
-		if len(subjects) == 0 && len(c.problems) == p {
-			c.problem(file, e.line("subjects"), "%ssubjects: at least one subject pattern is required", actx)
-		}
-		for _, s := range subjects {
-			a.subjects = append(a.subjects, glob.Compile(s.value))
-		}
+		a.upstreams, a.subjects = c.upstreamsAndSubjects(e)
 		if v, ok := e.fields["attributes"]; ok {
-			a.attributes = c.attributes(file, actx, "attributes", v)
+			a.attributes = c.attributes(file, e.at("attributes"), v)
 		}
 		out = append(out, a)
 	}
@@ -836,7 +710,7 @@ const (
 // date reads YYYY-MM-DD (midnight UTC: the date is the first day the rule no
 // longer matches) or an RFC 3339 time. YAML reads unquoted dates as timestamps;
 // both forms are accepted.
-func (c *compiler) date(file, ctx, what string, n *yaml.Node) (time.Time, bool) {
+func (c *compiler) date(file, path string, n *yaml.Node) (time.Time, bool) {
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!timestamp" || n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" {
 		if t, err := time.Parse(dateLayout, n.Value); err == nil {
 			return t.UTC(), true
@@ -844,14 +718,14 @@ func (c *compiler) date(file, ctx, what string, n *yaml.Node) (time.Time, bool) 
 		if t, err := time.Parse(dateTimeLayout, n.Value); err == nil {
 			return t.UTC(), true
 		}
-		c.problem(file, n.Line, "%s%s: %q is not a date (write YYYY-MM-DD or an RFC 3339 time)", ctx, what, n.Value)
+		c.problem(file, n.Line, path, "%q is not a date (write YYYY-MM-DD or an RFC 3339 time)", n.Value)
 		return time.Time{}, false
 	}
-	c.str(file, ctx, what, n) // reports the type problem
+	c.str(file, path, n) // reports the type problem
 	return time.Time{}, false
 }
 
-func (c *compiler) boolean(file, ctx, what string, n *yaml.Node) (bool, bool) {
+func (c *compiler) boolean(file, path string, n *yaml.Node) (bool, bool) {
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!bool" {
 		var b bool
 		if err := n.Decode(&b); err == nil {
@@ -859,14 +733,14 @@ func (c *compiler) boolean(file, ctx, what string, n *yaml.Node) (bool, bool) {
 		}
 	}
 	if n.Kind == yaml.AliasNode {
-		c.problem(file, n.Line, "%s%s: YAML aliases are not supported", ctx, what)
+		c.problem(file, n.Line, path, "YAML aliases are not supported")
 	} else {
-		c.problem(file, n.Line, "%s%s must be true or false", ctx, what)
+		c.problem(file, n.Line, path, "must be true or false")
 	}
 	return false, false
 }
 
-func (c *compiler) integer(file, ctx, what string, n *yaml.Node) (int, bool) {
+func (c *compiler) integer(file, path string, n *yaml.Node) (int, bool) {
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!int" {
 		var i int
 		if err := n.Decode(&i); err == nil {
@@ -874,9 +748,9 @@ func (c *compiler) integer(file, ctx, what string, n *yaml.Node) (int, bool) {
 		}
 	}
 	if n.Kind == yaml.AliasNode {
-		c.problem(file, n.Line, "%s%s: YAML aliases are not supported", ctx, what)
+		c.problem(file, n.Line, path, "YAML aliases are not supported")
 	} else {
-		c.problem(file, n.Line, "%s%s must be a whole number", ctx, what)
+		c.problem(file, n.Line, path, "must be a whole number")
 	}
 	return 0, false
 }
@@ -888,31 +762,32 @@ func lineOf(v, parent *yaml.Node) int {
 	return parent.Line
 }
 
-// stringList checks an optional list of strings under key, each with check (which
-// returns a complaint or ""), refusing duplicates. It returns the valid values.
-func (c *compiler) stringList(file, ctx, key string, fields map[string]*yaml.Node, check func(string) string) []located {
-	v, ok := fields[key]
+// stringList checks the optional list of strings under key in e, each with check
+// (which returns a complaint or ""), refusing duplicates. It returns the valid
+// values.
+func (c *compiler) stringList(e *entry, key string, check func(string) string) []located {
+	v, ok := e.fields[key]
 	if !ok {
 		return nil
 	}
-	items, ok := c.list(file, ctx, key, v)
+	items, ok := c.list(e.file, e.at(key), v)
 	if !ok {
 		return nil
 	}
 	var out []located
 	seen := make(map[string]int, len(items))
 	for i, item := range items {
-		what := fmt.Sprintf("%s[%d]", key, i)
-		s, ok := c.str(file, ctx, what, item)
+		at := confcheck.Index(e.at(key), i)
+		s, ok := c.str(e.file, at, item)
 		if !ok {
 			continue
 		}
 		if msg := check(s); msg != "" {
-			c.problem(file, item.Line, "%s%s %s", ctx, what, msg)
+			c.problem(e.file, item.Line, at, "%s", msg)
 			continue
 		}
 		if first, dup := seen[s]; dup {
-			c.problem(file, item.Line, "%s%s: %q is listed twice (first at line %d)", ctx, what, s, first)
+			c.problem(e.file, item.Line, at, "%q is listed twice (first at line %d)", s, first)
 			continue
 		}
 		seen[s] = item.Line
@@ -922,34 +797,34 @@ func (c *compiler) stringList(file, ctx, key string, fields map[string]*yaml.Nod
 }
 
 // list checks that n is a sequence (or null, meaning empty) and returns its items.
-func (c *compiler) list(file, ctx, what string, n *yaml.Node) ([]*yaml.Node, bool) {
+func (c *compiler) list(file, path string, n *yaml.Node) ([]*yaml.Node, bool) {
 	switch {
 	case isNull(n):
 		return nil, true
 	case n.Kind == yaml.SequenceNode:
 		return n.Content, true
 	case n.Kind == yaml.AliasNode:
-		c.problem(file, n.Line, "%s%s: YAML aliases are not supported", ctx, what)
+		c.problem(file, n.Line, path, "YAML aliases are not supported")
 	case n.Kind == yaml.ScalarNode:
-		c.problem(file, n.Line, "%s%s must be a list (write [%s])", ctx, what, n.Value)
+		c.problem(file, n.Line, path, "must be a list (write [%s])", n.Value)
 	default:
-		c.problem(file, n.Line, "%s%s must be a list", ctx, what)
+		c.problem(file, n.Line, path, "must be a list")
 	}
 	return nil, false
 }
 
 // str checks that n is a string scalar and returns it. Numbers, booleans and nulls
 // are refused rather than converted: quote them.
-func (c *compiler) str(file, ctx, what string, n *yaml.Node) (string, bool) {
+func (c *compiler) str(file, path string, n *yaml.Node) (string, bool) {
 	switch {
 	case n.Kind == yaml.AliasNode:
-		c.problem(file, n.Line, "%s%s: YAML aliases are not supported", ctx, what)
+		c.problem(file, n.Line, path, "YAML aliases are not supported")
 	case n.Kind != yaml.ScalarNode:
-		c.problem(file, n.Line, "%s%s must be a string", ctx, what)
+		c.problem(file, n.Line, path, "must be a string")
 	case isNull(n):
-		c.problem(file, n.Line, "%s%s has no value", ctx, what)
+		c.problem(file, n.Line, path, "has no value")
 	case n.ShortTag() != "!!str":
-		c.problem(file, n.Line, "%s%s must be a string, not %s (quote it)", ctx, what, strings.TrimPrefix(n.ShortTag(), "!!"))
+		c.problem(file, n.Line, path, "must be a string, not %s (quote it)", strings.TrimPrefix(n.ShortTag(), "!!"))
 	default:
 		return n.Value, true
 	}

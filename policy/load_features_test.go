@@ -35,107 +35,107 @@ func TestParseFeatureErrors(t *testing.T) {
 		{
 			name: "misspelt field in a condition",
 			src:  ruleWith(`when: workload.atributes["env"] == "prod"`),
-			want: []string{`p.yaml:7: rule "r": when: undefined field 'atributes' (column 9)`},
+			want: []string{`p.yaml:7: rules[0].when: undefined field 'atributes' (column 9)`},
 		},
 		{
 			name: "misspelt request field on a later line of a block condition",
 			src:  ruleWith("when: |", `  has(request.actor) &&`, `  request.actor.atributes["x"] == "y"`),
-			want: []string{`p.yaml:7: rule "r": when: undefined field 'atributes' (condition line 2, column 14)`},
+			want: []string{`p.yaml:7: rules[0].when: undefined field 'atributes' (condition line 2, column 14)`},
 		},
 		{
 			name: "unknown variable",
 			src:  ruleWith(`when: subject == "x"`),
-			want: []string{`p.yaml:7: rule "r": when: undeclared reference to 'subject' (in container '') (column 1)`},
+			want: []string{`p.yaml:7: rules[0].when: undeclared reference to 'subject' (in container '') (column 1)`},
 		},
 		{
 			name: "not a bool",
 			src:  ruleWith(`when: workload.subject`),
-			want: []string{`p.yaml:7: rule "r": when: a condition must be a bool expression, this one is string`},
+			want: []string{`p.yaml:7: rules[0].when: a condition must be a bool expression, this one is string`},
 		},
 		{
 			name: "syntax error",
 			src:  ruleWith(`when: workload.subject ==`),
-			want: []string{`p.yaml:7: rule "r": when: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER} (column 20)`},
+			want: []string{`p.yaml:7: rules[0].when: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER} (column 20)`},
 		},
 		{
 			name: "admin fields are not rule fields",
 			src:  ruleWith(`when: request.action == "revoke"`),
-			want: []string{`p.yaml:7: rule "r": when: undefined field 'action' (column 8)`},
+			want: []string{`p.yaml:7: rules[0].when: undefined field 'action' (column 8)`},
 		},
 		{
 			name: "empty and non-string conditions",
 			src:  ruleWith(`when: ""`) + "  - {name: r2, effect: allow, upstreams: [u], subjects: [s], audiences: [x], when: true}\n",
 			want: []string{
-				`p.yaml:7: rule "r": when: a condition must not be empty (leave the key out instead)`,
-				`p.yaml:8: rule "r2": when must be a string, not bool (quote it)`,
+				`p.yaml:7: rules[0].when: a condition must not be empty (leave the key out instead)`,
+				`p.yaml:8: rules[1].when: must be a string, not bool (quote it)`,
 			},
 		},
 		{
 			name: "too long a condition",
 			src:  ruleWith(`when: "` + strings.Repeat("true && ", policy.MaxConditionSize/8) + `true"`),
-			want: []string{`p.yaml:7: rule "r": when: a condition is at most 4096 bytes`},
+			want: []string{`p.yaml:7: rules[0].when: a condition is at most 4096 bytes`},
 		},
 		{
 			name: "empty lists never mean any",
 			src: ruleWith("trust_domains: []", "attributes: {}", "resources: []", "copy_attributes: []", "actors: []") +
 				"sensitive_audiences: []\n",
 			want: []string{
-				`p.yaml:7: rule "r": trust_domains: at least one trust domain is required (leave the key out instead)`,
-				`p.yaml:8: rule "r": attributes: at least one attribute is required (leave the key out instead)`,
-				`p.yaml:9: rule "r": resources: at least one resource is required (leave the key out instead)`,
-				`p.yaml:10: rule "r": copy_attributes: at least one attribute is required (leave the key out instead)`,
-				`p.yaml:11: rule "r": actors: at least one actor is required (leave the key out to allow no delegation)`,
+				`p.yaml:7: rules[0].trust_domains: at least one trust domain is required (leave the key out instead)`,
+				`p.yaml:8: rules[0].attributes: at least one attribute is required (leave the key out instead)`,
+				`p.yaml:9: rules[0].resources: at least one resource is required (leave the key out instead)`,
+				`p.yaml:10: rules[0].copy_attributes: at least one attribute is required (leave the key out instead)`,
+				`p.yaml:11: rules[0].actors: at least one actor is required (leave the key out to allow no delegation)`,
 				`p.yaml:12: sensitive_audiences: at least one pattern is required (leave the key out instead)`,
 			},
 		},
 		{
 			name: "empty audiences beside resources",
 			src:  "rules:\n  - {name: r, effect: allow, upstreams: [u], subjects: [s], audiences: [], resources: [\"https://r.example\"]}\n",
-			want: []string{`p.yaml:2: rule "r": audiences: must not be empty (leave the key out to grant resources only)`},
+			want: []string{`p.yaml:2: rules[0].audiences: must not be empty (leave the key out to grant resources only)`},
 		},
 		{
 			name: "bad resources",
 			src:  "rules:\n  - {name: r, effect: allow, upstreams: [u], subjects: [s], resources: [ledger, \"https://x#frag\", \"https://*.example\"]}\n",
 			want: []string{
-				`p.yaml:2: rule "r": resources[0] must be an absolute URI without a fragment (RFC 8707)`,
-				`p.yaml:2: rule "r": resources[1] must be an absolute URI without a fragment (RFC 8707)`,
-				`p.yaml:2: rule "r": resources[2] must not contain '*': resources are matched exactly, there are no wildcards`,
+				`p.yaml:2: rules[0].resources[0]: must be an absolute URI without a fragment (RFC 8707)`,
+				`p.yaml:2: rules[0].resources[1]: must be an absolute URI without a fragment (RFC 8707)`,
+				`p.yaml:2: rules[0].resources[2]: must not contain '*': resources are matched exactly, there are no wildcards`,
 			},
 		},
 		{
 			name: "bad attributes",
 			src:  ruleWith("attributes:", "  namespace: 42", `  "has space": x`, `  image: ""`, "  list: [a]", "  namespace: y"),
 			want: []string{
-				`p.yaml:8: rule "r": attributes.namespace must be a string, not int (quote it)`,
-				`p.yaml:9: rule "r": attributes: attribute name "has space" must not contain whitespace or control characters`,
-				`p.yaml:10: rule "r": attributes.image must not be empty`,
-				`p.yaml:11: rule "r": attributes.list must be a string`,
-				`p.yaml:12: rule "r": attributes: duplicate key "namespace" (first at line 8)`,
+				`p.yaml:8: rules[0].attributes.namespace: must be a string, not int (quote it)`,
+				`p.yaml:9: rules[0].attributes["has space"]: attribute name must not contain whitespace or control characters`,
+				`p.yaml:10: rules[0].attributes.image: must not be empty`,
+				`p.yaml:11: rules[0].attributes.list: must be a string`,
+				`p.yaml:12: rules[0].attributes.namespace: duplicate key (first at line 8)`,
 			},
 		},
 		{
 			name: "attributes not a mapping",
 			src:  ruleWith("attributes: [namespace]"),
-			want: []string{`p.yaml:7: rule "r": attributes must be a mapping of attribute names to patterns (write {name: pattern})`},
+			want: []string{`p.yaml:7: rules[0].attributes: must be a mapping of attribute names to patterns (write {name: pattern})`},
 		},
 		{
 			name: "lifecycle",
 			src:  ruleWith("owner: \"team\\u0007\"", "expires: tomorrow", "review_by: 2025-13-01", "mode: shadow"),
 			want: []string{
-				`p.yaml:7: rule "r": owner must not contain control or invisible characters`,
-				`p.yaml:8: rule "r": expires: "tomorrow" is not a date (write YYYY-MM-DD or an RFC 3339 time)`,
-				`p.yaml:9: rule "r": review_by: "2025-13-01" is not a date (write YYYY-MM-DD or an RFC 3339 time)`,
-				`p.yaml:10: rule "r": mode must be "enforce" or "audit", not "shadow"`,
+				`p.yaml:7: rules[0].owner: must not contain control or invisible characters`,
+				`p.yaml:8: rules[0].expires: "tomorrow" is not a date (write YYYY-MM-DD or an RFC 3339 time)`,
+				`p.yaml:9: rules[0].review_by: "2025-13-01" is not a date (write YYYY-MM-DD or an RFC 3339 time)`,
+				`p.yaml:10: rules[0].mode: must be "enforce" or "audit", not "shadow"`,
 			},
 		},
 		{
 			name: "allow-only keys on a deny rule",
 			src:  denyWith("max_ttl: 5m", "copy_attributes: [a]", "require_sender_constraint: true", "actors: [{upstreams: [u], subjects: [a]}]", "max_delegation_depth: 2"),
 			want: []string{
-				`p.yaml:6: rule "d": max_ttl has no meaning on a deny rule`,
-				`p.yaml:7: rule "d": copy_attributes has no meaning on a deny rule`,
-				`p.yaml:8: rule "d": require_sender_constraint has no meaning on a deny rule`,
-				`p.yaml:10: rule "d": max_delegation_depth has no meaning on a deny rule`,
+				`p.yaml:6: rules[0].max_ttl: has no meaning on a deny rule`,
+				`p.yaml:7: rules[0].copy_attributes: has no meaning on a deny rule`,
+				`p.yaml:8: rules[0].require_sender_constraint: has no meaning on a deny rule`,
+				`p.yaml:10: rules[0].max_delegation_depth: has no meaning on a deny rule`,
 			},
 		},
 		{
@@ -145,30 +145,30 @@ func TestParseFeatureErrors(t *testing.T) {
 				"  - {name: r3, effect: allow, upstreams: [u], subjects: [s], audiences: [x], actors: [{upstreams: [u], subjects: [a]}], max_delegation_depth: two}\n" +
 				"  - {name: r4, effect: allow, upstreams: [u], subjects: [s], audiences: [x], require_sender_constraint: \"yes\"}\n",
 			want: []string{
-				`p.yaml:7: rule "r": max_delegation_depth needs actors (it bounds their delegation)`,
-				`p.yaml:8: rule "r2": max_delegation_depth must be between 1 and 10`,
-				`p.yaml:9: rule "r3": max_delegation_depth must be a whole number`,
-				`p.yaml:10: rule "r4": require_sender_constraint must be true or false`,
+				`p.yaml:7: rules[0].max_delegation_depth: needs actors (it bounds their delegation)`,
+				`p.yaml:8: rules[1].max_delegation_depth: must be between 1 and 10`,
+				`p.yaml:9: rules[2].max_delegation_depth: must be a whole number`,
+				`p.yaml:10: rules[3].require_sender_constraint: must be true or false`,
 			},
 		},
 		{
 			name: "actors",
 			src:  ruleWith("actors:", "  - upstreams: [u]", "  - subjects: [a]", "    upstream: [u]", "  - gateway", "  - {upstreams: [u], subjects: [a], attributes: {}}"),
 			want: []string{
-				`p.yaml:8: rule "r": actors[0]: subjects: at least one subject pattern is required`,
-				`p.yaml:9: rule "r": actors[1]: upstreams: at least one upstream is required`,
-				`p.yaml:10: rule "r": actors[1]: unknown key "upstream" (did you mean "upstreams"?)`,
-				`p.yaml:11: rule "r": actors[2]: an actor must be a mapping with upstreams and subjects`,
-				`p.yaml:12: rule "r": actors[3]: attributes: at least one attribute is required (leave the key out instead)`,
+				`p.yaml:8: rules[0].actors[0].subjects: at least one subject pattern is required`,
+				`p.yaml:9: rules[0].actors[1].upstreams: at least one upstream is required`,
+				`p.yaml:10: rules[0].actors[1].upstream: unknown key (did you mean "upstreams"?)`,
+				`p.yaml:11: rules[0].actors[2]: an actor must be a mapping with upstreams and subjects`,
+				`p.yaml:12: rules[0].actors[3].attributes: at least one attribute is required (leave the key out instead)`,
 			},
 		},
 		{
 			name: "unknown keys suggest the key meant",
 			src:  "rule: []\n" + ruleWith("copy_attribute: [a]", "expiry: 2025-01-01"),
 			want: []string{
-				`p.yaml:1: unknown key "rule" (did you mean "rules"?)`,
-				`p.yaml:8: rule "r": unknown key "copy_attribute" (did you mean "copy_attributes"?)`,
-				`p.yaml:9: rule "r": unknown key "expiry" (did you mean "expires"?)`,
+				`p.yaml:1: rule: unknown key (did you mean "rules"?)`,
+				`p.yaml:8: rules[0].copy_attribute: unknown key (did you mean "copy_attributes"?)`,
+				`p.yaml:9: rules[0].expiry: unknown key (did you mean "expires"?)`,
 			},
 		},
 		{
@@ -194,16 +194,16 @@ rules:
   - {name: r, effect: deny, upstreams: [u], subjects: [s]}
 `,
 			want: []string{
-				`p.yaml:5: admin rule "a": actions: unknown action "delete" (actions are revoke, block, lift, list, report_change, rotate_keys, read_feed, introspect)`,
-				`p.yaml:6: admin rule "a": within_upstreams: "*" stands alone (it already means every upstream)`,
-				`p.yaml:7: admin rule "b": actions: at least one action is required`,
-				`p.yaml:7: admin rule "b": within_upstreams: at least one upstream, or "*" for all, is required`,
-				`p.yaml:8: admin rule "b": unknown key "effect" (admin rule keys are name, owner, expires, review_by, upstreams, subjects, trust_domains, attributes, when, actions, within_upstreams)`,
-				`p.yaml:14: admin rule "r": actions: at least one action is required`,
-				`p.yaml:15: admin rule "r": within_upstreams: at least one upstream, or "*" for all, is required`,
-				`p.yaml:16: admin rule "r": when: undefined field 'audiences' (column 8)`,
+				`p.yaml:5: admin[0].actions: unknown action "delete" (actions are revoke, block, lift, list, report_change, rotate_keys, read_feed, introspect)`,
+				`p.yaml:6: admin[0].within_upstreams: "*" stands alone (it already means every upstream)`,
+				`p.yaml:7: admin[1].actions: at least one action is required`,
+				`p.yaml:7: admin[1].within_upstreams: at least one upstream, or "*" for all, is required`,
+				`p.yaml:8: admin[1].effect: unknown key (the keys here are name, owner, expires, review_by, upstreams, subjects, trust_domains, attributes, when, actions, within_upstreams)`,
+				`p.yaml:14: admin[2].actions: at least one action is required`,
+				`p.yaml:15: admin[2].within_upstreams: at least one upstream, or "*" for all, is required`,
+				`p.yaml:16: admin[2].when: undefined field 'audiences' (column 8)`,
 				`p.yaml:17: admin[3]: an admin rule must be a mapping`,
-				`p.yaml:19: rule "r": duplicate rule name (first defined at p.yaml:11)`,
+				`p.yaml:19: rules[0].name: duplicate rule name "r" (first defined at p.yaml:11)`,
 			},
 		},
 	}
@@ -247,7 +247,7 @@ func TestNamesUniqueAcrossAdmin(t *testing.T) {
 		policy.File{Name: "a.yaml", Data: []byte("admin:\n  - {name: x, upstreams: [u], subjects: [s], actions: [list], within_upstreams: [u]}\n")},
 		policy.File{Name: "b.yaml", Data: []byte("rules:\n  - {name: x, effect: deny, upstreams: [u], subjects: [s]}\n")},
 	)
-	want := []string{`b.yaml:2: rule "x": duplicate rule name (first defined at a.yaml:2)`}
+	want := []string{`b.yaml:2: rules[0].name: duplicate rule name "x" (first defined at a.yaml:2)`}
 	if got := loadErr(t, err); !slices.Equal(got, want) {
 		t.Errorf("got %q, want %q", got, want)
 	}
@@ -272,9 +272,9 @@ admin:
   - {name: all, upstreams: [a], subjects: [s], actions: [revoke], within_upstreams: ["*"]}
 `)
 	want := []string{
-		`test.yaml:8: rule "r": actor upstream "gw" is not configured`,
-		`test.yaml:12: admin rule "adm": upstream "ops" is not configured`,
-		`test.yaml:15: admin rule "adm": within_upstreams: upstream "b" is not configured`,
+		`test.yaml:8: rules[0].actors: upstream "gw" is not configured`,
+		`test.yaml:12: admin[0].upstreams: upstream "ops" is not configured`,
+		`test.yaml:15: admin[0].within_upstreams: upstream "b" is not configured`,
 	}
 	if got := loadErr(t, p.ValidateUpstreams([]string{"a"})); !slices.Equal(got, want) {
 		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

@@ -63,21 +63,21 @@ func TestLoadReportsEverything(t *testing.T) {
 	bad, missing, payments := filepath.Join("testdata", "bad.yaml"), filepath.Join("testdata", "missing.yaml"), filepath.Join("testdata", "payments.yaml")
 	_, err := policy.Load(bad, missing, payments)
 	want := []string{
-		bad + `:2: rule "payments-to-ledger": audiences: an allow rule must grant at least one audience`,
-		bad + `:6: rule "payments-to-ledger": unknown key "audience" (did you mean "audiences"?)`,
-		bad + `:7: rule "payments-to-ledger": max_ttl: "ten minutes" is not a duration (write e.g. 10m or 1h30m)`,
-		bad + `:8: rule "payments-to-ledger": duplicate rule name (first defined at ` + bad + `:2)`,
-		bad + `:9: rule "payments-to-ledger": effect must be "allow" or "deny", not "permit"`,
-		bad + `:10: rule "payments-to-ledger": upstreams: at least one upstream is required`,
-		bad + `:11: rule "payments-to-ledger": subjects[0] must not contain whitespace or control characters`,
-		bad + `:11: rule "payments-to-ledger": subjects[1] must not be empty`,
-		bad + `:12: rule "payments-to-ledger": audiences[0] must not contain '*': audiences are matched exactly, there are no wildcards`,
-		bad + `:13: rule "payments-to-ledger": scopes[0] must be printable ASCII without spaces, '"' or '\' (RFC 6749 scope-token)`,
-		bad + `:13: rule "payments-to-ledger": scopes[2]: "ledger.read" is listed twice (first at line 13)`,
-		bad + `:14: rules[2]: name is required`,
-		bad + `:17: rules[2]: max_ttl has no meaning on a deny rule`,
+		bad + `:2: rules[0].audiences: an allow rule must grant at least one audience`,
+		bad + `:6: rules[0].audience: unknown key (did you mean "audiences"?)`,
+		bad + `:7: rules[0].max_ttl: "ten minutes" is not a duration (write e.g. 10m or 1h30m)`,
+		bad + `:8: rules[1].name: duplicate rule name "payments-to-ledger" (first defined at ` + bad + `:2)`,
+		bad + `:9: rules[1].effect: must be "allow" or "deny", not "permit"`,
+		bad + `:10: rules[1].upstreams: at least one upstream is required`,
+		bad + `:11: rules[1].subjects[0]: must not contain whitespace or control characters`,
+		bad + `:11: rules[1].subjects[1]: must not be empty`,
+		bad + `:12: rules[1].audiences[0]: must not contain '*': audiences are matched exactly, there are no wildcards`,
+		bad + `:13: rules[1].scopes[0]: must be printable ASCII without spaces, '"' or '\' (RFC 6749 scope-token)`,
+		bad + `:13: rules[1].scopes[2]: "ledger.read" is listed twice (first at line 13)`,
+		bad + `:14: rules[2].name: is required`,
+		bad + `:17: rules[2].max_ttl: has no meaning on a deny rule`,
 		missing + `: cannot read: no such file or directory`,
-		payments + `:2: rule "payments-to-ledger": duplicate rule name (first defined at ` + bad + `:2)`,
+		payments + `:2: rules[0].name: duplicate rule name "payments-to-ledger" (first defined at ` + bad + `:2)`,
 	}
 	got := loadErr(t, err)
 	if !slices.Equal(got, want) {
@@ -94,7 +94,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown top-level key",
 			src:  "version: 1\nrules: []\n",
-			want: []string{`p.yaml:1: unknown key "version" (top-level keys are rules, admin, sensitive_audiences)`},
+			want: []string{`p.yaml:1: version: unknown key (the keys here are rules, admin, sensitive_audiences)`},
 		},
 		{
 			name: "unknown rule key",
@@ -106,7 +106,7 @@ func TestParseErrors(t *testing.T) {
     audiences: [x]
     ttl: 5m
 `,
-			want: []string{`p.yaml:7: rule "r": unknown key "ttl" (rule keys are name, effect, mode, owner, expires, review_by, upstreams, subjects, trust_domains, attributes, when, actors, max_delegation_depth, audiences, resources, scopes, max_ttl, copy_attributes, require_sender_constraint, clients)`},
+			want: []string{`p.yaml:7: rules[0].ttl: unknown key (did you mean "max_ttl"?)`},
 		},
 		{
 			name: "duplicate key",
@@ -118,42 +118,42 @@ func TestParseErrors(t *testing.T) {
     audiences: [x]
     audiences: [y]
 `,
-			want: []string{`p.yaml:7: rule "r": duplicate key "audiences" (first at line 6)`},
+			want: []string{`p.yaml:7: rules[0].audiences: duplicate key (first at line 6)`},
 		},
 		{
 			name: "missing audiences on an allow rule",
 			src:  "rules:\n  - {name: r, effect: allow, upstreams: [a], subjects: [s]}\n",
-			want: []string{`p.yaml:2: rule "r": audiences: an allow rule must grant at least one audience`},
+			want: []string{`p.yaml:2: rules[0].audiences: an allow rule must grant at least one audience`},
 		},
 		{
 			name: "empty audiences on an allow rule",
 			src:  "rules:\n  - name: r\n    effect: allow\n    upstreams: [a]\n    subjects: [s]\n    audiences: []\n",
-			want: []string{`p.yaml:6: rule "r": audiences: an allow rule must grant at least one audience`},
+			want: []string{`p.yaml:6: rules[0].audiences: an allow rule must grant at least one audience`},
 		},
 		{
 			name: "null audiences on an allow rule",
 			src:  "rules:\n  - name: r\n    effect: allow\n    upstreams: [a]\n    subjects: [s]\n    audiences:\n",
-			want: []string{`p.yaml:6: rule "r": audiences: an allow rule must grant at least one audience`},
+			want: []string{`p.yaml:6: rules[0].audiences: an allow rule must grant at least one audience`},
 		},
 		{
 			name: "deny rule without subjects",
 			src:  "rules:\n  - {name: r, effect: deny, upstreams: [a]}\n",
-			want: []string{`p.yaml:2: rule "r": subjects: at least one subject pattern is required`},
+			want: []string{`p.yaml:2: rules[0].subjects: at least one subject pattern is required`},
 		},
 		{
 			name: "deny rule without upstreams",
 			src:  "rules:\n  - {name: r, effect: deny, subjects: [\"*\"]}\n",
-			want: []string{`p.yaml:2: rule "r": upstreams: at least one upstream is required`},
+			want: []string{`p.yaml:2: rules[0].upstreams: at least one upstream is required`},
 		},
 		{
 			name: "missing effect",
 			src:  "rules:\n  - {name: r, upstreams: [a], subjects: [s], audiences: [x]}\n",
-			want: []string{`p.yaml:2: rule "r": effect is required (allow or deny)`},
+			want: []string{`p.yaml:2: rules[0].effect: is required (allow or deny)`},
 		},
 		{
 			name: "effect is case-sensitive",
 			src:  "rules:\n  - {name: r, effect: Allow, upstreams: [a], subjects: [s], audiences: [x]}\n",
-			want: []string{`p.yaml:2: rule "r": effect must be "allow" or "deny", not "Allow"`},
+			want: []string{`p.yaml:2: rules[0].effect: must be "allow" or "deny", not "Allow"`},
 		},
 		{
 			name: "bad durations",
@@ -166,12 +166,12 @@ func TestParseErrors(t *testing.T) {
   - {name: f, effect: allow, upstreams: [u], subjects: [s], audiences: [x], max_ttl: }
 `,
 			want: []string{
-				`p.yaml:2: rule "a": max_ttl: "10" is not a duration (write e.g. 10m or 1h30m)`,
-				`p.yaml:3: rule "b": max_ttl must be positive`,
-				`p.yaml:4: rule "c": max_ttl must be positive`,
-				`p.yaml:5: rule "d": max_ttl: "5 days" is not a duration (write e.g. 10m or 1h30m)`,
-				`p.yaml:6: rule "e": max_ttl must be a string`,
-				`p.yaml:7: rule "f": max_ttl has no value`,
+				`p.yaml:2: rules[0].max_ttl: "10" is not a duration (write e.g. 10m or 1h30m)`,
+				`p.yaml:3: rules[1].max_ttl: must be positive`,
+				`p.yaml:4: rules[2].max_ttl: must be positive`,
+				`p.yaml:5: rules[3].max_ttl: "5 days" is not a duration (write e.g. 10m or 1h30m)`,
+				`p.yaml:6: rules[4].max_ttl: must be a string`,
+				`p.yaml:7: rules[5].max_ttl: has no value`,
 			},
 		},
 		{
@@ -185,11 +185,11 @@ func TestParseErrors(t *testing.T) {
     scopes: [1]
 `,
 			want: []string{
-				`p.yaml:2: rules[0]: name must be a string, not int (quote it)`,
-				`p.yaml:4: rules[0]: upstreams must be a list (write [cluster-a])`,
-				`p.yaml:5: rules[0]: subjects[0] must be a string`,
-				`p.yaml:6: rules[0]: audiences[0] must be a string, not bool (quote it)`,
-				`p.yaml:7: rules[0]: scopes[0] must be a string, not int (quote it)`,
+				`p.yaml:2: rules[0].name: must be a string, not int (quote it)`,
+				`p.yaml:4: rules[0].upstreams: must be a list (write [cluster-a])`,
+				`p.yaml:5: rules[0].subjects[0]: must be a string`,
+				`p.yaml:6: rules[0].audiences[0]: must be a string, not bool (quote it)`,
+				`p.yaml:7: rules[0].scopes[0]: must be a string, not int (quote it)`,
 			},
 		},
 		{
@@ -203,23 +203,23 @@ func TestParseErrors(t *testing.T) {
     scopes: ["caf\u00e9", "a\"b"]
 `,
 			want: []string{
-				`p.yaml:2: rules[0]: name must not contain whitespace or control characters`,
-				`p.yaml:4: rules[0]: upstreams[0] must not contain whitespace or control characters`,
-				`p.yaml:5: rules[0]: subjects[0] must not contain whitespace or control characters`,
-				`p.yaml:6: rules[0]: audiences[0] must not contain whitespace or control characters`,
-				`p.yaml:7: rules[0]: scopes[0] must be printable ASCII without spaces, '"' or '\' (RFC 6749 scope-token)`,
-				`p.yaml:7: rules[0]: scopes[1] must be printable ASCII without spaces, '"' or '\' (RFC 6749 scope-token)`,
+				`p.yaml:2: rules[0].name: must not contain whitespace or control characters`,
+				`p.yaml:4: rules[0].upstreams[0]: must not contain whitespace or control characters`,
+				`p.yaml:5: rules[0].subjects[0]: must not contain whitespace or control characters`,
+				`p.yaml:6: rules[0].audiences[0]: must not contain whitespace or control characters`,
+				`p.yaml:7: rules[0].scopes[0]: must be printable ASCII without spaces, '"' or '\' (RFC 6749 scope-token)`,
+				`p.yaml:7: rules[0].scopes[1]: must be printable ASCII without spaces, '"' or '\' (RFC 6749 scope-token)`,
 			},
 		},
 		{
 			name: "wildcard scope",
 			src:  "rules:\n  - {name: r, effect: allow, upstreams: [a], subjects: [s], audiences: [x], scopes: [\"ledger.*\"]}\n",
-			want: []string{`p.yaml:2: rule "r": scopes[0] must not contain '*': scopes are matched exactly, there are no wildcards`},
+			want: []string{`p.yaml:2: rules[0].scopes[0]: must not contain '*': scopes are matched exactly, there are no wildcards`},
 		},
 		{
 			name: "duplicate list entries",
 			src:  "rules:\n  - {name: r, effect: allow, upstreams: [a, a], subjects: [s], audiences: [x]}\n",
-			want: []string{`p.yaml:2: rule "r": upstreams[1]: "a" is listed twice (first at line 2)`},
+			want: []string{`p.yaml:2: rules[0].upstreams[1]: "a" is listed twice (first at line 2)`},
 		},
 		{
 			name: "aliases",
@@ -231,8 +231,8 @@ rules:
     subjects: *s
 `,
 			want: []string{
-				`p.yaml:1: unknown key "subjects" (top-level keys are rules, admin, sensitive_audiences)`,
-				`p.yaml:6: rule "r": subjects: YAML aliases are not supported`,
+				`p.yaml:1: subjects: unknown key (the keys here are rules, admin, sensitive_audiences)`,
+				`p.yaml:6: rules[0].subjects: YAML aliases are not supported`,
 			},
 		},
 		{
@@ -243,16 +243,16 @@ rules:
     name: b
 `,
 			want: []string{
-				`p.yaml:3: rule "b": YAML merge keys (<<) are not supported`,
-				`p.yaml:3: rule "b": effect is required (allow or deny)`,
-				`p.yaml:3: rule "b": upstreams: at least one upstream is required`,
-				`p.yaml:3: rule "b": subjects: at least one subject pattern is required`,
+				`p.yaml:3: rules[1]: YAML merge keys (<<) are not supported`,
+				`p.yaml:3: rules[1].effect: is required (allow or deny)`,
+				`p.yaml:3: rules[1].upstreams: at least one upstream is required`,
+				`p.yaml:3: rules[1].subjects: at least one subject pattern is required`,
 			},
 		},
 		{
 			name: "rules not a list",
 			src:  "rules:\n  name: r\n",
-			want: []string{`p.yaml:2: rules must be a list`},
+			want: []string{`p.yaml:2: rules: must be a list`},
 		},
 		{
 			name: "rule not a mapping",
@@ -348,7 +348,7 @@ func TestParseFilesDuplicateNames(t *testing.T) {
 		policy.File{Name: "a.yaml", Data: []byte("rules:\n  - {name: r, effect: deny, upstreams: [u], subjects: [s]}\n")},
 		policy.File{Name: "b.yaml", Data: []byte("rules:\n  - {name: q, effect: deny, upstreams: [u], subjects: [s]}\n  - name: r\n    effect: deny\n    upstreams: [u]\n    subjects: [s]\n")},
 	)
-	want := []string{`b.yaml:3: rule "r": duplicate rule name (first defined at a.yaml:2)`}
+	want := []string{`b.yaml:3: rules[1].name: duplicate rule name "r" (first defined at a.yaml:2)`}
 	if got := loadErr(t, err); !slices.Equal(got, want) {
 		t.Errorf("got %q, want %q", got, want)
 	}
@@ -371,7 +371,7 @@ func TestTooManyRules(t *testing.T) {
 	}
 	_, err := policy.ParseFiles(files...)
 	got := loadErr(t, err)
-	want := "f1.yaml:1: too many rules: a policy holds at most 100000"
+	want := "f1.yaml:1: rules: too many rules: a policy holds at most 100000"
 	if !slices.Contains(got, want) {
 		t.Errorf("%q missing among %d problems", want, len(got))
 	}
@@ -393,8 +393,8 @@ func TestValidateUpstreams(t *testing.T) {
 `)
 	err := p.ValidateUpstreams([]string{"cluster-a", "cluster-b"})
 	want := []string{
-		`test.yaml:6: rule "r1": upstream "cluster-x" is not configured`,
-		`test.yaml:9: rule "r2": upstream "cluster-y" is not configured`,
+		`test.yaml:6: rules[0].upstreams: upstream "cluster-x" is not configured`,
+		`test.yaml:9: rules[1].upstreams: upstream "cluster-y" is not configured`,
 	}
 	if got := loadErr(t, err); !slices.Equal(got, want) {
 		t.Errorf("got %q, want %q", got, want)
@@ -412,12 +412,36 @@ func TestProblemString(t *testing.T) {
 		p    policy.Problem
 		want string
 	}{
-		{policy.Problem{File: "a.yaml", Line: 3, Msg: "m"}, "a.yaml:3: m"},
-		{policy.Problem{File: "a.yaml", Msg: "m"}, "a.yaml: m"},
-		{policy.Problem{Msg: "m"}, "m"},
+		{policy.Problem{File: "a.yaml", Line: 3, Path: "rules[0].name", Message: "m"}, "a.yaml:3: rules[0].name: m"},
+		{policy.Problem{File: "a.yaml", Line: 3, Message: "m"}, "a.yaml:3: m"},
+		{policy.Problem{File: "a.yaml", Message: "m"}, "a.yaml: m"},
+		{policy.Problem{Message: "m"}, "m"},
 	} {
 		if got := tt.p.String(); got != tt.want {
 			t.Errorf("got %q, want %q", got, tt.want)
 		}
+	}
+}
+
+// Every problem of a rule is reported (this rule has three; two used to be), each
+// as "file:line: path: message".
+func TestRuleProblemsAllReported(t *testing.T) {
+	src := `rules:
+  - name: r
+    effect: allow
+    upstreams: [u]
+    subjects: [s]
+    audiences: [a]
+    max_delegation_depth: 0
+    max_ttl: soon
+`
+	want := []string{
+		`p.yaml:7: rules[0].max_delegation_depth: must be between 1 and 10`,
+		`p.yaml:7: rules[0].max_delegation_depth: needs actors (it bounds their delegation)`,
+		`p.yaml:8: rules[0].max_ttl: "soon" is not a duration (write e.g. 10m or 1h30m)`,
+	}
+	_, err := policy.Parse("p.yaml", []byte(src))
+	if got := loadErr(t, err); !slices.Equal(got, want) {
+		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

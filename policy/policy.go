@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/safeconduct/safeconduct/attest"
+	"github.com/safeconduct/safeconduct/internal/confcheck"
 	"github.com/safeconduct/safeconduct/internal/glob"
 )
 
@@ -96,6 +97,9 @@ type rule struct {
 // subject matches one of subjects, it has every attribute (the trust_domain one
 // among trustDomains), the rule has not expired and its condition holds.
 type matcher struct {
+	// path locates the rule in its file ("rules[3]"), for problems.
+	path string
+
 	owner             string
 	expires, reviewBy time.Time
 
@@ -362,35 +366,31 @@ func (p *Policy) ValidateUpstreams(known []string) error {
 		set[k] = struct{}{}
 	}
 	var problems []Problem
-	check := func(kind, name, file string, l located, what string) {
+	check := func(file, path string, l located) {
 		if _, ok := set[l.value]; !ok {
-			problems = append(problems, Problem{
-				File: file,
-				Line: l.line,
-				Msg:  fmt.Sprintf("%s %q: %supstream %q is not configured", kind, name, what, l.value),
-			})
+			problems = append(problems, Problem{File: file, Line: l.line, Path: path, Message: fmt.Sprintf("upstream %q is not configured", l.value)})
 		}
 	}
 	for _, r := range p.rules {
 		for _, u := range r.upstream {
-			check("rule", r.name, r.file, u, "")
+			check(r.file, confcheck.Key(r.path, "upstreams"), u)
 		}
 		for _, a := range r.actors {
 			for _, u := range a.upstreams {
-				check("rule", r.name, r.file, u, "actor ")
+				check(r.file, confcheck.Key(r.path, "actors"), u)
 			}
 		}
 	}
 	for _, r := range p.admin {
 		for _, u := range r.upstream {
-			check("admin rule", r.name, r.file, u, "")
+			check(r.file, confcheck.Key(r.path, "upstreams"), u)
 		}
 		for _, u := range r.within {
-			check("admin rule", r.name, r.file, u, "within_upstreams: ")
+			check(r.file, confcheck.Key(r.path, "within_upstreams"), u)
 		}
 	}
 	if len(problems) > 0 {
-		sortProblems(problems, p.files)
+		confcheck.Sort(problems, p.files...)
 		return &LoadError{Problems: problems}
 	}
 	return nil

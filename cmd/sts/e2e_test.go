@@ -357,7 +357,7 @@ func TestE2ECheckConfig(t *testing.T) {
 	}
 	e.write("bad.yaml", "issuer: https://x\nlisten: nope\ncolour: blue\nupstreams: []\n")
 	out = runBin(t, 1, "sts", "check-config", "--config", e.path("bad.yaml"))
-	for _, want := range []string{"bad.yaml:2: listen must be host:port", "bad.yaml:3: field colour not found", "bad.yaml:4: at least one upstream"} {
+	for _, want := range []string{"bad.yaml:2: listen: must be host:port", "bad.yaml:3: colour: unknown key", "bad.yaml:4: upstreams: at least one upstream"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check-config output lacks %q:\n%s", want, out)
 		}
