@@ -243,22 +243,27 @@ func oidcVerifier(ctx context.Context, cfg *Config, u UpstreamConfig, o Options)
 		}
 		mapping = m
 	}
-	return oidc.New(ctx, oidc.Config{
+	oc := u.oidcConfig()
+	oc.JWKSFile = cfg.Path(u.JWKSFile)
+	oc.Now, oc.Logger, oc.HTTPClient, oc.Attributes = o.Now, o.Logger, o.UpstreamClient, mapping
+	return oidc.New(ctx, oc)
+}
+
+// oidcConfig is the verifier configuration of an oidc upstream, without what
+// assembly adds (resolved paths, clock, logger, transport, compiled attributes).
+func (u *UpstreamConfig) oidcConfig() oidc.Config {
+	return oidc.Config{
 		Name:           u.Name,
 		Issuer:         u.Issuer,
 		Audiences:      u.Audiences,
 		JWKSURI:        u.JWKSURI,
-		JWKSFile:       cfg.Path(u.JWKSFile),
+		JWKSFile:       u.JWKSFile,
 		Algorithms:     u.Algorithms,
 		ClockSkew:      u.ClockSkew.D(),
 		MaxTokenAge:    u.MaxTokenAge.D(),
-		Now:            o.Now,
-		Logger:         o.Logger,
-		HTTPClient:     o.UpstreamClient,
 		Subjects:       u.Subjects,
 		RequiredClaims: u.RequiredClaims,
-		Attributes:     mapping,
-	})
+	}
 }
 
 func spiffeConfig(cfg *Config, u UpstreamConfig, o Options) spiffe.Config {
@@ -270,6 +275,7 @@ func spiffeConfig(cfg *Config, u UpstreamConfig, o Options) spiffe.Config {
 		WorkloadAPISocket: u.WorkloadAPISocket,
 		PathTemplates:     u.PathTemplates,
 		Subjects:          u.Subjects,
+		MaxTokenAge:       u.MaxTokenAge.D(),
 		HTTPClient:        o.UpstreamClient,
 		Now:               o.Now,
 		Logger:            o.Logger,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/safeconduct/safeconduct/attest"
@@ -52,8 +51,8 @@ func (c *ClientConfig) validate(v *validator, i int, ids map[string]bool) {
 		at("jwks_uri must be an https URL", "jwks_uri")
 	}
 	for j, a := range c.Algorithms {
-		if !slices.Contains(upstreamAlgorithms, a) {
-			at(fmt.Sprintf("algorithm %q is not supported (want one of %s)", a, strings.Join(upstreamAlgorithms, ", ")), "algorithms", j)
+		if !attest.IsSignatureAlgorithm(a) {
+			at(fmt.Sprintf("algorithm %q is not supported (want one of %s)", a, strings.Join(attest.SignatureAlgorithms(), ", ")), "algorithms", j)
 		}
 	}
 }

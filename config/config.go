@@ -186,9 +186,6 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 // Signing algorithms the STS can mint with.
 var signingAlgorithms = []string{"ES256", "EdDSA", "RS256", "PS256"}
 
-// Upstream token algorithms that may be allowed.
-var upstreamAlgorithms = []string{"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
-
 // Problem is one configuration error at a place in a file.
 type Problem = confcheck.Problem
 
@@ -441,19 +438,6 @@ func (u *UpstreamConfig) validate(v *validator, i int, names, issuers map[string
 	default:
 		at(fmt.Sprintf("%q is not supported (want oidc or spiffe)", u.Kind), "kind")
 	}
-	if len(u.Audiences) == 0 {
-		at("must name at least one expected audience (an empty expectation would accept any)", "audiences")
-	}
-	for j, a := range u.Audiences {
-		if strings.TrimSpace(a) == "" {
-			at("empty audience", "audiences", j)
-		}
-	}
-	for j, p := range u.Subjects {
-		if strings.TrimSpace(p) == "" {
-			at("empty subject pattern (leave subjects out to allow any subject)", "subjects", j)
-		}
-	}
 	for j, a := range append(slices.Clone(u.BindingAttributes), u.InstanceAttributes...) {
 		if !attrs.ValidName(a) && a != "trust_domain" && a != "path" {
 			at(fmt.Sprintf("attribute name %q is not valid", a), "binding_attributes", j)
@@ -472,6 +456,19 @@ func (u *UpstreamConfig) validate(v *validator, i int, names, issuers map[string
 // validateSPIFFE checks a kind: spiffe upstream. Trust domains share the issuer
 // namespace as spiffe://<td>, so one trust domain routes to exactly one upstream.
 func (u *UpstreamConfig) validateSPIFFE(at func(string, ...any), issuers map[string]bool) {
+	if len(u.Audiences) == 0 {
+		at("must name at least one expected audience (an empty expectation would accept any)", "audiences")
+	}
+	for j, a := range u.Audiences {
+		if strings.TrimSpace(a) == "" {
+			at("empty audience", "audiences", j)
+		}
+	}
+	for j, p := range u.Subjects {
+		if strings.TrimSpace(p) == "" {
+			at("empty subject pattern (leave subjects out to allow any subject)", "subjects", j)
+		}
+	}
 	if u.TrustDomain == "" {
 		at("trust_domain is required for a spiffe upstream", "trust_domain")
 	} else if _, err := spiffeid.TrustDomainFromString(u.TrustDomain); err != nil || strings.Contains(u.TrustDomain, "/") {
@@ -518,10 +515,13 @@ func (u *UpstreamConfig) validateSPIFFE(at func(string, ...any), issuers map[str
 		name string
 	}{{u.Issuer != "", "issuer"}, {u.JWKSURI != "", "jwks_uri"}, {u.JWKSFile != "", "jwks_file"},
 		{len(u.Algorithms) > 0, "algorithms"}, {len(u.RequiredClaims) > 0, "required_claims"},
-		{u.Preset != "", "preset"}, {len(u.Attributes) > 0, "attributes"}, {u.MaxTokenAge != 0, "max_token_age"}, {u.ClockSkew != 0, "clock_skew"}} {
+		{u.Preset != "", "preset"}, {len(u.Attributes) > 0, "attributes"}, {u.ClockSkew != 0, "clock_skew"}} {
 		if f.set {
 			at(f.name+" does not apply to a spiffe upstream", f.name)
 		}
+	}
+	if u.MaxTokenAge < 0 {
+		at("must not be negative", "max_token_age")
 	}
 }
 
@@ -536,45 +536,17 @@ func (u *UpstreamConfig) validateOIDC(at func(string, ...any), issuers map[strin
 			at(f.name+" applies to spiffe upstreams only", f.name)
 		}
 	}
-	if u.Issuer == "" {
-		at("is required", "issuer")
-	} else if p, err := url.Parse(u.Issuer); err != nil || !p.IsAbs() || p.Host == "" || p.Scheme == "spiffe" {
-		at(fmt.Sprintf("upstream issuer %q is not an absolute http(s) URL", u.Issuer), "issuer")
-	} else if issuers[u.Issuer] {
+	// The verifier's own rules (issuer, audiences, key source, algorithms,
+	// subjects, required claims, durations) are attest/oidc's, checked once there.
+	for _, p := range u.oidcConfig().Check() {
+		at(p.Message, p.Path...)
+	}
+	if u.Issuer != "" && issuers[u.Issuer] {
 		at(fmt.Sprintf("issuer %q is claimed by two upstreams; a token must route to exactly one", u.Issuer), "issuer")
 	}
 	issuers[u.Issuer] = true
-	if u.JWKSURI != "" && u.JWKSFile != "" {
-		at("jwks_uri and jwks_file are exclusive", "jwks_uri")
-	}
-	if u.JWKSURI != "" {
-		if p, err := url.Parse(u.JWKSURI); err != nil || p.Scheme != "https" || p.Host == "" {
-			at("jwks_uri must be an https URL", "jwks_uri")
-		}
-	}
-	if u.JWKSURI == "" && u.JWKSFile == "" {
-		if p, err := url.Parse(u.Issuer); err == nil && p.Scheme != "https" {
-			at("discovery needs an https issuer; set jwks_uri or jwks_file", "issuer")
-		}
-	}
-	for j, a := range u.Algorithms {
-		if !slices.Contains(upstreamAlgorithms, a) {
-			at(fmt.Sprintf("algorithm %q is not one of %s", a, strings.Join(upstreamAlgorithms, ", ")), "algorithms", j)
-		}
-	}
-	for name, p := range u.RequiredClaims {
-		if name == "" || p == "" {
-			at("required_claims entries need a claim name and a pattern", "required_claims")
-		}
-	}
 	if _, err := attrs.Compile(u.Preset, u.Attributes); err != nil {
 		at("attribute mapping: "+strings.ReplaceAll(err.Error(), "\n", "; "), "attributes")
-	}
-	if u.ClockSkew < 0 || u.ClockSkew > Duration(time.Minute) {
-		at("clock_skew must be between 0s and 60s", "clock_skew")
-	}
-	if u.MaxTokenAge < 0 {
-		at("max_token_age must not be negative", "max_token_age")
 	}
 }
 

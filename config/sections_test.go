@@ -66,3 +66,52 @@ func TestLimitsConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestOIDCRulesFromAttest: an oidc upstream's own rules are attest/oidc's
+// (Config.Check), reported here with the key path and line of the offending value.
+func TestOIDCRulesFromAttest(t *testing.T) {
+	bad := strings.Replace(goodConfig, "    jwks_file: cluster-a-jwks.json\n",
+		"    jwks_file: cluster-a-jwks.json\n    algorithms: [ES256, HS256]\n    subjects: [\"ns:*\", \" \"]\n    required_claims: {team: \"\"}\n    max_token_age: -1m\n", 1)
+	_, err := ParseConfig("sts.yaml", []byte(bad))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{
+		`sts.yaml:12: upstreams[0].algorithms[1]: algorithm "HS256" not allowed`,
+		`sts.yaml:13: upstreams[0].subjects[1]: empty subject pattern`,
+		`sts.yaml:14: upstreams[0].required_claims.team: required claim "team" has an empty pattern`,
+		`sts.yaml:15: upstreams[0].max_token_age: must not be negative`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("no %q in\n%v", want, err)
+		}
+	}
+	// The same rules refuse the same values when the verifier is built directly.
+	var cfg Config
+	cfg.Upstreams = []UpstreamConfig{{Name: "a", Kind: "oidc", Issuer: "https://i.example", Audiences: []string{"sts"}, JWKSFile: "k.json", Algorithms: []string{"HS256"}}}
+	if ps := cfg.Upstreams[0].oidcConfig().Check(); len(ps) != 1 || ps[0].PathString() != "algorithms[0]" {
+		t.Fatalf("attest/oidc problems %+v", ps)
+	}
+}
+
+// TestSPIFFEMaxTokenAge: max_token_age applies to JWT-SVIDs and reaches the verifier.
+func TestSPIFFEMaxTokenAge(t *testing.T) {
+	spiffe := strings.Replace(goodConfig, "policy_files:", `  - name: prod
+    kind: spiffe
+    trust_domain: prod.example
+    audiences: [sts]
+    bundle_file: prod-bundle.json
+    max_token_age: 10m
+policy_files:`, 1)
+	cfg, err := ParseConfig("/etc/sts/sts.yaml", []byte(spiffe))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc := spiffeConfig(cfg, cfg.Upstreams[1], Options{}); sc.MaxTokenAge != 10*time.Minute {
+		t.Fatalf("spiffe MaxTokenAge %v", sc.MaxTokenAge)
+	}
+	_, err = ParseConfig("sts.yaml", []byte(strings.Replace(spiffe, "max_token_age: 10m", "max_token_age: -1s", 1)))
+	if err == nil || !strings.Contains(err.Error(), "upstreams[1].max_token_age: must not be negative") {
+		t.Fatalf("negative max_token_age: %v", err)
+	}
+}

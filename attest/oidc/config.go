@@ -128,43 +128,94 @@ type requiredClaim struct {
 	pattern glob.Glob
 }
 
+// Problem is one problem of a Config: the setting's path, as in the STS
+// configuration file (a key such as "jwks_uri", then list indexes or map keys:
+// "algorithms", 1), and what is wrong with it.
+type Problem struct {
+	Path    []any
+	Message string
+}
+
+// PathString is the path as written in a configuration file: jwks_uri,
+// algorithms[1], required_claims["team"].
+func (p Problem) PathString() string {
+	var b strings.Builder
+	for _, e := range p.Path {
+		switch e := e.(type) {
+		case int:
+			fmt.Fprintf(&b, "[%d]", e)
+		case string:
+			if b.Len() == 0 {
+				b.WriteString(e)
+			} else {
+				fmt.Fprintf(&b, "[%q]", e)
+			}
+		}
+	}
+	return b.String()
+}
+
+// Check reports every problem of cfg without building anything (no I/O). New fails
+// on exactly these; the STS configuration loader reports them with file:line, so
+// an OIDC upstream's rules are written once, here.
+func (cfg Config) Check() []Problem {
+	_, ps := cfg.settings()
+	return ps
+}
+
 // validate checks cfg, applies defaults and reports every problem at once.
 func (cfg Config) validate() (*settings, error) {
-	var errs []error
-	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("oidc upstream %q: "+format, append([]any{cfg.Name}, args...)...))
+	s, ps := cfg.settings()
+	if len(ps) == 0 {
+		return s, nil
 	}
+	errs := make([]error, len(ps))
+	for i, p := range ps {
+		errs[i] = fmt.Errorf("oidc upstream %q: %s: %s", cfg.Name, p.PathString(), p.Message)
+	}
+	return nil, errors.Join(errs...)
+}
+
+// settings applies the defaults to cfg and collects its problems.
+func (cfg Config) settings() (*settings, []Problem) {
+	var ps []Problem
+	bad := func(path []any, format string, args ...any) {
+		ps = append(ps, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+	}
+	at := func(p ...any) []any { return p }
 	if cfg.Name == "" {
-		bad("name is required")
+		bad(at("name"), "is required")
 	}
 	if cfg.Issuer == "" {
-		bad("issuer is required")
+		bad(at("issuer"), "is required")
 	} else if cfg.OpaqueIssuer {
 		if cfg.JWKSURI == "" && cfg.JWKSFile == "" {
-			bad("an opaque issuer needs jwks_uri or jwks_file")
+			bad(at("issuer"), "an opaque issuer needs jwks_uri or jwks_file")
 		}
 		if len(cfg.Issuer) > 256 || strings.ContainsFunc(cfg.Issuer, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
-			bad("issuer %.64q: at most 256 bytes, no spaces or control characters", cfg.Issuer)
+			bad(at("issuer"), "%.64q: at most 256 bytes, no spaces or control characters", cfg.Issuer)
 		}
-	} else if u, err := url.Parse(cfg.Issuer); err != nil || !u.IsAbs() || u.Host == "" {
-		bad("issuer %q is not an absolute URL", cfg.Issuer)
+	} else if u, err := url.Parse(cfg.Issuer); err != nil || !u.IsAbs() || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		bad(at("issuer"), "%q is not an absolute http(s) URL", cfg.Issuer)
 	} else if cfg.JWKSURI == "" && cfg.JWKSFile == "" {
 		if err := cfg.checkFetchURL(cfg.Issuer); err != nil {
-			bad("issuer (used for discovery): %v", err)
+			bad(at("issuer"), "used for discovery: %v (or set jwks_uri or jwks_file)", err)
 		}
 	}
 	if len(cfg.Audiences) == 0 {
-		bad("at least one audience is required")
+		bad(at("audiences"), "must name at least one expected audience (an empty expectation would accept any)")
 	}
-	if slices.Contains(cfg.Audiences, "") {
-		bad("empty audience")
+	for i, a := range cfg.Audiences {
+		if strings.TrimSpace(a) == "" {
+			bad(at("audiences", i), "empty audience")
+		}
 	}
 	switch {
 	case cfg.JWKSURI != "" && cfg.JWKSFile != "":
-		bad("jwks_uri and jwks_file are mutually exclusive")
+		bad(at("jwks_uri"), "jwks_uri and jwks_file are mutually exclusive")
 	case cfg.JWKSURI != "":
 		if err := cfg.checkFetchURL(cfg.JWKSURI); err != nil {
-			bad("jwks_uri: %v", err)
+			bad(at("jwks_uri"), "%v", err)
 		}
 	}
 	s := &settings{Config: cfg, algs: map[string]bool{}}
@@ -173,17 +224,17 @@ func (cfg Config) validate() (*settings, error) {
 	} else {
 		s.Algorithms = slices.Clone(s.Algorithms)
 	}
-	for _, a := range s.Algorithms {
+	for i, a := range s.Algorithms {
 		if !attest.IsSignatureAlgorithm(a) {
-			bad("algorithm %q not allowed (use %v)", a, attest.SignatureAlgorithms())
+			bad(at("algorithms", i), "algorithm %q not allowed (use %v)", a, attest.SignatureAlgorithms())
 		}
 		s.algs[a] = true
 	}
 	s.Audiences = slices.Clone(s.Audiences)
 	s.Subjects = slices.Clone(s.Subjects)
-	for _, p := range s.Subjects {
-		if p == "" {
-			bad("empty subject pattern")
+	for i, p := range s.Subjects {
+		if strings.TrimSpace(p) == "" {
+			bad(at("subjects", i), "empty subject pattern (leave subjects out to allow any subject)")
 			continue
 		}
 		s.subjects = append(s.subjects, glob.Compile(p))
@@ -193,9 +244,9 @@ func (cfg Config) validate() (*settings, error) {
 		p := s.RequiredClaims[name]
 		switch {
 		case name == "":
-			bad("required claim with an empty name")
+			bad(at("required_claims"), "required claim with an empty name")
 		case p == "":
-			bad("required claim %q has an empty pattern", name)
+			bad(at("required_claims", name), "required claim %q has an empty pattern", name)
 		default:
 			s.required = append(s.required, requiredClaim{name: name, pattern: glob.Compile(p)})
 		}
@@ -204,11 +255,11 @@ func (cfg Config) validate() (*settings, error) {
 	dur := func(name string, v *time.Duration, def, max time.Duration) {
 		switch {
 		case *v < 0:
-			bad("%s must not be negative", name)
+			bad(at(name), "must not be negative")
 		case *v == 0:
 			*v = def
 		case max > 0 && *v > max:
-			bad("%s %v exceeds %v", name, *v, max)
+			bad(at(name), "%v exceeds the maximum %v", *v, max)
 		}
 	}
 	dur("clock_skew", &s.ClockSkew, DefaultClockSkew, MaxClockSkew)
@@ -218,11 +269,11 @@ func (cfg Config) validate() (*settings, error) {
 	dur("max_stale", &s.MaxStale, DefaultMaxStale, 0)
 	dur("fetch_timeout", &s.FetchTimeout, DefaultFetchTimeout, 0)
 	if s.MaxStale < s.CacheTTL {
-		bad("max_stale %v is shorter than cache_ttl %v", s.MaxStale, s.CacheTTL)
+		bad(at("max_stale"), "%v is shorter than cache_ttl %v", s.MaxStale, s.CacheTTL)
 	}
 	switch {
 	case s.MaxResponseBytes < 0:
-		bad("max_response_bytes must not be negative")
+		bad(at("max_response_bytes"), "must not be negative")
 	case s.MaxResponseBytes == 0:
 		s.MaxResponseBytes = DefaultMaxResponseBytes
 	}
@@ -232,8 +283,8 @@ func (cfg Config) validate() (*settings, error) {
 	if s.Logger == nil {
 		s.Logger = slog.New(slog.DiscardHandler)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
+	if len(ps) > 0 {
+		return nil, ps
 	}
 	return s, nil
 }

@@ -19,7 +19,7 @@ func TestNewValidatesConfig(t *testing.T) {
 	}{
 		{"discovery", func(c *oidc.Config) {}, ""},
 		{"fixed jwks_uri", func(c *oidc.Config) { c.JWKSURI = "https://keys.example/jwks" }, ""},
-		{"non-URL issuer with jwks_uri", func(c *oidc.Config) { c.Issuer = "kubernetes"; c.JWKSURI = "https://k/jwks" }, "absolute URL"},
+		{"non-URL issuer with jwks_uri", func(c *oidc.Config) { c.Issuer = "kubernetes"; c.JWKSURI = "https://k/jwks" }, "absolute http(s) URL"},
 		{"http issuer with jwks_uri", func(c *oidc.Config) { c.Issuer = "http://issuer.example"; c.JWKSURI = "https://k/jwks" }, ""},
 		{"http issuer for discovery", func(c *oidc.Config) { c.Issuer = "http://issuer.example" }, "https"},
 		{"loopback http refused by default", func(c *oidc.Config) { c.Issuer = "http://127.0.0.1:8080" }, "https"},
@@ -27,7 +27,7 @@ func TestNewValidatesConfig(t *testing.T) {
 		{"non-loopback http never", func(c *oidc.Config) { c.JWKSURI = "http://keys.example/jwks"; c.InsecureAllowLoopbackHTTP = true }, "https"},
 		{"jwks_uri with userinfo", func(c *oidc.Config) { c.JWKSURI = "https://u:p@keys.example/jwks" }, "userinfo"},
 		{"no name", func(c *oidc.Config) { c.Name = "" }, "name"},
-		{"no issuer", func(c *oidc.Config) { c.Issuer = "" }, "issuer is required"},
+		{"no issuer", func(c *oidc.Config) { c.Issuer = "" }, "issuer: is required"},
 		{"no audience", func(c *oidc.Config) { c.Audiences = nil }, "audience"},
 		{"empty audience", func(c *oidc.Config) { c.Audiences = []string{"sts", ""} }, "empty audience"},
 		{"both key sources", func(c *oidc.Config) { c.JWKSURI = "https://k/jwks"; c.JWKSFile = "/k.json" }, "mutually exclusive"},
