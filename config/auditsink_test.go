@@ -56,7 +56,7 @@ audit: {path: audit/audit.jsonl}
     scopes: [ledger.read]
 `)
 	write("a-jwks.json", string(a.JWKS()))
-	cfg, err := LoadConfig(filepath.Join(dir, "sts.yaml"))
+	cfg, err := Load(filepath.Join(dir, "sts.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,17 +208,17 @@ func TestAuditSinkReopen(t *testing.T) {
 }
 
 func TestAuditConfig(t *testing.T) {
-	cfg, err := ParseConfig("/etc/sts/sts.yaml", []byte(goodConfig+"audit: {path: /var/log/sts/audit.jsonl, fsync: true}\n"))
+	cfg, err := Parse("/etc/sts/sts.yaml", []byte(goodConfig+"audit: {path: /var/log/sts/audit.jsonl, fsync: true}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Audit.Path != "/var/log/sts/audit.jsonl" || !cfg.Audit.Fsync {
 		t.Fatalf("audit %+v", cfg.Audit)
 	}
-	if _, err := ParseConfig("sts.yaml", []byte(goodConfig+"audit: {fsync: true}\n")); err == nil || !strings.Contains(err.Error(), "audit.fsync") {
+	if _, err := Parse("sts.yaml", []byte(goodConfig+"audit: {fsync: true}\n")); err == nil || !strings.Contains(err.Error(), "audit.fsync") {
 		t.Fatalf("fsync without path: %v", err)
 	}
-	if _, err := ParseConfig("sts.yaml", []byte(goodConfig+"audit: {file: x}\n")); err == nil {
+	if _, err := Parse("sts.yaml", []byte(goodConfig+"audit: {file: x}\n")); err == nil {
 		t.Fatal("unknown audit key accepted")
 	}
 }

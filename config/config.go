@@ -199,10 +199,10 @@ func (e *ConfigError) Error() string { return confcheck.Format(e.Problems) }
 // maxConfigSize bounds the config file.
 const maxConfigSize = 1 << 20
 
-// LoadConfig reads, strictly parses and validates the configuration at path,
+// Load reads, strictly parses and validates the configuration at path,
 // reporting every problem together (a *ConfigError). It reads no other file and
 // makes no network request.
-func LoadConfig(path string) (*Config, error) {
+func Load(path string) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -215,13 +215,13 @@ func LoadConfig(path string) (*Config, error) {
 	if len(data) > maxConfigSize {
 		return nil, &ConfigError{Problems: []Problem{{File: path, Message: "file larger than 1 MiB"}}}
 	}
-	return ParseConfig(path, data)
+	return Parse(path, data)
 }
 
-// ParseConfig parses and validates configuration bytes; name is used in problems and
+// Parse parses and validates configuration bytes; name is used in problems and
 // as the base for relative paths. Unknown keys, values that cannot be decoded and
 // values that fail validation are all reported, each with its line and key path.
-func ParseConfig(name string, data []byte) (*Config, error) {
+func Parse(name string, data []byte) (*Config, error) {
 	cfg := &Config{path: name}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {

@@ -29,7 +29,7 @@ revocation:
 `
 
 func TestParseConfigContract(t *testing.T) {
-	cfg, err := ParseConfig("/etc/sts/sts.yaml", []byte(goodConfig))
+	cfg, err := Parse("/etc/sts/sts.yaml", []byte(goodConfig))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestParseConfigContract(t *testing.T) {
 func TestParseConfigDefaults(t *testing.T) {
 	c := strings.Replace(goodConfig, "tokens: {default_ttl: 5m, max_ttl: 1h}\n", "", 1)
 	c = strings.Replace(c, "algorithm: ES256, ", "", 1)
-	cfg, err := ParseConfig("sts.yaml", []byte(c))
+	cfg, err := Parse("sts.yaml", []byte(c))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ policy_files: [policy.yaml]
 revocation:
   backend: etcd
 `
-	_, err := ParseConfig("sts.yaml", []byte(bad))
+	_, err := Parse("sts.yaml", []byte(bad))
 	var ce *ConfigError
 	if !errors.As(err, &ce) {
 		t.Fatalf("want *ConfigError, got %v", err)
@@ -138,7 +138,7 @@ func TestParseConfigRejects(t *testing.T) {
 			if c == goodConfig {
 				t.Fatal("edit did not apply")
 			}
-			_, err := ParseConfig("sts.yaml", []byte(c))
+			_, err := Parse("sts.yaml", []byte(c))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want %q", err, tc.want)
 			}
@@ -151,7 +151,7 @@ func TestLoadConfigTooLarge(t *testing.T) {
 	if err := os.WriteFile(p, []byte("#"+strings.Repeat("x", maxConfigSize)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadConfig(p); err == nil || !strings.Contains(err.Error(), "larger than") {
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Fatalf("got %v", err)
 	}
 }
@@ -163,7 +163,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("lsiten: x\ntokens: {default_ttl: 5 minutes}\nupstreams: [{name: a, colour: b, bundle_endpoint: {refresh_interval: x}}]\n"))
 	f.Add([]byte("a: &a [x, x]\nb: &b [*a, *a]\npolicy_files: *b\n<<: {listen: x}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg, err := ParseConfig("f.yaml", data)
+		cfg, err := Parse("f.yaml", data)
 		if err != nil {
 			// Every problem is one line, in the file (at line 0 when the file is empty).
 			var ce *ConfigError
@@ -257,7 +257,7 @@ func TestParseConfigProblems(t *testing.T) {
 			if c == goodConfig {
 				t.Fatal("edit did not apply")
 			}
-			_, err := ParseConfig("sts.yaml", []byte(c))
+			_, err := Parse("sts.yaml", []byte(c))
 			var ce *ConfigError
 			if !errors.As(err, &ce) {
 				t.Fatalf("want *ConfigError, got %v", err)

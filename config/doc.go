@@ -13,7 +13,7 @@
 //
 // Usage:
 //
-//	cfg, err := config.LoadConfig("sts.yaml")
+//	cfg, err := config.Load("sts.yaml")
 //	if err != nil { ... }
 //	s, err := config.Build(ctx, cfg, config.Options{Logger: log})
 //	if err != nil { ... }

@@ -32,7 +32,7 @@ clients:
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			_, err := ParseConfig("sts.yaml", []byte(base+c.clients))
+			_, err := Parse("sts.yaml", []byte(base+c.clients))
 			switch {
 			case c.want == "" && err != nil:
 				t.Fatalf("unexpected error: %v", err)
@@ -44,7 +44,7 @@ clients:
 }
 
 func TestLimitsConfig(t *testing.T) {
-	cfg, err := ParseConfig("sts.yaml", []byte(goodConfig+"limits: {per_ip_rps: 200, burst: 400, max_in_flight: 512, "+
+	cfg, err := Parse("sts.yaml", []byte(goodConfig+"limits: {per_ip_rps: 200, burst: 400, max_in_flight: 512, "+
 		"trusted_proxies: [10.0.0.0/8, \"2001:db8::1\"], per_workload_rps: 5, workload_burst: 10, per_client_rps: 50, client_burst: 60, shed_queue_delay: 100ms}\n"))
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +54,7 @@ func TestLimitsConfig(t *testing.T) {
 	if !reflect.DeepEqual(cfg.Limits, want) {
 		t.Fatalf("limits %+v", cfg.Limits)
 	}
-	_, err = ParseConfig("sts.yaml", []byte(goodConfig+"limits: {per_ip_rps: -1, burst: -2, max_in_flight: -3, "+
+	_, err = Parse("sts.yaml", []byte(goodConfig+"limits: {per_ip_rps: -1, burst: -2, max_in_flight: -3, "+
 		"per_workload_rps: -1, workload_burst: -1, per_client_rps: .nan, client_burst: -1, shed_queue_delay: 500us, trusted_proxies: [10.0.0.0/99, proxy.local]}\n"))
 	if err == nil {
 		t.Fatal("negative limits accepted")
@@ -72,7 +72,7 @@ func TestLimitsConfig(t *testing.T) {
 func TestOIDCRulesFromAttest(t *testing.T) {
 	bad := strings.Replace(goodConfig, "    jwks_file: cluster-a-jwks.json\n",
 		"    jwks_file: cluster-a-jwks.json\n    algorithms: [ES256, HS256]\n    subjects: [\"ns:*\", \" \"]\n    required_claims: {team: \"\"}\n    max_token_age: -1m\n", 1)
-	_, err := ParseConfig("sts.yaml", []byte(bad))
+	_, err := Parse("sts.yaml", []byte(bad))
 	if err == nil {
 		t.Fatal("accepted")
 	}
@@ -103,14 +103,14 @@ func TestSPIFFEMaxTokenAge(t *testing.T) {
     bundle_file: prod-bundle.json
     max_token_age: 10m
 policy_files:`, 1)
-	cfg, err := ParseConfig("/etc/sts/sts.yaml", []byte(spiffe))
+	cfg, err := Parse("/etc/sts/sts.yaml", []byte(spiffe))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if sc := spiffeConfig(cfg, cfg.Upstreams[1], Options{}); sc.MaxTokenAge != 10*time.Minute {
 		t.Fatalf("spiffe MaxTokenAge %v", sc.MaxTokenAge)
 	}
-	_, err = ParseConfig("sts.yaml", []byte(strings.Replace(spiffe, "max_token_age: 10m", "max_token_age: -1s", 1)))
+	_, err = Parse("sts.yaml", []byte(strings.Replace(spiffe, "max_token_age: 10m", "max_token_age: -1s", 1)))
 	if err == nil || !strings.Contains(err.Error(), "upstreams[1].max_token_age: must not be negative") {
 		t.Fatalf("negative max_token_age: %v", err)
 	}

@@ -82,7 +82,7 @@ func TestTracingConfig(t *testing.T) {
 			if section != "" && !strings.HasSuffix(section, "\n") {
 				section += "\n"
 			}
-			cfg, err := ParseConfig("sts.yaml", []byte(goodConfig+section))
+			cfg, err := Parse("sts.yaml", []byte(goodConfig+section))
 			var c TracingConfig
 			if cfg != nil {
 				c = cfg.Tracing
@@ -91,7 +91,7 @@ func TestTracingConfig(t *testing.T) {
 		})
 	}
 	// The problem names the line of the offending key.
-	_, err := ParseConfig("sts.yaml", []byte(goodConfig+"tracing:\n  otlp_endpoint: https://collector/v1/traces\n  sample_ratio: 2\n"))
+	_, err := Parse("sts.yaml", []byte(goodConfig+"tracing:\n  otlp_endpoint: https://collector/v1/traces\n  sample_ratio: 2\n"))
 	if want := "sts.yaml:19: tracing.sample_ratio"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("got %v, want %q", err, want)
 	}
@@ -146,7 +146,7 @@ func TestTracingHeadersFile(t *testing.T) {
 
 func TestTracingCheckConfig(t *testing.T) {
 	dir := t.TempDir()
-	cfg, err := ParseConfig(filepath.Join(dir, "sts.yaml"), []byte(goodConfig+"tracing: {otlp_endpoint: https://collector/v1/traces, ca_file: ca.pem, headers_file: otlp-headers}\n"))
+	cfg, err := Parse(filepath.Join(dir, "sts.yaml"), []byte(goodConfig+"tracing: {otlp_endpoint: https://collector/v1/traces, ca_file: ca.pem, headers_file: otlp-headers}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -952,7 +952,7 @@ func loadCopied(t *testing.T, dir, name string) *config.Config {
 	if err := os.WriteFile(filepath.Join(tmp, name), data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.LoadConfig(filepath.Join(tmp, name))
+	cfg, err := config.Load(filepath.Join(tmp, name))
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
@@ -1234,7 +1234,7 @@ func TestCompose(t *testing.T) {
 	if path.Dir(cmdConfig) != "/etc/sts" {
 		t.Fatalf("the Dockerfile's CMD reads %s, outside /etc/sts", cmdConfig)
 	}
-	cfg, err := config.LoadConfig(filepath.Join(stsConfigDir, path.Base(cmdConfig)))
+	cfg, err := config.Load(filepath.Join(stsConfigDir, path.Base(cmdConfig)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 // package config assembles them (and imports issuer), so it is handed in here.
 func init() {
 	issuer.BuildFromConfig = func(path string, log, audit *slog.Logger, upstreams *http.Client) (*issuer.Server, error) {
-		cfg, err := config.LoadConfig(path)
+		cfg, err := config.Load(path)
 		if err != nil {
 			return nil, err
 		}

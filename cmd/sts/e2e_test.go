@@ -415,7 +415,7 @@ func TestDeployExamples(t *testing.T) {
 	}
 	for _, c := range configs {
 		t.Run(filepath.Base(c), func(t *testing.T) {
-			cfg, err := config.LoadConfig(c)
+			cfg, err := config.Load(c)
 			if err != nil {
 				t.Fatal(err)
 			}

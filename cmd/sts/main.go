@@ -91,7 +91,7 @@ func cmdCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	if !ok {
 		return 2
 	}
-	cfg, err := config.LoadConfig(path)
+	cfg, err := config.Load(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -109,7 +109,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
-	cfg, err := config.LoadConfig(path)
+	cfg, err := config.Load(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

@@ -62,7 +62,7 @@ func cmdQuickstart(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "sts quickstart:", err)
 		return 1
 	}
-	cfg, err := config.LoadConfig(filepath.Join(*dir, "sts.yaml"))
+	cfg, err := config.Load(filepath.Join(*dir, "sts.yaml"))
 	if err != nil {
 		fmt.Fprintln(stderr, "sts quickstart:", err)
 		return 1

@@ -143,7 +143,7 @@ func startAgreement(t *testing.T) *agreement {
 		}
 	}
 	a.cfg = filepath.Join(dir, "sts.yaml")
-	cfg, err := config.LoadConfig(a.cfg)
+	cfg, err := config.Load(a.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

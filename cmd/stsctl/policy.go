@@ -64,7 +64,7 @@ func (ps *policySource) load() (*policy.Policy, *config.Config, error) {
 	var cfg *config.Config
 	if ps.config != "" {
 		var err error
-		if cfg, err = config.LoadConfig(ps.config); err != nil {
+		if cfg, err = config.Load(ps.config); err != nil {
 			return nil, nil, err
 		}
 	}
