@@ -35,7 +35,7 @@ func (s *adminService) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 	for i, e := range entries {
 		out[i] = entryJSON(e)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"cursor": cursor, "now": s.now().UnixMilli(), "entries": out})
+	writeJSON(w, http.StatusOK, revocation.FeedSnapshot{Cursor: &cursor, Now: s.now().UnixMilli(), Entries: out})
 }
 
 // handleStream is GET /revocations/stream: Server-Sent Events from a cursor

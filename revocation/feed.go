@@ -1,6 +1,9 @@
 package revocation
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // The wire protocol of the revocation feed the STS serves and verifiers follow
 // (docs/revocation-design.md, "HTTP"), defined once for both sides: issuer/feed.go
@@ -58,4 +61,15 @@ func ValidCursor(c string) bool {
 		}
 	}
 	return true
+}
+
+// FeedSnapshot is the body of GET FeedSnapshotPath. Cursor is a pointer so that a
+// verifier tells a missing cursor from the empty one.
+type FeedSnapshot struct {
+	// Cursor is the feed position the entries are current to.
+	Cursor *string `json:"cursor"`
+	// Now is the STS's clock in Unix milliseconds (verifiers compare their own).
+	Now int64 `json:"now"`
+	// Entries are the active entries, each as an entry's JSON.
+	Entries []json.RawMessage `json:"entries"`
 }

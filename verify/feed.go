@@ -158,11 +158,7 @@ func (f *feed) snapshot(ctx context.Context) error {
 	if len(body) > maxSnapshot {
 		return fmt.Errorf("snapshot: over %d bytes", maxSnapshot)
 	}
-	var doc struct {
-		Cursor  *string           `json:"cursor"`
-		Now     int64             `json:"now"`
-		Entries []json.RawMessage `json:"entries"`
-	}
+	var doc revocation.FeedSnapshot
 	if err := json.Unmarshal(body, &doc); err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
