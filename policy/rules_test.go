@@ -465,7 +465,8 @@ func TestConditionCostLimit(t *testing.T) {
 		big[i] = float64(i)
 	}
 	w := &attest.Workload{Upstream: "u", Subject: "s", Claims: map[string]any{"big": big}}
-	start := time.Now()
+	// CEL's cost limit bounds the work (deterministically, whatever the machine's
+	// speed): both conditions are cut off and say so.
 	d := p.Decide(at(policy.Request{Workload: w, Audiences: []string{"a"}}))
 	if d.Allowed() || !strings.Contains(d.Reason, "cost limit") {
 		t.Errorf("slow allow: %s %s", d.Outcome, d.Reason)
@@ -473,9 +474,6 @@ func TestConditionCostLimit(t *testing.T) {
 	d = p.Decide(at(policy.Request{Workload: w, Audiences: []string{"d"}}))
 	if d.Outcome != policy.DenyRule || !strings.Contains(d.Reason, "cost limit") {
 		t.Errorf("slow deny: %s %s", d.Outcome, d.Reason)
-	}
-	if el := time.Since(start); el > time.Second {
-		t.Errorf("bounded evaluation took %v", el)
 	}
 	// Small inputs stay well within the limit.
 	w.Claims["big"] = big[:10]

@@ -274,13 +274,10 @@ func TestDecodeAliasBomb(t *testing.T) {
 		List [][][][][][][][][][][]string `yaml:"list"`
 		Rest map[string]any               `yaml:",inline"`
 	}
-	start := time.Now()
+	// Bounded by the node budget (10^10 nodes once expanded), not by time.
 	problems := Decode("c.yaml", &n, &m)
 	if len(problems) == 0 || !strings.Contains(problems[len(problems)-1].Message, "too large") {
 		t.Fatalf("problems %v", problems)
-	}
-	if d := time.Since(start); d > 10*time.Second {
-		t.Errorf("took %v", d)
 	}
 }
 

@@ -12,7 +12,7 @@ import (
 
 // maxNodes bounds the nodes Decode visits, aliases expanded: a small document
 // whose aliases nest ("billion laughs") must not take forever.
-const maxNodes = 1 << 20
+const maxNodes = 1 << 16
 
 // Decode decodes the YAML document n into out, a non-nil pointer to a struct, as
 // yaml.v3's Decoder with KnownFields(true) would, except that it does not stop at
