@@ -311,6 +311,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Confi
 			return context.WithValue(c, connKey{}, ci)
 		},
 	}
+	endStreamsOnShutdown(srv)
 	errc := make(chan error, 1)
 	go func() {
 		if tlsConfig != nil {
