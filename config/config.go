@@ -62,6 +62,8 @@ type TLSConfig struct {
 	// certificate, verified as an X.509-SVID against the spiffe upstreams' bundles
 	// (client authentication, mTLS subject/actor identity, cnf binding).
 	ClientCertificates string `yaml:"client_certificates"`
+	// MinVersion is the lowest TLS version served: "1.2" (default) or "1.3".
+	MinVersion string `yaml:"min_version"`
 }
 
 // SigningConfig selects the signing algorithm and where the PEM keys live.
@@ -324,6 +326,14 @@ func (c *Config) validate(v *validator) {
 		}
 	case c.TLS.CertFile == "" || c.TLS.KeyFile == "":
 		v.at("tls.cert_file and tls.key_file are required (or tls.workload_api_socket, or tls.insecure_http: true)", "tls")
+	}
+	switch _, ok := tlsVersions[c.TLS.MinVersion]; {
+	case c.TLS.MinVersion == "" && !c.TLS.InsecureHTTP:
+		c.TLS.MinVersion = "1.2"
+	case c.TLS.MinVersion != "" && c.TLS.InsecureHTTP:
+		v.at("tls.min_version does not apply with insecure_http", "tls", "min_version")
+	case c.TLS.MinVersion != "" && !ok:
+		v.at(fmt.Sprintf("tls.min_version %q must be \"1.2\" or \"1.3\"", c.TLS.MinVersion), "tls", "min_version")
 	}
 	switch c.TLS.ClientCertificates {
 	case "":

@@ -293,7 +293,7 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 // drain. With tlsConfig nil it serves plain HTTP.
 func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Config, drain time.Duration) error {
 	srv := &http.Server{
-		Handler:           s.handler,
+		Handler:           withHSTS(s.handler),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      15 * time.Second,
