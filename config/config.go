@@ -43,6 +43,9 @@ type Config struct {
 	Tracing TracingConfig `yaml:"tracing"`
 	// Clients are the clients that authenticate with private_key_jwt (clients.go).
 	Clients []ClientConfig `yaml:"clients"`
+	// MetricsListen is the operations listener (host:port, plain HTTP): /metrics,
+	// /healthz and /readyz. Unset: /metrics is not served at all (never on listen).
+	MetricsListen string `yaml:"metrics_listen"`
 
 	// path is the file the config was read from; relative paths resolve against its
 	// directory.
@@ -311,6 +314,13 @@ func (c *Config) validate(v *validator) {
 		v.at("listen is required (host:port)", "listen")
 	} else if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		v.at("listen must be host:port", "listen")
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			v.at("metrics_listen must be host:port", "metrics_listen")
+		} else if c.MetricsListen == c.Listen {
+			v.at("metrics_listen must differ from listen (the metrics are never served on the token listener)", "metrics_listen")
+		}
 	}
 	switch {
 	case c.TLS.InsecureHTTP:
