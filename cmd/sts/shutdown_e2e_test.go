@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"net/http"
 	"os"
 	"strings"
@@ -43,20 +44,29 @@ policy_files:`, 1))
 // TestE2EShutdownEndsFeedStreams: SIGTERM while a feed subscriber is connected ends
 // its stream at once; the process exits cleanly within 3 s instead of waiting out
 // the drain (10 s) and failing with "context deadline exceeded".
+// Over HTTP/1.1 and HTTP/2 (verify's default client speaks HTTP/2).
 func TestE2EShutdownEndsFeedStreams(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("http2=%v", h2), func(t *testing.T) { testShutdownEndsFeedStream(t, h2) })
+	}
+}
+
+func testShutdownEndsFeedStream(t *testing.T, h2 bool) {
 	e, token := setupFeedReader(t)
 	e.start()
 	req, _ := http.NewRequest(http.MethodGet, e.url+"/revocations/stream", nil)
 	req.Header.Set("Authorization", "Bearer "+token)
+	tr := e.client.Transport.(*http.Transport).Clone()
+	tr.ForceAttemptHTTP2 = h2
 	// The stream outlives the client's default 10 s timeout by design.
-	client := &http.Client{Transport: e.client.Transport}
+	client := &http.Client{Transport: tr}
 	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != revocation.StreamContentType {
-		t.Fatalf("stream: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != revocation.StreamContentType || resp.ProtoAtLeast(2, 0) != h2 {
+		t.Fatalf("stream: %d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), resp.Proto)
 	}
 	lines := bufio.NewScanner(resp.Body)
 	for lines.Scan() && lines.Text() != "event: "+revocation.EventHeartbeat {
