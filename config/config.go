@@ -337,12 +337,14 @@ func (c *Config) validate(v *validator) {
 	case c.TLS.CertFile == "" || c.TLS.KeyFile == "":
 		v.at("tls.cert_file and tls.key_file are required (or tls.workload_api_socket, or tls.insecure_http: true)", "tls")
 	}
-	switch _, ok := tlsVersions[c.TLS.MinVersion]; {
-	case c.TLS.MinVersion == "" && !c.TLS.InsecureHTTP:
-		c.TLS.MinVersion = "1.2"
-	case c.TLS.MinVersion != "" && c.TLS.InsecureHTTP:
+	switch {
+	case c.TLS.MinVersion == "":
+		if !c.TLS.InsecureHTTP {
+			c.TLS.MinVersion = "1.2"
+		}
+	case c.TLS.InsecureHTTP:
 		v.at("tls.min_version does not apply with insecure_http", "tls", "min_version")
-	case c.TLS.MinVersion != "" && !ok:
+	case tlsVersions[c.TLS.MinVersion] == 0:
 		v.at(fmt.Sprintf("tls.min_version %q must be \"1.2\" or \"1.3\"", c.TLS.MinVersion), "tls", "min_version")
 	}
 	switch c.TLS.ClientCertificates {
