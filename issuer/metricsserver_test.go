@@ -2,7 +2,6 @@ package issuer
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -23,17 +22,12 @@ func TestServeMetrics(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- ts.srv.ServeMetrics(ctx, l) }()
-	base := "http://" + l.Addr().String()
-	client := &http.Client{Timeout: 10 * time.Second}
+	// ts's request helper, aimed at the operations listener.
+	ops := *ts
+	ops.url, ops.client = "http://"+l.Addr().String(), &http.Client{Timeout: 10 * time.Second}
 	get := func(method, path string) (int, string) {
-		req, _ := http.NewRequest(method, base+path, nil)
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-		return resp.StatusCode, string(b)
+		r := ops.do(t, method, path, "", "", nil)
+		return r.status, r.raw
 	}
 	if code, body := get(http.MethodGet, "/metrics"); code != 200 || !strings.Contains(body, `safeconduct_exchanges_total{error="",outcome="issued"} 1`) {
 		t.Errorf("/metrics: %d", code)
