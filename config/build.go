@@ -3,7 +3,6 @@ package config
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -341,7 +340,7 @@ func openStore(cfg *Config, o Options) (revocation.Store, error) {
 			rc.Password = strings.TrimRight(string(pw), "\r\n")
 		}
 		if r.TLS {
-			tc := &tls.Config{MinVersion: tls.VersionTLS12}
+			tc := clientTLS()
 			if r.CAFile != "" {
 				pem, err := os.ReadFile(cfg.Path(r.CAFile))
 				if err != nil {

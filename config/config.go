@@ -43,6 +43,9 @@ type Config struct {
 	Tracing TracingConfig `yaml:"tracing"`
 	// Clients are the clients that authenticate with private_key_jwt (clients.go).
 	Clients []ClientConfig `yaml:"clients"`
+	// MetricsListen is the operations listener (host:port, plain HTTP): /metrics,
+	// /healthz and /readyz. Unset: /metrics is not served at all (never on listen).
+	MetricsListen string `yaml:"metrics_listen"`
 
 	// path is the file the config was read from; relative paths resolve against its
 	// directory.
@@ -62,6 +65,8 @@ type TLSConfig struct {
 	// certificate, verified as an X.509-SVID against the spiffe upstreams' bundles
 	// (client authentication, mTLS subject/actor identity, cnf binding).
 	ClientCertificates string `yaml:"client_certificates"`
+	// MinVersion is the lowest TLS version served: "1.2" (default) or "1.3".
+	MinVersion string `yaml:"min_version"`
 }
 
 // SigningConfig selects the signing algorithm and where the PEM keys live.
@@ -310,6 +315,13 @@ func (c *Config) validate(v *validator) {
 	} else if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		v.at("listen must be host:port", "listen")
 	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			v.at("metrics_listen must be host:port", "metrics_listen")
+		} else if c.MetricsListen == c.Listen {
+			v.at("metrics_listen must differ from listen (the metrics are never served on the token listener)", "metrics_listen")
+		}
+	}
 	switch {
 	case c.TLS.InsecureHTTP:
 		if c.TLS.CertFile != "" || c.TLS.KeyFile != "" || c.TLS.WorkloadAPISocket != "" || c.TLS.ClientCertificates == "request" {
@@ -324,6 +336,16 @@ func (c *Config) validate(v *validator) {
 		}
 	case c.TLS.CertFile == "" || c.TLS.KeyFile == "":
 		v.at("tls.cert_file and tls.key_file are required (or tls.workload_api_socket, or tls.insecure_http: true)", "tls")
+	}
+	switch {
+	case c.TLS.MinVersion == "":
+		if !c.TLS.InsecureHTTP {
+			c.TLS.MinVersion = "1.2"
+		}
+	case c.TLS.InsecureHTTP:
+		v.at("tls.min_version does not apply with insecure_http", "tls", "min_version")
+	case tlsVersions[c.TLS.MinVersion] == 0:
+		v.at(fmt.Sprintf("tls.min_version %q must be \"1.2\" or \"1.3\"", c.TLS.MinVersion), "tls", "min_version")
 	}
 	switch c.TLS.ClientCertificates {
 	case "":

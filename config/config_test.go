@@ -57,6 +57,16 @@ func TestParseConfigDefaults(t *testing.T) {
 	if cfg.Signing.Algorithm != "ES256" || cfg.Tokens.DefaultTTL.D() != 5*time.Minute || cfg.Tokens.MaxTTL.D() != time.Hour {
 		t.Fatalf("defaults not applied: %+v %+v", cfg.Signing, cfg.Tokens)
 	}
+	if cfg.MetricsListen != "" {
+		t.Fatalf("metrics_listen defaults to %q, want unset (metrics not served)", cfg.MetricsListen)
+	}
+	if cfg.TLS.MinVersion != "1.2" {
+		t.Fatalf("tls.min_version defaults to %q", cfg.TLS.MinVersion)
+	}
+	cfg, err = Parse("sts.yaml", []byte(strings.Replace(c, "key_file: tls.key}", "key_file: tls.key, min_version: 1.3}", 1)))
+	if err != nil || cfg.TLS.MinVersion != "1.3" {
+		t.Fatalf("tls.min_version 1.3: %v", err)
+	}
 }
 
 // TestParseConfigAllErrors: every problem is reported at once, each with its line.
@@ -130,6 +140,10 @@ func TestParseConfigRejects(t *testing.T) {
 		"spiffe two sources":  {"    kind: oidc\n    issuer: https://issuer.example\n    audiences: [sts]\n    jwks_file: cluster-a-jwks.json\n", "    kind: spiffe\n    trust_domain: prod.example\n    audiences: [sts]\n    bundle_file: b.json\n    workload_api_socket: unix:///tmp/a.sock\n", "exactly one of"},
 		"spiffe bad td":       {"    kind: oidc\n    issuer: https://issuer.example\n    audiences: [sts]\n    jwks_file: cluster-a-jwks.json\n", "    kind: spiffe\n    trust_domain: Prod.Example\n    audiences: [sts]\n    bundle_file: b.json\n", "not a valid SPIFFE trust domain"},
 		"spiffe endpoint":     {"    kind: oidc\n    issuer: https://issuer.example\n    audiences: [sts]\n    jwks_file: cluster-a-jwks.json\n", "    kind: spiffe\n    trust_domain: prod.example\n    audiences: [sts]\n    bundle_endpoint: {url: https://b.example/bundle, profile: https_spiffe}\n", "endpoint_spiffe_id: must be"},
+		"bad metrics_listen":  {"listen: 127.0.0.1:8443\n", "listen: 127.0.0.1:8443\nmetrics_listen: 9090\n", "sts.yaml:3: metrics_listen: must be host:port"},
+		"metrics on listen":   {"listen: 127.0.0.1:8443\n", "listen: 127.0.0.1:8443\nmetrics_listen: 127.0.0.1:8443\n", "metrics_listen: must differ from listen"},
+		"tls 1.1":             {"key_file: tls.key}", "key_file: tls.key, min_version: 1.1}", `sts.yaml:3: tls.min_version: "1.1" must be "1.2" or "1.3"`},
+		"min_version on http": {"issuer: https://127.0.0.1:8443\nlisten: 127.0.0.1:8443\ntls: {cert_file: tls.crt, key_file: tls.key}", "issuer: http://127.0.0.1:8443\nlisten: 127.0.0.1:8443\ntls: {insecure_http: true, min_version: \"1.3\"}", "tls.min_version: does not apply with insecure_http"},
 		"oidc with td":        {"    jwks_file: cluster-a-jwks.json\n", "    jwks_file: cluster-a-jwks.json\n    trust_domain: x\n", "applies to spiffe upstreams only"},
 	}
 	for name, tc := range cases {

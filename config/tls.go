@@ -13,7 +13,39 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
 
-// ServingTLS returns the server's TLS configuration (TLS 1.2+): the certificate from
+// tls12CipherSuites are the TLS 1.2 suites offered (Mozilla's "intermediate"
+// profile): ECDHE with AES-GCM or ChaCha20-Poly1305, no CBC, no RSA key exchange.
+// TLS 1.3 suites are fixed by Go and all AEAD.
+var tls12CipherSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// tlsVersions maps tls.min_version to its protocol version.
+var tlsVersions = map[string]uint16{"1.2": tls.VersionTLS12, "1.3": tls.VersionTLS13}
+
+// serverTLS is the protocol floor and suites of every serving configuration:
+// tls.min_version (default 1.2) and tls12CipherSuites.
+func serverTLS(cfg *Config) *tls.Config {
+	v, ok := tlsVersions[cfg.TLS.MinVersion]
+	if !ok {
+		v = tls.VersionTLS12 // validate defaults the field; an embedder's zero value
+	}
+	return &tls.Config{MinVersion: v, CipherSuites: tls12CipherSuites}
+}
+
+// clientTLS is the configuration of the STS's TLS clients (Redis, the OTLP
+// collector): TLS 1.2+ with the same suites as the server.
+func clientTLS() *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: tls12CipherSuites}
+}
+
+// ServingTLS returns the server's TLS configuration (tls.min_version, default 1.2;
+// AEAD suites only, tls12CipherSuites): the certificate from
 // files (re-read when they change, so rotation needs no restart) or the STS's own
 // X.509-SVID from the Workload API (rotated by the agent), and, with
 // client_certificates: request, a request for client certificates, which the token
@@ -23,7 +55,8 @@ func ServingTLS(ctx context.Context, cfg *Config) (*tls.Config, func() error, er
 	if cfg.TLS.InsecureHTTP {
 		return nil, func() error { return nil }, nil
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
+	tc := serverTLS(cfg)
+	tc.NextProtos = []string{"h2", "http/1.1"}
 	closer := func() error { return nil }
 	if sock := cfg.TLS.WorkloadAPISocket; sock != "" {
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -59,14 +92,16 @@ func ServingTLS(ctx context.Context, cfg *Config) (*tls.Config, func() error, er
 	return tc, closer, nil
 }
 
-// LoadTLS reads the serving certificate files and returns a TLS 1.2+ server
-// configuration (check-config's dry run of ServingTLS for files).
+// LoadTLS reads the serving certificate files and returns the server's TLS
+// configuration without reloading (check-config's dry run of ServingTLS for files).
 func LoadTLS(cfg *Config) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(cfg.Path(cfg.TLS.CertFile), cfg.Path(cfg.TLS.KeyFile))
 	if err != nil {
 		return nil, fmt.Errorf("tls: %w", err)
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}, nil
+	tc := serverTLS(cfg)
+	tc.Certificates = []tls.Certificate{cert}
+	return tc, nil
 }
 
 // certReloader serves a certificate from files and re-reads them when their

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -138,7 +137,7 @@ func (c *TracingConfig) exporterOptions(cfg *Config) ([]otlptracehttp.Option, er
 	if c.Insecure {
 		opts = append(opts, otlptracehttp.WithInsecure())
 	} else {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		tc := clientTLS()
 		if c.CAFile != "" {
 			pem, err := os.ReadFile(cfg.Path(c.CAFile))
 			if err != nil {

@@ -142,8 +142,9 @@ func subset(sel, labels map[string]string) bool {
 }
 
 type meta struct {
-	Name   string            `yaml:"name"`
-	Labels map[string]string `yaml:"labels"`
+	Name        string            `yaml:"name"`
+	Labels      map[string]string `yaml:"labels"`
+	Annotations map[string]string `yaml:"annotations"`
 }
 
 type keyToPath struct {
@@ -588,6 +589,13 @@ func TestBaseLabelsAndSelectors(t *testing.T) {
 	if got := c.port(t, svc.Spec.Ports[0].TargetPort); got != 8443 {
 		t.Errorf("Service sts: targetPort resolves to %d, want the container port 8443", got)
 	}
+	// The metrics are scraped per pod, from the metrics port (plain HTTP), never
+	// through the Service.
+	a := sts.Spec.Template.Metadata.Annotations
+	if a["prometheus.io/scrape"] != "true" || a["prometheus.io/port"] != strconv.Itoa(c.port(t, "metrics")) ||
+		a["prometheus.io/path"] != "/metrics" || a["prometheus.io/scheme"] != "http" {
+		t.Errorf("Deployment sts: scrape annotations %v, want /metrics over http on the metrics port %d", a, c.port(t, "metrics"))
+	}
 	rsvc := b.services[redis.Spec.ServiceName]
 	if rsvc == nil {
 		t.Fatalf("StatefulSet sts-redis: serviceName %q is not a Service of the base", redis.Spec.ServiceName)
@@ -651,10 +659,33 @@ func TestBaseNetworkPolicies(t *testing.T) {
 		}
 	}
 
-	// STS ingress: the container port, from every namespace.
-	if len(stsNP.Spec.Ingress) != 1 || len(stsNP.Spec.Ingress[0].Ports) != 1 ||
-		sts.container(t, "sts").port(t, stsNP.Spec.Ingress[0].Ports[0].Port) != 8443 {
-		t.Errorf("NetworkPolicy %s: want one ingress rule for port 8443", stsNP.Metadata.Name)
+	// STS ingress: the token port from every namespace; the metrics port only from
+	// a named namespace (Prometheus), never from everyone.
+	c := sts.container(t, "sts")
+	tokenRule, metricsRule := false, false
+	for _, in := range stsNP.Spec.Ingress {
+		everyone := len(in.From) == 0
+		for _, from := range in.From {
+			if from.IPBlock != nil || (from.NamespaceSelector != nil && len(from.NamespaceSelector.MatchLabels) == 0) {
+				everyone = true
+			}
+		}
+		for _, p := range in.Ports {
+			switch c.port(t, p.Port) {
+			case 8443:
+				tokenRule = tokenRule || everyone
+			case c.port(t, "metrics"):
+				if everyone {
+					t.Errorf("NetworkPolicy %s: the metrics port %s is open to every namespace", stsNP.Metadata.Name, p.Port)
+				}
+				metricsRule = true
+			default:
+				t.Errorf("NetworkPolicy %s: ingress port %s is neither the token nor the metrics port", stsNP.Metadata.Name, p.Port)
+			}
+		}
+	}
+	if !tokenRule || !metricsRule {
+		t.Errorf("NetworkPolicy %s: want ingress to 8443 from the cluster (%v) and to the metrics port from the monitoring namespace (%v)", stsNP.Metadata.Name, tokenRule, metricsRule)
 	}
 	// STS egress: Redis pods on the Redis port, DNS, and HTTPS.
 	var toRedis, dns, https bool
@@ -770,9 +801,11 @@ func TestBaseProbesAndShutdown(t *testing.T) {
 			t.Errorf("%s: want an httpGet probe", tc.name)
 			continue
 		}
+		// On the metrics listener: plain HTTP, out of reach of the token
+		// listener's connection limits (hostile traffic must not fail liveness).
 		g := tc.p.HTTPGet
-		if g.Path != tc.path || g.Scheme != "HTTPS" || c.port(t, g.Port) != 8443 {
-			t.Errorf("%s: got %s %s on port %s, want HTTPS %s on the container port 8443", tc.name, g.Scheme, g.Path, g.Port, tc.path)
+		if g.Path != tc.path || g.Scheme != "HTTP" || c.port(t, g.Port) != c.port(t, "metrics") {
+			t.Errorf("%s: got %s %s on port %s, want HTTP %s on the metrics port %d", tc.name, g.Scheme, g.Path, g.Port, tc.path, c.port(t, "metrics"))
 		}
 	}
 	grace := sts.Spec.Template.Spec.TerminationGracePeriodSeconds
@@ -979,9 +1012,15 @@ func loadCopied(t *testing.T, dir, name string) *config.Config {
 
 func listenPort(t *testing.T, cfg *config.Config) int {
 	t.Helper()
-	_, p, err := net.SplitHostPort(cfg.Listen)
+	return addrPort(t, cfg.Listen)
+}
+
+// addrPort is the port of a host:port listen address.
+func addrPort(t *testing.T, addr string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%q: %v", addr, err)
 	}
 	n, err := strconv.Atoi(p)
 	if err != nil {
@@ -1018,8 +1057,11 @@ func TestBaseConfig(t *testing.T) {
 	if got := listenPort(t, cfg); got != c.port(t, "https") {
 		t.Errorf("listen port %d differs from the container port %d", got, c.port(t, "https"))
 	}
+	if got := addrPort(t, cfg.MetricsListen); got != c.port(t, "metrics") {
+		t.Errorf("metrics_listen port %d differs from the container port metrics %d", got, c.port(t, "metrics"))
+	}
 	if cfg.TLS.InsecureHTTP {
-		t.Error("the base must serve TLS itself (the probes and the Service speak HTTPS)")
+		t.Error("the base must serve TLS itself (the Service speaks HTTPS)")
 	}
 
 	// Files the config names, resolved as in the pod (relative to the config's
@@ -1261,6 +1303,16 @@ func TestCompose(t *testing.T) {
 	if !published {
 		t.Errorf("service sts: port %s (listen) is not published (%v)", port, sts.Ports)
 	}
+	// The metrics port, when published, only on loopback.
+	if cfg.MetricsListen == "" {
+		t.Error("compose sts.yaml: no metrics_listen (the token port never serves /metrics)")
+	}
+	mport := ":" + strconv.Itoa(addrPort(t, cfg.MetricsListen))
+	for _, p := range sts.Ports {
+		if strings.HasSuffix(p, mport) && !strings.HasPrefix(p, "127.0.0.1:") {
+			t.Errorf("service sts: metrics port published beyond loopback: %s", p)
+		}
+	}
 	// Files the config names in the mounted directory exist, except those the user
 	// makes locally, which compose.yaml must explain and .gitignore must cover.
 	gitignore, err := os.ReadFile(filepath.Join(stsConfigDir, ".gitignore"))
@@ -1449,8 +1501,8 @@ func TestDockerfile(t *testing.T) {
 	if !slices.Equal(df.cmd, c.Args) {
 		t.Errorf("Dockerfile CMD %q differs from the Deployment's args %q", df.cmd, c.Args)
 	}
-	if !slices.Equal(df.expose, []string{strconv.Itoa(c.port(t, "https"))}) {
-		t.Errorf("Dockerfile EXPOSE %v differs from the container port %d", df.expose, c.port(t, "https"))
+	if want := []string{strconv.Itoa(c.port(t, "https")), strconv.Itoa(c.port(t, "metrics"))}; !slices.Equal(df.expose, want) {
+		t.Errorf("Dockerfile EXPOSE %v differs from the container ports %v", df.expose, want)
 	}
 	if u := sts.Spec.Template.Spec.SecurityContext.RunAsUser; u == nil || strconv.FormatInt(*u, 10) != uid {
 		t.Errorf("Dockerfile USER %s differs from the Deployment's runAsUser", df.finalUser)

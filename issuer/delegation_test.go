@@ -148,8 +148,7 @@ func TestCopyAttributesAuditModeAndBreadth(t *testing.T) {
 	if !strings.Contains(ts.audit.String(), `"audit_rule":{"rule":"dry-run-deny-payments","would":"deny_rule"}`) {
 		t.Fatalf("audit hit missing:\n%s", ts.audit.String())
 	}
-	m := ts.do(t, "GET", "/metrics", "", "", nil)
-	if !strings.Contains(m.raw, `safeconduct_policy_audit_hits_total{rule="dry-run-deny-payments",would="deny_rule"} 1`) {
+	if !strings.Contains(ts.metrics(t), `safeconduct_policy_audit_hits_total{rule="dry-run-deny-payments",would="deny_rule"} 1`) {
 		t.Fatal("audit hit not counted")
 	}
 	// Issuer breadth: cluster-a may not assert subjects outside its patterns.

@@ -49,7 +49,10 @@ func (s *adminService) handleStream(w http.ResponseWriter, r *http.Request) {
 	if id := r.Header.Get(revocation.LastEventIDHeader); id != "" {
 		cursor = id
 	}
-	ctx := r.Context()
+	// The stream ends when the server shuts down (the client resumes from its
+	// cursor elsewhere or after the restart): it must not hold up the drain.
+	ctx, cancel := untilShutdown(r.Context())
+	defer cancel()
 	events, next, err := s.store.Events(ctx, cursor, feedBatch)
 	if errors.Is(err, revocation.ErrCursorExpired) || errors.Is(err, revocation.ErrInvalid) {
 		writeAdminError(w, &adminError{http.StatusGone, revocation.ErrorCursorExpired, "the cursor is no longer retained; take a new snapshot"})

@@ -250,7 +250,7 @@ func TestTokenRateLimitedEndToEnd(t *testing.T) {
 	if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" || r.body["error"] != codeTemporarilyUnavailable {
 		t.Fatalf("third request: %d %v %s", r.status, r.header, r.raw)
 	}
-	metricsText := ts.do(t, http.MethodGet, "/metrics", "", "", nil).raw
+	metricsText := ts.metrics(t)
 	for _, want := range []string{
 		`safeconduct_rate_limited_total{reason="per_ip"} 1`,
 		`safeconduct_http_requests_total{code="429",endpoint="token"} 1`,
@@ -366,7 +366,7 @@ func TestPerWorkloadAndClientLimits(t *testing.T) {
 	if r.status != http.StatusTooManyRequests {
 		t.Fatalf("client, second: %d %s", r.status, r.raw)
 	}
-	metricsText := ts.do(t, http.MethodGet, "/metrics", "", "", nil).raw
+	metricsText := ts.metrics(t)
 	for _, want := range []string{
 		`safeconduct_rate_limited_total{reason="per_workload"} 1`,
 		`safeconduct_rate_limited_total{reason="per_client"} 1`,

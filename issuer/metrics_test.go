@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -27,11 +28,12 @@ func metricValue(t *testing.T, text, series string) (float64, bool) {
 
 func (ts *testSTS) metrics(t *testing.T) string {
 	t.Helper()
-	r := ts.do(t, http.MethodGet, "/metrics", "", "", nil)
-	if r.status != 200 {
-		t.Fatalf("metrics %d", r.status)
+	w := httptest.NewRecorder()
+	ts.srv.MetricsHandler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if w.Code != 200 {
+		t.Fatalf("metrics %d", w.Code)
 	}
-	return r.raw
+	return w.Body.String()
 }
 
 func TestMetricsStoreUpstreamsKeyAge(t *testing.T) {

@@ -98,8 +98,9 @@ type Upstream struct {
 }
 
 // Server is the STS as an HTTP server: it routes to its concerns, guards /token
-// with the limits and overload gate, serves health and metrics, and drains on
-// shutdown. The concerns are their own types:
+// with the limits and overload gate, serves health, and drains on shutdown; the
+// metrics have a listener of their own (metricsserver.go). The concerns are their
+// own types:
 //
 //   - tokenService: the /token pipeline (exchange.go, token.go, clients.go);
 //   - adminService: the admin API, introspection and the revocation feed
@@ -251,7 +252,6 @@ func (s *Server) routes() {
 	mux.HandleFunc("POST "+PathAdminKeyRevoke, m.instrument("admin", a.handleRevokeKey))
 	mux.HandleFunc("/healthz", s.handleHealthz)
 	mux.HandleFunc("/readyz", s.handleReadyz)
-	mux.Handle("/metrics", m.handler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "not found", http.StatusNotFound)
 	})
@@ -293,7 +293,7 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 // drain. With tlsConfig nil it serves plain HTTP.
 func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Config, drain time.Duration) error {
 	srv := &http.Server{
-		Handler:           s.handler,
+		Handler:           withHSTS(s.handler),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      15 * time.Second,
@@ -311,6 +311,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Confi
 			return context.WithValue(c, connKey{}, ci)
 		},
 	}
+	endStreamsOnShutdown(srv)
 	errc := make(chan error, 1)
 	go func() {
 		if tlsConfig != nil {

@@ -521,14 +521,18 @@ func TestHealthReadyMetrics(t *testing.T) {
 	if r := ts.do(t, http.MethodGet, "/readyz", "", "", nil); r.status != 200 {
 		t.Fatalf("readyz %d", r.status)
 	}
-	r := ts.do(t, http.MethodGet, "/metrics", "", "", nil)
+	// The metrics name rules, upstreams and key ages: never on the token listener.
+	if r := ts.do(t, http.MethodGet, "/metrics", "", "", nil); r.status != 404 || strings.Contains(r.raw, "safeconduct_") {
+		t.Fatalf("token listener /metrics: %d", r.status)
+	}
+	metricsText := ts.metrics(t)
 	for _, want := range []string{
 		`safeconduct_exchanges_total{error="",outcome="issued"} 1`,
 		`safeconduct_exchanges_total{error="invalid_request",outcome="refused"} 1`,
 		`safeconduct_http_requests_total{code="200",endpoint="token"} 1`,
 		`safeconduct_exchange_duration_seconds_bucket`,
 	} {
-		if !strings.Contains(r.raw, want) {
+		if !strings.Contains(metricsText, want) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}

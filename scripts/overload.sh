@@ -36,6 +36,7 @@
 #   MAX_IN_FLIGHT=          the STS's limits.max_in_flight (default: its own)
 #   TOKENS=1000             distinct subject tokens
 #   LISTEN=127.0.0.1:18443  where the STS listens (127.0.0.1 or localhost)
+#   METRICS_LISTEN=127.0.0.1:19090  the STS's metrics_listen (/metrics, plain HTTP)
 #   SERVER_CPUS=, BENCH_CPUS=   taskset CPU lists to pin the STS and stsbench
 #                           (e.g. SERVER_CPUS=0 BENCH_CPUS=1); GOMAXPROCS follows
 #   SERVER_CPU_QUOTA=       percent of one CPU the STS may use (a CFS quota, as a
@@ -63,6 +64,7 @@ ARRIVALS=${ARRIVALS:-poisson}
 MAX_IN_FLIGHT=${MAX_IN_FLIGHT:-}
 TOKENS=${TOKENS:-1000}
 LISTEN=${LISTEN:-127.0.0.1:18443}
+METRICS_LISTEN=${METRICS_LISTEN:-127.0.0.1:19090}
 SERVER_CPUS=${SERVER_CPUS:-}
 SERVER_CPU_QUOTA=${SERVER_CPU_QUOTA:-}
 BENCH_CPUS=${BENCH_CPUS:-}
@@ -104,6 +106,7 @@ fi
 {
   [[ -n $MAX_IN_FLIGHT ]] && echo "limits: {max_in_flight: $MAX_IN_FLIGHT}"
   echo "audit: {path: audit.jsonl}"
+  echo "metrics_listen: $METRICS_LISTEN"
 } >>"$qs/sts.yaml"
 base="https://127.0.0.1:${LISTEN##*:}"
 
@@ -165,7 +168,7 @@ if ((rate < 1)); then
   exit 1
 fi
 
-metrics() { curl -fsS --cacert "$qs/ca.crt" "$base/metrics" >"$tmp/$1"; }
+metrics() { curl -fsS "http://$METRICS_LISTEN/metrics" >"$tmp/$1"; }
 # metric FILE SERIES: the value of SERIES (name{labels} exactly) in FILE, 0 if absent.
 metric() { awk -v k="$2" '$1 == k { v = $2 } END { print v + 0 }' "$tmp/$1"; }
 

@@ -165,6 +165,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, auditW io.
 	if err != nil {
 		return err
 	}
+	stopMetrics, err := serveMetrics(ctx, cfg, s, log)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	defer stopMetrics()
 	go watchPolicy(ctx, cfg, s)
 	log.Info("sts serving",
 		slog.String("issuer", cfg.Issuer),

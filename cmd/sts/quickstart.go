@@ -134,7 +134,8 @@ Try it yourself:
     --subject-token @%[2]s/demo-subject.jwt --audience %[4]s --scope %[5]s
   go run ./cmd/stsctl verify --issuer %[1]s --cacert %[2]s/ca.crt --audience %[4]s --token @FILE
   go run ./cmd/stsctl policy test --config %[2]s/sts.yaml --subject-token @%[2]s/demo-subject.jwt --audience %[4]s
-  go run ./cmd/stsctl policy review --config %[2]s/sts.yaml --metrics %[1]s/metrics --cacert %[2]s/ca.crt
+  go run ./cmd/stsctl policy review --config %[2]s/sts.yaml
+    (with metrics_listen set in sts.yaml: --metrics http://127.0.0.1:9090/metrics)
 `, base, dir, demoSubject, demoAudience, demoScope, resp.ExpiresIn, pretty)
 	return nil
 }
@@ -185,6 +186,7 @@ revocation:
   backend: embedded
   embedded: {path: data/revocation.db}
 log: {level: info, format: text}
+# metrics_listen: 127.0.0.1:9090      # /metrics, /healthz, /readyz over plain HTTP (unset: no metrics)
 `, base, listen, demoUpstreamIssuer),
 		"policy.yaml": fmt.Sprintf(`# Demo issuance policy: workloads of namespace "demo" may get the demo API.
 rules:

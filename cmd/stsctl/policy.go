@@ -416,7 +416,7 @@ func cmdPolicyReview(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.SetOutput(stderr)
 	var ps policySource
 	ps.register(fs)
-	metrics := fs.String("metrics", "", "the STS's /metrics URL or a saved copy: rule usage (enables 'unused' findings)")
+	metrics := fs.String("metrics", "", "the STS's /metrics URL (on its metrics_listen) or a saved copy: rule usage (enables 'unused' findings)")
 	cacert := fs.String("cacert", "", "CA of the STS certificate, for an https --metrics URL")
 	nowFlag := fs.String("now", "", "review as of this time (RFC 3339; default: now)")
 	asJSON := fs.Bool("json", false, "print the review as JSON")
