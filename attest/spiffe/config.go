@@ -67,6 +67,13 @@ type Config struct {
 	// agent), e.g. "unix:///run/spire/agent.sock", which pushes this trust
 	// domain's bundle, whether it is the agent's own or a federated one.
 	WorkloadAPISocket string
+	// WorkloadAPIMaxStale bounds how long the Workload API's bundle stays usable
+	// once it may be behind the agent's: from the moment a stream to the agent
+	// broke or an update was refused (while connected and up to date the bundle
+	// is current, however old). After it, verification fails closed with
+	// attest.ErrUnavailable until the agent is back. Default 1h
+	// (DefaultMaxStale). With WorkloadAPISocket only.
+	WorkloadAPIMaxStale time.Duration
 
 	// PathTemplates map the path of an attested SPIFFE ID to attributes, e.g.
 	// "/ns/{namespace}/sa/{service_account}". A template is a '/'-separated list of
@@ -187,6 +194,14 @@ func (cfg Config) validate() (*settings, error) {
 		if err := workloadapi.ValidateAddress(cfg.WorkloadAPISocket); err != nil {
 			bad("workload_api_socket: %v", err)
 		}
+	}
+	switch {
+	case s.WorkloadAPIMaxStale < 0:
+		bad("max_stale must not be negative")
+	case s.WorkloadAPIMaxStale > 0 && cfg.WorkloadAPISocket == "":
+		bad("max_stale applies to workload_api_socket only (a bundle endpoint's is bundle_endpoint.max_stale)")
+	case s.WorkloadAPIMaxStale == 0 && cfg.WorkloadAPISocket != "":
+		s.WorkloadAPIMaxStale = DefaultMaxStale
 	}
 	if e := cfg.BundleEndpoint; e != nil {
 		s.endpoint = *e

@@ -65,7 +65,9 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		v.cache, v.ep, err = endpointSource(ctx, s)
 	default:
 		what := "workload API " + s.WorkloadAPISocket
-		v.cache = keycache.New(cacheConfig(ctx, s, what, nil))
+		cfg := cacheConfig(ctx, s, what, nil)
+		cfg.MaxStale = s.WorkloadAPIMaxStale
+		v.cache = keycache.New(cfg)
 		if v.wl, err = startWorkloadSource(ctx, s, v.cache, what); err != nil {
 			v.cache.Close()
 		}
@@ -109,11 +111,16 @@ type Stats struct {
 	// BundleUpdated is when the bundle held was obtained (zero without one).
 	JWTAuthorities, X509Authorities int
 	BundleUpdated                   time.Time
+	// BundleBehindSince is, for the Workload API, since when the bundle may be
+	// behind the agent's (a stream broke or an update was refused): it is
+	// unusable WorkloadAPIMaxStale after it. Zero while current, and for other
+	// sources.
+	BundleBehindSince time.Time
 }
 
 // Stats returns the Verifier's counters.
 func (v *Verifier) Stats() Stats {
-	st := Stats{Updates: v.cache.Updates(), Failures: v.cache.Failures()}
+	st := Stats{Updates: v.cache.Updates(), Failures: v.cache.Failures(), BundleBehindSince: v.cache.LaggingSince()}
 	if v.ep != nil {
 		st.Requests = v.ep.requests.Load()
 	}
