@@ -115,3 +115,31 @@ policy_files:`, 1)
 		t.Fatalf("negative max_token_age: %v", err)
 	}
 }
+
+// TestSPIFFEWorkloadAPIMaxStale: max_stale bounds a Workload API bundle's staleness
+// and applies to workload_api_socket only.
+func TestSPIFFEWorkloadAPIMaxStale(t *testing.T) {
+	spiffe := strings.Replace(goodConfig, "policy_files:", `  - name: prod
+    kind: spiffe
+    trust_domain: prod.example
+    audiences: [sts]
+    workload_api_socket: unix:///run/spire/agent.sock
+    max_stale: 15m
+policy_files:`, 1)
+	cfg, err := Parse("/etc/sts/sts.yaml", []byte(spiffe))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc := spiffeConfig(cfg, cfg.Upstreams[1], Options{}); sc.WorkloadAPIMaxStale != 15*time.Minute {
+		t.Fatalf("spiffe WorkloadAPIMaxStale %v", sc.WorkloadAPIMaxStale)
+	}
+	for _, c := range []struct{ from, to, want string }{
+		{"max_stale: 15m", "max_stale: -1s", "upstreams[1].max_stale: must not be negative"},
+		{"workload_api_socket: unix:///run/spire/agent.sock", "bundle_file: prod-bundle.json", "upstreams[1].max_stale: applies to workload_api_socket only"},
+	} {
+		_, err = Parse("sts.yaml", []byte(strings.Replace(spiffe, c.from, c.to, 1)))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("%s: %v", c.to, err)
+		}
+	}
+}
