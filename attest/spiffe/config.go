@@ -60,8 +60,8 @@ type Config struct {
 	// while in use; a changed file that fails vetting leaves the last good bundle
 	// in place.
 	BundleFile string
-	// BundleEndpoint is a SPIFFE bundle endpoint (federation), fetched lazily and
-	// refreshed while in use.
+	// BundleEndpoint is a SPIFFE bundle endpoint (federation), fetched on first
+	// use (or after one refresh interval) and refreshed in the background.
 	BundleEndpoint *EndpointConfig
 	// WorkloadAPISocket is the address of the local SPIFFE Workload API (SPIRE
 	// agent), e.g. "unix:///run/spire/agent.sock", which pushes this trust
@@ -128,8 +128,8 @@ type EndpointConfig struct {
 	// fetched bundle then authenticates the next fetch. Required for https_spiffe,
 	// refused for https_web.
 	BootstrapBundle string
-	// RefreshInterval is the age after which the bundle is fetched again, in the
-	// background, while in use. Zero: the bundle's spiffe_refresh_hint, bounded to
+	// RefreshInterval is how often the bundle is fetched again, in the background,
+	// whether or not it is in use (from the end of the previous fetch). Zero: the bundle's spiffe_refresh_hint, bounded to
 	// [MinRefreshInterval, DefaultRefreshInterval], or DefaultRefreshInterval
 	// without a hint.
 	RefreshInterval time.Duration

@@ -52,6 +52,9 @@ type endpoint struct {
 	td       spiffeid.TrustDomain
 	client   *http.Client
 	requests atomic.Uint64
+
+	stop context.CancelFunc // ends refreshLoop
+	done chan struct{}      // closed when refreshLoop has returned
 }
 
 func endpointSource(ctx context.Context, s *settings) (*bundleCache, *endpoint, error) {
@@ -96,9 +99,44 @@ func endpointSource(ctx context.Context, s *settings) (*bundleCache, *endpoint, 
 	}
 	c := keycache.New(cfg)
 	if auth != nil && s.endpointID.MemberOf(s.td) {
-		auth.latest = c // set before the first fetch, which is lazy
+		auth.latest = c // set before the first fetch
 	}
+	loopCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	ep.stop, ep.done = stop, make(chan struct{})
+	go ep.refreshLoop(loopCtx, c, func() time.Duration {
+		if cur := c.Load(); cur != nil {
+			return cfg.RefreshAfter(cur.V)
+		}
+		return cfg.RefreshAfter(&snapshot{})
+	})
 	return c, ep, nil
+}
+
+// refreshLoop fetches the bundle every refresh interval (measured from the end of
+// the previous fetch) whether or not it is in use, so that after an idle spell the
+// first token is checked against a bundle at most one interval old: the interval
+// bounds how long an authority removed from the endpoint's bundle is honoured.
+// Fetches stay the cache's (bounded, single flight, at most one per minimum
+// interval). It returns once close is called.
+func (e *endpoint) refreshLoop(ctx context.Context, c *bundleCache, interval func() time.Duration) {
+	defer close(e.done)
+	t := time.NewTimer(interval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_, _ = c.Refresh(ctx, nil) // failures are the cache's to log and keep
+		t.Reset(interval())
+	}
+}
+
+// close stops refreshLoop and waits for it.
+func (e *endpoint) close() {
+	e.stop()
+	<-e.done
 }
 
 func (e *endpoint) fetch(ctx context.Context) (*snapshot, error) {

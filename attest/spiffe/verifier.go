@@ -48,8 +48,8 @@ var (
 
 // New validates cfg, reporting every problem at once, and returns its Verifier. A
 // BundleFile (and an https_spiffe BootstrapBundle) is read and vetted now; a bundle
-// endpoint is fetched lazily, on first use, and the Workload API is watched in the
-// background, so that the STS starts while they are down (verification fails with
+// endpoint is fetched on first use (or after one refresh interval) and then
+// refreshed in the background, and the Workload API is watched in the background, so that the STS starts while they are down (verification fails with
 // attest.ErrUnavailable until a bundle is at hand). ctx supplies values, not
 // cancellation: call Close to stop the Verifier's background work.
 func New(ctx context.Context, cfg Config) (*Verifier, error) {
@@ -84,6 +84,9 @@ func (v *Verifier) Close() error {
 	v.closeOnce.Do(func() {
 		if v.wl != nil {
 			v.closeErr = v.wl.close()
+		}
+		if v.ep != nil {
+			v.ep.close()
 		}
 		v.cache.Close()
 	})
