@@ -18,6 +18,7 @@ import (
 
 	"github.com/safeconduct/safeconduct/attest"
 	"github.com/safeconduct/safeconduct/attest/spiffe"
+	"github.com/safeconduct/safeconduct/internal/testspire"
 )
 
 // fakeAgent is a Workload API server that streams JWT and X.509 bundles (as a SPIRE
@@ -269,4 +270,39 @@ func TestWorkloadAPIStaleness(t *testing.T) {
 		ag.jwt["spiffe://"+tdA] = jwks(t, tdA, map[string]crypto.PublicKey{"a2": k.a2.Public()})
 	})
 	waitFor(t, "the good update", func() bool { return verifyKid(t, v, clock, "a2", k.a2) == nil })
+}
+
+// The same against a real SPIRE agent that is stopped: its bundle is trusted for
+// WorkloadAPIMaxStale after the agent went away, then SVIDs are refused as
+// unavailable.
+func TestWorkloadAPIStalenessSPIRE(t *testing.T) {
+	s := testspire.Start(t, testspire.Options{})
+	id := s.RegisterWorkload(t, "/stale")
+	token := s.FetchJWTSVIDFor(t, id, aud)
+	clock := newClock()
+	const maxStale = 2 * time.Minute
+	v, err := spiffe.New(t.Context(), spiffe.Config{
+		Name: "spire", TrustDomain: s.TrustDomain().Name(), Audiences: []string{aud},
+		WorkloadAPISocket: s.SocketPath(), WorkloadAPIMaxStale: maxStale, Now: clock.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	verify := func() error {
+		_, err := v.Verify(t.Context(), token, attest.TypeJWT)
+		return err
+	}
+	waitWithin(t, 20*time.Second, "the agent's bundle", func() bool { return verify() == nil })
+
+	s.StopAgent()
+	waitWithin(t, 20*time.Second, "the broken stream", func() bool { return !v.Stats().BundleBehindSince.IsZero() })
+	clock.Advance(maxStale - time.Second)
+	if err := verify(); err != nil {
+		t.Fatalf("within max_stale of the agent's stop: %v", err)
+	}
+	clock.Advance(time.Second)
+	if err := verify(); !errors.Is(err, attest.ErrUnavailable) {
+		t.Fatalf("max_stale after the agent stopped: %v", err)
+	}
 }
