@@ -245,7 +245,7 @@ func startWorkloadSource(ctx context.Context, s *settings, c *bundleCache, what 
 
 // OnJWTBundlesUpdate implements workloadapi.JWTBundleWatcher.
 func (w *workloadSource) OnJWTBundlesUpdate(set *jwtbundle.Set) {
-	b, ok := set.Get(w.td)
+	b, ok := set.Get(w.td) // nil when not delivered
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if ok {
@@ -253,8 +253,6 @@ func (w *workloadSource) OnJWTBundlesUpdate(set *jwtbundle.Set) {
 			w.refused(&w.jwtLag, fmt.Errorf("JWT bundle: %w", err))
 			return
 		}
-	} else {
-		b = nil
 	}
 	w.jwt, w.jwtLag = b, lag{}
 	w.publish()
@@ -262,7 +260,7 @@ func (w *workloadSource) OnJWTBundlesUpdate(set *jwtbundle.Set) {
 
 // OnX509BundlesUpdate implements workloadapi.X509BundleWatcher.
 func (w *workloadSource) OnX509BundlesUpdate(set *x509bundle.Set) {
-	b, ok := set.Get(w.td)
+	b, ok := set.Get(w.td) // nil when not delivered
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if ok {
@@ -270,8 +268,6 @@ func (w *workloadSource) OnX509BundlesUpdate(set *x509bundle.Set) {
 			w.refused(&w.x509Lag, fmt.Errorf("X.509 bundle: %w", err))
 			return
 		}
-	} else {
-		b = nil
 	}
 	w.x509, w.x509Lag = b, lag{}
 	w.publish()
