@@ -267,17 +267,18 @@ func (u *UpstreamConfig) oidcConfig() oidc.Config {
 
 func spiffeConfig(cfg *Config, u UpstreamConfig, o Options) spiffe.Config {
 	sc := spiffe.Config{
-		Name:              u.Name,
-		TrustDomain:       u.TrustDomain,
-		Audiences:         u.Audiences,
-		BundleFile:        cfg.Path(u.BundleFile),
-		WorkloadAPISocket: u.WorkloadAPISocket,
-		PathTemplates:     u.PathTemplates,
-		Subjects:          u.Subjects,
-		MaxTokenAge:       u.MaxTokenAge.D(),
-		HTTPClient:        o.UpstreamClient,
-		Now:               o.Now,
-		Logger:            o.Logger,
+		Name:                u.Name,
+		TrustDomain:         u.TrustDomain,
+		Audiences:           u.Audiences,
+		BundleFile:          cfg.Path(u.BundleFile),
+		WorkloadAPISocket:   u.WorkloadAPISocket,
+		WorkloadAPIMaxStale: u.MaxStale.D(),
+		PathTemplates:       u.PathTemplates,
+		Subjects:            u.Subjects,
+		MaxTokenAge:         u.MaxTokenAge.D(),
+		HTTPClient:          o.UpstreamClient,
+		Now:                 o.Now,
+		Logger:              o.Logger,
 	}
 	if e := u.BundleEndpoint; e != nil {
 		sc.BundleEndpoint = &spiffe.EndpointConfig{

@@ -116,10 +116,13 @@ type UpstreamConfig struct {
 	// kind: spiffe. TrustDomain names the trust domain; exactly one bundle source:
 	// BundleFile, BundleEndpoint or WorkloadAPISocket. PathTemplates map SPIFFE ID
 	// path segments to attributes ("/ns/{namespace}/sa/{service_account}").
+	// MaxStale (workload_api_socket only; default 1h) is how long the agent's
+	// bundle stays usable once the agent is unreachable or its update refused.
 	TrustDomain       string                `yaml:"trust_domain"`
 	BundleFile        string                `yaml:"bundle_file"`
 	BundleEndpoint    *BundleEndpointConfig `yaml:"bundle_endpoint"`
 	WorkloadAPISocket string                `yaml:"workload_api_socket"`
+	MaxStale          Duration              `yaml:"max_stale"`
 	PathTemplates     []string              `yaml:"path_templates"`
 }
 
@@ -532,6 +535,12 @@ func (u *UpstreamConfig) validateSPIFFE(at func(string, ...any), issuers map[str
 	if u.WorkloadAPISocket != "" && !strings.HasPrefix(u.WorkloadAPISocket, "unix://") {
 		at("workload_api_socket must be a unix:// address", "workload_api_socket")
 	}
+	switch {
+	case u.MaxStale < 0:
+		at("must not be negative", "max_stale")
+	case u.MaxStale != 0 && u.WorkloadAPISocket == "":
+		at("applies to workload_api_socket only (a bundle endpoint's is bundle_endpoint.max_stale)", "max_stale")
+	}
 	for _, f := range []struct {
 		set  bool
 		name string
@@ -553,7 +562,7 @@ func (u *UpstreamConfig) validateOIDC(at func(string, ...any), issuers map[strin
 		set  bool
 		name string
 	}{{u.TrustDomain != "", "trust_domain"}, {u.BundleFile != "", "bundle_file"}, {u.BundleEndpoint != nil, "bundle_endpoint"},
-		{u.WorkloadAPISocket != "", "workload_api_socket"}, {len(u.PathTemplates) > 0, "path_templates"}} {
+		{u.WorkloadAPISocket != "", "workload_api_socket"}, {u.MaxStale != 0, "max_stale"}, {len(u.PathTemplates) > 0, "path_templates"}} {
 		if f.set {
 			at(f.name+" applies to spiffe upstreams only", f.name)
 		}

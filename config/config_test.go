@@ -107,7 +107,7 @@ revocation:
 		`sts.yaml:5: tokens.max_ttl: must not be below tokens.default_ttl`,
 		`sts.yaml:10: upstreams[0].audiences: must name at least one expected audience (an empty expectation would accept any)`,
 		`sts.yaml:12: upstreams[0].jwks_uri: jwks_uri and jwks_file are mutually exclusive`,
-		`sts.yaml:13: upstreams[0].colour: unknown key (the keys here are name, kind, issuer, audiences, jwks_uri, jwks_file, algorithms, clock_skew, max_token_age, subjects, required_claims, preset, attributes, binding_attributes, instance_attributes, one_time, trust_domain, bundle_file, bundle_endpoint, workload_api_socket, path_templates)`,
+		`sts.yaml:13: upstreams[0].colour: unknown key (the keys here are name, kind, issuer, audiences, jwks_uri, jwks_file, algorithms, clock_skew, max_token_age, subjects, required_claims, preset, attributes, binding_attributes, instance_attributes, one_time, trust_domain, bundle_file, bundle_endpoint, workload_api_socket, max_stale, path_templates)`,
 		`sts.yaml:14: upstreams[1].name: duplicate upstream name "cluster-a"`,
 		`sts.yaml:16: upstreams[1].issuer: "https://issuer.example" is claimed by two upstreams; a token must route to exactly one`,
 		`sts.yaml:17: upstreams[1].audiences[0]: empty audience`,
@@ -237,7 +237,7 @@ func TestParseConfigProblems(t *testing.T) {
 				"  - name: spire\n    kind: spiffe\n    trust_domain: prod.example\n    audiences: [sts]\n" +
 				"    bundle_endpoint: {url: https://b.example, profile: https_web, refresh_interval: soon, max_stale: -1m}\n",
 			want: []string{
-				`sts.yaml:12: upstreams[0].colour: unknown key (the keys here are name, kind, issuer, audiences, jwks_uri, jwks_file, algorithms, clock_skew, max_token_age, subjects, required_claims, preset, attributes, binding_attributes, instance_attributes, one_time, trust_domain, bundle_file, bundle_endpoint, workload_api_socket, path_templates)`,
+				`sts.yaml:12: upstreams[0].colour: unknown key (the keys here are name, kind, issuer, audiences, jwks_uri, jwks_file, algorithms, clock_skew, max_token_age, subjects, required_claims, preset, attributes, binding_attributes, instance_attributes, one_time, trust_domain, bundle_file, bundle_endpoint, workload_api_socket, max_stale, path_templates)`,
 				`sts.yaml:13: upstreams[0].clock_skew: must be a duration such as 5m or 90s`,
 				`sts.yaml:14: upstreams[0].required_claims["x.io/team"]: must be a string`,
 				`sts.yaml:19: upstreams[1].bundle_endpoint.refresh_interval: "soon" is not a duration (write e.g. 10m or 1h30m)`,

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/safeconduct/safeconduct/attest/spiffe"
 )
 
 func TestClientConfigValidation(t *testing.T) {
@@ -96,22 +98,48 @@ func TestOIDCRulesFromAttest(t *testing.T) {
 
 // TestSPIFFEMaxTokenAge: max_token_age applies to JWT-SVIDs and reaches the verifier.
 func TestSPIFFEMaxTokenAge(t *testing.T) {
-	spiffe := strings.Replace(goodConfig, "policy_files:", `  - name: prod
-    kind: spiffe
-    trust_domain: prod.example
-    audiences: [sts]
-    bundle_file: prod-bundle.json
-    max_token_age: 10m
-policy_files:`, 1)
-	cfg, err := Parse("/etc/sts/sts.yaml", []byte(spiffe))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sc := spiffeConfig(cfg, cfg.Upstreams[1], Options{}); sc.MaxTokenAge != 10*time.Minute {
+	yaml, sc := withSPIFFEUpstream(t, "bundle_file: prod-bundle.json\n    max_token_age: 10m")
+	if sc.MaxTokenAge != 10*time.Minute {
 		t.Fatalf("spiffe MaxTokenAge %v", sc.MaxTokenAge)
 	}
-	_, err = Parse("sts.yaml", []byte(strings.Replace(spiffe, "max_token_age: 10m", "max_token_age: -1s", 1)))
+	_, err := Parse("sts.yaml", []byte(strings.Replace(yaml, "max_token_age: 10m", "max_token_age: -1s", 1)))
 	if err == nil || !strings.Contains(err.Error(), "upstreams[1].max_token_age: must not be negative") {
 		t.Fatalf("negative max_token_age: %v", err)
 	}
+}
+
+// TestSPIFFEWorkloadAPIMaxStale: max_stale bounds a Workload API bundle's staleness
+// and applies to workload_api_socket only.
+func TestSPIFFEWorkloadAPIMaxStale(t *testing.T) {
+	yaml, sc := withSPIFFEUpstream(t, "workload_api_socket: unix:///run/spire/agent.sock\n    max_stale: 15m")
+	if sc.WorkloadAPIMaxStale != 15*time.Minute {
+		t.Fatalf("spiffe WorkloadAPIMaxStale %v", sc.WorkloadAPIMaxStale)
+	}
+	for _, c := range []struct{ from, to, want string }{
+		{"max_stale: 15m", "max_stale: -1s", "upstreams[1].max_stale: must not be negative"},
+		{"workload_api_socket: unix:///run/spire/agent.sock", "bundle_file: prod-bundle.json", "upstreams[1].max_stale: applies to workload_api_socket only"},
+	} {
+		_, err := Parse("sts.yaml", []byte(strings.Replace(yaml, c.from, c.to, 1)))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("%s: %v", c.to, err)
+		}
+	}
+}
+
+// withSPIFFEUpstream returns goodConfig with a spiffe upstream "prod" of trust
+// domain prod.example whose other keys are lines (indented as keys of the
+// upstream after the first), and that upstream's spiffe.Config.
+func withSPIFFEUpstream(t *testing.T, lines string) (string, spiffe.Config) {
+	t.Helper()
+	yaml := strings.Replace(goodConfig, "policy_files:", `  - name: prod
+    kind: spiffe
+    trust_domain: prod.example
+    audiences: [sts]
+    `+lines+`
+policy_files:`, 1)
+	cfg, err := Parse("/etc/sts/sts.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return yaml, spiffeConfig(cfg, cfg.Upstreams[1], Options{})
 }

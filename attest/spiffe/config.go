@@ -60,13 +60,20 @@ type Config struct {
 	// while in use; a changed file that fails vetting leaves the last good bundle
 	// in place.
 	BundleFile string
-	// BundleEndpoint is a SPIFFE bundle endpoint (federation), fetched lazily and
-	// refreshed while in use.
+	// BundleEndpoint is a SPIFFE bundle endpoint (federation), fetched on first
+	// use (or after one refresh interval) and refreshed in the background.
 	BundleEndpoint *EndpointConfig
 	// WorkloadAPISocket is the address of the local SPIFFE Workload API (SPIRE
 	// agent), e.g. "unix:///run/spire/agent.sock", which pushes this trust
 	// domain's bundle, whether it is the agent's own or a federated one.
 	WorkloadAPISocket string
+	// WorkloadAPIMaxStale bounds how long the Workload API's bundle stays usable
+	// once it may be behind the agent's: from the moment a stream to the agent
+	// broke or an update was refused (while connected and up to date the bundle
+	// is current, however old). After it, verification fails closed with
+	// attest.ErrUnavailable until the agent is back. Default 1h
+	// (DefaultMaxStale). With WorkloadAPISocket only.
+	WorkloadAPIMaxStale time.Duration
 
 	// PathTemplates map the path of an attested SPIFFE ID to attributes, e.g.
 	// "/ns/{namespace}/sa/{service_account}". A template is a '/'-separated list of
@@ -121,8 +128,8 @@ type EndpointConfig struct {
 	// fetched bundle then authenticates the next fetch. Required for https_spiffe,
 	// refused for https_web.
 	BootstrapBundle string
-	// RefreshInterval is the age after which the bundle is fetched again, in the
-	// background, while in use. Zero: the bundle's spiffe_refresh_hint, bounded to
+	// RefreshInterval is how often the bundle is fetched again, in the background,
+	// whether or not it is in use (from the end of the previous fetch). Zero: the bundle's spiffe_refresh_hint, bounded to
 	// [MinRefreshInterval, DefaultRefreshInterval], or DefaultRefreshInterval
 	// without a hint.
 	RefreshInterval time.Duration
@@ -187,6 +194,14 @@ func (cfg Config) validate() (*settings, error) {
 		if err := workloadapi.ValidateAddress(cfg.WorkloadAPISocket); err != nil {
 			bad("workload_api_socket: %v", err)
 		}
+	}
+	switch {
+	case s.WorkloadAPIMaxStale < 0:
+		bad("max_stale must not be negative")
+	case s.WorkloadAPIMaxStale > 0 && cfg.WorkloadAPISocket == "":
+		bad("max_stale applies to workload_api_socket only (a bundle endpoint's is bundle_endpoint.max_stale)")
+	case s.WorkloadAPIMaxStale == 0 && cfg.WorkloadAPISocket != "":
+		s.WorkloadAPIMaxStale = DefaultMaxStale
 	}
 	if e := cfg.BundleEndpoint; e != nil {
 		s.endpoint = *e

@@ -34,6 +34,11 @@ func TestConfigValidation(t *testing.T) {
 		"no source":              {func(c *spiffe.Config) { c.BundleFile = "" }, []string{"exactly one bundle source", "got 0"}},
 		"two sources":            {func(c *spiffe.Config) { c.WorkloadAPISocket = "unix:///run/agent.sock" }, []string{"got 2"}},
 		"bad socket":             {func(c *spiffe.Config) { c.BundleFile, c.WorkloadAPISocket = "", "/run/agent.sock" }, []string{"workload_api_socket"}},
+		"max stale of a file":    {func(c *spiffe.Config) { c.WorkloadAPIMaxStale = time.Hour }, []string{"max_stale applies to workload_api_socket only"}},
+		"negative max stale": {func(c *spiffe.Config) {
+			c.BundleFile, c.WorkloadAPISocket, c.WorkloadAPIMaxStale = "", "unix:///run/agent.sock", -1
+		},
+			[]string{"max_stale must not be negative"}},
 		"missing bundle file":    {func(c *spiffe.Config) { c.BundleFile = bundle + ".missing" }, []string{"bundle_file"}},
 		"bundle file of no keys": {func(c *spiffe.Config) { c.BundleFile = writeFile(t, "empty.json", []byte(`{"keys":[]}`)) }, []string{"no authorities"}},
 		"bundle file of another trust domain": {func(c *spiffe.Config) { c.BundleFile = writeFile(t, "b.json", goodBundle(t, tdB)) },

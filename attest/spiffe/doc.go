@@ -21,19 +21,25 @@
 //   - BundleEndpoint: a SPIFFE bundle endpoint (federation), profile https_web
 //     (web PKI) or https_spiffe (the endpoint's X.509-SVID must carry
 //     EndpointSPIFFEID, verified with go-spiffe's tlsconfig against the
-//     BootstrapBundle and then the latest bundle fetched). It is fetched lazily, on
-//     first use, so the STS starts while the endpoint is down; refreshed in the
-//     background once older than RefreshInterval (by default the bundle's
-//     spiffe_refresh_hint within [30s, 5m]); an unknown JWT kid triggers at most one
-//     refresh per 30s, shared by concurrent requests; while refreshes fail the last
-//     good bundle stays in use up to MaxStale after its fetch, then verification
-//     fails closed with attest.ErrUnavailable. Fetches are bounded (FetchTimeout,
-//     MaxResponseBytes), accept only 200 and never follow redirects;
+//     BootstrapBundle and then the latest bundle fetched). It is fetched on first
+//     use or after one refresh interval, whichever comes first, so the STS starts
+//     while the endpoint is down; then refreshed in the background every
+//     RefreshInterval (by default the bundle's spiffe_refresh_hint within [30s,
+//     5m]) whether or not tokens arrive, so that the interval bounds how long an
+//     authority removed from the bundle is honoured; an unknown JWT kid triggers
+//     at most one refresh per 30s, shared by concurrent requests; while refreshes
+//     fail the last good bundle stays in use up to MaxStale after its fetch, then
+//     verification fails closed with attest.ErrUnavailable. Fetches are bounded
+//     (FetchTimeout, MaxResponseBytes), accept only 200 and never follow
+//     redirects;
 //   - WorkloadAPISocket: the local SPIRE agent's Workload API, which pushes the
 //     trust domain's bundle (its own or a federated one) as it changes. New does
 //     not wait for the agent; verification is unavailable until the first bundle
 //     arrives. When the agent stops delivering the trust domain (federation
-//     removed), the bundle is withdrawn.
+//     removed), the bundle is withdrawn. The bundle is current while the agent's
+//     streams are connected and their updates accepted; once a stream breaks or
+//     an update is refused it stays usable for WorkloadAPIMaxStale (1h), then
+//     verification fails closed with attest.ErrUnavailable.
 //
 // Every bundle is vetted before it replaces the last good one, which is kept when
 // the new one is refused: duplicate JSON members or jwt-svid key IDs; JWT

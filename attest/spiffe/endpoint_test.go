@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -441,4 +442,61 @@ func TestEndpointSPIFFEProfile(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// An idle verifier refreshes its bundle endpoint in the background, so that the
+// refresh interval bounds how long an authority removed from the bundle is
+// honoured: the first token after an idle spell is checked against the new
+// bundle. Close stops the refreshing.
+func TestEndpointBackgroundRefresh(t *testing.T) {
+	k := testKeys()
+	clock := newClock() // token times only: the verifier runs on the real clock
+	bs := newBundleServer(t, bundleWith(t, map[string]crypto.PublicKey{"a1": k.a1.Public(), "a2": k.a2.Public()}), nil)
+	const interval = 500 * time.Millisecond
+	v, err := spiffe.New(t.Context(), spiffe.Config{
+		Name: "fed-a", TrustDomain: tdA, Audiences: []string{aud}, HTTPClient: bs.srv.Client(),
+		BundleEndpoint: &spiffe.EndpointConfig{URL: bs.srv.URL + "/bundle", Profile: spiffe.ProfileWeb,
+			RefreshInterval: interval, FetchTimeout: 5 * time.Second},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if err := verifyKid(t, v, clock, "a1", k.a1); err != nil {
+		t.Fatal(err)
+	}
+
+	// a1 is revoked; no request arrives for a while.
+	bs.set(func(bs *bundleServer) { bs.body = bundleWith(t, map[string]crypto.PublicKey{"a2": k.a2.Public()}) })
+	before := v.Stats().Updates
+	deadline := time.Now().Add(10 * time.Second)
+	for v.Stats().Updates == before && time.Now().Before(deadline) {
+		time.Sleep(interval / 5)
+	}
+	if err := verifyKid(t, v, clock, "a1", k.a1); !errors.Is(err, attest.ErrInvalid) {
+		t.Fatalf("first request after an idle spell: revoked key: %v", err)
+	}
+	if err := verifyKid(t, v, clock, "a2", k.a2); err != nil {
+		t.Fatal(err)
+	}
+
+	// Close ends the refresh loop: no goroutine of it is left behind.
+	loops := strings.Count(goroutines(), "refreshLoop")
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(goroutines(), "refreshLoop"); loops == 0 || n != loops-1 {
+		t.Fatalf("refresh loops: %d before Close, %d after", loops, n)
+	}
+	hits := bs.hits.Load()
+	time.Sleep(3 * interval)
+	if n := bs.hits.Load(); n != hits {
+		t.Fatalf("%d requests after Close", n-hits)
+	}
+}
+
+// goroutines returns the stacks of every goroutine.
+func goroutines() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
 }

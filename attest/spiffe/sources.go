@@ -52,6 +52,9 @@ type endpoint struct {
 	td       spiffeid.TrustDomain
 	client   *http.Client
 	requests atomic.Uint64
+
+	stop context.CancelFunc // ends refreshLoop
+	done chan struct{}      // closed when refreshLoop has returned
 }
 
 func endpointSource(ctx context.Context, s *settings) (*bundleCache, *endpoint, error) {
@@ -96,9 +99,44 @@ func endpointSource(ctx context.Context, s *settings) (*bundleCache, *endpoint, 
 	}
 	c := keycache.New(cfg)
 	if auth != nil && s.endpointID.MemberOf(s.td) {
-		auth.latest = c // set before the first fetch, which is lazy
+		auth.latest = c // set before the first fetch
 	}
+	loopCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	ep.stop, ep.done = stop, make(chan struct{})
+	go ep.refreshLoop(loopCtx, c, func() time.Duration {
+		if cur := c.Load(); cur != nil {
+			return cfg.RefreshAfter(cur.V)
+		}
+		return cfg.RefreshAfter(&snapshot{})
+	})
 	return c, ep, nil
+}
+
+// refreshLoop fetches the bundle every refresh interval (measured from the end of
+// the previous fetch) whether or not it is in use, so that after an idle spell the
+// first token is checked against a bundle at most one interval old: the interval
+// bounds how long an authority removed from the endpoint's bundle is honoured.
+// Fetches stay the cache's (bounded, single flight, at most one per minimum
+// interval). It returns once close is called.
+func (e *endpoint) refreshLoop(ctx context.Context, c *bundleCache, interval func() time.Duration) {
+	defer close(e.done)
+	t := time.NewTimer(interval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_, _ = c.Refresh(ctx, nil) // failures are the cache's to log and keep
+		t.Reset(interval())
+	}
+}
+
+// close stops refreshLoop and waits for it.
+func (e *endpoint) close() {
+	e.stop()
+	<-e.done
 }
 
 func (e *endpoint) fetch(ctx context.Context) (*snapshot, error) {
@@ -145,18 +183,43 @@ func (a *endpointAuth) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x5
 // arrival (a refused update keeps the last good half). When the agent stops
 // delivering the trust domain (federation removed), its bundle is dropped too:
 // the agent, not this cache, is the authority on what the workload trusts.
+//
+// Freshness: the agent pushes every change and keeps its streams open, so while
+// both streams are connected and their last updates were accepted the bundle is
+// current, however old. From the moment a stream breaks (or an update of it fails
+// or is refused) its half may miss a change, such as an authority removed in
+// SPIRE: the bundle stays usable for MaxStale after the earliest such moment, then
+// verification fails closed until the agent is back.
 type workloadSource struct {
 	td     spiffeid.TrustDomain
 	cache  *bundleCache
 	what   string
 	log    *slog.Logger
+	now    func() time.Time
 	client *workloadapi.Client
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu   sync.Mutex
-	jwt  *jwtbundle.Bundle  // last good half; nil when not delivered
-	x509 *x509bundle.Bundle // last good half; nil when not delivered
+	mu              sync.Mutex
+	jwt             *jwtbundle.Bundle  // last good half; nil when not delivered
+	x509            *x509bundle.Bundle // last good half; nil when not delivered
+	jwtLag, x509Lag lag                // since when each half may be behind the agent's
+}
+
+// lag is since when, and why, a half of the bundle may be behind the agent's; the
+// zero lag is current.
+type lag struct {
+	since  time.Time
+	reason error
+}
+
+// behind notes that the half may be behind from now on (the earliest moment
+// counts; the latest reason is kept).
+func (l *lag) behind(now time.Time, reason error) {
+	if l.since.IsZero() {
+		l.since = now
+	}
+	l.reason = reason
 }
 
 func startWorkloadSource(ctx context.Context, s *settings, c *bundleCache, what string) (*workloadSource, error) {
@@ -165,7 +228,7 @@ func startWorkloadSource(ctx context.Context, s *settings, c *bundleCache, what 
 	if err != nil {
 		return nil, fmt.Errorf("spiffe upstream %q: workload_api_socket: %w", s.Name, err)
 	}
-	w := &workloadSource{td: s.td, cache: c, what: what, log: log, client: client}
+	w := &workloadSource{td: s.td, cache: c, what: what, log: log, now: s.Now, client: client}
 	watchCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	w.cancel = cancel
 	w.wg.Add(2)
@@ -182,47 +245,69 @@ func startWorkloadSource(ctx context.Context, s *settings, c *bundleCache, what 
 
 // OnJWTBundlesUpdate implements workloadapi.JWTBundleWatcher.
 func (w *workloadSource) OnJWTBundlesUpdate(set *jwtbundle.Set) {
-	b, ok := set.Get(w.td)
+	b, ok := set.Get(w.td) // nil when not delivered
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if ok {
 		if _, err := vet(w.td, b, nil); err != nil {
-			w.cache.Set(nil, fmt.Errorf("JWT bundle: %w", err))
+			w.refused(&w.jwtLag, fmt.Errorf("JWT bundle: %w", err))
 			return
 		}
-		w.jwt = b
-	} else {
-		w.jwt = nil
 	}
+	w.jwt, w.jwtLag = b, lag{}
 	w.publish()
 }
 
 // OnX509BundlesUpdate implements workloadapi.X509BundleWatcher.
 func (w *workloadSource) OnX509BundlesUpdate(set *x509bundle.Set) {
-	b, ok := set.Get(w.td)
+	b, ok := set.Get(w.td) // nil when not delivered
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if ok {
 		if _, err := vet(w.td, nil, b); err != nil {
-			w.cache.Set(nil, fmt.Errorf("X.509 bundle: %w", err))
+			w.refused(&w.x509Lag, fmt.Errorf("X.509 bundle: %w", err))
 			return
 		}
-		w.x509 = b
-	} else {
-		w.x509 = nil
 	}
+	w.x509, w.x509Lag = b, lag{}
 	w.publish()
 }
 
-// OnJWTBundlesWatchError implements workloadapi.JWTBundleWatcher; the client
-// logs and retries.
-func (w *workloadSource) OnJWTBundlesWatchError(err error) { w.cache.NoteError(err) }
+// OnJWTBundlesWatchError implements workloadapi.JWTBundleWatcher: the stream
+// broke (the client logs and reconnects) or an update could not be parsed.
+func (w *workloadSource) OnJWTBundlesWatchError(err error) { w.watchError(&w.jwtLag, err) }
 
 // OnX509BundlesWatchError implements workloadapi.X509BundleWatcher.
-func (w *workloadSource) OnX509BundlesWatchError(err error) { w.cache.NoteError(err) }
+func (w *workloadSource) OnX509BundlesWatchError(err error) { w.watchError(&w.x509Lag, err) }
+
+func (w *workloadSource) watchError(l *lag, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	l.behind(w.now(), fmt.Errorf("workload API: %w", err))
+	w.noteLag()
+}
+
+// refused records a refused update of the half whose lag is l. Called with w.mu
+// held.
+func (w *workloadSource) refused(l *lag, err error) {
+	w.cache.Set(nil, err)
+	l.behind(w.now(), err)
+	w.noteLag()
+}
+
+// noteLag tells the cache since when the bundle may be behind the agent's: the
+// earlier of the halves' lags. Called with w.mu held.
+func (w *workloadSource) noteLag() {
+	l := w.jwtLag
+	if l.since.IsZero() || (!w.x509Lag.since.IsZero() && w.x509Lag.since.Before(l.since)) {
+		l = w.x509Lag
+	}
+	w.cache.Lagging(l.since, l.reason)
+}
 
 // publish installs the combination of the two halves. Called with w.mu held.
 func (w *workloadSource) publish() {
+	w.noteLag()
 	if w.jwt == nil && w.x509 == nil {
 		reason := fmt.Errorf("the Workload API delivers no bundle for trust domain %q", w.td)
 		if w.cache.Drop(reason) {

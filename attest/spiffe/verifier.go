@@ -48,8 +48,8 @@ var (
 
 // New validates cfg, reporting every problem at once, and returns its Verifier. A
 // BundleFile (and an https_spiffe BootstrapBundle) is read and vetted now; a bundle
-// endpoint is fetched lazily, on first use, and the Workload API is watched in the
-// background, so that the STS starts while they are down (verification fails with
+// endpoint is fetched on first use (or after one refresh interval) and then
+// refreshed in the background, and the Workload API is watched in the background, so that the STS starts while they are down (verification fails with
 // attest.ErrUnavailable until a bundle is at hand). ctx supplies values, not
 // cancellation: call Close to stop the Verifier's background work.
 func New(ctx context.Context, cfg Config) (*Verifier, error) {
@@ -65,7 +65,9 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		v.cache, v.ep, err = endpointSource(ctx, s)
 	default:
 		what := "workload API " + s.WorkloadAPISocket
-		v.cache = keycache.New(cacheConfig(ctx, s, what, nil))
+		cfg := cacheConfig(ctx, s, what, nil)
+		cfg.MaxStale = s.WorkloadAPIMaxStale
+		v.cache = keycache.New(cfg)
 		if v.wl, err = startWorkloadSource(ctx, s, v.cache, what); err != nil {
 			v.cache.Close()
 		}
@@ -82,6 +84,9 @@ func (v *Verifier) Close() error {
 	v.closeOnce.Do(func() {
 		if v.wl != nil {
 			v.closeErr = v.wl.close()
+		}
+		if v.ep != nil {
+			v.ep.close()
 		}
 		v.cache.Close()
 	})
@@ -109,11 +114,16 @@ type Stats struct {
 	// BundleUpdated is when the bundle held was obtained (zero without one).
 	JWTAuthorities, X509Authorities int
 	BundleUpdated                   time.Time
+	// BundleBehindSince is, for the Workload API, since when the bundle may be
+	// behind the agent's (a stream broke or an update was refused): it is
+	// unusable WorkloadAPIMaxStale after it. Zero while current, and for other
+	// sources.
+	BundleBehindSince time.Time
 }
 
 // Stats returns the Verifier's counters.
 func (v *Verifier) Stats() Stats {
-	st := Stats{Updates: v.cache.Updates(), Failures: v.cache.Failures()}
+	st := Stats{Updates: v.cache.Updates(), Failures: v.cache.Failures(), BundleBehindSince: v.cache.LaggingSince()}
 	if v.ep != nil {
 		st.Requests = v.ep.requests.Load()
 	}

@@ -17,7 +17,9 @@
 //     one in place.
 //
 // A pushed source (the SPIFFE Workload API) has no Fetch: its updates arrive
-// through Set and Drop. Time comes from Config.Now, so staleness and refetch rules
+// through Set and Drop. Its value does not age while the source is connected;
+// once the source reports it may be behind (Lagging: disconnected, or an update
+// refused), it is unusable after Config.MaxStale. Time comes from Config.Now, so staleness and refetch rules
 // are tested with a fake clock. The package depends on the standard library only:
 // package verify imports it without pulling in any server package. Bounding the
 // size of a fetched document is the Fetch function's business (its HTTP client).

@@ -71,7 +71,15 @@ type Cache[T any] struct {
 	lastErr     error         // outcome of the last fetch or push
 	closed      bool
 
+	lag atomic.Pointer[lag] // pushed source: see Lagging; nil while current
+
 	updates, failures atomic.Uint64
+}
+
+// lag is since when, and why, a pushed value may be behind its source.
+type lag struct {
+	since  time.Time
+	reason error
 }
 
 // New returns an empty cache.
@@ -124,6 +132,9 @@ func (c *Cache[T]) Current(ctx context.Context) (*Value[T], error) {
 	if c.cfg.Fetch == nil {
 		if v == nil {
 			return nil, c.unavailable(nil)
+		}
+		if l := c.lag.Load(); l != nil && c.cfg.MaxStale > 0 && c.cfg.Now().Sub(l.since) >= c.cfg.MaxStale {
+			return nil, fmt.Errorf("%w: %s%s not confirmed by its source for %v: %w", c.cfg.Unavailable, c.what(), c.cfg.Noun, c.cfg.MaxStale, l.reason)
 		}
 		return v, nil
 	}
@@ -287,13 +298,38 @@ func (c *Cache[T]) Drop(reason error) bool {
 	return c.cur.Swap(nil) != nil
 }
 
-// NoteError records a pushed source's connection error, reported by Current while
-// no value has arrived.
-func (c *Cache[T]) NoteError(err error) {
+// LaggingSince returns since when a pushed value may be behind its source (see
+// Lagging); zero while it is current.
+func (c *Cache[T]) LaggingSince() time.Time {
+	if l := c.lag.Load(); l != nil {
+		return l.since
+	}
+	return time.Time{}
+}
+
+// Lagging records since when a pushed source's value may be behind the source's
+// (its connection broke, or an update failed or was refused, at since) and why;
+// the reason is also reported by Current while no value has arrived. The zero
+// time means the value is current again (connected, last update accepted). A
+// pushed value does not age while current: its source pushes every change. Once
+// it has lagged for MaxStale (when set), Current fails.
+func (c *Cache[T]) Lagging(since time.Time, reason error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.closed && c.cur.Load() == nil {
-		c.lastErr = shorten(err)
+	if c.closed {
+		return
+	}
+	if since.IsZero() {
+		c.lag.Store(nil)
+		return
+	}
+	if reason == nil {
+		reason = errors.New("unknown reason")
+	}
+	reason = shorten(reason)
+	c.lag.Store(&lag{since: since, reason: reason})
+	if c.cur.Load() == nil {
+		c.lastErr = reason
 	}
 }
 

@@ -328,14 +328,14 @@ func TestPushedSource(t *testing.T) {
 	if !errors.Is(err, errDown) || !strings.Contains(err.Error(), "no bundle received yet") {
 		t.Fatalf("before any push: %v", err)
 	}
-	c.NoteError(errDownstream)
+	c.Lagging(clk.Now(), errDownstream)
 	if _, err := c.Current(t.Context()); !errors.Is(err, errDownstream) {
 		t.Fatalf("after a connection error: %v", err)
 	}
 	c.Set(5, nil)
+	c.Lagging(time.Time{}, nil)
 	mustCurrent(t, c, 5)
-	c.NoteError(errors.New("ignored once a value is held"))
-	// A pushed value does not age: its source pushes updates.
+	// A pushed value does not age while current: its source pushes updates.
 	clk.Advance(10 * maxStale)
 	mustCurrent(t, c, 5)
 	if v, err := c.Refresh(t.Context(), c.Load()); err != nil || v.V != 5 {
@@ -352,6 +352,38 @@ func TestPushedSource(t *testing.T) {
 	if _, err := c.Current(t.Context()); err == nil || !strings.Contains(err.Error(), "withdrawn") {
 		t.Fatalf("after Drop: %v", err)
 	}
+}
+
+// A pushed value that may be behind its source (connection lost, update refused)
+// is usable up to MaxStale after it started lagging, then fails closed; it is
+// current again once the source says so.
+func TestPushedSourceLagging(t *testing.T) {
+	c, _, clk := newCache(t, func(cfg *Config[int]) { cfg.Fetch = nil; cfg.Noun = "bundle" })
+	c.Set(5, nil)
+	clk.Advance(10 * maxStale)
+	mustCurrent(t, c, 5)
+	c.Lagging(clk.Now(), errDownstream)
+	if !c.LaggingSince().Equal(clk.Now()) {
+		t.Fatalf("LaggingSince = %v", c.LaggingSince())
+	}
+	clk.Advance(maxStale - time.Second)
+	mustCurrent(t, c, 5)
+	clk.Advance(time.Second)
+	_, err := c.Current(t.Context())
+	if !errors.Is(err, errDown) || !errors.Is(err, errDownstream) || !strings.Contains(err.Error(), "not confirmed") {
+		t.Fatalf("after lagging for MaxStale: %v", err)
+	}
+	c.Lagging(time.Time{}, nil) // reconnected: the value held is current again
+	mustCurrent(t, c, 5)
+	if !c.LaggingSince().IsZero() {
+		t.Fatalf("LaggingSince = %v once current", c.LaggingSince())
+	}
+	// Without MaxStale a lagging value stays usable.
+	c2, _, clk2 := newCache(t, func(cfg *Config[int]) { cfg.Fetch = nil; cfg.MaxStale = 0 })
+	c2.Set(6, nil)
+	c2.Lagging(clk2.Now(), errDownstream)
+	clk2.Advance(10 * maxStale)
+	mustCurrent(t, c2, 6)
 }
 
 func TestStoreAndClose(t *testing.T) {

@@ -285,6 +285,10 @@ func (s *SPIRE) agentConfig(opts Options, bundlePath, joinToken string) string {
 	return b.String()
 }
 
+// StopAgent stops the agent (SIGTERM, then SIGKILL after 5s) and waits for it to
+// exit, as in an agent outage; the server keeps running. It is idempotent.
+func (s *SPIRE) StopAgent() { s.agent.stop() }
+
 // SocketPath returns the agent's Workload API address, "unix:///tmp/spire-.../agent.sock",
 // as workloadapi.WithAddr and SPIFFE_ENDPOINT_SOCKET take it.
 func (s *SPIRE) SocketPath() string { return "unix://" + s.agentSock }
