@@ -196,6 +196,9 @@ func readKey(path string, preferred jose.SignatureAlgorithm) (*signingKey, error
 	if st.Size() > maxKeyFile {
 		return nil, fmt.Errorf("signing key %s: file too large", path)
 	}
+	if err := keyFileAccess(path, st); err != nil {
+		return nil, fmt.Errorf("signing key %s: %w", path, err)
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("signing key %s: %w", path, err)
