@@ -3,6 +3,7 @@ package issuer
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/go-jose/go-jose/v4"
 )
 
 // The kid registry: key_dir/kids lists every key ID the STS (or `stsctl keys
@@ -162,3 +165,66 @@ func (r *keyRing) kidProblem(kid string) string {
 		"stsctl keys list --key-dir DIR shows the full key IDs", kid)
 }
 
+// KeyInfo is one key ID of a key directory: a key file, or a kid its registry
+// lists whose file is gone.
+type KeyInfo struct {
+	KeyID string
+	// State is active (signs now), staged (published, signs from ActivateAt),
+	// published (retired, in the JWKS until Until), retired (out of the JWKS: the
+	// file may be deleted) or removed (no file; still revocable by kid).
+	State     string
+	Algorithm string // "" for a removed key
+	// File is the key file (for a removed key, the name it had).
+	File string
+	// ActivateAt is when the key signs (zero: a file not named key-<time>-...;
+	// for a removed key, when it was registered).
+	ActivateAt time.Time
+	Until      time.Time // for published keys
+}
+
+// ListKeys describes the keys in dir at now, as an STS signing with alg and
+// max_ttl maxTTL sees them, and the removed keys its registry lists (first). The
+// keys that could be read are listed even when others could not (the error).
+func ListKeys(dir string, alg jose.SignatureAlgorithm, maxTTL time.Duration, now time.Time) ([]KeyInfo, error) {
+	keys, keysErr := readKeys(dir, alg)
+	registered, regErr := readKidsFile(dir)
+	slices.SortStableFunc(keys, compareKeys)
+	sc := schedule(keys, alg, now, maxTTL+keyRetireSkew)
+	var out []KeyInfo
+	files := map[string]bool{}
+	for _, k := range keys {
+		files[k.kid] = true
+	}
+	for kid, line := range registered {
+		if files[kid] {
+			continue
+		}
+		ki := KeyInfo{KeyID: kid, State: "removed"}
+		if f := strings.Fields(line); len(f) >= 3 {
+			ki.ActivateAt, _ = time.Parse(time.RFC3339, f[1])
+			ki.File = f[2]
+		}
+		out = append(out, ki)
+	}
+	slices.SortFunc(out, func(a, b KeyInfo) int {
+		return cmp.Or(a.ActivateAt.Compare(b.ActivateAt), strings.Compare(a.KeyID, b.KeyID))
+	})
+	for _, k := range keys {
+		ki := KeyInfo{KeyID: k.kid, Algorithm: string(k.alg), File: k.file, ActivateAt: k.activation}
+		drop, superseded := sc.dropAt[k.kid]
+		switch {
+		case k == sc.active:
+			ki.State = "active"
+		case k.alg == alg && k.activation.After(now):
+			ki.State = "staged"
+		case superseded && now.Before(drop):
+			ki.State, ki.Until = "published", drop
+		case superseded:
+			ki.State = "retired"
+		default: // another algorithm's key, published as long as its file exists
+			ki.State = "published"
+		}
+		out = append(out, ki)
+	}
+	return out, errors.Join(keysErr, regErr)
+}
