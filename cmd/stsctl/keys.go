@@ -185,7 +185,7 @@ func cmdKeysRotate(ctx context.Context, args []string, stdin io.Reader, stdout, 
 func cmdKeysRevoke(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("stsctl keys revoke", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	kid := fs.String("kid", "", "the key ID whose tokens to revoke (required; the STS refuses the key it signs with)")
+	kid := fs.String("kid", "", "the full key ID whose tokens to revoke (required; stsctl keys list shows them; the STS refuses the key it signs with and kids it never had)")
 	var kf keyAdminFlags
 	kf.register(fs)
 	if err := fs.Parse(args); err != nil {
