@@ -162,8 +162,9 @@ type volume struct {
 	Name      string     `yaml:"name"`
 	ConfigMap *objectRef `yaml:"configMap"`
 	Secret    *struct {
-		SecretName string      `yaml:"secretName"`
-		Items      []keyToPath `yaml:"items"`
+		SecretName  string      `yaml:"secretName"`
+		Items       []keyToPath `yaml:"items"`
+		DefaultMode *int        `yaml:"defaultMode"`
 	} `yaml:"secret"`
 	Projected *struct {
 		Sources []struct {
@@ -257,6 +258,8 @@ type podSpec struct {
 	SecurityContext               struct {
 		RunAsNonRoot   *bool  `yaml:"runAsNonRoot"`
 		RunAsUser      *int64 `yaml:"runAsUser"`
+		RunAsGroup     *int64 `yaml:"runAsGroup"`
+		FSGroup        *int64 `yaml:"fsGroup"`
 		SeccompProfile struct {
 			Type string `yaml:"type"`
 		} `yaml:"seccompProfile"`
@@ -818,6 +821,14 @@ func TestBaseProbesAndShutdown(t *testing.T) {
 	}
 }
 
+// fmtMode renders a file mode from a manifest.
+func fmtMode(m *int) string {
+	if m == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%04o", *m)
+}
+
 // podFS models the files a container sees through its volume mounts: exact files
 // (from items or known generated keys) and whole directories (an object mounted
 // without items, whose keys the operator chooses).
@@ -1128,6 +1139,22 @@ func TestBaseConfig(t *testing.T) {
 	keyDir := inPod(cfg.Signing.KeyDir)
 	if s, ok := pfs.dirs[keyDir]; !ok || s.kind != "Secret" || !pfs.readOnly[keyDir] {
 		t.Errorf("signing.key_dir %s: want a read-only Secret volume mounted there", keyDir)
+	}
+
+	// The STS refuses signing keys others can read, or its group unless the file is
+	// root's and the group the STS's: the kubelet makes Secret files root-owned, in
+	// group fsGroup, with defaultMode plus group read.
+	sc := sts.Spec.Template.Spec.SecurityContext
+	for _, v := range sts.Spec.Template.Spec.Volumes {
+		if v.Secret == nil || v.Secret.SecretName != "sts-signing-keys" {
+			continue
+		}
+		if m := v.Secret.DefaultMode; m == nil || *m&0o037 != 0 || *m&0o400 == 0 {
+			t.Errorf("volume %s: want defaultMode 0400 or 0440 (288), not the default 0644 or %s", v.Name, fmtMode(m))
+		}
+		if sc.FSGroup == nil || sc.RunAsGroup == nil || *sc.FSGroup != *sc.RunAsGroup {
+			t.Errorf("volume %s: want fsGroup equal to runAsGroup, so that the key files' group is the STS's", v.Name)
+		}
 	}
 
 	// Redis: the StatefulSet's pod behind its headless Service, on the Redis port.

@@ -200,13 +200,14 @@ func (s *adminService) handleCreateRevocation(w http.ResponseWriter, r *http.Req
 	if !s.permit(w, r, caller, action, selectorUpstreams(sel)) {
 		return
 	}
-	// A revoke with a kid term ignores iat: never on a key that signs (see
-	// handleRevokeKey). A block with one is refused by the store.
+	// A revoke with a kid term ignores iat: never on a key that signs, nor on a
+	// kid this STS never had (see handleRevokeKey). A block with one is refused by
+	// the store.
 	kid, byKey := sel.Value(revocation.KeyKeyID)
 	if byKey && req.Kind == string(revocation.KindRevoke) {
-		if msg, inUse := s.keyInUse(kid); inUse {
-			s.auditAdmin(r.Context(), action, "refused", caller, slog.String("selector", sel.String()), slog.String("error", msg))
-			writeAdminError(w, errKeyInUse(msg))
+		if e := s.checkRevocableKey(kid); e != nil {
+			s.auditAdmin(r.Context(), action, "refused", caller, slog.String("selector", sel.String()), slog.String("error", e.desc))
+			writeAdminError(w, e)
 			return
 		}
 	}

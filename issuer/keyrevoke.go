@@ -29,9 +29,10 @@ func errKeyInUse(desc string) *adminError {
 // rotate_keys: it records a revoke entry with selector kid=KID, which invalidates
 // every token signed by that key whatever its iat (package revocation), and audits
 // it. A kid this STS signs with, or has staged to sign with, is refused with 409:
-// rotate first. Retired keys (still published) and removed keys (or kids this
-// STS never had) are accepted. key_dir is re-read first, so a rotation written
-// to it just before is seen.
+// rotate first. A kid this STS never had in key_dir (or a truncated one) is
+// refused with 404: it would revoke nothing. Retired keys (still published) and
+// removed keys (their kid registered, kids.go) are accepted. key_dir is re-read
+// first, so a rotation written to it just before is seen.
 func (s *adminService) handleRevokeKey(w http.ResponseWriter, r *http.Request) {
 	// The action targets no upstream, so the caller is settled before the body is
 	// read: an unauthenticated caller learns nothing from how it is judged.
@@ -56,9 +57,9 @@ func (s *adminService) handleRevokeKey(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	op := slog.String("op", "revoke_key")
-	if msg, inUse := s.keyInUse(req.KID); inUse {
-		s.auditAdmin(ctx, action, "refused", caller, op, slog.String("kid", req.KID), slog.String("error", msg))
-		writeAdminError(w, errKeyInUse(msg))
+	if e := s.checkRevocableKey(req.KID); e != nil {
+		s.auditAdmin(ctx, action, "refused", caller, op, slog.String("kid", req.KID), slog.String("error", e.desc))
+		writeAdminError(w, e)
 		return
 	}
 	now := s.now()
@@ -69,28 +70,32 @@ func (s *adminService) handleRevokeKey(w http.ResponseWriter, r *http.Request) {
 	s.recordEntry(w, r, action, caller, e, op, slog.String("kid", req.KID))
 }
 
-// keyInUse re-reads key_dir and reports whether kid is the key this STS signs
-// with, or a key staged to sign later (published, of the signing algorithm, not
-// yet activated), with the message of the refusal. A revoke by kid invalidates
-// the key's tokens whatever their iat, so on such a key it would invalidate every
-// token issued while it lasts.
-func (s *adminService) keyInUse(kid string) (string, bool) {
+// checkRevocableKey re-reads key_dir and refuses a revoke by kid (nil: none):
+// 409 key_in_use when kid is the key this STS signs with, or a key staged to sign
+// later (published, of the signing algorithm, not yet activated): a revoke by kid
+// invalidates the key's tokens whatever their iat, so on such a key it would
+// invalidate every token issued while it lasts; 404 unknown_kid when kid is no
+// key this STS has had (kids.go), a revoke that would revoke nothing.
+func (s *adminService) checkRevocableKey(kid string) *adminError {
 	if err := s.signing.reload(); err != nil {
 		s.log.Warn("re-reading the signing keys before a key revoke failed; deciding on the last good keys",
 			slog.String("error", err.Error()))
 	}
 	ring := s.currentRing()
 	if ring.active.kid == kid {
-		return fmt.Sprintf("key %s signs this STS's new tokens: rotate first (stsctl keys rotate --emergency), then revoke it", kid), true
+		return errKeyInUse(fmt.Sprintf("key %s signs this STS's new tokens: rotate first (stsctl keys rotate --emergency), then revoke it", kid))
 	}
 	now := s.now()
 	for _, k := range ring.keys {
 		if k.kid == kid && k.alg == ring.alg && k.activation.After(now) {
-			return fmt.Sprintf("key %s is staged to sign from %s: remove its file from key_dir first, then revoke it",
-				kid, k.activation.UTC().Format(time.RFC3339)), true
+			return errKeyInUse(fmt.Sprintf("key %s is staged to sign from %s: remove its file from key_dir first, then revoke it",
+				kid, k.activation.UTC().Format(time.RFC3339)))
 		}
 	}
-	return "", false
+	if msg := ring.kidProblem(kid); msg != "" {
+		return &adminError{http.StatusNotFound, "unknown_kid", msg}
+	}
+	return nil
 }
 
 // keyRevokeExpiry is how long a revoke by kid lasts: until every token the key

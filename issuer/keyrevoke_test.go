@@ -254,3 +254,72 @@ func forgeWithKey(t *testing.T, ts *testSTS, keyDir, kid string) string {
 	t.Fatalf("no key %s in %s", kid, keyDir)
 	return ""
 }
+
+// TestRevokeKeyUnknownKid: a revoke by kid must name a key this STS has had in
+// key_dir: an unknown kid and a truncated one (a key file name shows 8
+// characters) are refused with 404 and a hint, instead of a 201 that revokes
+// nothing; the signing key is still 409; a retired key whose file was deleted
+// stays revocable, also after a restart (key_dir/kids remembers it).
+func TestRevokeKeyUnknownKid(t *testing.T) {
+	dir := t.TempDir()
+	ts := startSTS(t, stsOptions{policy: keyRevokePolicy, dir: dir})
+	admin := ts.a.Token(t, keyAdmin)
+	keyDir := filepath.Join(dir, "keys")
+	oldKid := ts.srv.ActiveKeyID()
+	const unknown = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+
+	for kid, want := range map[string]string{unknown: "stsctl keys list", oldKid[:8]: "looks truncated: it is the start of " + oldKid} {
+		r := ts.revokeKey(t, admin, kid)
+		if r.status != http.StatusNotFound || r.body["error"] != "unknown_kid" || !strings.Contains(r.raw, want) {
+			t.Errorf("revoking kid %s: %d %s, want 404 unknown_kid with %q", kid, r.status, r.raw, want)
+		}
+		r = ts.do(t, http.MethodPost, PathAdmin+"revocations", "application/json", `{"selector":"kid=`+kid+`","reason":"r"}`, bearer(admin))
+		if r.status != http.StatusNotFound || r.body["error"] != "unknown_kid" {
+			t.Errorf("POST revocations kid=%s: %d %s, want 404 unknown_kid", kid, r.status, r.raw)
+		}
+	}
+	if r := ts.revokeKey(t, admin, oldKid); r.status != http.StatusConflict || r.body["error"] != "key_in_use" {
+		t.Errorf("revoking the signing key: %d %s", r.status, r.raw)
+	}
+	if list, err := ts.srv.store.List(t.Context(), true); err != nil || len(list) != 0 {
+		t.Fatalf("refused requests recorded entries: %v, %v", list, err)
+	}
+	if !strings.Contains(ts.audit.String(), `"outcome":"refused"`) {
+		t.Errorf("refusals not audited:\n%s", ts.audit)
+	}
+
+	// Rotate, then delete the retired key's file: its kid stays revocable.
+	at := time.Now().Truncate(time.Second).Add(time.Second)
+	time.Sleep(time.Until(at))
+	next, err := generateKey(keyDir, jose.ES256, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.srv.ReloadKeys(); err != nil {
+		t.Fatal(err)
+	}
+	old, err := filepath.Glob(filepath.Join(keyDir, "key-*-"+oldKid[:8]+".pem"))
+	if err != nil || len(old) != 1 {
+		t.Fatalf("the old key file: %v %v", old, err)
+	}
+	if err := os.Remove(old[0]); err != nil {
+		t.Fatal(err)
+	}
+	if r := ts.revokeKey(t, admin, oldKid); r.status != http.StatusCreated || r.body["selector"] != "kid="+oldKid {
+		t.Fatalf("revoking the removed key: %d %s", r.status, r.raw)
+	}
+
+	// A restart forgets nothing: the old key's file is gone, key_dir/kids lists it.
+	ts.srv.Close()
+	ts = startSTS(t, stsOptions{policy: keyRevokePolicy, dir: dir})
+	admin = ts.a.Token(t, keyAdmin) // a new upstream too
+	if ts.srv.ActiveKeyID() != next.kid {
+		t.Fatalf("signing with %s after the restart, want %s", ts.srv.ActiveKeyID(), next.kid)
+	}
+	if r := ts.revokeKey(t, admin, oldKid); r.status != http.StatusCreated {
+		t.Fatalf("revoking the removed key after a restart: %d %s", r.status, r.raw)
+	}
+	if r := ts.revokeKey(t, admin, unknown); r.status != http.StatusNotFound {
+		t.Errorf("an unknown kid after a restart: %d %s", r.status, r.raw)
+	}
+}

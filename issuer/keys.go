@@ -65,6 +65,12 @@ type keyRing struct {
 	discovery []byte
 	// live is the key manager wired to the server's startup ring (nil before).
 	live *keyManager
+	// known are the key IDs that may be revoked by kid: every key of all, the
+	// kid registry of dir and every key found in dir since the start (kids.go).
+	known map[string]bool
+	// kidsErr is why the registry could not be appended to at start (nil: it
+	// could, or had nothing to add).
+	kidsErr error
 }
 
 // keyFilePrefix names key files: key-<UTC activation time>-<kid8>.pem, so the
@@ -96,7 +102,11 @@ func loadKeyRing(dir string, alg jose.SignatureAlgorithm, now time.Time) (*keyRi
 	if err != nil {
 		return nil, err
 	}
-	r.dir, r.scanned = dir, now
+	ks := syncKids(dir, nil, keys, now)
+	if ks.readErr != nil {
+		return nil, fmt.Errorf("signing keys: %w", ks.readErr)
+	}
+	r.dir, r.scanned, r.known, r.kidsErr = dir, now, ks.known, ks.writeErr
 	return r, nil
 }
 
@@ -112,11 +122,12 @@ func computeRing(keys []*signingKey, alg jose.SignatureAlgorithm, now time.Time,
 	keys = slices.Clone(keys)
 	slices.SortStableFunc(keys, compareKeys)
 	seen := map[string]string{}
+	known := map[string]bool{}
 	for _, k := range keys {
 		if other, dup := seen[k.kid]; dup {
 			return nil, fmt.Errorf("signing keys: %s and %s are the same key", other, k.file)
 		}
-		seen[k.kid] = k.file
+		seen[k.kid], known[k.kid] = k.file, true
 	}
 	sc := schedule(keys, alg, now, retain)
 	if sc.active == nil {
@@ -125,7 +136,7 @@ func computeRing(keys []*signingKey, alg jose.SignatureAlgorithm, now time.Time,
 		}
 		return nil, fmt.Errorf("signing keys: no %s key is active yet at %s", alg, now.UTC().Format(time.RFC3339))
 	}
-	r := &keyRing{active: sc.active, keys: sc.published, alg: alg, all: keys, dropAt: sc.dropAt, validUntil: sc.next}
+	r := &keyRing{active: sc.active, keys: sc.published, alg: alg, all: keys, dropAt: sc.dropAt, validUntil: sc.next, known: known}
 	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{}}
 	for _, k := range r.keys {
 		set.Keys = append(set.Keys, jose.JSONWebKey{Key: k.signer.Public(), KeyID: k.kid, Algorithm: string(k.alg), Use: "sig"})
@@ -195,6 +206,9 @@ func readKey(path string, preferred jose.SignatureAlgorithm) (*signingKey, error
 	}
 	if st.Size() > maxKeyFile {
 		return nil, fmt.Errorf("signing key %s: file too large", path)
+	}
+	if err := keyFileAccess(path, st); err != nil {
+		return nil, fmt.Errorf("signing key %s: %w", path, err)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -352,6 +366,9 @@ func CheckKeyDir(dir string, alg jose.SignatureAlgorithm) error {
 	keys, err := readKeys(dir, alg)
 	if err != nil {
 		return err
+	}
+	if _, err := readKidsFile(dir); err != nil {
+		return fmt.Errorf("signing keys: %w", err)
 	}
 	if len(keys) > 0 {
 		if _, err := newKeyRing(keys, alg); err != nil {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -179,6 +180,7 @@ func newKeyManager(issuer string, authMethods []string, start *keyRing, maxTTL t
 		return nil, err
 	}
 	r.dir, r.scanned = start.dir, now()
+	maps.Copy(r.known, start.known)
 	m.cur.Store(r)
 	return m, nil
 }
@@ -221,7 +223,7 @@ func (m *keyManager) reload() error {
 
 func (m *keyManager) reloadLocked(now time.Time, force bool) error {
 	r := m.cur.Load()
-	keys, scanned := r.all, r.scanned
+	keys, scanned, known := r.all, r.scanned, r.known
 	var scanErr error
 	if r.dir != "" && (force || now.Sub(r.scanned) >= KeyReloadInterval) {
 		scanned = now
@@ -232,15 +234,20 @@ func (m *keyManager) reloadLocked(now time.Time, force bool) error {
 		} else {
 			keys = found
 		}
+		// Kids found stay known (revocable) after their files are gone. An append
+		// the directory refuses (read-only) was reported at start.
+		ks := syncKids(r.dir, known, keys, now)
+		known, scanErr = ks.known, errors.Join(scanErr, ks.readErr)
 	}
 	next, err := m.compute(keys, r.alg, now)
 	if err != nil {
 		// Keep signing with the last good ring; retry at the next scan.
 		r2 := *r
-		r2.scanned = scanned
+		r2.scanned, r2.known = scanned, known
 		m.cur.Store(&r2)
 		return errors.Join(scanErr, err)
 	}
+	maps.Copy(next.known, known)
 	next.dir, next.scanned = r.dir, scanned
 	m.cur.Store(next)
 	if m.onChange != nil && (next.active.kid != r.active.kid || !slices.Equal(keyIDs(next.keys), keyIDs(r.keys))) {
@@ -342,6 +349,11 @@ func RotateKey(dir string, alg jose.SignatureAlgorithm, now time.Time, emergency
 	if err != nil {
 		return nil, err
 	}
+	// Every kid is registered before anything changes, so that the key an
+	// emergency rotation deletes stays revocable.
+	if err := registerKids(dir, keys, now); err != nil {
+		return nil, err
+	}
 	slices.SortStableFunc(keys, compareKeys)
 	sc := schedule(keys, alg, now, maxKeyRetention)
 	res := &RotateResult{}
@@ -360,6 +372,9 @@ func RotateKey(dir string, alg jose.SignatureAlgorithm, now time.Time, emergency
 		return nil, err
 	}
 	res.KeyID, res.File, res.ActivateAt = k.kid, k.file, k.activation
+	if err := registerKids(dir, []*signingKey{k}, now); err != nil {
+		return res, err
+	}
 	if emergency && sc.active != nil {
 		if err := os.Remove(sc.active.file); err != nil {
 			return res, fmt.Errorf("remove old key: %w", err)

@@ -32,6 +32,10 @@ func newSigning(c *core, ring *keyRing, authMethods []string) (*signing, error) 
 		return nil, err
 	}
 	k := &signing{ring: ring, minter: m, issuer: c.issuer, now: c.now}
+	if ring.kidsErr != nil {
+		c.log.Warn("key_dir/kids cannot be appended to (a read-only key_dir?): a key whose file is removed stays revocable by kid "+
+			"only while this process runs, unless key_dir/kids lists it (stsctl keys rotate keeps that file)", "error", ring.kidsErr.Error())
+	}
 	km, err := newKeyManager(c.issuer, authMethods, ring, c.maxTTL, c.now, func(err error) {
 		c.log.Error("signing keys reload failed; keeping the last good keys", "error", err.Error())
 	})

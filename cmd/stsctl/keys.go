@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -14,15 +17,18 @@ import (
 	"github.com/safeconduct/safeconduct/issuer"
 )
 
-const keysUsage = `usage: stsctl keys rotate --key-dir DIR [--alg ES256] [--emergency [--sts URL --token-file F [--cacert F] [--reason R]]]
+const keysUsage = `usage: stsctl keys list --key-dir DIR [--alg ES256] [--max-ttl 1h]
+       stsctl keys rotate --key-dir DIR [--alg ES256] [--emergency [--sts URL --token-file F [--cacert F] [--reason R]]]
        stsctl keys revoke --kid KID --sts URL --token-file F [--cacert F] [--reason R]
   (--token VALUE|@FILE|- or --cert/--key instead of --token-file)`
 
-// cmdKeys manages the STS signing keys: keys rotate (in key_dir), keys revoke
-// (every token a retired key signed, through the admin API).
+// cmdKeys manages the STS signing keys: keys list and keys rotate (in key_dir),
+// keys revoke (every token a retired key signed, through the admin API).
 func cmdKeys(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		switch args[0] {
+		case "list":
+			return cmdKeysList(args[1:], stdout, stderr)
 		case "rotate":
 			return cmdKeysRotate(ctx, args[1:], stdin, stdout, stderr)
 		case "revoke":
@@ -179,7 +185,7 @@ func cmdKeysRotate(ctx context.Context, args []string, stdin io.Reader, stdout, 
 func cmdKeysRevoke(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("stsctl keys revoke", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	kid := fs.String("kid", "", "the key ID whose tokens to revoke (required; the STS refuses the key it signs with)")
+	kid := fs.String("kid", "", "the full key ID whose tokens to revoke (required; stsctl keys list shows them; the STS refuses the key it signs with and kids it never had)")
 	var kf keyAdminFlags
 	kf.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -202,6 +208,48 @@ func cmdKeysRevoke(ctx context.Context, args []string, stdin io.Reader, stdout, 
 		return fmt.Errorf("tokens signed by key %s are NOT revoked: %w", *kid, err)
 	}
 	return printJSON(stdout, entry)
+}
+
+// cmdKeysList is `stsctl keys list`: every key ID of key_dir, in full (the key
+// revoke endpoint takes nothing else), with its state, including the removed keys
+// key_dir/kids lists (still revocable).
+func cmdKeysList(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("stsctl keys list", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("key-dir", "", "the STS signing.key_dir (required)")
+	alg := fs.String("alg", "ES256", "the STS signing.algorithm")
+	maxTTL := fs.Duration("max-ttl", time.Hour, "the STS tokens.max_ttl (how long a retired key stays published)")
+	if err := fs.Parse(args); err != nil {
+		return parseErr(err)
+	}
+	if *dir == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, keysUsage)
+		return errUsage
+	}
+	if _, err := os.Stat(*dir); err != nil {
+		return fmt.Errorf("key directory: %w", err)
+	}
+	keys, err := issuer.ListKeys(*dir, jose.SignatureAlgorithm(*alg), *maxTTL, time.Now())
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "KID\tSTATE\tALG\tACTIVATES\tFILE")
+	for _, k := range keys {
+		state, algName, at, file := k.State, k.Algorithm, "always", filepath.Base(k.File)
+		if !k.Until.IsZero() {
+			state += " until " + k.Until.UTC().Format(time.RFC3339)
+		}
+		if !k.ActivateAt.IsZero() {
+			at = k.ActivateAt.UTC().Format(time.RFC3339)
+		}
+		if k.State == "removed" {
+			algName, at = "-", "-"
+			file = "(" + file + ", deleted; still revocable)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.KeyID, state, algName, at, file)
+	}
+	if ferr := tw.Flush(); err == nil {
+		err = ferr
+	}
+	return err
 }
 
 // entryTime renders an entry's time (unix milliseconds) for humans.

@@ -283,3 +283,36 @@ func TestShellQuote(t *testing.T) {
 		}
 	}
 }
+
+// TestKeysList: keys list prints every kid in full (file names show 8
+// characters, the revoke endpoint takes nothing shorter) with its state,
+// including a key an emergency rotation deleted, which stays revocable.
+func TestKeysList(t *testing.T) {
+	dir, removed := keyDirWithKey(t)
+	active := newKeyID(t, stsctl(t, 0, "keys", "rotate", "--key-dir", dir, "--emergency"))
+	staged := newKeyID(t, stsctl(t, 0, "keys", "rotate", "--key-dir", dir))
+	out := stsctl(t, 0, "keys", "list", "--key-dir", dir)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "KID ") {
+		t.Fatalf("keys list:\n%s", out)
+	}
+	for i, want := range [][]string{
+		{removed, "removed", "still revocable"},
+		{active, "active", "ES256", "key-"},
+		{staged, "staged", "ES256", "key-"},
+	} {
+		f := strings.Fields(lines[i+1])
+		if len(f) < 3 || f[0] != want[0] || f[1] != want[1] || !strings.Contains(lines[i+1], want[2]) {
+			t.Errorf("line %d: %q, want %q", i+1, lines[i+1], want)
+		}
+	}
+	// A key file others can read is named, after what could be read.
+	if err := os.Chmod(pemFiles(t, dir)[0], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := stsctl(t, 1, "keys", "list", "--key-dir", dir); !strings.Contains(out, "chmod 600") || !strings.Contains(out, removed) {
+		t.Errorf("keys list with a 0644 key:\n%s", out)
+	}
+	stsctl(t, 2, "keys", "list")
+	stsctl(t, 1, "keys", "list", "--key-dir", filepath.Join(dir, "missing"))
+}

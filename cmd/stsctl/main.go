@@ -24,7 +24,8 @@ commands:
   policy     test a request against policy offline (policy test), or review access (policy review)
   revoke     revoke issued tokens (or --block new ones) by selector, through the admin API
   revocations  list or lift revocations (revocations list | revocations lift ID)
-  keys       rotate the STS signing keys in key_dir (keys rotate [--emergency [--sts ...]]), or
+  keys       list the STS signing keys in key_dir with their full kids (keys list --key-dir DIR),
+             rotate them (keys rotate [--emergency [--sts ...]]), or
              revoke every token a retired key signed (keys revoke --kid K --sts ...)
 
 Token flags take a value, @FILE to read a file, or - to read standard input.
