@@ -224,6 +224,9 @@ func (g *Guard) adopt(ctx context.Context, id revocation.Identity, msg string) e
 	if err := writeIdentityFile(g.opts.IdentityFile, id); err != nil {
 		return err
 	}
+	if g.mem == nil && msg == "" {
+		g.log.InfoContext(ctx, "revocation store identity verified", slog.String("identity", id.ID), slog.Time("identity_created", id.Created))
+	}
 	g.mem = &id
 	g.verified.Store(true)
 	if g.lost.Swap(nil) != nil && msg == "" {

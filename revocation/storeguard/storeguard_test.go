@@ -1,7 +1,6 @@
 package storeguard_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/safeconduct/safeconduct/internal/testproc"
 	"github.com/safeconduct/safeconduct/internal/testredis"
 	"github.com/safeconduct/safeconduct/revocation"
 	"github.com/safeconduct/safeconduct/revocation/boltstore"
@@ -19,26 +19,8 @@ import (
 	"github.com/safeconduct/safeconduct/revocation/storeguard"
 )
 
-// syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func logger() (*slog.Logger, *syncBuffer) {
-	buf := &syncBuffer{}
+func logger() (*slog.Logger, *testproc.Buffer) {
+	buf := &testproc.Buffer{}
 	return slog.New(slog.NewJSONHandler(buf, nil)), buf
 }
 
