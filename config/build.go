@@ -95,7 +95,7 @@ func Build(ctx context.Context, cfg *Config, o Options) (s *issuer.Server, err e
 		}
 		closers = append(closers, func() error { return tp.Shutdown(context.Background()) })
 	}
-	store, err := openStore(cfg, o)
+	store, err := openGuardedStore(cfg, o)
 	if err != nil {
 		return nil, err
 	}

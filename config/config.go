@@ -144,6 +144,10 @@ type RevocationConfig struct {
 	Backend  string         `yaml:"backend"`
 	Embedded EmbeddedConfig `yaml:"embedded"`
 	Redis    RedisConfig    `yaml:"redis"`
+	// IdentityFile remembers the store's identity outside the store, so that a
+	// store that lost its data is told from a new one across restarts (default
+	// for embedded: <embedded.path>.id; for redis: none, memory only).
+	IdentityFile string `yaml:"identity_file"`
 }
 
 // EmbeddedConfig is the bbolt file of the embedded store.
@@ -409,6 +413,9 @@ func (c *Config) validate(v *validator) {
 		c.Revocation.Backend = "embedded"
 		if c.Revocation.Embedded.Path == "" {
 			v.at("revocation.embedded.path is required for the embedded backend", "revocation")
+		}
+		if c.Revocation.IdentityFile != "" && c.Path(c.Revocation.IdentityFile) == c.Path(c.Revocation.Embedded.Path) {
+			v.at("must not be the store's own file", "revocation", "identity_file")
 		}
 	case "redis":
 		if len(c.Revocation.Redis.Addrs) == 0 {

@@ -128,6 +128,7 @@ func TestParseConfigRejects(t *testing.T) {
 		"no policy":           {"policy_files: [policy.yaml]\n", "", "policy_files: must name"},
 		"redis without addrs": {"  backend: embedded\n  embedded: {path: data/revocation.db}\n  redis: {addrs: [\"127.0.0.1:6379\"]}\n", "  backend: redis\n  redis: {addrs: []}\n", "revocation.redis.addrs must name"},
 		"redis bad addr":      {"  backend: embedded\n  embedded: {path: data/revocation.db}\n  redis: {addrs: [\"127.0.0.1:6379\"]}\n", "  backend: redis\n  redis: {addrs: [nope]}\n", "is not host:port"},
+		"identity is the db":  {"  embedded: {path: data/revocation.db}\n", "  embedded: {path: data/revocation.db}\n  identity_file: ./data/revocation.db\n", "revocation.identity_file: must not be the store's own file"},
 		"skew too big":        {"jwks_file: cluster-a-jwks.json", "jwks_file: cluster-a-jwks.json\n    clock_skew: 5m", "clock_skew: 5m0s exceeds the maximum 1m0s"},
 		"bad duration":        {"default_ttl: 5m", "default_ttl: soon", `sts.yaml:5: tokens.default_ttl: "soon" is not a duration (write e.g. 10m or 1h30m)`},
 		"http jwks_uri":       {"jwks_file: cluster-a-jwks.json", "jwks_uri: http://issuer.example/jwks", "jwks_uri: \"http://issuer.example/jwks\" must be an https URL"},

@@ -176,6 +176,7 @@ func newServer(c Config) (*Server, error) {
 		clients = &clientRegistry{byID: c.Clients}
 	}
 	met := newMetrics()
+	met.registerStoreHealth(c.Store)
 	var tr *tracing
 	if c.TracerProvider != nil {
 		tr = &tracing{provider: c.TracerProvider, tracer: c.TracerProvider.Tracer(tracerName)}
@@ -273,8 +274,9 @@ func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write([]byte("ok\n"))
 }
 
-// handleReadyz fails when the revocation store cannot be reached: a replica that
-// cannot check revocation must not receive traffic.
+// handleReadyz fails when the revocation store cannot be reached, has lost its
+// data or cannot confirm writes: a replica that cannot check or record
+// revocation must not receive traffic.
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
@@ -283,7 +285,7 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	if err := s.store.Ping(ctx); err != nil {
 		s.log.WarnContext(ctx, "not ready: revocation store", slog.String("error", err.Error()))
 		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte("revocation store unavailable\n"))
+		_, _ = w.Write([]byte(readyzReason(err) + "\n"))
 		return
 	}
 	_, _ = w.Write([]byte("ok\n"))

@@ -28,6 +28,9 @@ commands:
   check-config --config FILE   validate the configuration (and policy, keys, TLS files)
   quickstart [--dir DIR]       create a self-contained demo (self-signed TLS, a demo
                                upstream, a policy), start it and show one exchange
+  revocation-store accept-loss --config FILE
+                               acknowledge that the revocation store lost its data
+                               (the STS refuses service until then)
   version                      print the version
 `
 
@@ -47,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheckConfig(ctx, args[1:], stdout, stderr)
 	case "quickstart":
 		return cmdQuickstart(ctx, args[1:], stdout, stderr)
+	case "revocation-store":
+		return cmdRevocationStore(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version())
 		return 0
@@ -86,15 +91,25 @@ func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
 	return *path, true
 }
 
-func cmdCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	path, ok := configFlag("check-config", args, stderr)
+// loadConfig parses --config and loads the file; on failure it returns the exit
+// code (2 for usage, 1 for the file) after writing why to stderr.
+func loadConfig(name string, args []string, stderr io.Writer) (*config.Config, string, int) {
+	path, ok := configFlag(name, args, stderr)
 	if !ok {
-		return 2
+		return nil, "", 2
 	}
 	cfg, err := config.Load(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return 1
+		return nil, "", 1
+	}
+	return cfg, path, 0
+}
+
+func cmdCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, path, code := loadConfig("check-config", args, stderr)
+	if cfg == nil {
+		return code
 	}
 	if err := config.Check(ctx, cfg); err != nil {
 		fmt.Fprintln(stderr, err)

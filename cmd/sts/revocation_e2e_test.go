@@ -372,7 +372,9 @@ func TestE2ERuntimeChangeFires(t *testing.T) {
 }
 
 // TestE2ERedisOutage: with Redis stopped, exchanges and revocations answer 503 and
-// record nothing; when Redis is back the STS recovers by itself.
+// record nothing. Redis comes back empty (no persistence): that is loss, not an
+// outage, so the STS keeps refusing until the operator accepts it, then recovers
+// without a restart.
 func TestE2ERedisOutage(t *testing.T) {
 	addr, stop := testredis.StartProcess(t)
 	p := startPair(t, addr)
@@ -386,6 +388,11 @@ func TestE2ERedisOutage(t *testing.T) {
 		t.Fatalf("revoke with Redis down: %d %v", status, out)
 	}
 	restartRedis(t, addr)
+	waitFor(t, func() bool { return strings.Contains(p.a.log.String(), "REVOCATION STORE LOST") })
+	if _, err := p.a.exchange(p.a.a.Token(t, payments)); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("exchange with Redis back empty: %v", err)
+	}
+	runBin(t, 0, "sts", "revocation-store", "accept-loss", "--config", p.a.cfg)
 	waitFor(t, func() bool { _, err := p.a.exchange(p.a.a.Token(t, payments)); return err == nil })
 }
 

@@ -85,6 +85,7 @@ type bindingRecord struct {
 // touch the disk. Writes are synced to disk before they return.
 type Store struct {
 	db        *bolt.DB
+	path      string
 	now       func() time.Time
 	revokeTTL time.Duration
 	grace     time.Duration
@@ -119,7 +120,10 @@ func wrap(err error) error { return fmt.Errorf("revocation: boltstore: %w", err)
 // parent directory is created with mode 0700 and the file with mode 0600. Only one
 // process can hold the file: another gets an error after opts.OpenTimeout. Open
 // loads the active entries and bindings into memory; a corrupt record fails Open
-// (the store must not start without its revocations).
+// (the store must not start without its revocations). Open first runs bbolt's
+// consistency check over the whole file, and neither Open nor any operation
+// panics on a corrupt page: they return an error wrapping ErrCorrupt that names
+// the file and what to do.
 func Open(path string, opts Options) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("revocation: boltstore: empty path")
@@ -148,21 +152,31 @@ func Open(path string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, wrap(err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.OpenTimeout})
+	db, err := openDB(path, opts.OpenTimeout)
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("revocation: boltstore: %s is locked by another process (waited %s): %w", path, opts.OpenTimeout, err)
+	}
+	if errors.Is(err, ErrCorrupt) {
+		return nil, wrap(err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("revocation: boltstore: open %s: %w", path, err)
 	}
 	s := &Store{
-		db: db, now: opts.Now, revokeTTL: opts.RevokeTTL, grace: opts.Grace,
+		db: db, path: path, now: opts.Now, revokeTTL: opts.RevokeTTL, grace: opts.Grace,
 		retention: opts.EventRetention, maxEvents: opts.MaxEvents,
 		index: revocation.NewIndex(), bindings: map[string]bindingRecord{},
 		notify: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}),
 	}
+	if err := s.checkConsistency(); err != nil {
+		_ = db.Close()
+		return nil, wrap(err)
+	}
 	if err := s.load(); err != nil {
 		_ = db.Close()
+		if errors.Is(err, ErrCorrupt) {
+			return nil, wrap(err)
+		}
 		return nil, fmt.Errorf("revocation: boltstore: load %s: %w", path, err)
 	}
 	if opts.JanitorInterval > 0 {
@@ -180,7 +194,7 @@ func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) 
 // deleted and recreated file are older than the new file's floor.
 func (s *Store) load() error {
 	now := s.now()
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bucketEntries, bucketEvents, bucketBindings, bucketMeta, bucketClaims} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
@@ -284,7 +298,7 @@ func (s *Store) refreshBinding(instance, fp string) error {
 		return nil // changed meanwhile by Bind, which set a fresh expiry
 	}
 	b.Expires = s.now().UnixMilli() + b.TTL
-	if err := s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bucketBindings), []byte(instance), b) }); err != nil {
+	if err := s.update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bucketBindings), []byte(instance), b) }); err != nil {
 		return wrap(err)
 	}
 	s.mu.Lock()
@@ -376,7 +390,7 @@ func (s *Store) Create(ctx context.Context, e revocation.Entry) (revocation.Entr
 // binding of instance, in one synced transaction, then updates memory.
 func (s *Store) writeCreated(entry revocation.Entry, binding *bindingRecord, instance string) error {
 	var seq uint64
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		if err := putJSON(tx.Bucket(bucketEntries), []byte(entry.ID), record{Entry: entry}); err != nil {
 			return err
 		}
@@ -422,7 +436,7 @@ func (s *Store) Bind(ctx context.Context, instance string, f *revocation.Facts, 
 	s.mu.RUnlock()
 	rec := bindingRecord{Fingerprint: f.Binding, TTL: ttl.Milliseconds(), Expires: now.Add(ttl).UnixMilli()}
 	if !ok || old.Expires <= now.UnixMilli() || old.Fingerprint == f.Binding {
-		err := s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bucketBindings), []byte(instance), rec) })
+		err := s.update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bucketBindings), []byte(instance), rec) })
 		if err != nil {
 			return nil, wrap(err)
 		}
@@ -476,7 +490,7 @@ func (s *Store) Lift(ctx context.Context, id, actor, reason string) (revocation.
 		fresh bool
 	)
 	now := s.now()
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketEntries)
 		v := b.Get([]byte(id))
 		if v == nil {
@@ -520,7 +534,7 @@ func (s *Store) List(ctx context.Context, includeInactive bool) ([]revocation.En
 		return s.index.Entries(s.now()), nil
 	}
 	var out []revocation.Entry
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketEntries).ForEach(func(_, v []byte) error {
 			var r record
 			if err := json.Unmarshal(v, &r); err != nil {
@@ -566,7 +580,7 @@ func (s *Store) Events(ctx context.Context, cursor string, limit int) ([]revocat
 	limit = min(limit, maxLimit)
 	var out []revocation.Event
 	last := cursor
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		// The floor and last sequence come from the file, in the same
 		// transaction as the events read.
 		floor := binary.BigEndian.Uint64(tx.Bucket(bucketMeta).Get(keyFloor))
@@ -677,7 +691,7 @@ func (s *Store) Ping(ctx context.Context) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketEntries) == nil {
 			return errors.New("missing bucket")
 		}
@@ -774,7 +788,7 @@ func (s *Store) sweepBucket(bucket []byte, dead func([]byte) bool, deleted *[][]
 	for {
 		var n int
 		s.wmu.Lock()
-		err := s.db.Update(func(tx *bolt.Tx) error {
+		err := s.update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucket)
 			var keys [][]byte
 			c := b.Cursor()
@@ -814,7 +828,7 @@ func (s *Store) trimEvents(now time.Time) error {
 			newFloor uint64
 		)
 		s.wmu.Lock()
-		err := s.db.Update(func(tx *bolt.Tx) error {
+		err := s.update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketEvents)
 			// Events are deleted from the head only, so they are the sequence
 			// numbers from the floor (excluded) to the last one.

@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) revocation.Store) {
 		{"BlockVersusIssueRace", testBlockRace},
 		{"Claim", testClaim},
 		{"InvalidInput", testInvalid},
+		{"Identity", testIdentity},
 		{"Close", testClose},
 	}
 	for _, tt := range tests {
