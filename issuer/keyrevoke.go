@@ -54,10 +54,9 @@ func (s *adminService) handleRevokeKey(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, &adminError{http.StatusBadRequest, "invalid_request", "kid: " + err.Error()})
 		return
 	}
-	ctx := r.Context()
 	op := slog.String("op", "revoke_key")
 	if msg, inUse := s.keyInUse(req.KID); inUse {
-		s.auditAdmin(ctx, action, "refused", caller, op, slog.String("kid", req.KID), slog.String("error", msg))
+		s.auditAdmin(r, action, "refused", caller, op, slog.String("kid", req.KID), slog.String("error", msg))
 		writeAdminError(w, errKeyInUse(msg))
 		return
 	}
