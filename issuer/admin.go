@@ -85,7 +85,7 @@ func (s *adminService) auditChange(r *http.Request, action string, caller *attes
 }
 
 func (s *adminService) writeAdminEvent(r *http.Request, action, outcome string, caller *attest.Workload, durable bool, attrs []slog.Attr) error {
-	all := []slog.Attr{slog.String("event", action), slog.String("outcome", outcome)}
+	all := []slog.Attr{slog.String("event", action), slog.String("outcome", outcome), clientAddrAttr(s.clientIP(r), false)}
 	if caller != nil {
 		all = append(all, slog.String("caller_upstream", caller.Upstream), slog.String("caller", caller.ID))
 	}

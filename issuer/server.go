@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"sync/atomic"
 	"syscall"
@@ -143,10 +144,12 @@ type core struct {
 	bindings map[string]binding
 	log      *slog.Logger
 	auditLog *slog.Logger
-	// audit is the audit path's writer (nil when AuditLogger was given).
-	audit   *auditWriter
-	now     func() time.Time
-	metrics *metrics
+	// audit is the audit path's writer (nil when AuditLogger was given);
+	// clientIP names the client of a request in audit events.
+	audit    *auditWriter
+	clientIP func(*http.Request) netip.Addr
+	now      func() time.Time
+	metrics  *metrics
 	// tracing exports spans (tracing.go); nil when off.
 	tracing *tracing
 	maxTTL  time.Duration
@@ -242,6 +245,7 @@ func newServer(c Config) (*Server, error) {
 		// Drain the audit queue before the parts' closers close the sink.
 		s.closers = append([]func() error{cr.audit.close}, s.closers...)
 	}
+	s.startRefusalAudit()
 	s.routes()
 	met.registerCollectors(keys, c.Now, stats)
 	s.startTracing()

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,12 +51,14 @@ func (s *tokenService) handleToken(w http.ResponseWriter, r *http.Request) {
 		ref = s.exchange(r.Context(), x)
 	}
 	ev := x.event(ref)
+	ev.clientAddr = s.clientIP(r)
 	if ref == nil {
 		// The issued event is written before the token is handed out: under
 		// fail_closed a token whose event cannot be written is never answered.
 		if err := s.audit(r.Context(), &ev, true); err != nil {
 			ref = refuse(errUnavailable, "audit: "+err.Error())
 			ev = x.event(ref)
+			ev.clientAddr = s.clientIP(r)
 		}
 	}
 	if ref != nil {
@@ -139,13 +142,14 @@ type exchangeEvent struct {
 	clientAuth      string // tls_client_auth or private_key_jwt
 	audited         []policy.AuditHit
 	subjectTokenSHA string
+	clientAddr      netip.Addr
 }
 
 // audit writes one structured event per exchange decision to the audit log;
 // durable (an issued token) waits for it to be written under fail_closed.
 func (s *tokenService) audit(ctx context.Context, ev *exchangeEvent, durable bool) error {
-	attrs := make([]slog.Attr, 0, 12)
-	attrs = append(attrs, slog.String("event", "exchange"), slog.String("outcome", ev.outcome))
+	attrs := make([]slog.Attr, 0, 13)
+	attrs = append(attrs, slog.String("event", "exchange"), slog.String("outcome", ev.outcome), clientAddrAttr(ev.clientAddr, false))
 	if ev.code != "" {
 		attrs = append(attrs, slog.String("error", ev.code))
 	}

@@ -325,3 +325,63 @@ func (e *e2e) startWithStderr(w *os.File) {
 		return err == nil && resp.StatusCode == 200
 	})
 }
+
+// TestE2ERateLimitedAudited: 429s of the per-IP limit are audited, aggregated
+// per reason and client address with their count; exchange and admin events
+// carry the client address.
+func TestE2ERateLimitedAudited(t *testing.T) {
+	e, _ := auditSetup(t, "audit: {path: audit.jsonl}\nlimits: {per_ip_rps: 1, burst: 3}\n")
+	e.start()
+	if code, body := e.tokenStatus(t, e.a.Token(t, payments)); code != 200 {
+		t.Fatalf("exchange: %d %s", code, body)
+	}
+	if code, _ := e.get(t, "/admin/v1/revocations"); code != http.StatusUnauthorized {
+		t.Fatalf("unauthenticated admin call: %d", code)
+	}
+	limited := 0
+	for range 60 {
+		if code, _ := e.tokenStatus(t, "x"); code == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	if limited < 40 {
+		t.Fatalf("only %d of 60 requests over the per-IP limit were refused", limited)
+	}
+	// The window's event comes without a shutdown (windows of 10 s).
+	for deadline := time.Now().Add(25 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		data, _ := os.ReadFile(e.path("audit.jsonl"))
+		if bytes.Contains(data, []byte(`"event":"rate_limited"`)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no rate_limited event within 25s")
+		}
+	}
+	if err := e.stop(); err != nil {
+		t.Fatal(err)
+	}
+	var counted float64
+	var exchange, admin bool
+	for _, ev := range auditEvents(t, e.path("audit.jsonl")) {
+		switch ev["event"] {
+		case "rate_limited", "exchange", "list":
+			if ev["client_addr"] != "127.0.0.1" {
+				t.Fatalf("event without the client address: %v", ev)
+			}
+		}
+		switch ev["event"] {
+		case "rate_limited":
+			if ev["reason"] != "per_ip" || ev["window_s"] != 10.0 {
+				t.Fatalf("rate_limited event %v", ev)
+			}
+			counted += ev["count"].(float64)
+		case "exchange":
+			exchange = true
+		case "list":
+			admin = ev["outcome"] == "unauthenticated"
+		}
+	}
+	if int(counted) != limited || !exchange || !admin {
+		t.Fatalf("rate_limited counts %v, want %d; exchange event %v, admin event %v", counted, limited, exchange, admin)
+	}
+}
