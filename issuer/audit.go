@@ -239,14 +239,16 @@ func (w *auditWriter) drain() {
 	}
 }
 
-// write writes batch, preceded by an audit_recovered record while failed, and
-// tells the waiters.
+// write writes batch, preceded by an audit_recovered record when it ends a
+// failure, and tells the waiters.
 func (w *auditWriter) write(batch []auditEntry) {
 	out := w.scratch[:0]
 	if w.torn {
 		out = append(out, '\n') // end the partial line a failed write left
 	}
-	recovering := !w.healthy.Load()
+	// Healthy again only once the queue has room: no flapping on a sink that
+	// only just keeps up (until then events are written without the record).
+	recovering := !w.healthy.Load() && len(w.queue) <= auditQueueLen/2
 	var reported int64
 	if recovering {
 		reported = w.lost.Load()
@@ -271,14 +273,10 @@ func (w *auditWriter) write(batch []auditEntry) {
 		w.torn = false
 		if recovering {
 			w.lost.Add(-reported)
-			// Healthy again once the queue has room: no flapping on a sink that
-			// only just keeps up.
-			if len(w.queue) <= auditQueueLen/2 {
-				w.mu.Lock()
-				w.healthy.Store(true)
-				w.notify()
-				w.mu.Unlock()
-			}
+			w.mu.Lock()
+			w.healthy.Store(true)
+			w.notify()
+			w.mu.Unlock()
 		}
 	}
 	for _, e := range batch {
