@@ -4,8 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -57,4 +61,25 @@ func TestRefusalAuditBounded(t *testing.T) {
 	if out.Len() != 0 {
 		t.Fatalf("an empty window wrote %q", out.String())
 	}
+}
+
+// BenchmarkRefusalAudit is what auditing adds to each refused request of a flood
+// (the client's address, one count), from 1024 addresses in parallel.
+func BenchmarkRefusalAudit(b *testing.B) {
+	l := newTokenLimits(Limits{}, nil, newMetrics())
+	l.refusals = newRefusalAudit(slog.New(slog.DiscardHandler), time.Now)
+	reqs := make([]*http.Request, 1024)
+	for i := range reqs {
+		reqs[i] = httptest.NewRequest(http.MethodPost, "/token", nil)
+		reqs[i].RemoteAddr = fmt.Sprintf("10.0.%d.%d:1234", i>>8, i&255)
+	}
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(next.Add(1))
+		for pb.Next() {
+			l.refused(limitedPerIP, reqs[i%len(reqs)])
+			i++
+		}
+	})
 }
