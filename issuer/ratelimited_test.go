@@ -4,12 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -68,18 +65,5 @@ func TestRefusalAuditBounded(t *testing.T) {
 func BenchmarkRefusalAudit(b *testing.B) {
 	l := newTokenLimits(Limits{}, nil, newMetrics())
 	l.refusals = newRefusalAudit(slog.New(slog.DiscardHandler), time.Now)
-	reqs := make([]*http.Request, 1024)
-	for i := range reqs {
-		reqs[i] = httptest.NewRequest(http.MethodPost, "/token", nil)
-		reqs[i].RemoteAddr = fmt.Sprintf("10.0.%d.%d:1234", i>>8, i&255)
-	}
-	var next atomic.Int64
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		i := int(next.Add(1))
-		for pb.Next() {
-			l.refused(limitedPerIP, reqs[i%len(reqs)])
-			i++
-		}
-	})
+	benchPeers(b, 1024, func(_ http.ResponseWriter, r *http.Request) { l.refused(limitedPerIP, r) })
 }
