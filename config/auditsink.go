@@ -15,13 +15,33 @@ type AuditConfig struct {
 	// Path is the audit file (JSON lines, opened for append with mode 0600);
 	// empty (default) = audit events go to the application log with log=audit.
 	Path string `yaml:"path"`
-	// Fsync syncs the file after every event (durable, slower).
+	// Fsync syncs the file after every write (durable, slower; events written
+	// together share one sync).
 	Fsync bool `yaml:"fsync"`
+	// OnFailure is what happens while audit events cannot be written (a write
+	// error, a sink that does not keep up): fail_closed (default) answers 503 to
+	// /token and admin changes and fails /readyz; continue keeps serving without
+	// the events. Either way the failure is counted, logged and ends when writes
+	// succeed again.
+	OnFailure string `yaml:"on_failure"`
 }
+
+// Values of audit.on_failure.
+const (
+	AuditFailClosed = "fail_closed"
+	AuditContinue   = "continue"
+)
 
 func (c *AuditConfig) validate(v *validator) {
 	if c.Fsync && c.Path == "" {
 		v.at("audit.fsync needs audit.path", "audit", "fsync")
+	}
+	switch c.OnFailure {
+	case "":
+		c.OnFailure = AuditFailClosed
+	case AuditFailClosed, AuditContinue:
+	default:
+		v.at(fmt.Sprintf("audit.on_failure must be %s or %s, not %q", AuditFailClosed, AuditContinue, c.OnFailure), "audit", "on_failure")
 	}
 }
 
@@ -61,7 +81,9 @@ func (s *AuditSink) open() (*os.File, os.FileInfo, error) {
 	return f, fi, nil
 }
 
-// Write appends one event (slog writes each record in one call).
+// Write appends whole events (the issuer's audit writer hands over whole
+// lines). A write that fails part way (a full disk) is cut back, so that the
+// file never holds a partial line.
 func (s *AuditSink) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -69,6 +91,11 @@ func (s *AuditSink) Write(p []byte) (int, error) {
 		return 0, os.ErrClosed
 	}
 	n, err := s.f.Write(p)
+	if err != nil && n > 0 {
+		if fi, serr := s.f.Stat(); serr == nil && s.f.Truncate(fi.Size()-int64(n)) == nil {
+			n = 0
+		}
+	}
 	if err == nil && s.fsync {
 		err = s.f.Sync()
 	}
@@ -135,13 +162,9 @@ func (s *AuditSink) Close() error {
 	return err
 }
 
-// openAuditLogger returns the audit logger of c (nil when the audit log is the
-// application log) and a function that stops the rotation watch and closes the
-// file.
-func openAuditLogger(c AuditConfig, path string, appLog *slog.Logger) (*slog.Logger, func() error, error) {
-	if c.Path == "" {
-		return nil, func() error { return nil }, nil
-	}
+// openAuditSink opens the audit file of c and starts its rotation watch; the
+// function returned stops the watch and closes the file.
+func openAuditSink(c AuditConfig, path string, appLog *slog.Logger) (*AuditSink, func() error, error) {
 	sink, err := OpenAuditSink(path, c.Fsync)
 	if err != nil {
 		return nil, nil, err
@@ -157,5 +180,5 @@ func openAuditLogger(c AuditConfig, path string, appLog *slog.Logger) (*slog.Log
 		<-done
 		return sink.Close()
 	}
-	return slog.New(slog.NewJSONHandler(sink, nil)).With(slog.String("log", "audit")), closeFn, nil
+	return sink, closeFn, nil
 }

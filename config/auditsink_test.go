@@ -212,8 +212,14 @@ func TestAuditConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Audit.Path != "/var/log/sts/audit.jsonl" || !cfg.Audit.Fsync {
-		t.Fatalf("audit %+v", cfg.Audit)
+	if cfg.Audit.Path != "/var/log/sts/audit.jsonl" || !cfg.Audit.Fsync || cfg.Audit.OnFailure != AuditFailClosed {
+		t.Fatalf("audit %+v (on_failure defaults to fail_closed)", cfg.Audit)
+	}
+	if cfg, err := Parse("sts.yaml", []byte(goodConfig+"audit: {on_failure: continue}\n")); err != nil || cfg.Audit.OnFailure != AuditContinue {
+		t.Fatalf("on_failure continue: %+v %v", cfg, err)
+	}
+	if _, err := Parse("sts.yaml", []byte(goodConfig+"audit: {on_failure: ignore}\n")); err == nil || !strings.Contains(err.Error(), "audit.on_failure") {
+		t.Fatalf("on_failure ignore: %v", err)
 	}
 	if _, err := Parse("sts.yaml", []byte(goodConfig+"audit: {fsync: true}\n")); err == nil || !strings.Contains(err.Error(), "audit.fsync") {
 		t.Fatalf("fsync without path: %v", err)

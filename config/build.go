@@ -34,8 +34,12 @@ type Options struct {
 	// Logger is the application log (default: slog.Default()).
 	Logger *slog.Logger
 	// AuditLogger receives one event per decision (default: the audit.path file
-	// when set, else Logger with log=audit).
+	// when set, else AuditSink, else Logger with log=audit). Given, the audit
+	// path's failure handling (audit.on_failure) is the logger's business.
 	AuditLogger *slog.Logger
+	// AuditSink is where audit events go when audit.path is not set (sts serve:
+	// stderr); they are written through the issuer's audit writer.
+	AuditSink io.Writer
 	// Now is the clock (default: time.Now).
 	Now func() time.Time
 	// UpstreamClient supplies the transport for upstream discovery and JWKS fetches
@@ -63,10 +67,12 @@ func Build(ctx context.Context, cfg *Config, o Options) (s *issuer.Server, err e
 			}
 		}
 	}()
-	if o.AuditLogger == nil && cfg.Audit.Path != "" {
+	auditSink := o.AuditSink
+	if o.AuditLogger != nil {
+		auditSink = nil
+	} else if cfg.Audit.Path != "" {
 		var closeAudit func() error
-		o.AuditLogger, closeAudit, err = openAuditLogger(cfg.Audit, cfg.Path(cfg.Audit.Path), o.Logger)
-		if err != nil {
+		if auditSink, closeAudit, err = openAuditSink(cfg.Audit, cfg.Path(cfg.Audit.Path), o.Logger); err != nil {
 			return nil, err
 		}
 		closers = append(closers, closeAudit)
@@ -114,6 +120,8 @@ func Build(ctx context.Context, cfg *Config, o Options) (s *issuer.Server, err e
 		TracerProvider: tp,
 		Logger:         o.Logger,
 		AuditLogger:    o.AuditLogger,
+		AuditSink:      auditSink,
+		AuditContinue:  cfg.Audit.OnFailure == AuditContinue,
 		Now:            o.Now,
 		// The server closes the store itself, after these.
 		Closers: closers[:len(closers)-1],

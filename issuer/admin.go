@@ -48,6 +48,7 @@ var (
 	errUnauthenticated = &adminError{http.StatusUnauthorized, "invalid_token", "a valid bearer token or client certificate is required"}
 	errForbidden       = &adminError{http.StatusForbidden, "insufficient_scope", "policy does not allow this caller this action"}
 	errStoreDown       = &adminError{http.StatusServiceUnavailable, "temporarily_unavailable", "the revocation store cannot be reached; nothing was recorded"}
+	errAuditDown       = &adminError{http.StatusServiceUnavailable, "temporarily_unavailable", "the audit log cannot be written; nothing was recorded"}
 )
 
 func writeAdminError(w http.ResponseWriter, e *adminError) {
@@ -72,13 +73,47 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// adminEvent is the audit record of an admin action.
-func (s *adminService) auditAdmin(ctx context.Context, action, outcome string, caller *attest.Workload, attrs ...slog.Attr) {
-	all := []slog.Attr{slog.String("event", action), slog.String("outcome", outcome)}
+// auditAdmin writes the audit record of an admin action.
+func (s *adminService) auditAdmin(r *http.Request, action, outcome string, caller *attest.Workload, attrs ...slog.Attr) {
+	_ = s.writeAdminEvent(r, action, outcome, caller, false, attrs)
+}
+
+// auditChange writes the record of a change made (outcome recorded); under
+// fail_closed it fails when the event was not written within the bound.
+func (s *adminService) auditChange(r *http.Request, action string, caller *attest.Workload, attrs ...slog.Attr) error {
+	return s.writeAdminEvent(r, action, "recorded", caller, true, attrs)
+}
+
+func (s *adminService) writeAdminEvent(r *http.Request, action, outcome string, caller *attest.Workload, durable bool, attrs []slog.Attr) error {
+	all := []slog.Attr{slog.String("event", action), slog.String("outcome", outcome), clientAddrAttr(s.clientIP(r), false)}
 	if caller != nil {
 		all = append(all, slog.String("caller_upstream", caller.Upstream), slog.String("caller", caller.ID))
 	}
-	s.auditLog.LogAttrs(ctx, slog.LevelInfo, action, append(all, attrs...)...)
+	all = append(all, attrs...)
+	if durable {
+		return s.auditDurable(r.Context(), slog.LevelInfo, action, all...)
+	}
+	s.auditLog.LogAttrs(r.Context(), slog.LevelInfo, action, all...)
+	return nil
+}
+
+// auditBlocksChange answers 503 before a change is made while its audit event
+// could not be written (on_failure fail_closed and the audit path failed); the
+// refusal is audited (it may be written once the path recovers).
+func (s *adminService) auditBlocksChange(w http.ResponseWriter, r *http.Request, action string, caller *attest.Workload) bool {
+	if !s.auditRefuses() {
+		return false
+	}
+	s.auditAdmin(r, action, "refused", caller, slog.String("error", "the audit log cannot be written"))
+	writeAdminError(w, errAuditDown)
+	return true
+}
+
+// auditLost answers a change made whose audit event could not be written: 503,
+// naming what was recorded, so that the caller knows the audit trail lacks it.
+func auditLost(w http.ResponseWriter, what string) {
+	writeAdminError(w, &adminError{http.StatusServiceUnavailable, "temporarily_unavailable",
+		what + ", but its audit event could not be written (the audit log has failed)"})
 }
 
 // authorize authenticates the caller (bearer token attested like a subject token,
@@ -100,7 +135,7 @@ func (s *adminService) admitCaller(w http.ResponseWriter, r *http.Request, actio
 	ctx := r.Context()
 	caller, err := s.caller(ctx, r)
 	if err != nil {
-		s.auditAdmin(ctx, actions[0], "unauthenticated", nil, slog.String("reason", err.Error()))
+		s.auditAdmin(r, actions[0], "unauthenticated", nil, slog.String("reason", err.Error()))
 		if errors.Is(err, attest.ErrUnavailable) {
 			writeAdminError(w, errStoreDown)
 			return nil, false
@@ -118,7 +153,7 @@ func (s *adminService) admitCaller(w http.ResponseWriter, r *http.Request, actio
 		}
 		reason = d.Reason
 	}
-	s.auditAdmin(ctx, actions[0], "denied", caller, slog.String("reason", reason))
+	s.auditAdmin(r, actions[0], "denied", caller, slog.String("reason", reason))
 	writeAdminError(w, errForbidden)
 	return nil, false
 }
@@ -128,7 +163,7 @@ func (s *adminService) admitCaller(w http.ResponseWriter, r *http.Request, actio
 func (s *adminService) permit(w http.ResponseWriter, r *http.Request, caller *attest.Workload, action string, targets []string) bool {
 	d := s.policy().DecideAdmin(policy.AdminRequest{Caller: caller, Action: action, TargetUpstreams: targets, Now: s.now()})
 	if !d.Allowed() {
-		s.auditAdmin(r.Context(), action, "denied", caller, slog.String("reason", d.Reason))
+		s.auditAdmin(r, action, "denied", caller, slog.String("reason", d.Reason))
 		writeAdminError(w, errForbidden)
 		return false
 	}
@@ -206,7 +241,7 @@ func (s *adminService) handleCreateRevocation(w http.ResponseWriter, r *http.Req
 	kid, byKey := sel.Value(revocation.KeyKeyID)
 	if byKey && req.Kind == string(revocation.KindRevoke) {
 		if e := s.checkRevocableKey(kid); e != nil {
-			s.auditAdmin(r.Context(), action, "refused", caller, slog.String("selector", sel.String()), slog.String("error", e.desc))
+			s.auditAdmin(r, action, "refused", caller, slog.String("selector", sel.String()), slog.String("error", e.desc))
 			writeAdminError(w, e)
 			return
 		}
@@ -234,10 +269,12 @@ func (s *adminService) handleCreateRevocation(w http.ResponseWriter, r *http.Req
 // and answers 201 with the entry; or 400 for an entry the store refuses, 503
 // when it is unreachable (the failure audited too).
 func (s *adminService) recordEntry(w http.ResponseWriter, r *http.Request, action string, caller *attest.Workload, e revocation.Entry, extra ...slog.Attr) {
-	ctx := r.Context()
-	created, err := s.store.Create(ctx, e)
+	if s.auditBlocksChange(w, r, action, caller) {
+		return
+	}
+	created, err := s.store.Create(r.Context(), e)
 	if err != nil {
-		s.auditAdmin(ctx, action, "error", caller, append(extra, slog.String("selector", e.Selector), slog.String("error", err.Error()))...)
+		s.auditAdmin(r, action, "error", caller, append(extra, slog.String("selector", e.Selector), slog.String("error", err.Error()))...)
 		if errors.Is(err, revocation.ErrInvalid) {
 			writeAdminError(w, &adminError{http.StatusBadRequest, "invalid_request", "the entry is invalid: " + err.Error()})
 			return
@@ -246,8 +283,11 @@ func (s *adminService) recordEntry(w http.ResponseWriter, r *http.Request, actio
 		return
 	}
 	s.metrics.revocations.WithLabelValues(string(created.Kind)).Inc()
-	s.auditAdmin(ctx, action, "recorded", caller, append(extra, slog.String("id", created.ID), slog.String("selector", created.Selector),
-		slog.String("reason", created.Reason), slog.Time("expires", created.Expires))...)
+	if err := s.auditChange(r, action, caller, append(extra, slog.String("id", created.ID), slog.String("selector", created.Selector),
+		slog.String("reason", created.Reason), slog.Time("expires", created.Expires))...); err != nil {
+		auditLost(w, "the entry was recorded as "+created.ID)
+		return
+	}
 	writeJSON(w, http.StatusCreated, entryJSON(created))
 }
 
@@ -279,6 +319,9 @@ func (s *adminService) handleLiftRevocation(w http.ResponseWriter, r *http.Reque
 	if reason == "" {
 		reason = "lifted"
 	}
+	if s.auditBlocksChange(w, r, policy.ActionLift, caller) {
+		return
+	}
 	lifted, err := s.store.Lift(r.Context(), id, caller.Upstream+":"+caller.ID, reason)
 	switch {
 	case errors.Is(err, revocation.ErrNotFound):
@@ -292,7 +335,10 @@ func (s *adminService) handleLiftRevocation(w http.ResponseWriter, r *http.Reque
 		writeAdminError(w, errStoreDown)
 		return
 	}
-	s.auditAdmin(r.Context(), policy.ActionLift, "recorded", caller, slog.String("id", id), slog.String("selector", lifted.Selector))
+	if err := s.auditChange(r, policy.ActionLift, caller, slog.String("id", id), slog.String("selector", lifted.Selector)); err != nil {
+		auditLost(w, "the entry "+id+" was lifted")
+		return
+	}
 	writeJSON(w, http.StatusOK, entryJSON(lifted))
 }
 
@@ -323,6 +369,9 @@ func (s *adminService) handleWorkloadChange(w http.ResponseWriter, r *http.Reque
 	if !s.permit(w, r, caller, policy.ActionReportChange, []string{req.Upstream}) {
 		return
 	}
+	if s.auditBlocksChange(w, r, policy.ActionReportChange, caller) {
+		return
+	}
 	wl := &attest.Workload{Upstream: req.Upstream, Subject: req.Subject, ID: req.Subject, Attributes: req.Attributes}
 	fired, err := s.bind(r.Context(), b, wl, "")
 	if err != nil {
@@ -333,8 +382,11 @@ func (s *adminService) handleWorkloadChange(w http.ResponseWriter, r *http.Reque
 	if fired != nil {
 		out = entryJSON(*fired)
 	}
-	s.auditAdmin(r.Context(), policy.ActionReportChange, "recorded", caller, slog.String("upstream", req.Upstream),
-		slog.String("sub", req.Subject), slog.Bool("fired", fired != nil))
+	if err := s.auditChange(r, policy.ActionReportChange, caller, slog.String("upstream", req.Upstream),
+		slog.String("sub", req.Subject), slog.Bool("fired", fired != nil)); err != nil {
+		auditLost(w, "the change was recorded")
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]json.RawMessage{"fired": out})
 }
 

@@ -398,5 +398,8 @@ func (x *exchangeState) event(ref *refusal) exchangeEvent {
 func (s *tokenService) record(ctx context.Context, ev *exchangeEvent, took time.Duration) {
 	s.metrics.observeExchange(ev.outcome, ev.code, took)
 	s.tracing.exchange(ctx, ev)
-	s.audit(ctx, ev)
+	if ev.outcome != "issued" {
+		// An issued token's event was written before the response (handleToken).
+		_ = s.audit(ctx, ev, false)
+	}
 }

@@ -55,10 +55,9 @@ func (s *adminService) handleRevokeKey(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, &adminError{http.StatusBadRequest, "invalid_request", "kid: " + err.Error()})
 		return
 	}
-	ctx := r.Context()
 	op := slog.String("op", "revoke_key")
 	if e := s.checkRevocableKey(req.KID); e != nil {
-		s.auditAdmin(ctx, action, "refused", caller, op, slog.String("kid", req.KID), slog.String("error", e.desc))
+		s.auditAdmin(r, action, "refused", caller, op, slog.String("kid", req.KID), slog.String("error", e.desc))
 		writeAdminError(w, e)
 		return
 	}

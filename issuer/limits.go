@@ -113,6 +113,8 @@ type tokenLimits struct {
 	limitedOvl  prometheus.Counter
 	// gate sheds while the process is CPU-saturated (nil = off).
 	gate *overloadGate
+	// refusals audits the 429s above, aggregated (ratelimited.go; nil = off).
+	refusals *refusalAudit
 }
 
 // close stops the overload sampler.
@@ -194,6 +196,7 @@ func (l *tokenLimits) wrap(h http.HandlerFunc) http.HandlerFunc {
 		if l.perIP != nil {
 			if ok, wait := l.perIP.allow(l.clientAddr(r)); !ok {
 				l.limitedIP.Inc()
+				l.refused(limitedPerIP, r)
 				writeRateLimited(w, wait)
 				return
 			}
@@ -206,6 +209,7 @@ func (l *tokenLimits) wrap(h http.HandlerFunc) http.HandlerFunc {
 			}
 			if l.gate.refuse() {
 				l.limitedOvl.Inc()
+				l.refused(limitedOverload, r)
 				writeRateLimited(w, time.Second)
 				return
 			}
@@ -213,6 +217,7 @@ func (l *tokenLimits) wrap(h http.HandlerFunc) http.HandlerFunc {
 		if l.inFlight.Add(1) > l.maxInFlight {
 			l.inFlight.Add(-1)
 			l.limitedConc.Inc()
+			l.refused(limitedInFlight, r)
 			writeRateLimited(w, time.Second)
 			return
 		}
@@ -241,13 +246,24 @@ func rateLimited(wait time.Duration) *oauthError {
 // maxForwardedHops bounds how much of X-Forwarded-For is read.
 const maxForwardedHops = 16
 
-// clientAddr is the per-IP key of r: the peer's address or, when the peer is a
-// trusted proxy, the nearest address of X-Forwarded-For that is not a trusted
-// proxy (read from the right: the left part is whatever the client wrote).
-// IPv6 addresses count by their /64 (one host usually owns a whole /64). An
-// unparsable peer maps to the zero Addr, one shared bucket; an unparsable
-// forwarded hop stops the walk at the last trusted address.
+// clientAddr is the per-IP key of r: its clientIP, IPv6 addresses by their /64
+// (one host usually owns a whole /64). An unparsable peer maps to the zero
+// Addr, one shared bucket.
 func (l *tokenLimits) clientAddr(r *http.Request) netip.Addr {
+	a := l.clientIP(r)
+	if a.Is6() {
+		if p, err := a.Prefix(64); err == nil {
+			return p.Addr()
+		}
+	}
+	return a
+}
+
+// clientIP is the client's address: the peer's or, when the peer is a trusted
+// proxy, the nearest address of X-Forwarded-For that is not a trusted proxy
+// (read from the right: the left part is whatever the client wrote). An
+// unparsable forwarded hop stops the walk at the last trusted address.
+func (l *tokenLimits) clientIP(r *http.Request) netip.Addr {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
 		return netip.Addr{}
@@ -269,11 +285,6 @@ func (l *tokenLimits) clientAddr(r *http.Request) netip.Addr {
 					break walk
 				}
 			}
-		}
-	}
-	if a.Is6() {
-		if p, err := a.Prefix(64); err == nil {
-			return p.Addr()
 		}
 	}
 	return a

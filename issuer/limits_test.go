@@ -269,24 +269,28 @@ func BenchmarkTokenLimits(b *testing.B) {
 	for _, ips := range []int{1, 1024} {
 		b.Run(fmt.Sprintf("ips-%d", ips), func(b *testing.B) {
 			l := newTokenLimits(Limits{PerIPRPS: 1e9, Burst: 1e9, MaxInFlight: 1 << 30}, nil, newMetrics())
-			h := l.wrap(func(http.ResponseWriter, *http.Request) {})
-			reqs := make([]*http.Request, ips)
-			for i := range reqs {
-				reqs[i] = httptest.NewRequest(http.MethodPost, "/token", nil)
-				reqs[i].RemoteAddr = fmt.Sprintf("10.0.%d.%d:1234", i>>8, i&255)
-			}
-			var next atomic.Int64
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				i := int(next.Add(1))
-				w := httptest.NewRecorder()
-				for pb.Next() {
-					h(w, reqs[i%ips])
-					i++
-				}
-			})
+			benchPeers(b, ips, l.wrap(func(http.ResponseWriter, *http.Request) {}))
 		})
 	}
+}
+
+// benchPeers runs h in parallel on /token requests from n client addresses.
+func benchPeers(b *testing.B, n int, h http.HandlerFunc) {
+	reqs := make([]*http.Request, n)
+	for i := range reqs {
+		reqs[i] = httptest.NewRequest(http.MethodPost, "/token", nil)
+		reqs[i].RemoteAddr = fmt.Sprintf("10.0.%d.%d:1234", i>>8, i&255)
+	}
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(next.Add(1))
+		w := httptest.NewRecorder()
+		for pb.Next() {
+			h(w, reqs[i%n])
+			i++
+		}
+	})
 }
 
 func TestClientAddrTrustedProxies(t *testing.T) {

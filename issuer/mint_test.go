@@ -144,8 +144,13 @@ func BenchmarkExchange(b *testing.B) {
 	}
 }
 
+// startSTSForBench starts a server whose audit events go, as in sts serve,
+// through the audit writer (on_failure fail_closed: the issued event is written
+// before the response), here to io.Discard.
 func startSTSForBench(b *testing.B) *testSTS {
 	ts := startSTS(b, stsOptions{})
-	ts.srv.auditLog = slog.New(slog.NewJSONHandler(io.Discard, nil))
+	ts.srv.audit = newAuditWriter(io.Discard, true, ts.srv.metrics, slog.New(slog.DiscardHandler), time.Now)
+	ts.srv.auditLog = slog.New(newAuditHandler(ts.srv.audit, nil)).With(slog.String("log", "audit"))
+	b.Cleanup(func() { _ = ts.srv.audit.close() })
 	return ts
 }

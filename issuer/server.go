@@ -6,9 +6,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"sync/atomic"
 	"syscall"
@@ -70,8 +72,15 @@ type Config struct {
 	// Logger is the application log (default: slog.Default()).
 	Logger *slog.Logger
 	// AuditLogger receives one event per decision (default: Logger with
-	// log=audit).
+	// log=audit). AuditSink replaces it.
 	AuditLogger *slog.Logger
+	// AuditSink, when set, receives the audit events (JSON lines) through a
+	// bounded queue and one writer goroutine (audit.go); its failures are
+	// counted, logged and shown by /readyz. AuditContinue keeps issuing while
+	// events cannot be written (audit.on_failure: continue); by default /token
+	// and admin changes then answer 503.
+	AuditSink     io.Writer
+	AuditContinue bool
 	// Now is the clock (default: time.Now).
 	Now func() time.Time
 	// Closers release what the parts started (verifier background work, an
@@ -136,6 +145,10 @@ type core struct {
 	bindings map[string]binding
 	log      *slog.Logger
 	auditLog *slog.Logger
+	// audit is the audit path's writer (nil when AuditLogger was given);
+	// clientIP names the client of a request in audit events.
+	audit    *auditWriter
+	clientIP func(*http.Request) netip.Addr
 	now      func() time.Time
 	metrics  *metrics
 	// tracing exports spans (tracing.go); nil when off.
@@ -193,6 +206,10 @@ func newServer(c Config) (*Server, error) {
 		tracing:  tr,
 		maxTTL:   c.MaxTTL,
 	}
+	if c.AuditSink != nil {
+		cr.audit = newAuditWriter(c.AuditSink, !c.AuditContinue, met, c.Logger, c.Now)
+		cr.auditLog = slog.New(newAuditHandler(cr.audit, nil)).With(slog.String("log", "audit"))
+	}
 	cr.decider.Store(&c.Decider)
 	keys, err := newSigning(cr, c.Keys.ring, clients.authMethods())
 	if err != nil {
@@ -226,6 +243,11 @@ func newServer(c Config) (*Server, error) {
 		}
 	}
 	s.closers = append(s.closers, func() error { s.limits.close(); return nil })
+	if cr.audit != nil {
+		// Drain the audit queue before the parts' closers close the sink.
+		s.closers = append([]func() error{cr.audit.close}, s.closers...)
+	}
+	s.startRefusalAudit()
 	s.routes()
 	met.registerCollectors(keys, c.Now, stats)
 	s.startTracing()
@@ -282,6 +304,11 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	if s.auditRefuses() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("audit log cannot be written\n"))
+		return
+	}
 	if err := s.store.Ping(ctx); err != nil {
 		s.log.WarnContext(ctx, "not ready: revocation store", slog.String("error", err.Error()))
 		w.WriteHeader(http.StatusServiceUnavailable)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,14 +46,36 @@ func (s *tokenService) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	start := s.now()
 	x := &exchangeState{r: r}
-	ref := s.exchange(r.Context(), x)
+	ref := s.auditRefusal()
+	if ref == nil {
+		ref = s.exchange(r.Context(), x)
+	}
+	ev := x.event(ref)
+	ev.clientAddr = s.clientIP(r)
+	if ref == nil {
+		// The issued event is written before the token is handed out: under
+		// fail_closed a token whose event cannot be written is never answered.
+		if err := s.audit(r.Context(), &ev, true); err != nil {
+			ref = refuse(errUnavailable, "audit: "+err.Error())
+			ev = x.event(ref)
+			ev.clientAddr = s.clientIP(r)
+		}
+	}
 	if ref != nil {
 		writeError(w, ref.oauth)
 	} else {
 		writeTokenResponse(w, &x.response)
 	}
-	ev := x.event(ref)
 	s.record(r.Context(), &ev, s.now().Sub(start))
+}
+
+// auditRefusal refuses an exchange before any work while its audit event could
+// not be written (on_failure fail_closed and the audit path failed).
+func (s *tokenService) auditRefusal() *refusal {
+	if s.auditRefuses() {
+		return refuse(errUnavailable, "audit: the audit log cannot be written")
+	}
+	return nil
 }
 
 // tokenResponse is the RFC 8693 §2.2.1 success body.
@@ -119,12 +142,14 @@ type exchangeEvent struct {
 	clientAuth      string // tls_client_auth or private_key_jwt
 	audited         []policy.AuditHit
 	subjectTokenSHA string
+	clientAddr      netip.Addr
 }
 
-// audit writes one structured event per exchange decision to the audit log.
-func (s *tokenService) audit(ctx context.Context, ev *exchangeEvent) {
-	attrs := make([]slog.Attr, 0, 12)
-	attrs = append(attrs, slog.String("event", "exchange"), slog.String("outcome", ev.outcome))
+// audit writes one structured event per exchange decision to the audit log;
+// durable (an issued token) waits for it to be written under fail_closed.
+func (s *tokenService) audit(ctx context.Context, ev *exchangeEvent, durable bool) error {
+	attrs := make([]slog.Attr, 0, 13)
+	attrs = append(attrs, slog.String("event", "exchange"), slog.String("outcome", ev.outcome), clientAddrAttr(ev.clientAddr, false))
 	if ev.code != "" {
 		attrs = append(attrs, slog.String("error", ev.code))
 	}
@@ -162,7 +187,11 @@ func (s *tokenService) audit(ctx context.Context, ev *exchangeEvent) {
 	if ev.code == codeTemporarilyUnavailable || ev.code == codeServerError {
 		level = slog.LevelWarn
 	}
+	if durable {
+		return s.auditDurable(ctx, level, "exchange", attrs...)
+	}
 	s.auditLog.LogAttrs(ctx, level, "exchange", attrs...)
+	return nil
 }
 
 // copyAttributes returns the workload attributes the deciding rule asked to copy

@@ -76,6 +76,8 @@ type e2e struct {
 	cmd    *exec.Cmd
 	log    *testproc.Buffer
 	done   chan error
+	// ops is the metrics_listen address (plain HTTP: /metrics, /healthz, /readyz).
+	ops string
 }
 
 // setup writes TLS files, upstream keys, config and policy. revocation is the YAML
@@ -85,6 +87,7 @@ func setup(t *testing.T, revocation string) *e2e {
 	e := &e2e{t: t, dir: t.TempDir(), a: testissuer.New(t, "https://issuer.example"), b: testissuer.Serve(t)}
 	port := testproc.FreePort(t)
 	e.url = fmt.Sprintf("https://127.0.0.1:%d", port)
+	e.ops = fmt.Sprintf("127.0.0.1:%d", testproc.FreePort(t))
 	// A throwaway CA for the STS certificate (the quickstart's generator).
 	if err := ensureTLS(e.path("ca.crt"), e.path("tls.crt"), e.path("tls.key")); err != nil {
 		t.Fatal(err)
@@ -114,7 +117,8 @@ upstreams:
     audiences: [sts]
 policy_files: [policy.yaml]
 policy_reload_interval: 1s
-%s`, e.url, port, e.b.URL, revocation))
+metrics_listen: %s
+%s`, e.url, port, e.b.URL, e.ops, revocation))
 	e.write("policy.yaml", e2ePolicy)
 	e.write("cluster-a-jwks.json", string(e.a.JWKS()))
 	e.cfg = e.path("sts.yaml")

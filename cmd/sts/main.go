@@ -160,12 +160,10 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
 // serve runs the STS for cfg until ctx ends. ready, when not nil, is called once the
 // listener is bound.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, auditW io.Writer, ready func()) error {
-	opts := config.Options{Logger: log}
-	if cfg.Audit.Path == "" {
-		// Audit events share stderr with the application log but never its level:
-		// log.level: warn must not silence them.
-		opts.AuditLogger = slog.New(slog.NewJSONHandler(auditW, &slog.HandlerOptions{Level: slog.LevelInfo})).With(slog.String("log", "audit"))
-	}
+	// Without audit.path, audit events share stderr with the application log but
+	// never its level (log.level: warn must not silence them), written through
+	// the issuer's audit writer: a stderr nobody reads does not hang requests.
+	opts := config.Options{Logger: log, AuditSink: auditW}
 	s, err := config.Build(ctx, cfg, opts)
 	if err != nil {
 		return err

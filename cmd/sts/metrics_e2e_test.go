@@ -1,15 +1,11 @@
 package main
 
 import (
-	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/safeconduct/safeconduct/internal/testproc"
 )
 
 // get returns the status and body of a GET with client (the body bounded).
@@ -29,9 +25,7 @@ func get(t *testing.T, client *http.Client, url string) (int, string) {
 // /readyz over plain HTTP, and the probes stay on the token listener too.
 func TestE2EMetricsListener(t *testing.T) {
 	e := setup(t, "")
-	ops := fmt.Sprintf("127.0.0.1:%d", testproc.FreePort(t))
-	cfg, _ := os.ReadFile(e.cfg)
-	e.write("sts.yaml", string(cfg)+"metrics_listen: "+ops+"\n")
+	ops := e.ops // setup gives every e2e server a metrics listener
 	e.start()
 	if _, err := e.exchange(e.a.Token(t, payments)); err != nil {
 		t.Fatal(err)
