@@ -1,7 +1,9 @@
 package issuer
 
 import (
+	"bytes"
 	"hash/maphash"
+	"io"
 	"math"
 	"net/http"
 	"net/netip"
@@ -188,7 +190,9 @@ func (l *tokenLimits) allowClient(id string) *oauthError {
 }
 
 // wrap applies the limits before h: first the caller's bucket (so that a flooding
-// client does not take in-flight slots), then the concurrency bound.
+// client does not take in-flight slots), then, once the body is in, the
+// concurrency bound: a client that sends its body slowly or never holds a
+// goroutine of its connection, not a slot.
 func (l *tokenLimits) wrap(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if l.perIP != nil {
@@ -210,6 +214,7 @@ func (l *tokenLimits) wrap(h http.HandlerFunc) http.HandlerFunc {
 				return
 			}
 		}
+		readBody(w, r)
 		if l.inFlight.Add(1) > l.maxInFlight {
 			l.inFlight.Add(-1)
 			l.limitedConc.Inc()
@@ -220,6 +225,32 @@ func (l *tokenLimits) wrap(h http.HandlerFunc) http.HandlerFunc {
 		h(w, r)
 	}
 }
+
+// bodyTimeout bounds the wait for a request's body once its headers are in
+// (the in-flight bound counts a request only after it).
+const bodyTimeout = 5 * time.Second
+
+// readBody reads r's body (at most maxBodyBytes, within bodyTimeout) and
+// replaces it with what was read, followed by the read's error, if any: the
+// handler sees the same bytes and errors (http.MaxBytesError included) as if it
+// read the connection itself.
+func readBody(w http.ResponseWriter, r *http.Request) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyTimeout))
+	data, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBodyBytes))
+	var rest io.Reader = bytes.NewReader(data)
+	if err != nil {
+		rest = io.MultiReader(rest, errReader{err})
+	}
+	r.Body = io.NopCloser(rest)
+}
+
+// errReader fails every read with err.
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 // writeRateLimited answers 429 with an RFC 6749 §5.2 style body and Retry-After in
 // whole seconds (at least 1).
