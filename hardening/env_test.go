@@ -122,13 +122,13 @@ type envOptions struct {
 
 // limitsYAML is the limits: mapping of the configuration. The standard one lets
 // every request reach verification instead of some being shed with 429 (the
-// unknown-kid storm sends 200 concurrent requests): the limits are not under
-// test there.
+// unknown-kid storm sends 200 concurrent requests, the admin tests many in a
+// row): the limits are not under test there.
 func (o envOptions) limitsYAML() string {
 	if o.limits != "" {
 		return o.limits
 	}
-	return "{max_in_flight: 1024}"
+	return "{max_in_flight: 1024, admin_per_ip_rps: -1, admin_max_in_flight: 1024}"
 }
 
 // newEnvWith is newEnv with additions to the configuration.

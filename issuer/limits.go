@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"bytes"
+	"context"
 	"hash/maphash"
 	"io"
 	"math"
@@ -50,7 +51,19 @@ type Limits struct {
 	// fraction of /token requests is answered 429 at once. Default 50ms; negative
 	// turns shedding off.
 	ShedQueueDelay time.Duration
+	// AdminPerIPRPS is the sustained rate per client IP of the endpoints that
+	// verify a caller's credential besides /token (introspection, the admin API,
+	// the revocation feed), in buckets of their own; default 50, negative = off.
+	// AdminBurst is its bucket size (default 2 x the rate).
+	AdminPerIPRPS float64
+	AdminBurst    int
+	// AdminMaxInFlight bounds their concurrent requests before the caller is
+	// verified (default 16 x GOMAXPROCS), apart from /token's MaxInFlight.
+	AdminMaxInFlight int
 }
+
+// defaultAdminPerIPRPS is AdminPerIPRPS when zero.
+const defaultAdminPerIPRPS = 50
 
 // ParseTrustedProxy reads a trusted_proxies entry: a CIDR prefix or a single
 // address (as a /32 or /128).
@@ -81,6 +94,13 @@ func (c Limits) withDefaults() Limits {
 	c.ClientBurst = defaultBurst(c.PerClientRPS, c.ClientBurst)
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = 2 * runtime.GOMAXPROCS(0) * 32
+	}
+	if c.AdminPerIPRPS == 0 {
+		c.AdminPerIPRPS = defaultAdminPerIPRPS
+	}
+	c.AdminBurst = defaultBurst(c.AdminPerIPRPS, c.AdminBurst)
+	if c.AdminMaxInFlight == 0 {
+		c.AdminMaxInFlight = 16 * runtime.GOMAXPROCS(0)
 	}
 	return c
 }
@@ -115,6 +135,9 @@ type tokenLimits struct {
 	limitedOvl  prometheus.Counter
 	// gate sheds while the process is CPU-saturated (nil = off).
 	gate *overloadGate
+	// releasable: a handler may give its in-flight slot back early
+	// (releaseSlot), once the caller is verified (the feed stream).
+	releasable bool
 }
 
 // close stops the overload sampler.
@@ -136,11 +159,7 @@ func newTokenLimits(c Limits, now func() time.Time, m *metrics) *tokenLimits {
 	if c.PerClientRPS > 0 {
 		l.perClient = newKeyLimiter[string](c.PerClientRPS, c.ClientBurst, maxLimiterKeys, now)
 	}
-	for _, p := range c.TrustedProxies {
-		if pfx, err := ParseTrustedProxy(p); err == nil { // validated with the config
-			l.proxies = append(l.proxies, pfx)
-		}
-	}
+	l.proxies = parseProxies(c.TrustedProxies)
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "safeconduct_rate_limited_total",
 		Help: "Token requests refused with 429, by reason: per_ip and in_flight before any verification, per_workload and per_client after it.",
@@ -162,6 +181,40 @@ func newTokenLimits(c Limits, now func() time.Time, m *metrics) *tokenLimits {
 		}))
 	}
 	return l
+}
+
+// newAdminLimits are the pre-verification limits of the other endpoints that
+// verify a credential (introspection, the admin API, the revocation feed): a
+// per-IP bucket and an in-flight bound of their own, so that a flood of forged
+// bearer tokens neither takes /token's capacity nor is hidden in it, and an
+// operator's revocation is not queued behind a flood of exchanges; the overload
+// gate is /token's (one process, one CPU).
+func newAdminLimits(c Limits, now func() time.Time, m *metrics, gate *overloadGate) *tokenLimits {
+	c = c.withDefaults()
+	l := &tokenLimits{maxInFlight: int64(c.AdminMaxInFlight), proxies: parseProxies(c.TrustedProxies), gate: gate, releasable: true}
+	if c.AdminPerIPRPS > 0 {
+		l.perIP = newKeyLimiter[netip.Addr](c.AdminPerIPRPS, c.AdminBurst, maxLimiterKeys, now)
+	}
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "safeconduct_admin_rate_limited_total",
+		Help: "Introspection, admin API and revocation feed requests refused with 429 before the caller is verified, by reason: per_ip, in_flight, overload.",
+	}, []string{"reason"})
+	m.registry.MustRegister(vec)
+	l.limitedIP = vec.WithLabelValues(limitedPerIP)
+	l.limitedConc = vec.WithLabelValues(limitedInFlight)
+	l.limitedOvl = vec.WithLabelValues(limitedOverload)
+	return l
+}
+
+// parseProxies reads the trusted_proxies entries (validated with the config).
+func parseProxies(list []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range list {
+		if pfx, err := ParseTrustedProxy(p); err == nil {
+			out = append(out, pfx)
+		}
+	}
+	return out
 }
 
 // allowWorkload takes a token from the bucket of the verified workload
@@ -221,7 +274,13 @@ func (l *tokenLimits) wrap(h http.HandlerFunc) http.HandlerFunc {
 			writeRateLimited(w, time.Second)
 			return
 		}
-		defer l.inFlight.Add(-1)
+		if l.releasable {
+			release := sync.OnceFunc(func() { l.inFlight.Add(-1) })
+			defer release()
+			r = r.WithContext(context.WithValue(r.Context(), slotKey{}, release))
+		} else {
+			defer l.inFlight.Add(-1)
+		}
 		h(w, r)
 	}
 }
@@ -229,6 +288,18 @@ func (l *tokenLimits) wrap(h http.HandlerFunc) http.HandlerFunc {
 // bodyTimeout bounds the wait for a request's body once its headers are in
 // (the in-flight bound counts a request only after it).
 const bodyTimeout = 5 * time.Second
+
+// slotKey is the context key of the function that gives a request's in-flight
+// slot back.
+type slotKey struct{}
+
+// releaseSlot gives the request's in-flight slot back before its handler ends
+// (a long-lived stream, once its caller is verified); a no-op without one.
+func releaseSlot(ctx context.Context) {
+	if release, ok := ctx.Value(slotKey{}).(func()); ok {
+		release()
+	}
+}
 
 // readBody reads r's body (at most maxBodyBytes, within bodyTimeout) and
 // replaces it with what was read, followed by the read's error, if any: the

@@ -28,3 +28,30 @@ func TestSlowBodyTakesNoSlot(t *testing.T) {
 		t.Fatalf("exchange beside a stalled body: %d %s", r.status, r.raw)
 	}
 }
+
+// TestAdminPreLimits: the endpoints that verify a bearer token besides /token
+// take a per-IP bucket and an in-flight slot of their own before verifying it;
+// a feed stream gives its slot back once its caller is verified.
+func TestAdminPreLimits(t *testing.T) {
+	ts := startSTS(t, stsOptions{policy: feedPolicy, extra: "limits: {admin_per_ip_rps: 0.01, admin_burst: 3, admin_max_in_flight: 1, shed_queue_delay: -1s}\n"})
+	admin := ts.a.Token(t, secops)
+	openFeed(t, ts, admin, "") // holds its stream, not its slot
+	if r := ts.do(t, http.MethodGet, PathRevocations, "", "", bearer(admin)); r.status != http.StatusOK {
+		t.Fatalf("snapshot beside an open feed stream: %d %s", r.status, r.raw)
+	}
+	// The third request of the burst passes; then the bucket is empty, whatever
+	// the credential (none is verified).
+	if r := ts.do(t, http.MethodGet, PathRevocations, "", "", bearer(admin)); r.status != http.StatusOK {
+		t.Fatalf("third request: %d %s", r.status, r.raw)
+	}
+	for _, path := range []string{PathRevocations, PathAdmin + "revocations"} {
+		r := ts.do(t, http.MethodGet, path, "", "", bearer("forged"))
+		if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" || r.body["error"] != "temporarily_unavailable" {
+			t.Fatalf("%s over the admin per-IP rate: %d %s", path, r.status, r.raw)
+		}
+	}
+	// /token's bucket is another one.
+	if r := ts.post(t, ts.form(ts.a.Token(t, payments))); r.status != http.StatusOK {
+		t.Fatalf("exchange after the admin bucket ran dry: %d %s", r.status, r.raw)
+	}
+}
