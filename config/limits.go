@@ -41,6 +41,10 @@ type LimitsConfig struct {
 	// fraction of /token requests is answered 429 at once. Default 50ms; negative
 	// turns shedding off.
 	ShedQueueDelay Duration `yaml:"shed_queue_delay"`
+	// MaxConnections bounds open client connections (default 1024): at the
+	// bound the longest idle one is closed to make room, or the new one when
+	// none is idle.
+	MaxConnections int `yaml:"max_connections"`
 	// AdminPerIPRPS is the sustained rate per client IP of introspection, the
 	// admin API and the revocation feed, in buckets of their own (default 50;
 	// negative = off); AdminBurst is its bucket size (default 2 x the rate).
@@ -80,7 +84,7 @@ func (c *LimitsConfig) validate(v *validator) {
 	for _, n := range []struct {
 		v    int
 		name string
-	}{{c.MaxInFlight, "max_in_flight"}, {c.AdminMaxInFlight, "admin_max_in_flight"}} {
+	}{{c.MaxInFlight, "max_in_flight"}, {c.MaxConnections, "max_connections"}, {c.AdminMaxInFlight, "admin_max_in_flight"}} {
 		if n.v < 0 {
 			v.at("limits."+n.name+" must not be negative (0 = default)", "limits", n.name)
 		}
@@ -99,6 +103,7 @@ func (c *LimitsConfig) issuer() issuer.Limits {
 		ClientBurst:      c.ClientBurst,
 		MaxInFlight:      c.MaxInFlight,
 		ShedQueueDelay:   c.ShedQueueDelay.D(),
+		MaxConnections:   c.MaxConnections,
 		AdminPerIPRPS:    c.AdminPerIPRPS,
 		AdminBurst:       c.AdminBurst,
 		AdminMaxInFlight: c.AdminMaxInFlight,

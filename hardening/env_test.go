@@ -99,6 +99,7 @@ type env struct {
 	corp   *testissuer.Issuer
 	pods   *testissuer.Issuer
 	log    *testproc.Buffer
+	pid    int // of the sts process
 
 	mu      sync.Mutex
 	secrets []string // substrings no response may contain
@@ -281,6 +282,7 @@ func (e *env) start(t *testing.T, cfg, caFile string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	e.pid = cmd.Process.Pid
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	t.Cleanup(func() {

@@ -51,6 +51,10 @@ type Limits struct {
 	// fraction of /token requests is answered 429 at once. Default 50ms; negative
 	// turns shedding off.
 	ShedQueueDelay time.Duration
+	// MaxConnections bounds open client connections (default 1024, see
+	// conns.go): at the bound the longest idle one is closed to make room, or
+	// the new one when none is idle.
+	MaxConnections int
 	// AdminPerIPRPS is the sustained rate per client IP of the endpoints that
 	// verify a caller's credential besides /token (introspection, the admin API,
 	// the revocation feed), in buckets of their own; default 50, negative = off.

@@ -117,9 +117,10 @@ type Server struct {
 	// handler is mux, wrapped in a server span per request when tracing is on.
 	handler http.Handler
 	// limits guard /token before any verification; adminLimits the other
-	// endpoints that verify a credential.
+	// endpoints that verify a credential; conns bound open connections.
 	limits      *tokenLimits
 	adminLimits *tokenLimits
+	conns       *connLimiter
 	// closers release what the parts started (verifier background work, the
 	// audit file, tracing, the limits' sweeper); Close then closes the store.
 	closers []func() error
@@ -205,6 +206,7 @@ func newServer(c Config) (*Server, error) {
 		closers: slices.Clone(c.Closers),
 	}
 	s.adminLimits = newAdminLimits(c.Limits, c.Now, met, s.limits.gate)
+	s.conns = newConnLimiter(c.Limits.MaxConnections, met)
 	s.tokens = &tokenService{core: cr, limits: s.limits, defaultTTL: c.DefaultTTL, clients: clients, oneTime: map[string]time.Duration{}}
 	s.admin = &adminService{core: cr, upstreamByIssuer: map[string]string{}}
 	var stats []upstreamStats
@@ -300,7 +302,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Confi
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      15 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    16 << 10,
 		TLSConfig:         tlsConfig,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
@@ -314,6 +316,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Confi
 			return context.WithValue(c, connKey{}, ci)
 		},
 	}
+	s.conns.apply(srv)
 	errc := make(chan error, 1)
 	go func() {
 		if tlsConfig != nil {
