@@ -15,8 +15,10 @@ import (
 // two goroutines) whether or not it ever sends a request, so their number is
 // bounded: at the bound, a new connection makes room by closing the connection
 // that has been idle longest; when none is idle, the new one is closed at once.
-// Idle connections are the cheap ones to lose (a client reconnects), and the
-// newest are the likeliest to carry a request soon.
+// Idle here is without a request in progress: kept alive after one, or new and
+// not yet through its first request's headers (a slow handshake or header
+// sender is as cheap to lose). Idle connections are the cheap ones to lose (a
+// client reconnects), and the newest are the likeliest to carry a request soon.
 
 const (
 	// defaultMaxConnections bounds open connections when Limits.MaxConnections
@@ -29,10 +31,10 @@ const (
 	// HTTP/2 per connection: concurrent streams (RFC 9113 recommends at least
 	// 100), the largest frame read, and the receive windows (a request body is
 	// at most 64 KiB).
-	maxStreamsPerConn  = 100
-	maxReadFrameSize   = 16 << 10
-	maxRecvBufPerConn  = 256 << 10
-	maxRecvBufPerStrem = maxBodyBytes + 1<<10
+	maxStreamsPerConn   = 100
+	maxReadFrameSize    = 16 << 10
+	maxRecvBufPerConn   = 256 << 10
+	maxRecvBufPerStream = maxBodyBytes + 1<<10
 )
 
 // Label values of safeconduct_connections_closed_total.
@@ -48,8 +50,9 @@ type connLimiter struct {
 	max int
 
 	mu sync.Mutex
-	// open counts accepted connections not yet closed; idle orders the idle ones,
-	// longest idle first (values: net.Conn), byConn finds them.
+	// open counts accepted connections not yet closed; idle orders the idle ones
+	// (new ones included), longest idle first (values: net.Conn), byConn finds
+	// them.
 	open    int
 	idle    *list.List
 	byConn  map[net.Conn]*list.Element
@@ -86,7 +89,7 @@ func (l *connLimiter) apply(srv *http.Server) {
 		MaxConcurrentStreams:          maxStreamsPerConn,
 		MaxReadFrameSize:              maxReadFrameSize,
 		MaxReceiveBufferPerConnection: maxRecvBufPerConn,
-		MaxReceiveBufferPerStream:     maxRecvBufPerStrem,
+		MaxReceiveBufferPerStream:     maxRecvBufPerStream,
 	}
 }
 
@@ -97,14 +100,14 @@ func (l *connLimiter) track(c net.Conn, state http.ConnState) {
 	switch state {
 	case http.StateNew:
 		l.open++
+		l.byConn[c] = l.idle.PushBack(c)
 		if l.open > l.max {
-			if e := l.idle.Front(); e != nil {
-				victim = l.idle.Remove(e).(net.Conn)
-				delete(l.byConn, victim)
-				l.evicted.Inc()
-			} else {
-				victim = c
+			victim = l.idle.Remove(l.idle.Front()).(net.Conn) // c at least is there
+			delete(l.byConn, victim)
+			if victim == c {
 				l.refused.Inc()
+			} else {
+				l.evicted.Inc()
 			}
 		}
 	case http.StateIdle:
