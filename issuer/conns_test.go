@@ -13,11 +13,10 @@ import (
 	"time"
 )
 
-// TestConnectionCap: at limits.max_connections, a new connection closes the one
-// idle longest (a new one still sending its headers counts as idle) and is
-// served; when none is idle, the new one is closed.
-func TestConnectionCap(t *testing.T) {
-	ts := startSTS(t, stsOptions{extra: "limits: {max_connections: 3}\n"})
+// serve runs ts.srv.Serve over TLS on a loopback port until the test ends and
+// returns its address.
+func (ts *testSTS) serve(t *testing.T) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -25,14 +24,23 @@ func TestConnectionCap(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- ts.srv.Serve(ctx, l, ts.hs.TLS.Clone(), time.Second) }()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		<-done
-	}()
+	})
+	return l.Addr().String()
+}
+
+// TestConnectionCap: at limits.max_connections, a new connection closes the one
+// idle longest (a new one still sending its headers counts as idle) and is
+// served; when none is idle, the new one is closed.
+func TestConnectionCap(t *testing.T) {
+	ts := startSTS(t, stsOptions{extra: "limits: {max_connections: 3}\n"})
+	addr := ts.serve(t)
 	cfg := ts.hs.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
 	cfg.NextProtos = []string{"http/1.1"}
 	dial := func() (*tls.Conn, error) {
-		return tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", l.Addr().String(), cfg)
+		return tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
 	}
 	// get sends a request on c and reads its answer: c is idle afterwards.
 	get := func(c *tls.Conn) error {

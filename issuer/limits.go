@@ -168,12 +168,9 @@ func newTokenLimits(c Limits, now func() time.Time, m *metrics) *tokenLimits {
 		Name: "safeconduct_rate_limited_total",
 		Help: "Token requests refused with 429, by reason: per_ip and in_flight before any verification, per_workload and per_client after it.",
 	}, []string{"reason"})
-	m.registry.MustRegister(vec)
-	l.limitedIP = vec.WithLabelValues(limitedPerIP)
-	l.limitedConc = vec.WithLabelValues(limitedInFlight)
+	l.countIn(m, vec)
 	l.limitedWl = vec.WithLabelValues(limitedPerWorkload)
 	l.limitedCl = vec.WithLabelValues(limitedPerClient)
-	l.limitedOvl = vec.WithLabelValues(limitedOverload)
 	if c.ShedQueueDelay >= 0 {
 		l.gate = newOverloadGate(c.ShedQueueDelay)
 		l.gate.start()
@@ -203,11 +200,16 @@ func newAdminLimits(c Limits, now func() time.Time, m *metrics, gate *overloadGa
 		Name: "safeconduct_admin_rate_limited_total",
 		Help: "Introspection, admin API and revocation feed requests refused with 429 before the caller is verified, by reason: per_ip, in_flight, overload.",
 	}, []string{"reason"})
+	l.countIn(m, vec)
+	return l
+}
+
+// countIn registers vec and counts the pre-verification refusals in it.
+func (l *tokenLimits) countIn(m *metrics, vec *prometheus.CounterVec) {
 	m.registry.MustRegister(vec)
 	l.limitedIP = vec.WithLabelValues(limitedPerIP)
 	l.limitedConc = vec.WithLabelValues(limitedInFlight)
 	l.limitedOvl = vec.WithLabelValues(limitedOverload)
-	return l
 }
 
 // parseProxies reads the trusted_proxies entries (validated with the config).
