@@ -116,6 +116,7 @@ const (
 	limitedPerWorkload = "per_workload"
 	limitedPerClient   = "per_client"
 	limitedOverload    = "overload"
+	limitedConnBodies  = "conn_bodies"
 )
 
 // maxLimiterKeys bounds the per-IP table.
@@ -137,6 +138,8 @@ type tokenLimits struct {
 	limitedWl   prometheus.Counter
 	limitedCl   prometheus.Counter
 	limitedOvl  prometheus.Counter
+	// limitedBodies counts refusals of maxPendingBodies.
+	limitedBodies prometheus.Counter
 	// gate sheds while the process is CPU-saturated (nil = off).
 	gate *overloadGate
 	// releasable: a handler may give its in-flight slot back early
@@ -166,7 +169,7 @@ func newTokenLimits(c Limits, now func() time.Time, m *metrics) *tokenLimits {
 	l.proxies = parseProxies(c.TrustedProxies)
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "safeconduct_rate_limited_total",
-		Help: "Token requests refused with 429, by reason: per_ip and in_flight before any verification, per_workload and per_client after it.",
+		Help: "Token requests refused with 429, by reason: per_ip, conn_bodies (too many bodies coming on one connection), in_flight and overload before any verification, per_workload and per_client after it.",
 	}, []string{"reason"})
 	l.countIn(m, vec)
 	l.limitedWl = vec.WithLabelValues(limitedPerWorkload)
@@ -198,7 +201,7 @@ func newAdminLimits(c Limits, now func() time.Time, m *metrics, gate *overloadGa
 	}
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "safeconduct_admin_rate_limited_total",
-		Help: "Introspection, admin API and revocation feed requests refused with 429 before the caller is verified, by reason: per_ip, in_flight, overload.",
+		Help: "Introspection, admin API and revocation feed requests refused with 429 before the caller is verified, by reason: per_ip, conn_bodies, in_flight, overload.",
 	}, []string{"reason"})
 	l.countIn(m, vec)
 	return l
@@ -210,6 +213,7 @@ func (l *tokenLimits) countIn(m *metrics, vec *prometheus.CounterVec) {
 	l.limitedIP = vec.WithLabelValues(limitedPerIP)
 	l.limitedConc = vec.WithLabelValues(limitedInFlight)
 	l.limitedOvl = vec.WithLabelValues(limitedOverload)
+	l.limitedBodies = vec.WithLabelValues(limitedConnBodies)
 }
 
 // parseProxies reads the trusted_proxies entries (validated with the config).
@@ -273,7 +277,9 @@ func (l *tokenLimits) wrap(h http.HandlerFunc) http.HandlerFunc {
 				return
 			}
 		}
-		readBody(w, r)
+		if !l.readBody(w, r) {
+			return
+		}
 		if l.inFlight.Add(1) > l.maxInFlight {
 			l.inFlight.Add(-1)
 			l.limitedConc.Inc()
@@ -307,13 +313,27 @@ func releaseSlot(ctx context.Context) {
 	}
 }
 
+// maxPendingBodies bounds the requests of one connection whose body is being
+// read (HTTP/2 streams): stalled bodies cost goroutines and buffers, and
+// connections are bounded (conns.go), so their number is too.
+const maxPendingBodies = 4
+
 // readBody reads r's body (at most maxBodyBytes, within bodyTimeout) and
 // replaces it with what was read, followed by the read's error, if any: the
 // handler sees the same bytes and errors (http.MaxBytesError included) as if it
-// read the connection itself.
-func readBody(w http.ResponseWriter, r *http.Request) {
+// read the connection itself. It answers 429 and returns false when the
+// connection already has maxPendingBodies bodies coming.
+func (l *tokenLimits) readBody(w http.ResponseWriter, r *http.Request) bool {
 	if r.Body == nil || r.Body == http.NoBody {
-		return
+		return true
+	}
+	if ci, _ := r.Context().Value(connKey{}).(*connIdentity); ci != nil {
+		defer ci.pendingBodies.Add(-1)
+		if ci.pendingBodies.Add(1) > maxPendingBodies {
+			l.limitedBodies.Inc()
+			writeRateLimited(w, time.Second)
+			return false
+		}
 	}
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyTimeout))
 	data, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBodyBytes))
@@ -322,6 +342,7 @@ func readBody(w http.ResponseWriter, r *http.Request) {
 		rest = io.MultiReader(rest, errReader{err})
 	}
 	r.Body = io.NopCloser(rest)
+	return true
 }
 
 // errReader fails every read with err.

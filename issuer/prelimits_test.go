@@ -1,10 +1,13 @@
 package issuer
 
 import (
+	"context"
 	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -53,5 +56,61 @@ func TestAdminPreLimits(t *testing.T) {
 	// /token's bucket is another one.
 	if r := ts.post(t, ts.form(ts.a.Token(t, payments))); r.status != http.StatusOK {
 		t.Fatalf("exchange after the admin bucket ran dry: %d %s", r.status, r.raw)
+	}
+}
+
+// TestPendingBodiesPerConnection: one HTTP/2 connection has at most
+// maxPendingBodies requests whose body is still coming; more are answered 429
+// at once (their goroutines and buffers are bounded with the connections),
+// other connections are served.
+func TestPendingBodiesPerConnection(t *testing.T) {
+	ts := startSTS(t, stsOptions{extra: "limits: {shed_queue_delay: -1s}\n"})
+	addr := ts.serve(t)
+	tr := ts.hs.Client().Transport.(*http.Transport).Clone()
+	tr.Protocols = new(http.Protocols)
+	tr.Protocols.SetHTTP2(true) // one connection: 100 streams
+	defer tr.CloseIdleConnections()
+	h2 := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	var stalled sync.WaitGroup
+	defer func() { cancel(); stalled.Wait() }()
+	for range maxPendingBodies {
+		body, w := io.Pipe()
+		stop := context.AfterFunc(ctx, func() { w.Close() })
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+PathToken, body)
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		stalled.Go(func() {
+			defer stop()
+			if resp, err := h2.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		})
+	}
+	form := ts.form(ts.a.Token(t, payments)).Encode()
+	refused := false
+	for deadline := time.Now().Add(5 * time.Second); !refused && time.Now().Before(deadline); {
+		resp, err := h2.Post("https://"+addr+PathToken, "application/x-www-form-urlencoded", strings.NewReader(form))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 {
+			t.Fatalf("protocol %s, want HTTP/2", resp.Proto)
+		}
+		refused = resp.StatusCode == http.StatusTooManyRequests
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !refused {
+		t.Fatalf("a connection with %d bodies coming was given another request", maxPendingBodies)
+	}
+	// Another connection is served.
+	h1 := &http.Client{Transport: ts.hs.Client().Transport.(*http.Transport).Clone(), Timeout: 10 * time.Second}
+	resp, err := h1.Post("https://"+addr+PathToken, "application/x-www-form-urlencoded", strings.NewReader(form))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("exchange on another connection: %d", resp.StatusCode)
 	}
 }
