@@ -68,21 +68,38 @@ func TestPendingBodiesPerConnection(t *testing.T) {
 	addr := ts.serve(t)
 	tr := ts.hs.Client().Transport.(*http.Transport).Clone()
 	tr.Protocols = new(http.Protocols)
-	tr.Protocols.SetHTTP2(true) // one connection: 100 streams
+	tr.Protocols.SetHTTP2(true)
+	tr.MaxConnsPerHost = 1 // one connection (100 streams), dialled before the stalled requests start
 	defer tr.CloseIdleConnections()
 	h2 := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	if resp, err := h2.Get("https://" + addr + "/healthz"); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var stalled sync.WaitGroup
 	defer func() { cancel(); stalled.Wait() }()
+	// maxPendingBodies requests whose body never comes; one refused because a
+	// request below was coming at the same time tries again.
 	for range maxPendingBodies {
-		body, w := io.Pipe()
-		stop := context.AfterFunc(ctx, func() { w.Close() })
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+PathToken, body)
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		stalled.Go(func() {
-			defer stop()
-			if resp, err := h2.Do(req); err == nil {
+			for i := 0; i < 200 && ctx.Err() == nil; i++ {
+				body, w := io.Pipe()
+				stop := context.AfterFunc(ctx, func() { w.Close() })
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+PathToken, body)
+				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				resp, err := h2.Do(req)
+				stop()
+				w.Close()
+				if err != nil {
+					return
+				}
 				resp.Body.Close()
+				if resp.StatusCode != http.StatusTooManyRequests {
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
 			}
 		})
 	}
