@@ -130,7 +130,7 @@ func (e *env) http2StalledStreams(ctx context.Context, wg *sync.WaitGroup, n int
 	for range n {
 		go func() {
 			defer wg.Done()
-			for i := 0; i < 100 && ctx.Err() == nil; i++ {
+			for i := 0; i < 200 && ctx.Err() == nil; i++ {
 				body, w := io.Pipe()
 				stop := context.AfterFunc(ctx, func() { w.CloseWithError(ctx.Err()) })
 				req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodPost, e.url+"/token", body)
@@ -144,6 +144,7 @@ func (e *env) http2StalledStreams(ctx context.Context, wg *sync.WaitGroup, n int
 					continue
 				}
 				resp.Body.Close()
+				sleepCtx(ctx, 250*time.Millisecond) // refused (or ended): again, as an attacker would
 			}
 		}()
 	}
