@@ -41,6 +41,18 @@ type LimitsConfig struct {
 	// fraction of /token requests is answered 429 at once. Default 50ms; negative
 	// turns shedding off.
 	ShedQueueDelay Duration `yaml:"shed_queue_delay"`
+	// MaxConnections bounds open client connections (default 1024): at the
+	// bound the longest idle one is closed to make room, or the new one when
+	// none is idle.
+	MaxConnections int `yaml:"max_connections"`
+	// AdminPerIPRPS is the sustained rate per client IP of introspection, the
+	// admin API and the revocation feed, in buckets of their own (default 50;
+	// negative = off); AdminBurst is its bucket size (default 2 x the rate).
+	AdminPerIPRPS float64 `yaml:"admin_per_ip_rps"`
+	AdminBurst    int     `yaml:"admin_burst"`
+	// AdminMaxInFlight bounds their concurrent requests before the caller is
+	// verified (default 16 x GOMAXPROCS).
+	AdminMaxInFlight int `yaml:"admin_max_in_flight"`
 }
 
 func (c *LimitsConfig) validate(v *validator) {
@@ -52,6 +64,7 @@ func (c *LimitsConfig) validate(v *validator) {
 		{c.PerIPRPS, c.Burst, "per_ip_rps", "burst"},
 		{c.PerWorkloadRPS, c.WorkloadBurst, "per_workload_rps", "workload_burst"},
 		{c.PerClientRPS, c.ClientBurst, "per_client_rps", "client_burst"},
+		{max(0, c.AdminPerIPRPS), c.AdminBurst, "admin_per_ip_rps", "admin_burst"}, // negative: off
 	} {
 		if r.rate < 0 || math.IsNaN(r.rate) || math.IsInf(r.rate, 0) {
 			v.at("limits."+r.name+" must be 0 (off) or positive", "limits", r.name)
@@ -68,22 +81,31 @@ func (c *LimitsConfig) validate(v *validator) {
 	if d := c.ShedQueueDelay.D(); d > 0 && d < time.Millisecond {
 		v.at("limits.shed_queue_delay must be at least 1ms (or negative: off)", "limits", "shed_queue_delay")
 	}
-	if c.MaxInFlight < 0 {
-		v.at("limits.max_in_flight must not be negative (0 = default)", "limits", "max_in_flight")
+	for _, n := range []struct {
+		v    int
+		name string
+	}{{c.MaxInFlight, "max_in_flight"}, {c.MaxConnections, "max_connections"}, {c.AdminMaxInFlight, "admin_max_in_flight"}} {
+		if n.v < 0 {
+			v.at("limits."+n.name+" must not be negative (0 = default)", "limits", n.name)
+		}
 	}
 }
 
 // issuer returns the limits as the server takes them.
 func (c *LimitsConfig) issuer() issuer.Limits {
 	return issuer.Limits{
-		PerIPRPS:       c.PerIPRPS,
-		Burst:          c.Burst,
-		TrustedProxies: c.TrustedProxies,
-		PerWorkloadRPS: c.PerWorkloadRPS,
-		WorkloadBurst:  c.WorkloadBurst,
-		PerClientRPS:   c.PerClientRPS,
-		ClientBurst:    c.ClientBurst,
-		MaxInFlight:    c.MaxInFlight,
-		ShedQueueDelay: c.ShedQueueDelay.D(),
+		PerIPRPS:         c.PerIPRPS,
+		Burst:            c.Burst,
+		TrustedProxies:   c.TrustedProxies,
+		PerWorkloadRPS:   c.PerWorkloadRPS,
+		WorkloadBurst:    c.WorkloadBurst,
+		PerClientRPS:     c.PerClientRPS,
+		ClientBurst:      c.ClientBurst,
+		MaxInFlight:      c.MaxInFlight,
+		ShedQueueDelay:   c.ShedQueueDelay.D(),
+		MaxConnections:   c.MaxConnections,
+		AdminPerIPRPS:    c.AdminPerIPRPS,
+		AdminBurst:       c.AdminBurst,
+		AdminMaxInFlight: c.AdminMaxInFlight,
 	}
 }

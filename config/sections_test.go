@@ -47,22 +47,25 @@ clients:
 
 func TestLimitsConfig(t *testing.T) {
 	cfg, err := Parse("sts.yaml", []byte(goodConfig+"limits: {per_ip_rps: 200, burst: 400, max_in_flight: 512, "+
-		"trusted_proxies: [10.0.0.0/8, \"2001:db8::1\"], per_workload_rps: 5, workload_burst: 10, per_client_rps: 50, client_burst: 60, shed_queue_delay: 100ms}\n"))
+		"trusted_proxies: [10.0.0.0/8, \"2001:db8::1\"], per_workload_rps: 5, workload_burst: 10, per_client_rps: 50, client_burst: 60, shed_queue_delay: 100ms, "+
+		"max_connections: 1000, admin_per_ip_rps: 7, admin_burst: 9, admin_max_in_flight: 12}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := LimitsConfig{PerIPRPS: 200, Burst: 400, MaxInFlight: 512, TrustedProxies: []string{"10.0.0.0/8", "2001:db8::1"},
-		PerWorkloadRPS: 5, WorkloadBurst: 10, PerClientRPS: 50, ClientBurst: 60, ShedQueueDelay: Duration(100 * time.Millisecond)}
+		PerWorkloadRPS: 5, WorkloadBurst: 10, PerClientRPS: 50, ClientBurst: 60, ShedQueueDelay: Duration(100 * time.Millisecond),
+		MaxConnections: 1000, AdminPerIPRPS: 7, AdminBurst: 9, AdminMaxInFlight: 12}
 	if !reflect.DeepEqual(cfg.Limits, want) {
 		t.Fatalf("limits %+v", cfg.Limits)
 	}
 	_, err = Parse("sts.yaml", []byte(goodConfig+"limits: {per_ip_rps: -1, burst: -2, max_in_flight: -3, "+
-		"per_workload_rps: -1, workload_burst: -1, per_client_rps: .nan, client_burst: -1, shed_queue_delay: 500us, trusted_proxies: [10.0.0.0/99, proxy.local]}\n"))
+		"per_workload_rps: -1, workload_burst: -1, per_client_rps: .nan, client_burst: -1, shed_queue_delay: 500us, trusted_proxies: [10.0.0.0/99, proxy.local], "+
+		"max_connections: -1, admin_per_ip_rps: .inf, admin_burst: -1, admin_max_in_flight: -1}\n"))
 	if err == nil {
 		t.Fatal("negative limits accepted")
 	}
 	for _, want := range []string{"per_ip_rps", "burst", "max_in_flight", "per_workload_rps", "workload_burst", "per_client_rps",
-		"client_burst", "shed_queue_delay", `trusted_proxies[0]: "10.0.0.0/99"`, `trusted_proxies[1]: "proxy.local"`} {
+		"client_burst", "shed_queue_delay", "max_connections", "admin_per_ip_rps", "admin_burst", "admin_max_in_flight", `trusted_proxies[0]: "10.0.0.0/99"`, `trusted_proxies[1]: "proxy.local"`} {
 		if !strings.Contains(err.Error(), "limits."+want) {
 			t.Errorf("no problem for %s in %v", want, err)
 		}

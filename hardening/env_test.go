@@ -99,6 +99,7 @@ type env struct {
 	corp   *testissuer.Issuer
 	pods   *testissuer.Issuer
 	log    *testproc.Buffer
+	pid    int // of the sts process
 
 	mu      sync.Mutex
 	secrets []string // substrings no response may contain
@@ -117,6 +118,18 @@ type envOptions struct {
 	config   string            // more top-level YAML
 	policy   string            // more rules (2-space indent, under rules:)
 	files    map[string]string // more files in the config directory
+	limits   string            // the limits: mapping, instead of the standard one
+}
+
+// limitsYAML is the limits: mapping of the configuration. The standard one lets
+// every request reach verification instead of some being shed with 429 (the
+// unknown-kid storm sends 200 concurrent requests, the admin tests many in a
+// row): the limits are not under test there.
+func (o envOptions) limitsYAML() string {
+	if o.limits != "" {
+		return o.limits
+	}
+	return "{max_in_flight: 1024, admin_per_ip_rps: -1, admin_max_in_flight: 1024}"
 }
 
 // newEnvWith is newEnv with additions to the configuration.
@@ -207,10 +220,8 @@ upstreams:
     binding_attributes: [pod_uid]
 %spolicy_files: [policy.yaml]
 revocation: {backend: embedded, embedded: {path: data/revocation.db}}
-# The unknown-kid storm sends 200 concurrent requests: let every one reach
-# verification instead of some being shed with 429 (the limit is not under test).
-limits: {max_in_flight: 1024}
-%s`, e.url, port, e.a.URL, o.clusterA, e.b.URL, e.corp.URL, e.pods.URL, upstreamYAML.String(), o.config))
+limits: %s
+%s`, e.url, port, e.a.URL, o.clusterA, e.b.URL, e.corp.URL, e.pods.URL, upstreamYAML.String(), o.limitsYAML(), o.config))
 	writeFile(t, filepath.Join(dir, "policy.yaml"), fmt.Sprintf(`rules:
   - name: %s
     effect: allow
@@ -271,6 +282,7 @@ func (e *env) start(t *testing.T, cfg, caFile string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	e.pid = cmd.Process.Pid
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	t.Cleanup(func() {

@@ -45,6 +45,7 @@ func (s *adminService) handleStream(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.authorize(w, r, policy.ActionReadFeed, nil); !ok {
 		return
 	}
+	releaseSlot(r.Context()) // the in-flight bound is for verifying, not streaming
 	cursor := r.URL.Query().Get(revocation.CursorParam)
 	if id := r.Header.Get(revocation.LastEventIDHeader); id != "" {
 		cursor = id

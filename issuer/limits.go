@@ -1,7 +1,10 @@
 package issuer
 
 import (
+	"bytes"
+	"context"
 	"hash/maphash"
+	"io"
 	"math"
 	"net/http"
 	"net/netip"
@@ -48,7 +51,23 @@ type Limits struct {
 	// fraction of /token requests is answered 429 at once. Default 50ms; negative
 	// turns shedding off.
 	ShedQueueDelay time.Duration
+	// MaxConnections bounds open client connections (default 1024, see
+	// conns.go): at the bound the longest idle one is closed to make room, or
+	// the new one when none is idle.
+	MaxConnections int
+	// AdminPerIPRPS is the sustained rate per client IP of the endpoints that
+	// verify a caller's credential besides /token (introspection, the admin API,
+	// the revocation feed), in buckets of their own; default 50, negative = off.
+	// AdminBurst is its bucket size (default 2 x the rate).
+	AdminPerIPRPS float64
+	AdminBurst    int
+	// AdminMaxInFlight bounds their concurrent requests before the caller is
+	// verified (default 16 x GOMAXPROCS), apart from /token's MaxInFlight.
+	AdminMaxInFlight int
 }
+
+// defaultAdminPerIPRPS is AdminPerIPRPS when zero.
+const defaultAdminPerIPRPS = 50
 
 // ParseTrustedProxy reads a trusted_proxies entry: a CIDR prefix or a single
 // address (as a /32 or /128).
@@ -80,6 +99,13 @@ func (c Limits) withDefaults() Limits {
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = 2 * runtime.GOMAXPROCS(0) * 32
 	}
+	if c.AdminPerIPRPS == 0 {
+		c.AdminPerIPRPS = defaultAdminPerIPRPS
+	}
+	c.AdminBurst = defaultBurst(c.AdminPerIPRPS, c.AdminBurst)
+	if c.AdminMaxInFlight == 0 {
+		c.AdminMaxInFlight = 16 * runtime.GOMAXPROCS(0)
+	}
 	return c
 }
 
@@ -90,6 +116,7 @@ const (
 	limitedPerWorkload = "per_workload"
 	limitedPerClient   = "per_client"
 	limitedOverload    = "overload"
+	limitedConnBodies  = "conn_bodies"
 )
 
 // maxLimiterKeys bounds the per-IP table.
@@ -111,10 +138,15 @@ type tokenLimits struct {
 	limitedWl   prometheus.Counter
 	limitedCl   prometheus.Counter
 	limitedOvl  prometheus.Counter
+	// limitedBodies counts refusals of maxPendingBodies.
+	limitedBodies prometheus.Counter
 	// gate sheds while the process is CPU-saturated (nil = off).
 	gate *overloadGate
 	// refusals audits the 429s above, aggregated (ratelimited.go; nil = off).
 	refusals *refusalAudit
+	// releasable: a handler may give its in-flight slot back early
+	// (releaseSlot), once the caller is verified (the feed stream).
+	releasable bool
 }
 
 // close stops the overload sampler.
@@ -136,21 +168,14 @@ func newTokenLimits(c Limits, now func() time.Time, m *metrics) *tokenLimits {
 	if c.PerClientRPS > 0 {
 		l.perClient = newKeyLimiter[string](c.PerClientRPS, c.ClientBurst, maxLimiterKeys, now)
 	}
-	for _, p := range c.TrustedProxies {
-		if pfx, err := ParseTrustedProxy(p); err == nil { // validated with the config
-			l.proxies = append(l.proxies, pfx)
-		}
-	}
+	l.proxies = parseProxies(c.TrustedProxies)
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "safeconduct_rate_limited_total",
-		Help: "Token requests refused with 429, by reason: per_ip and in_flight before any verification, per_workload and per_client after it.",
+		Help: "Token requests refused with 429, by reason: per_ip, conn_bodies (too many bodies coming on one connection), in_flight and overload before any verification, per_workload and per_client after it.",
 	}, []string{"reason"})
-	m.registry.MustRegister(vec)
-	l.limitedIP = vec.WithLabelValues(limitedPerIP)
-	l.limitedConc = vec.WithLabelValues(limitedInFlight)
+	l.countIn(m, vec)
 	l.limitedWl = vec.WithLabelValues(limitedPerWorkload)
 	l.limitedCl = vec.WithLabelValues(limitedPerClient)
-	l.limitedOvl = vec.WithLabelValues(limitedOverload)
 	if c.ShedQueueDelay >= 0 {
 		l.gate = newOverloadGate(c.ShedQueueDelay)
 		l.gate.start()
@@ -162,6 +187,46 @@ func newTokenLimits(c Limits, now func() time.Time, m *metrics) *tokenLimits {
 		}))
 	}
 	return l
+}
+
+// newAdminLimits are the pre-verification limits of the other endpoints that
+// verify a credential (introspection, the admin API, the revocation feed): a
+// per-IP bucket and an in-flight bound of their own, so that a flood of forged
+// bearer tokens neither takes /token's capacity nor is hidden in it, and an
+// operator's revocation is not queued behind a flood of exchanges; the overload
+// gate is /token's (one process, one CPU).
+func newAdminLimits(c Limits, now func() time.Time, m *metrics, gate *overloadGate) *tokenLimits {
+	c = c.withDefaults()
+	l := &tokenLimits{maxInFlight: int64(c.AdminMaxInFlight), proxies: parseProxies(c.TrustedProxies), gate: gate, releasable: true}
+	if c.AdminPerIPRPS > 0 {
+		l.perIP = newKeyLimiter[netip.Addr](c.AdminPerIPRPS, c.AdminBurst, maxLimiterKeys, now)
+	}
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "safeconduct_admin_rate_limited_total",
+		Help: "Introspection, admin API and revocation feed requests refused with 429 before the caller is verified, by reason: per_ip, conn_bodies, in_flight, overload.",
+	}, []string{"reason"})
+	l.countIn(m, vec)
+	return l
+}
+
+// countIn registers vec and counts the pre-verification refusals in it.
+func (l *tokenLimits) countIn(m *metrics, vec *prometheus.CounterVec) {
+	m.registry.MustRegister(vec)
+	l.limitedIP = vec.WithLabelValues(limitedPerIP)
+	l.limitedConc = vec.WithLabelValues(limitedInFlight)
+	l.limitedOvl = vec.WithLabelValues(limitedOverload)
+	l.limitedBodies = vec.WithLabelValues(limitedConnBodies)
+}
+
+// parseProxies reads the trusted_proxies entries (validated with the config).
+func parseProxies(list []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range list {
+		if pfx, err := ParseTrustedProxy(p); err == nil {
+			out = append(out, pfx)
+		}
+	}
+	return out
 }
 
 // allowWorkload takes a token from the bucket of the verified workload
@@ -190,7 +255,9 @@ func (l *tokenLimits) allowClient(id string) *oauthError {
 }
 
 // wrap applies the limits before h: first the caller's bucket (so that a flooding
-// client does not take in-flight slots), then the concurrency bound.
+// client does not take in-flight slots), then, once the body is in, the
+// concurrency bound: a client that sends its body slowly or never holds a
+// goroutine of its connection, not a slot.
 func (l *tokenLimits) wrap(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if l.perIP != nil {
@@ -214,6 +281,9 @@ func (l *tokenLimits) wrap(h http.HandlerFunc) http.HandlerFunc {
 				return
 			}
 		}
+		if !l.readBody(w, r) {
+			return
+		}
 		if l.inFlight.Add(1) > l.maxInFlight {
 			l.inFlight.Add(-1)
 			l.limitedConc.Inc()
@@ -221,10 +291,70 @@ func (l *tokenLimits) wrap(h http.HandlerFunc) http.HandlerFunc {
 			writeRateLimited(w, time.Second)
 			return
 		}
-		defer l.inFlight.Add(-1)
+		if l.releasable {
+			release := sync.OnceFunc(func() { l.inFlight.Add(-1) })
+			defer release()
+			r = r.WithContext(context.WithValue(r.Context(), slotKey{}, release))
+		} else {
+			defer l.inFlight.Add(-1)
+		}
 		h(w, r)
 	}
 }
+
+// bodyTimeout bounds the wait for a request's body once its headers are in
+// (the in-flight bound counts a request only after it).
+const bodyTimeout = 5 * time.Second
+
+// slotKey is the context key of the function that gives a request's in-flight
+// slot back.
+type slotKey struct{}
+
+// releaseSlot gives the request's in-flight slot back before its handler ends
+// (a long-lived stream, once its caller is verified); a no-op without one.
+func releaseSlot(ctx context.Context) {
+	if release, ok := ctx.Value(slotKey{}).(func()); ok {
+		release()
+	}
+}
+
+// maxPendingBodies bounds the requests of one connection whose body is being
+// read (HTTP/2 streams): stalled bodies cost goroutines and buffers, and
+// connections are bounded (conns.go), so their number is too.
+const maxPendingBodies = 4
+
+// readBody reads r's body (at most maxBodyBytes, within bodyTimeout) and
+// replaces it with what was read, followed by the read's error, if any: the
+// handler sees the same bytes and errors (http.MaxBytesError included) as if it
+// read the connection itself. It answers 429 and returns false when the
+// connection already has maxPendingBodies bodies coming.
+func (l *tokenLimits) readBody(w http.ResponseWriter, r *http.Request) bool {
+	if r.Body == nil || r.Body == http.NoBody {
+		return true
+	}
+	if ci, _ := r.Context().Value(connKey{}).(*connIdentity); ci != nil {
+		defer ci.pendingBodies.Add(-1)
+		if ci.pendingBodies.Add(1) > maxPendingBodies {
+			l.limitedBodies.Inc()
+			l.refused(limitedConnBodies, r)
+			writeRateLimited(w, time.Second)
+			return false
+		}
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyTimeout))
+	data, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBodyBytes))
+	var rest io.Reader = bytes.NewReader(data)
+	if err != nil {
+		rest = io.MultiReader(rest, errReader{err})
+	}
+	r.Body = io.NopCloser(rest)
+	return true
+}
+
+// errReader fails every read with err.
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 // writeRateLimited answers 429 with an RFC 6749 §5.2 style body and Retry-After in
 // whole seconds (at least 1).

@@ -1,7 +1,6 @@
 package issuer
 
 import (
-	"context"
 	"io"
 	"math"
 	"net"
@@ -198,21 +197,11 @@ func TestServeObservesQueueAge(t *testing.T) {
 	ts := startSTS(t, stsOptions{})
 	g := ts.srv.limits.gate
 	g.close() // no ticks: the observation stays until read here
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ts.srv.Serve(ctx, l, ts.hs.TLS.Clone(), time.Second) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	addr := ts.serve(t)
 	if g.minAge.Load() != math.MaxInt64 {
 		t.Fatal("an age was observed before any request")
 	}
-	resp, err := ts.client.PostForm("https://"+l.Addr().String()+PathToken, ts.form(ts.a.Token(t, payments)))
+	resp, err := ts.client.PostForm("https://"+addr+PathToken, ts.form(ts.a.Token(t, payments)))
 	if err != nil {
 		t.Fatal(err)
 	}

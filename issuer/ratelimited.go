@@ -48,6 +48,9 @@ func (s *Server) startRefusalAudit() {
 	s.clientIP = s.limits.clientIP
 	a := newRefusalAudit(s.auditLog, s.now)
 	s.limits.refusals = a
+	if s.adminLimits != nil {
+		s.adminLimits.refusals = a
+	}
 	go a.run()
 	s.closers = append([]func() error{a.close}, s.closers...)
 }

@@ -126,8 +126,11 @@ type Server struct {
 	mux    *http.ServeMux
 	// handler is mux, wrapped in a server span per request when tracing is on.
 	handler http.Handler
-	// limits guard /token before any verification.
-	limits *tokenLimits
+	// limits guard /token before any verification; adminLimits the other
+	// endpoints that verify a credential; conns bound open connections.
+	limits      *tokenLimits
+	adminLimits *tokenLimits
+	conns       *connLimiter
 	// closers release what the parts started (verifier background work, the
 	// audit file, tracing, the limits' sweeper); Close then closes the store.
 	closers []func() error
@@ -221,6 +224,8 @@ func newServer(c Config) (*Server, error) {
 		limits:  newTokenLimits(c.Limits, c.Now, met),
 		closers: slices.Clone(c.Closers),
 	}
+	s.adminLimits = newAdminLimits(c.Limits, c.Now, met, s.limits.gate)
+	s.conns = newConnLimiter(c.Limits.MaxConnections, met)
 	s.tokens = &tokenService{core: cr, limits: s.limits, defaultTTL: c.DefaultTTL, clients: clients, oneTime: map[string]time.Duration{}}
 	s.admin = &adminService{core: cr, upstreamByIssuer: map[string]string{}}
 	var stats []upstreamStats
@@ -259,20 +264,20 @@ func (s *Server) SetPolicy(d Decider) { s.decider.Store(&d) }
 
 func (s *Server) routes() {
 	mux := http.NewServeMux()
-	m, t, a := s.metrics, s.tokens, s.admin
+	m, t, a, al := s.metrics, s.tokens, s.admin, s.adminLimits
 	mux.HandleFunc(PathToken, m.instrument("token", s.limits.wrap(t.handleToken)))
 	// The live key ring: rotation without restart.
 	mux.HandleFunc(PathJWKS, m.instrument("jwks", s.signing.jwksHandler))
 	mux.HandleFunc(PathOpenID, m.instrument("discovery", s.signing.discoveryHandler))
 	mux.HandleFunc(PathOAuthMeta, m.instrument("discovery", s.signing.discoveryHandler))
-	mux.HandleFunc("POST "+PathIntrospect, m.instrument("introspect", a.handleIntrospect))
-	mux.HandleFunc("GET "+PathRevocations, m.instrument("feed", a.handleSnapshot))
-	mux.HandleFunc("GET "+PathRevocationFeed, m.instrument("feed", a.handleStream))
-	mux.HandleFunc("POST "+PathAdmin+"revocations", m.instrument("admin", a.handleCreateRevocation))
-	mux.HandleFunc("GET "+PathAdmin+"revocations", m.instrument("admin", a.handleListRevocations))
-	mux.HandleFunc("DELETE "+PathAdmin+"revocations/{id}", m.instrument("admin", a.handleLiftRevocation))
-	mux.HandleFunc("POST "+PathAdmin+"workloads/change", m.instrument("admin", a.handleWorkloadChange))
-	mux.HandleFunc("POST "+PathAdminKeyRevoke, m.instrument("admin", a.handleRevokeKey))
+	mux.HandleFunc("POST "+PathIntrospect, m.instrument("introspect", al.wrap(a.handleIntrospect)))
+	mux.HandleFunc("GET "+PathRevocations, m.instrument("feed", al.wrap(a.handleSnapshot)))
+	mux.HandleFunc("GET "+PathRevocationFeed, m.instrument("feed", al.wrap(a.handleStream)))
+	mux.HandleFunc("POST "+PathAdmin+"revocations", m.instrument("admin", al.wrap(a.handleCreateRevocation)))
+	mux.HandleFunc("GET "+PathAdmin+"revocations", m.instrument("admin", al.wrap(a.handleListRevocations)))
+	mux.HandleFunc("DELETE "+PathAdmin+"revocations/{id}", m.instrument("admin", al.wrap(a.handleLiftRevocation)))
+	mux.HandleFunc("POST "+PathAdmin+"workloads/change", m.instrument("admin", al.wrap(a.handleWorkloadChange)))
+	mux.HandleFunc("POST "+PathAdminKeyRevoke, m.instrument("admin", al.wrap(a.handleRevokeKey)))
 	mux.HandleFunc("/healthz", s.handleHealthz)
 	mux.HandleFunc("/readyz", s.handleReadyz)
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
@@ -326,7 +331,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Confi
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      15 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    16 << 10,
 		TLSConfig:         tlsConfig,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
@@ -341,6 +346,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Confi
 		},
 	}
 	endStreamsOnShutdown(srv)
+	s.conns.apply(srv)
 	errc := make(chan error, 1)
 	go func() {
 		if tlsConfig != nil {

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -249,6 +250,9 @@ type connIdentity struct {
 	err  error
 	// raw is the accepted connection, for its socket's queue age (overload.go).
 	raw syscall.Conn
+	// pendingBodies counts the connection's requests whose body is being read
+	// (limits.go).
+	pendingBodies atomic.Int32
 }
 
 type connKey struct{}
