@@ -22,8 +22,9 @@ import (
 //     quota (cpu.max, or cpu.cfs_quota_us under cgroup v1), whichever is least;
 //   - how long the requests it sees have been waiting: on Linux, TCP_INFO's
 //     last_data_recv of the connection when the handler starts (the client sent
-//     its request and nothing since), the smallest over the interval (like
-//     CoDel: a standing queue, not a burst); elsewhere, or when no request came,
+//     its request and nothing since), the median over the interval (the Go
+//     runtime does not serve connections in arrival order, so the freshest
+//     request says little of the others); elsewhere, or when no request came,
 //     how long goroutines waited runnable for a CPU (runtime/metrics
 //     /sched/latencies:seconds, 90th percentile over the interval).
 //
@@ -81,6 +82,13 @@ const (
 	drainRate = 0.25
 )
 
+// Queue ages are counted per interval in ageBuckets buckets of 1/ageResolution
+// of the target each; the last holds everything from its lower bound up.
+const (
+	ageResolution = 8
+	ageBuckets    = 4*ageResolution + 1
+)
+
 // overloadGate sheds /token requests while the process is CPU-saturated and
 // requests queue for it.
 type overloadGate struct {
@@ -104,9 +112,8 @@ type overloadGate struct {
 	ticks       int
 	lastDelay   float64
 
-	// minAge is the smallest kernel queue age (ns) seen since the last tick;
-	// math.MaxInt64 when none was.
-	minAge atomic.Int64
+	// ages counts the kernel queue ages seen since the last tick, by bucket.
+	ages [ageBuckets]atomic.Uint32
 
 	stop chan struct{}
 	once sync.Once
@@ -135,7 +142,6 @@ func newOverloadGate(target time.Duration) *overloadGate {
 		cpuLimit: processCPULimit,
 		stop:     make(chan struct{}),
 	}
-	g.minAge.Store(math.MaxInt64)
 	return g
 }
 
@@ -171,8 +177,8 @@ func (g *overloadGate) close() { g.once.Do(func() { close(g.stop) }) }
 // tick reads the signals and steers the shed fraction.
 func (g *overloadGate) tick(now time.Time) {
 	delay, haveDelay := g.schedDelay()
-	if age := g.minAge.Swap(math.MaxInt64); age != math.MaxInt64 {
-		delay, haveDelay = time.Duration(age).Seconds(), true
+	if age, ok := g.medianAge(); ok {
+		delay, haveDelay = age, true
 	}
 	if !haveDelay {
 		delay = 0
@@ -229,14 +235,31 @@ func (g *overloadGate) cpuUse(now time.Time) (float64, bool) {
 	return float64(used-old.used) / float64(elapsed) / g.cores, true
 }
 
-// observe records the kernel queue age of a request being admitted.
+// observe records the kernel queue age of a request.
 func (g *overloadGate) observe(age time.Duration) {
-	for {
-		cur := g.minAge.Load()
-		if int64(age) >= cur || g.minAge.CompareAndSwap(cur, int64(age)) {
-			return
+	i := min(ageBuckets-1, max(0, int(age.Seconds()*ageResolution/g.target)))
+	g.ages[i].Add(1)
+}
+
+// medianAge is the median of the ages observed since the last call, in seconds
+// (the middle of its bucket), and resets the count.
+func (g *overloadGate) medianAge() (float64, bool) {
+	var counts [ageBuckets]uint32
+	var n uint32
+	for i := range g.ages {
+		counts[i] = g.ages[i].Swap(0)
+		n += counts[i]
+	}
+	if n == 0 {
+		return 0, false
+	}
+	var seen uint32
+	for i, c := range counts {
+		if seen += c; 2*seen >= n {
+			return (float64(i) + 0.5) * g.target / ageResolution, true
 		}
 	}
+	panic("unreachable")
 }
 
 // schedDelay is the 90th percentile of scheduling latency since the last call.
