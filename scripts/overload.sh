@@ -8,7 +8,8 @@
 # 2. Writes a quickstart setup there (`sts quickstart --once`: CA and TLS
 #    certificate, demo upstream, policy, embedded bbolt store) and serves it with
 #    `sts serve` (the production path: GOGC 400, audit events to a file), adding
-#    `limits: {max_in_flight: N}` when MAX_IN_FLIGHT is set.
+#    `limits:` with max_in_flight and shed_queue_delay when MAX_IN_FLIGHT or
+#    SHED_QUEUE_DELAY are set.
 # 3. Measures capacity: closed loop, CLOSED_CONCURRENCY connections, for
 #    CAPACITY_DURATION after WARMUP.
 # 4. Offers FACTOR x that capacity open-loop (ARRIVALS arrivals, a pool of POOL
@@ -34,6 +35,8 @@
 #   MAX_OUTSTANDING=$POOL   open-loop bound on requests sent or waiting
 #   ARRIVALS=poisson        or uniform
 #   MAX_IN_FLIGHT=          the STS's limits.max_in_flight (default: its own)
+#   SHED_QUEUE_DELAY=       the STS's limits.shed_queue_delay (default: its own,
+#                           50ms; e.g. 20ms, or -1s to turn the overload gate off)
 #   TOKENS=1000             distinct subject tokens
 #   LISTEN=127.0.0.1:18443  where the STS listens (127.0.0.1 or localhost)
 #   SERVER_CPUS=, BENCH_CPUS=   taskset CPU lists to pin the STS and stsbench
@@ -67,6 +70,7 @@ FACTOR=${FACTOR:-3}
 CLOSED_CONCURRENCY=${CLOSED_CONCURRENCY:-8}
 ARRIVALS=${ARRIVALS:-poisson}
 MAX_IN_FLIGHT=${MAX_IN_FLIGHT:-}
+SHED_QUEUE_DELAY=${SHED_QUEUE_DELAY:-}
 TOKENS=${TOKENS:-1000}
 LISTEN=${LISTEN:-127.0.0.1:18443}
 SERVER_CPUS=${SERVER_CPUS:-}
@@ -112,8 +116,11 @@ if ! "$tmp/sts" quickstart --dir "$qs" --listen "$LISTEN" --once >"$tmp/quicksta
   cat "$tmp/quickstart.log" >&2
   exit 1
 fi
+limits=()
+[[ -n $MAX_IN_FLIGHT ]] && limits+=("max_in_flight: $MAX_IN_FLIGHT")
+[[ -n $SHED_QUEUE_DELAY ]] && limits+=("shed_queue_delay: $SHED_QUEUE_DELAY")
 {
-  [[ -n $MAX_IN_FLIGHT ]] && echo "limits: {max_in_flight: $MAX_IN_FLIGHT}"
+  ((${#limits[@]} > 0)) && printf 'limits: {%s}\n' "$(printf '%s, ' "${limits[@]}" | sed 's/, $//')"
   echo "audit: {path: audit.jsonl}"
 } >>"$qs/sts.yaml"
 base="https://127.0.0.1:${LISTEN##*:}"
@@ -150,7 +157,7 @@ if [[ -n $SERVER_CPU_QUOTA ]]; then
     exit 2
   fi
 fi
-echo "STS pid $pid at $base${SERVER_CPU_QUOTA:+, CPU quota $SERVER_CPU_QUOTA%}${MAX_IN_FLIGHT:+, max_in_flight $MAX_IN_FLIGHT}${SERVER_CPUS:+, CPUs $SERVER_CPUS}" >&2
+echo "STS pid $pid at $base${SERVER_CPU_QUOTA:+, CPU quota $SERVER_CPU_QUOTA%}${MAX_IN_FLIGHT:+, max_in_flight $MAX_IN_FLIGHT}${SHED_QUEUE_DELAY:+, shed_queue_delay $SHED_QUEUE_DELAY}${SERVER_CPUS:+, CPUs $SERVER_CPUS}" >&2
 
 common=(--quickstart "$qs" --sts "$base" --pid "$pid" --warmup "$WARMUP" --tokens "$TOKENS" --json)
 
