@@ -194,6 +194,17 @@ metrics metrics-before.txt
 bench open --rate "$rate" --arrivals "$ARRIVALS" --concurrency "$POOL" \
   --max-outstanding "$MAX_OUTSTANDING" --duration "$DURATION"
 metrics metrics-after.txt
+# Recovery: how long after the open-loop run the overload gate's shed ratio is 0
+# again (read every 100 ms, for up to 3 s).
+recovered=""
+for ((i = 0; i <= 30; i++)); do
+  curl -fsS --cacert "$qs/ca.crt" "$base/metrics" >"$tmp/metrics-recovery.txt"
+  if [[ $(metric metrics-recovery.txt safeconduct_overload_shed_ratio) == 0 ]]; then
+    recovered="$((i * 100)) ms"
+    break
+  fi
+  sleep 0.1
+done
 
 # Numbers: rates as integers, latencies in ms with 2 decimals, CPU in µs.
 ms='(. / 10 | round) / 100'
@@ -239,6 +250,7 @@ done)
 awk -v s="$sum" -v c="$count" -v r="$refusals" 'BEGIN {
   printf "server side: %s issued, mean %.2f ms in the handler per issued exchange; 429s by reason:%s\n", c, (c > 0 ? s / c * 1000 : 0), r
 }'
+echo "recovery: overload shed ratio $(metric metrics-after.txt safeconduct_overload_shed_ratio) when the run ended, 0 ${recovered:+after $recovered}${recovered:-not within 3 s}"
 
 jq -r '
   .open_loop as $o |
