@@ -250,7 +250,7 @@ done)
 awk -v s="$sum" -v c="$count" -v r="$refusals" 'BEGIN {
   printf "server side: %s issued, mean %.2f ms in the handler per issued exchange; 429s by reason:%s\n", c, (c > 0 ? s / c * 1000 : 0), r
 }'
-echo "recovery: overload shed ratio $(metric metrics-after.txt safeconduct_overload_shed_ratio) when the run ended, 0 ${recovered:+after $recovered}${recovered:-not within 3 s}"
+echo "recovery: overload shed ratio $(metric metrics-after.txt safeconduct_overload_shed_ratio) when the run ended, 0 ${recovered:+after }${recovered:-not within 3 s}"
 
 jq -r '
   .open_loop as $o |
