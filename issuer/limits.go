@@ -47,9 +47,9 @@ type Limits struct {
 	// requests beyond it are answered 429 at once instead of queueing.
 	MaxInFlight int
 	// ShedQueueDelay: while requests wait longer than this before the server gets
-	// to them (kernel socket queue or CPU run queue, see overload.go), a growing
-	// fraction of /token requests is answered 429 at once. Default 50ms; negative
-	// turns shedding off.
+	// to them (kernel socket queue or CPU run queue, see overload.go) and the
+	// process uses most of the CPU it may use, a fraction of /token requests is
+	// answered 429 at once. Default 50ms; negative turns shedding off.
 	ShedQueueDelay time.Duration
 	// MaxConnections bounds open client connections (default 1024, see
 	// conns.go): at the bound the longest idle one is closed to make room, or
@@ -181,7 +181,7 @@ func newTokenLimits(c Limits, now func() time.Time, m *metrics) *tokenLimits {
 		l.gate.start()
 		m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "safeconduct_overload_shed_ratio",
-			Help: "Fraction of /token requests refused with 429 because goroutines wait longer than limits.shed_queue_delay for a CPU.",
+			Help: "Fraction of /token requests refused with 429 because requests wait longer than limits.shed_queue_delay while the process uses most of the CPU it may use.",
 		}, func() float64 {
 			return float64(l.gate.shed.Load()) / shedScale
 		}))
@@ -277,7 +277,7 @@ func (l *tokenLimits) wrap(h http.HandlerFunc) http.HandlerFunc {
 			if l.gate.refuse() {
 				l.limitedOvl.Inc()
 				l.refused(limitedOverload, r)
-				writeRateLimited(w, time.Second)
+				shedResponse.writeTo(w)
 				return
 			}
 		}
@@ -288,7 +288,7 @@ func (l *tokenLimits) wrap(h http.HandlerFunc) http.HandlerFunc {
 			l.inFlight.Add(-1)
 			l.limitedConc.Inc()
 			l.refused(limitedInFlight, r)
-			writeRateLimited(w, time.Second)
+			shedResponse.writeTo(w)
 			return
 		}
 		if l.releasable {
