@@ -201,7 +201,7 @@ metrics metrics-after.txt
 # again (read every 100 ms, for up to 3 s).
 recovered=""
 for ((i = 0; i <= 30; i++)); do
-  curl -fsS --cacert "$qs/ca.crt" "$base/metrics" >"$tmp/metrics-recovery.txt"
+  metrics metrics-recovery.txt
   if [[ $(metric metrics-recovery.txt safeconduct_overload_shed_ratio) == 0 ]]; then
     recovered="$((i * 100)) ms"
     break
