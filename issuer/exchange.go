@@ -3,7 +3,6 @@ package issuer
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -89,7 +88,7 @@ func (s *tokenService) parseRequest(_ context.Context, x *exchangeState) *refusa
 	if r.URL.RawQuery != "" {
 		return refuse(badRequest(codeInvalidRequest, "parameters must be sent in the body, not the URL"), "")
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBodyBytes))
+	body, err := readAllBody(r)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {

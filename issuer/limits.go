@@ -342,19 +342,62 @@ func (l *tokenLimits) readBody(w http.ResponseWriter, r *http.Request) bool {
 		}
 	}
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyTimeout))
-	data, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBodyBytes))
-	var rest io.Reader = bytes.NewReader(data)
-	if err != nil {
-		rest = io.MultiReader(rest, errReader{err})
+	// Sized by Content-Length when the client sent one (one allocation for the
+	// usual form), growing otherwise; MaxBytesReader bounds it either way.
+	size := 512
+	if cl := r.ContentLength; cl > 0 && cl <= maxBodyBytes {
+		size = int(cl) + 1 // +1: room to see EOF without growing
 	}
-	r.Body = io.NopCloser(rest)
+	data := make([]byte, 0, size)
+	body := http.MaxBytesReader(nil, r.Body, maxBodyBytes)
+	var err error
+	for {
+		if len(data) == cap(data) {
+			data = append(data, 0)[:len(data)]
+		}
+		var n int
+		n, err = body.Read(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			break
+		}
+	}
+	b := &bufferedBody{data: data, err: err}
+	b.rd.Reset(data)
+	r.Body = b
 	return true
 }
 
-// errReader fails every read with err.
-type errReader struct{ err error }
+// bufferedBody is a request body readBody read ahead: its bytes, then the read's
+// error if any. The token handler takes the bytes as they are (no second copy);
+// any other handler reads it like the connection.
+type bufferedBody struct {
+	data []byte
+	err  error
+	rd   bytes.Reader
+}
 
-func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+func (b *bufferedBody) Read(p []byte) (int, error) {
+	n, err := b.rd.Read(p)
+	if err == io.EOF && b.err != nil {
+		return n, b.err
+	}
+	return n, err
+}
+
+func (b *bufferedBody) Close() error { return nil }
+
+// readAllBody returns r's body, at most maxBodyBytes: the bytes readBody read
+// ahead when it did, else read now.
+func readAllBody(r *http.Request) ([]byte, error) {
+	if b, ok := r.Body.(*bufferedBody); ok {
+		return b.data, b.err
+	}
+	return io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBodyBytes))
+}
 
 // writeRateLimited answers 429 with an RFC 6749 §5.2 style body and Retry-After in
 // whole seconds (at least 1).

@@ -2,7 +2,9 @@ package issuer
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -411,4 +413,52 @@ func FuzzClientAddr(f *testing.F) {
 			t.Fatalf("untrusted peer %q: XFF %q was believed (%v)", remote, xff, a)
 		}
 	})
+}
+
+// TestReadBodyAhead: the body read before the in-flight slot reaches the handler
+// whole, with the read's error after it, sized or not by Content-Length, and the
+// token handler takes its bytes without a second read.
+func TestReadBodyAhead(t *testing.T) {
+	l := newTokenLimits(Limits{}, nil, newMetrics())
+	defer l.close()
+	big := strings.Repeat("a", maxBodyBytes+10)
+	for _, c := range []struct {
+		name, body string
+		chunked    bool
+		tooLarge   bool
+	}{
+		{"sized", "grant_type=x&subject_token=y", false, false},
+		{"chunked", "grant_type=x&subject_token=y", true, false},
+		{"empty", "", false, false},
+		{"too large", big, false, true},
+		{"too large chunked", big, true, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/token", strings.NewReader(c.body))
+			if c.chunked {
+				r.ContentLength = -1
+			}
+			var got []byte
+			var gotErr error
+			h := l.wrap(func(_ http.ResponseWriter, r *http.Request) { got, gotErr = readAllBody(r) })
+			h(httptest.NewRecorder(), r)
+			var mbe *http.MaxBytesError
+			switch {
+			case c.tooLarge && !errors.As(gotErr, &mbe):
+				t.Fatalf("error %v, want a MaxBytesError", gotErr)
+			case c.tooLarge && len(got) != maxBodyBytes:
+				t.Fatalf("read %d bytes before the limit, want %d", len(got), maxBodyBytes)
+			case !c.tooLarge && (gotErr != nil || string(got) != c.body):
+				t.Fatalf("got %q, %v", got, gotErr)
+			}
+			// A handler reading the body like the connection sees the same.
+			r = httptest.NewRequest(http.MethodPost, "/token", strings.NewReader(c.body))
+			l.wrap(func(_ http.ResponseWriter, r *http.Request) {
+				b, err := io.ReadAll(r.Body)
+				if (err != nil) != c.tooLarge || (!c.tooLarge && string(b) != c.body) {
+					t.Errorf("io.ReadAll: %d bytes, %v", len(b), err)
+				}
+			})(httptest.NewRecorder(), r)
+		})
+	}
 }
