@@ -37,17 +37,8 @@ const auditAdminPolicy = e2ePolicy + `admin:
 func auditSetup(t *testing.T, extra string) (*e2e, *testissuer.Issuer) {
 	t.Helper()
 	e := setup(t, "")
-	corp := testissuer.New(t, "https://idp.example")
-	cfg, _ := os.ReadFile(e.cfg)
-	text := strings.Replace(string(cfg), "policy_files:", `  - name: corp
-    kind: oidc
-    issuer: https://idp.example
-    audiences: [sts]
-    jwks_file: corp-jwks.json
-policy_files:`, 1)
-	e.write("sts.yaml", text+extra)
+	corp := e.addCorp(extra)
 	e.write("policy.yaml", auditAdminPolicy)
-	e.write("corp-jwks.json", string(corp.JWKS()))
 	return e, corp
 }
 

@@ -125,6 +125,25 @@ metrics_listen: %s
 	return e
 }
 
+// addCorp adds the corp upstream (alice's IdP, a JWKS file) to the config, with
+// extra appended to the file, and returns its issuer.
+func (e *e2e) addCorp(extra string) *testissuer.Issuer {
+	e.t.Helper()
+	corp := testissuer.New(e.t, "https://idp.example")
+	cfg, err := os.ReadFile(e.cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.write("sts.yaml", strings.Replace(string(cfg), "policy_files:", `  - name: corp
+    kind: oidc
+    issuer: https://idp.example
+    audiences: [sts]
+    jwks_file: corp-jwks.json
+policy_files:`, 1)+extra)
+	e.write("corp-jwks.json", string(corp.JWKS()))
+	return corp
+}
+
 func (e *e2e) path(name string) string { return filepath.Join(e.dir, name) }
 
 func (e *e2e) write(name, data string) {

@@ -8,7 +8,6 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
-	"github.com/safeconduct/safeconduct/internal/testissuer"
 	"github.com/safeconduct/safeconduct/issuer"
 )
 
@@ -55,18 +54,7 @@ func TestE2EKeyFilePermissions(t *testing.T) {
 // key stays revocable after a restart.
 func TestE2EKeysRevokeKnownKidsOnly(t *testing.T) {
 	e := setup(t, "")
-	corp := testissuer.New(t, "https://idp.example")
-	cfg, err := os.ReadFile(e.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.write("sts.yaml", strings.Replace(string(cfg), "policy_files:", `  - name: corp
-    kind: oidc
-    issuer: https://idp.example
-    audiences: [sts]
-    jwks_file: corp-jwks.json
-policy_files:`, 1))
-	e.write("corp-jwks.json", string(corp.JWKS()))
+	corp := e.addCorp("")
 	e.write("policy.yaml", e2ePolicy+`admin:
   - name: key-admins
     upstreams: [corp]

@@ -4,13 +4,11 @@ import (
 	"bufio"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/safeconduct/safeconduct/internal/testissuer"
 	"github.com/safeconduct/safeconduct/revocation"
 )
 
@@ -28,15 +26,7 @@ const feedPolicy = e2ePolicy + `admin:
 func setupFeedReader(t *testing.T) (*e2e, string) {
 	t.Helper()
 	e := setup(t, "")
-	corp := testissuer.New(t, "https://idp.example")
-	cfg, _ := os.ReadFile(e.cfg)
-	e.write("sts.yaml", strings.Replace(string(cfg), "policy_files:", `  - name: corp
-    kind: oidc
-    issuer: https://idp.example
-    audiences: [sts]
-    jwks_file: corp-jwks.json
-policy_files:`, 1))
-	e.write("corp-jwks.json", string(corp.JWKS()))
+	corp := e.addCorp("")
 	e.write("policy.yaml", feedPolicy)
 	return e, corp.Token(t, alice)
 }
