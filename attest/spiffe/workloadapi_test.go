@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"errors"
+	"maps"
 	"net"
 	"path/filepath"
 	"strings"
@@ -33,10 +34,12 @@ type fakeAgent struct {
 	notify chan struct{}     // closed and replaced on every change
 }
 
+// current returns copies of the bundle maps: update mutates them in place while
+// a stream may still be marshalling what it read.
 func (a *fakeAgent) current() (jwt, x509 map[string][]byte, notify <-chan struct{}) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.jwt, a.x509, a.notify
+	return maps.Clone(a.jwt), maps.Clone(a.x509), a.notify
 }
 
 // update changes the bundles and wakes the streams.
