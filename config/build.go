@@ -122,6 +122,7 @@ func Build(ctx context.Context, cfg *Config, o Options) (s *issuer.Server, err e
 		AuditLogger:    o.AuditLogger,
 		AuditSink:      auditSink,
 		AuditContinue:  cfg.Audit.OnFailure == AuditContinue,
+		StatusLists:    cfg.StatusLists.issuer(),
 		Now:            o.Now,
 		// The server closes the store itself, after these.
 		Closers: closers[:len(closers)-1],

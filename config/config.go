@@ -41,6 +41,8 @@ type Config struct {
 	Audit AuditConfig `yaml:"audit"`
 	// Tracing optionally exports OpenTelemetry traces (tracing.go).
 	Tracing TracingConfig `yaml:"tracing"`
+	// StatusLists configures Token Status Lists (statuslists.go); on by default.
+	StatusLists StatusListsConfig `yaml:"status_lists"`
 	// Clients are the clients that authenticate with private_key_jwt (clients.go).
 	Clients []ClientConfig `yaml:"clients"`
 	// MetricsListen is the operations listener (host:port, plain HTTP): /metrics,
@@ -442,6 +444,7 @@ func (c *Config) validate(v *validator) {
 	c.Limits.validate(v)
 	c.Audit.validate(v)
 	c.Tracing.validate(v)
+	c.StatusLists.validate(v)
 	if len(c.Clients) > maxClients {
 		v.at(fmt.Sprintf("at most %d clients", maxClients), "clients")
 	}

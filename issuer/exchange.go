@@ -3,6 +3,7 @@ package issuer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -351,7 +352,7 @@ func (s *tokenService) mint(ctx context.Context, x *exchangeState) *refusal {
 		c.CertThumbprint = certThumbprint(x.r.TLS.PeerCertificates[0])
 	}
 	st := s.tracing.step(ctx, spanMint)
-	tok, err := s.minter.mint(c)
+	tok, err := s.signToken(ctx, c)
 	st.minted(c.ID, err)
 	if err != nil {
 		s.log.ErrorContext(ctx, "signing failed", slog.String("error", err.Error()))
@@ -401,4 +402,26 @@ func (s *tokenService) record(ctx context.Context, ev *exchangeEvent, took time.
 		// An issued token's event was written before the response (handleToken).
 		_ = s.audit(ctx, ev, false)
 	}
+}
+
+// signToken signs the claims; with status lists on, it first gives the token its
+// index and records its facts (with the kid of the key about to sign it: if a
+// rotation changed the key in between, the token is given a new index).
+func (s *tokenService) signToken(ctx context.Context, c *claims) (string, error) {
+	if s.status == nil {
+		return s.minter.mint(c)
+	}
+	for range 3 {
+		kid := s.currentRing().active.kid
+		uri, idx, err := s.status.record(ctx, c, kid)
+		if err != nil {
+			return "", fmt.Errorf("status list: %w", err)
+		}
+		c.StatusURI, c.StatusIdx = uri, idx
+		tok, signedBy, err := s.minter.mintKID(c)
+		if err != nil || signedBy == kid {
+			return tok, err
+		}
+	}
+	return "", errors.New("status list: the signing key changed while minting")
 }

@@ -3,9 +3,11 @@ package issuer
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -55,10 +57,20 @@ type claims struct {
 	CertThumbprint string
 	// Binding is the fingerprint of the binding attributes (`bnd`).
 	Binding string
+	// StatusURI and StatusIdx are the token's entry in a Token Status List
+	// (claim status.status_list); none when StatusURI is empty.
+	StatusURI string
+	StatusIdx uint32
 }
 
 // mint returns the signed compact JWS.
 func (m *minter) mint(c *claims) (string, error) {
+	tok, _, err := m.mintKID(c)
+	return tok, err
+}
+
+// mintKID returns the signed compact JWS and the kid of the key that signed it.
+func (m *minter) mintKID(c *claims) (string, string, error) {
 	buf := make([]byte, 0, 384)
 	buf = append(buf, `{"iss":`...)
 	buf = appendJSONString(buf, m.issuer)
@@ -132,12 +144,35 @@ func (m *minter) mint(c *claims) (string, error) {
 		}
 		buf = append(buf, '}')
 	}
+	if c.StatusURI != "" {
+		buf = appendStatusClaim(buf, c.StatusURI, c.StatusIdx)
+	}
 	buf = append(buf, '}')
 	jws, err := m.signer.Sign(buf)
 	if err != nil {
-		return "", fmt.Errorf("sign: %w", err)
+		return "", "", fmt.Errorf("sign: %w", err)
 	}
-	return jws.CompactSerialize()
+	tok, err := jws.CompactSerialize()
+	if err != nil {
+		return "", "", err
+	}
+	return tok, headerKID(tok), nil
+}
+
+// headerKID reads the kid of a compact JWS's protected header ("" if none).
+func headerKID(tok string) string {
+	h, _, _ := strings.Cut(tok, ".")
+	raw, err := base64.RawURLEncoding.DecodeString(h)
+	if err != nil {
+		return ""
+	}
+	var hdr struct {
+		KID string `json:"kid"`
+	}
+	if json.Unmarshal(raw, &hdr) != nil {
+		return ""
+	}
+	return hdr.KID
 }
 
 // appendAct appends the nested act claim: {"sub":..,"iss":..,"act":{...}}.

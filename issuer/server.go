@@ -81,6 +81,10 @@ type Config struct {
 	// and admin changes then answer 503.
 	AuditSink     io.Writer
 	AuditContinue bool
+	// StatusLists, when set, gives every minted token an entry in a Token Status
+	// List served at PathStatusLists (statuslist.go); the Store must implement
+	// revocation.StatusStore. Nil: off, tokens carry no status claim.
+	StatusLists *StatusListConfig
 	// Now is the clock (default: time.Now).
 	Now func() time.Time
 	// Closers release what the parts started (verifier background work, an
@@ -157,6 +161,8 @@ type core struct {
 	// tracing exports spans (tracing.go); nil when off.
 	tracing *tracing
 	maxTTL  time.Duration
+	// status is the status list concern; nil when off.
+	status *statusLists
 }
 
 // policy returns the current issuance policy.
@@ -219,6 +225,14 @@ func newServer(c Config) (*Server, error) {
 		return nil, err
 	}
 	cr.signing = keys
+	if c.StatusLists != nil {
+		sl, err := newStatusLists(cr, *c.StatusLists, c.Store)
+		if err != nil {
+			return nil, err
+		}
+		cr.status = sl
+		c.Closers = append([]func() error{sl.close}, c.Closers...)
+	}
 	s := &Server{
 		core:    cr,
 		limits:  newTokenLimits(c.Limits, c.Now, met),
@@ -278,6 +292,9 @@ func (s *Server) routes() {
 	mux.HandleFunc("DELETE "+PathAdmin+"revocations/{id}", m.instrument("admin", al.wrap(a.handleLiftRevocation)))
 	mux.HandleFunc("POST "+PathAdmin+"workloads/change", m.instrument("admin", al.wrap(a.handleWorkloadChange)))
 	mux.HandleFunc("POST "+PathAdminKeyRevoke, m.instrument("admin", al.wrap(a.handleRevokeKey)))
+	if s.status != nil {
+		mux.HandleFunc("GET "+PathStatusLists+"{name}", m.instrument("statuslist", s.status.handleStatusList))
+	}
 	mux.HandleFunc("/healthz", s.handleHealthz)
 	mux.HandleFunc("/readyz", s.handleReadyz)
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {

@@ -778,6 +778,9 @@ func (s *Store) Sweep() error {
 	if err != nil {
 		return err
 	}
+	if err := s.sweepStatus(now); err != nil {
+		return err
+	}
 	return s.trimEvents(now)
 }
 

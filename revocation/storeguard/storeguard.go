@@ -440,3 +440,31 @@ func AcceptLoss(ctx context.Context, st revocation.Identified, identityFile stri
 	}
 	return id, writeIdentityFile(identityFile, id)
 }
+
+// errNoStatus is returned by the status list methods when the wrapped store
+// keeps no status lists.
+var errNoStatus = errors.New("revocation: the store keeps no status lists")
+
+// AppendStatus implements revocation.StatusStore when the wrapped store does.
+func (g *Guard) AppendStatus(ctx context.Context, list string, expires time.Time, classes map[string][]byte, records []byte) error {
+	if err := g.gate(ctx); err != nil {
+		return err
+	}
+	ss, ok := g.Store.(revocation.StatusStore)
+	if !ok {
+		return errNoStatus
+	}
+	return ss.AppendStatus(ctx, list, expires, classes, records)
+}
+
+// ReadStatus implements revocation.StatusStore when the wrapped store does.
+func (g *Guard) ReadStatus(ctx context.Context, list string, offset int) ([]byte, map[string][]byte, bool, error) {
+	if err := g.gate(ctx); err != nil {
+		return nil, nil, false, err
+	}
+	ss, ok := g.Store.(revocation.StatusStore)
+	if !ok {
+		return nil, nil, false, errNoStatus
+	}
+	return ss.ReadStatus(ctx, list, offset)
+}

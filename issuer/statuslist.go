@@ -1,0 +1,567 @@
+package issuer
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/bits"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/safeconduct/safeconduct/revocation"
+)
+
+// Token Status Lists (draft-ietf-oauth-status-list-20). Each replica mints into
+// its own open list: a random name, rotated when full or after RotateAfter, so a
+// list mixes the tokens of every workload issued by one replica in one time window
+// and its URI says nothing about the workload. Within a list the index of the n-th
+// token is a keyed pseudorandom permutation of n (AES-based Feistel network), so
+// indices are unique, never reused, and do not reveal the order of issuance.
+//
+// Before a token is returned, the facts a revocation can match are recorded in
+// the revocation store (revocation.StatusStore): a 24-byte record per token and,
+// once per list, the facts its workload's tokens share (a class). Records are
+// written in batches shared by concurrent exchanges (one store write per batch).
+// Any replica serves any list: it reads the records (only the new ones since its
+// last read), evaluates them against the revoke entries in force, and signs the
+// Status List Token, kept for half the ttl.
+
+// PathStatusLists is where the lists are served: PathStatusLists + name.
+const PathStatusLists = "/statuslists/"
+
+// TypeStatusListJWT is the media type (and typ header) of Status List Tokens.
+const TypeStatusListJWT = "statuslist+jwt"
+
+const mediaStatusListJWT = "application/statuslist+jwt"
+
+// StatusListConfig configures status lists; the zero value of a field takes the
+// default.
+type StatusListConfig struct {
+	// TTL is the ttl claim (how long a consumer may cache a list) and twice the
+	// interval at which a replica re-evaluates a list it serves. Default 30 s.
+	TTL time.Duration
+	// Size is the number of indices of a list, a power of two between 2^10 and
+	// 2^24. Default 2^20 (128 KiB of bits before compression).
+	Size int
+	// RotateAfter is how long a replica mints into one list before opening the
+	// next. Default 10 minutes.
+	RotateAfter time.Duration
+}
+
+// Status list defaults and bounds.
+const (
+	DefaultStatusListTTL    = 30 * time.Second
+	DefaultStatusListSize   = 1 << 20
+	DefaultStatusListRotate = 10 * time.Minute
+	MinStatusListSize       = 1 << 10
+	MaxStatusListSize       = 1 << 24
+	MaxStatusListTTL        = 10 * time.Minute
+)
+
+// Check validates c with defaults applied (config validates its file first).
+func (c StatusListConfig) withDefaults() (StatusListConfig, error) {
+	if c.TTL == 0 {
+		c.TTL = DefaultStatusListTTL
+	}
+	if c.Size == 0 {
+		c.Size = DefaultStatusListSize
+	}
+	if c.RotateAfter == 0 {
+		c.RotateAfter = DefaultStatusListRotate
+	}
+	switch {
+	case c.TTL < time.Second || c.TTL > MaxStatusListTTL:
+		return c, fmt.Errorf("status list ttl %s: between 1s and %s", c.TTL, MaxStatusListTTL)
+	case c.Size < MinStatusListSize || c.Size > MaxStatusListSize || c.Size&(c.Size-1) != 0:
+		return c, fmt.Errorf("status list size %d: a power of two between %d and %d", c.Size, MinStatusListSize, MaxStatusListSize)
+	case c.RotateAfter < time.Second:
+		return c, fmt.Errorf("status list rotate_after %s: at least 1s", c.RotateAfter)
+	}
+	return c, nil
+}
+
+// statusLists is the status list concern: allocation of indices, the batched
+// recording of token facts, and the endpoint.
+type statusLists struct {
+	*core
+	cfg   StatusListConfig
+	store revocation.StatusStore
+	base  string // issuer + PathStatusLists
+
+	mu   sync.Mutex
+	open *openList
+
+	queue chan *statusReq
+
+	smu     sync.Mutex
+	served  map[string]*servedList
+	signers map[string]jose.Signer // kid -> signer with typ statuslist+jwt
+	entries *entriesSnapshot
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+type openList struct {
+	name    string
+	exp     int // log2 of the size
+	perm    cipher.Block
+	next    uint32
+	started time.Time
+	expires time.Time
+	known   sync.Map // class ID -> struct{}: classes already written
+}
+
+type statusReq struct {
+	list    *openList
+	classID string
+	class   []byte
+	rec     []byte
+	done    chan error
+}
+
+// maxStatusBatch bounds the records of one store write.
+const maxStatusBatch = 2048
+
+func newStatusLists(c *core, cfg StatusListConfig, st revocation.Store) (*statusLists, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	ss, ok := st.(revocation.StatusStore)
+	if !ok {
+		return nil, errors.New("status lists: the revocation store keeps no status lists")
+	}
+	s := &statusLists{
+		core: c, cfg: cfg, store: ss, base: strings.TrimSuffix(c.issuer, "/") + PathStatusLists,
+		queue: make(chan *statusReq, 4*maxStatusBatch), served: map[string]*servedList{},
+		signers: map[string]jose.Signer{}, stop: make(chan struct{}),
+	}
+	for range 2 {
+		s.wg.Add(1)
+		go s.writer()
+	}
+	return s, nil
+}
+
+func (s *statusLists) close() error {
+	s.closeOnce.Do(func() {
+		close(s.stop)
+		s.wg.Wait()
+	})
+	return nil
+}
+
+// newOpenList starts a list: name "<log2 size>-<16 random bytes, base64url>".
+func (s *statusLists) newOpenList(now time.Time) *openList {
+	var key [16]byte
+	_, _ = rand.Read(key[:])
+	blk, _ := aes.NewCipher(key[:]) // a 16-byte key is always valid
+	var id [16]byte
+	_, _ = rand.Read(id[:])
+	exp := bits.TrailingZeros(uint(s.cfg.Size))
+	return &openList{
+		name: strconv.Itoa(exp) + "-" + base64.RawURLEncoding.EncodeToString(id[:]),
+		exp:  exp, perm: blk, started: now,
+		// Every token of the list expires by then (iat within RotateAfter of the
+		// start, lifetime at most max_ttl), plus a minute of clock skew.
+		expires: now.Add(s.cfg.RotateAfter + s.maxTTL + time.Minute),
+	}
+}
+
+// allocate returns the list and the index of the next token.
+func (s *statusLists) allocate(now time.Time) (*openList, uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.open
+	if l == nil || l.next >= uint32(s.cfg.Size) || now.Sub(l.started) >= s.cfg.RotateAfter || now.Before(l.started) {
+		l = s.newOpenList(now)
+		s.open = l
+	}
+	n := l.next
+	l.next++
+	return l, permute(l.perm, l.exp, n)
+}
+
+// permute maps n < 2^w to a unique index < 2^w: a 4-round Feistel network over
+// the smallest even width >= w, with AES as round function, cycle-walking back
+// into [0, 2^w).
+func permute(blk cipher.Block, w int, n uint32) uint32 {
+	half := (w + 1) / 2
+	mask := uint32(1)<<half - 1
+	x := n
+	for {
+		l, r := x>>half, x&mask
+		for round := range 4 {
+			var in, out [16]byte
+			in[0] = byte(round)
+			binary.BigEndian.PutUint32(in[1:5], r)
+			blk.Encrypt(out[:], in[:])
+			l, r = r, l^(binary.BigEndian.Uint32(out[:4])&mask)
+		}
+		x = l<<half | r
+		if x < uint32(1)<<w {
+			return x
+		}
+	}
+}
+
+// record allocates the index of a token and records its facts in the store; it
+// returns the uri and index for the token's status claim. Called with the
+// token's claims before signing; kid is the key that will sign it.
+func (s *statusLists) record(ctx context.Context, c *claims, kid string) (string, uint32, error) {
+	l, idx := s.allocate(s.now())
+	f := revocation.Facts{
+		Subject: c.Subject, Upstream: c.Upstream, ClientID: c.ClientID, Audiences: c.Audience,
+		Attributes: c.Attributes, Binding: c.Binding, KeyID: kid,
+	}
+	classID, enc := revocation.EncodeStatusClass(&f)
+	req := &statusReq{list: l, classID: classID, done: make(chan error, 1),
+		rec: revocation.AppendStatusRecord(make([]byte, 0, revocation.StatusRecordSize),
+			revocation.StatusRecord{Index: idx, IssuedAt: c.IssuedAt, JTI: c.ID, Class: classID})}
+	if _, known := l.known.Load(classID); !known {
+		req.class = enc
+	}
+	select {
+	case s.queue <- req:
+	case <-ctx.Done():
+		return "", 0, ctx.Err()
+	}
+	select {
+	case err := <-req.done:
+		if err != nil {
+			return "", 0, err
+		}
+	case <-ctx.Done():
+		return "", 0, ctx.Err()
+	}
+	return s.base + l.name, idx, nil
+}
+
+// writer takes the queued records in batches: one store write per list per
+// batch, shared by every exchange waiting in it.
+func (s *statusLists) writer() {
+	defer s.wg.Done()
+	for {
+		var first *statusReq
+		select {
+		case first = <-s.queue:
+		case <-s.stop:
+			return
+		}
+		batch := []*statusReq{first}
+	drain:
+		for len(batch) < maxStatusBatch {
+			select {
+			case r := <-s.queue:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		byList := map[*openList][]*statusReq{}
+		for _, r := range batch {
+			byList[r.list] = append(byList[r.list], r)
+		}
+		for l, reqs := range byList {
+			classes := map[string][]byte{}
+			recs := make([]byte, 0, len(reqs)*revocation.StatusRecordSize)
+			for _, r := range reqs {
+				recs = append(recs, r.rec...)
+				if r.class != nil {
+					classes[r.classID] = r.class
+				} else if _, known := l.known.Load(r.classID); !known {
+					// Queued as known by a writer whose write then failed: resend.
+					classes[r.classID] = nil
+				}
+			}
+			for id, enc := range classes {
+				if enc == nil {
+					delete(classes, id)
+					for _, r := range reqs {
+						if r.classID == id && r.class != nil {
+							classes[id] = r.class
+							break
+						}
+					}
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := s.store.AppendStatus(ctx, l.name, l.expires, classes, recs)
+			cancel()
+			if err == nil {
+				for id := range classes {
+					l.known.Store(id, struct{}{})
+				}
+			} else {
+				s.log.Error("status list: recording token facts failed; refusing to issue", slog.String("error", err.Error()))
+			}
+			for _, r := range reqs {
+				r.done <- err
+			}
+		}
+	}
+}
+
+// appendStatusClaim appends the status claim of a token.
+func appendStatusClaim(buf []byte, uri string, idx uint32) []byte {
+	buf = append(buf, `,"status":{"status_list":{"idx":`...)
+	buf = strconv.AppendUint(buf, uint64(idx), 10)
+	buf = append(buf, `,"uri":`...)
+	buf = appendJSONString(buf, uri)
+	return append(buf, `}}`...)
+}
+
+// servedList is a replica's copy of a list: the records read so far and the
+// last Status List Token signed from them.
+type servedList struct {
+	mu       sync.Mutex
+	size     int
+	records  []byte
+	classes  map[string]revocation.Facts
+	token    []byte
+	built    time.Time
+	lastUsed time.Time
+}
+
+// entriesSnapshot is the revoke entries in force, read at most once per half
+// ttl and shared by the lists evaluated meanwhile.
+type entriesSnapshot struct {
+	at time.Time
+	ev *revocation.StatusEvaluator
+}
+
+// maxServedLists bounds the lists a replica keeps a copy of.
+const maxServedLists = 1024
+
+// handleStatusList is GET /statuslists/{name}.
+func (s *statusLists) handleStatusList(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	size, ok := parseListName(name)
+	if !ok {
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	}
+	if !acceptsStatusListJWT(r.Header.Values("Accept")) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		http.Error(w, "only "+mediaStatusListJWT+" is served", http.StatusNotAcceptable)
+		return
+	}
+	tok, built, err := s.list(r.Context(), name, size)
+	switch {
+	case errors.Is(err, errNoList):
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	case err != nil:
+		s.log.ErrorContext(r.Context(), "status list unavailable", slog.String("list", name), slog.String("error", err.Error()))
+		w.Header().Set("Cache-Control", "no-store")
+		http.Error(w, "status list temporarily unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	left := s.cfg.TTL - s.now().Sub(built)
+	if left < 0 {
+		left = 0
+	}
+	w.Header().Set("Content-Type", mediaStatusListJWT)
+	w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(int(left/time.Second)))
+	w.Header().Set("Vary", "Accept")
+	_, _ = w.Write(tok)
+}
+
+var errNoList = errors.New("no such status list")
+
+// parseListName reads the size of a list from its name "<log2 size>-<22 chars>".
+func parseListName(name string) (int, bool) {
+	exp, id, ok := strings.Cut(name, "-")
+	if !ok || len(id) != 22 || !revocation.ValidStatusListName(name) {
+		return 0, false
+	}
+	e, err := strconv.Atoi(exp)
+	if err != nil || strconv.Itoa(e) != exp || 1<<e < MinStatusListSize || 1<<e > MaxStatusListSize {
+		return 0, false
+	}
+	if _, err := base64.RawURLEncoding.Strict().DecodeString(id); err != nil {
+		return 0, false
+	}
+	return 1 << e, true
+}
+
+// acceptsStatusListJWT: no Accept, or one that allows application/statuslist+jwt.
+func acceptsStatusListJWT(values []string) bool {
+	if len(values) == 0 {
+		return true
+	}
+	for _, v := range values {
+		for part := range strings.SplitSeq(v, ",") {
+			mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
+			if err != nil {
+				continue
+			}
+			if q, ok := params["q"]; ok {
+				if f, err := strconv.ParseFloat(q, 64); err == nil && f == 0 {
+					continue
+				}
+			}
+			if mt == mediaStatusListJWT || mt == "*/*" || mt == "application/*" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// list returns the current Status List Token of a list and when it was built.
+func (s *statusLists) list(ctx context.Context, name string, size int) ([]byte, time.Time, error) {
+	now := s.now()
+	s.smu.Lock()
+	sl := s.served[name]
+	if sl == nil {
+		if len(s.served) >= maxServedLists {
+			s.evictLocked(now)
+		}
+		sl = &servedList{size: size, classes: map[string]revocation.Facts{}}
+		s.served[name] = sl
+	}
+	sl.lastUsed = now
+	s.smu.Unlock()
+
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if sl.token != nil && now.Sub(sl.built) < s.cfg.TTL/2 && !now.Before(sl.built) {
+		return sl.token, sl.built, nil
+	}
+	recs, classes, found, err := s.store.ReadStatus(ctx, name, len(sl.records))
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	if !found {
+		s.smu.Lock()
+		delete(s.served, name)
+		s.smu.Unlock()
+		return nil, time.Time{}, errNoList
+	}
+	for id, enc := range classes {
+		if _, ok := sl.classes[id]; ok {
+			continue
+		}
+		f, err := revocation.DecodeStatusClass(enc)
+		if err != nil {
+			continue // a record of this class then counts as invalid (fail closed)
+		}
+		sl.classes[id] = f
+	}
+	sl.records = append(sl.records, recs...)
+	ev, err := s.evaluator(ctx, now)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	statuses := make([]byte, sl.size)
+	ev.Evaluate(sl.records, sl.classes, statuses)
+	tok, err := s.sign(name, statuses, now)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	sl.token, sl.built = tok, now
+	return tok, now, nil
+}
+
+func (s *statusLists) evictLocked(now time.Time) {
+	var oldest string
+	var at time.Time
+	for n, sl := range s.served {
+		if oldest == "" || sl.lastUsed.Before(at) {
+			oldest, at = n, sl.lastUsed
+		}
+	}
+	delete(s.served, oldest)
+}
+
+// evaluator returns the evaluator of the revoke entries in force, read from the
+// store at most once per half ttl.
+func (s *statusLists) evaluator(ctx context.Context, now time.Time) (*revocation.StatusEvaluator, error) {
+	s.smu.Lock()
+	snap := s.entries
+	s.smu.Unlock()
+	if snap != nil && now.Sub(snap.at) < s.cfg.TTL/2 && !now.Before(snap.at) {
+		return snap.ev, nil
+	}
+	entries, err := s.core.store.List(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	snap = &entriesSnapshot{at: now, ev: revocation.NewStatusEvaluator(entries, now)}
+	s.smu.Lock()
+	s.entries = snap
+	s.smu.Unlock()
+	return snap.ev, nil
+}
+
+// sign builds and signs the Status List Token of a list with the active key.
+func (s *statusLists) sign(name string, statuses []byte, now time.Time) ([]byte, error) {
+	lst, err := revocation.EncodeStatusList(statuses, 1)
+	if err != nil {
+		return nil, err
+	}
+	iat := now.Unix()
+	ttl := int64(s.cfg.TTL / time.Second)
+	buf := make([]byte, 0, len(lst)+256)
+	buf = append(buf, `{"sub":`...)
+	buf = appendJSONString(buf, s.base+name)
+	buf = append(buf, `,"iss":`...)
+	buf = appendJSONString(buf, s.issuer)
+	buf = append(buf, `,"iat":`...)
+	buf = strconv.AppendInt(buf, iat, 10)
+	// exp: the list may be used for one ttl after a consumer fetched it, and a
+	// replica serves a copy up to half a ttl old.
+	buf = append(buf, `,"exp":`...)
+	buf = strconv.AppendInt(buf, iat+2*ttl, 10)
+	buf = append(buf, `,"ttl":`...)
+	buf = strconv.AppendInt(buf, ttl, 10)
+	buf = append(buf, `,"status_list":{"bits":1,"lst":"`...)
+	buf = append(buf, lst...)
+	buf = append(buf, `"}}`...)
+	signer, err := s.signer()
+	if err != nil {
+		return nil, err
+	}
+	jws, err := signer.Sign(buf)
+	if err != nil {
+		return nil, fmt.Errorf("sign status list: %w", err)
+	}
+	out, err := jws.CompactSerialize()
+	if err != nil {
+		return nil, err
+	}
+	return []byte(out), nil
+}
+
+// signer is a signer with the active key and typ statuslist+jwt.
+func (s *statusLists) signer() (jose.Signer, error) {
+	k := s.currentRing().active
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	if sg, ok := s.signers[k.kid]; ok {
+		return sg, nil
+	}
+	sg, err := jose.NewSigner(jose.SigningKey{
+		Algorithm: k.alg,
+		Key:       jose.JSONWebKey{Key: k.signer, KeyID: k.kid, Algorithm: string(k.alg)},
+	}, (&jose.SignerOptions{}).WithType(TypeStatusListJWT))
+	if err != nil {
+		return nil, fmt.Errorf("status list signer for key %s: %w", k.kid, err)
+	}
+	s.signers[k.kid] = sg
+	return sg, nil
+}

@@ -1,0 +1,246 @@
+package issuer
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+
+	"github.com/safeconduct/safeconduct/internal/testredis"
+	"github.com/safeconduct/safeconduct/revocation"
+)
+
+// statusRef reads the status claim of a minted token.
+func statusRef(t *testing.T, tok string) (uri string, idx int) {
+	t.Helper()
+	c := decodeSegment(t, tok, 1)
+	st, _ := c["status"].(map[string]any)
+	sl, _ := st["status_list"].(map[string]any)
+	uri, _ = sl["uri"].(string)
+	f, ok := sl["idx"].(float64)
+	if uri == "" || !ok {
+		t.Fatalf("no status.status_list in %v", c)
+	}
+	return uri, int(f)
+}
+
+// fetchStatus GETs a list from base+path(uri), checks the Status List Token
+// (header, signature against the STS JWKS, claims) and returns the status at idx.
+func fetchStatus(t *testing.T, ts *testSTS, uri string, idx int) byte {
+	t.Helper()
+	path := strings.TrimPrefix(uri, ts.url)
+	if !strings.HasPrefix(uri, "https://") || !strings.HasPrefix(path, PathStatusLists) {
+		path = uri[strings.Index(uri, PathStatusLists):]
+	}
+	r := ts.do(t, http.MethodGet, path, "", "", func(r *http.Request) { r.Header.Set("Accept", "application/statuslist+jwt") })
+	if r.status != 200 {
+		t.Fatalf("GET %s: %d %s", path, r.status, r.raw)
+	}
+	if ct := r.header.Get("Content-Type"); ct != "application/statuslist+jwt" {
+		t.Fatalf("Content-Type %q", ct)
+	}
+	if cc := r.header.Get("Cache-Control"); !strings.HasPrefix(cc, "public, max-age=") {
+		t.Fatalf("Cache-Control %q", cc)
+	}
+	jws, err := jose.ParseSigned(r.raw, []jose.SignatureAlgorithm{jose.ES256, jose.RS256, jose.EdDSA, jose.PS256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := jws.Signatures[0].Header
+	if hdr.ExtraHeaders["typ"] != "statuslist+jwt" {
+		t.Fatalf("typ %v", hdr.ExtraHeaders["typ"])
+	}
+	jr := ts.do(t, http.MethodGet, PathJWKS, "", "", nil)
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal([]byte(jr.raw), &set); err != nil {
+		t.Fatal(err)
+	}
+	keys := set.Key(hdr.KeyID)
+	if len(keys) != 1 {
+		t.Fatalf("kid %q not in the JWKS", hdr.KeyID)
+	}
+	payload, err := jws.Verify(keys[0])
+	if err != nil {
+		t.Fatalf("signature: %v", err)
+	}
+	var c struct {
+		Sub        string `json:"sub"`
+		Iat, Exp   int64
+		TTL        int64 `json:"ttl"`
+		StatusList struct {
+			Bits int    `json:"bits"`
+			Lst  string `json:"lst"`
+		} `json:"status_list"`
+	}
+	if err := json.Unmarshal(payload, &c); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(c.Sub, path) || c.Iat == 0 || c.Exp <= c.Iat || c.TTL <= 0 || c.TTL > 60 || c.StatusList.Bits != 1 {
+		t.Fatalf("claims %+v (path %s)", c, path)
+	}
+	l, err := revocation.DecodeStatusList(c.StatusList.Lst, c.StatusList.Bits, 1<<21)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := l.Status(idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// waitStatus polls the list until idx has status want (bounded, not timed).
+func waitStatus(t *testing.T, ts *testSTS, uri string, idx int, want byte) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got := fetchStatus(t, ts, uri, idx)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status of %s[%d] stays %d, want %d", uri, idx, got, want)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestStatusListEmbedded(t *testing.T) {
+	ts := startSTS(t, stsOptions{extra: "status_lists: {ttl: 2s}\n"})
+	testStatusList(t, ts, ts)
+}
+
+func TestStatusListRedisTwoReplicas(t *testing.T) {
+	addr := testredis.Start(t)
+	rev := fmt.Sprintf("revocation:\n  backend: redis\n  redis: {addrs: [%q], prefix: %s}\n", addr, testredis.Prefix(t))
+	a := startSTS(t, stsOptions{revocation: rev, extra: "status_lists: {ttl: 2s}\n"})
+	b := startSTS(t, stsOptions{revocation: rev, extra: "status_lists: {ttl: 2s}\n"})
+	testStatusList(t, a, b)
+}
+
+// testStatusList mints on a and reads the lists on b (a itself for one replica).
+func testStatusList(t *testing.T, a, b *testSTS) {
+	mint := func(sub string) string {
+		t.Helper()
+		r := a.post(t, a.form(a.a.Token(t, sub)))
+		if r.status != 200 {
+			t.Fatalf("exchange: %d %s", r.status, r.raw)
+		}
+		return r.body["access_token"].(string)
+	}
+	byJTI, bySub, kept := mint(payments), mint("system:serviceaccount:payments:worker"), mint(payments)
+	seen := map[string]bool{}
+	var uris []string
+	var idxs []int
+	for _, tok := range []string{byJTI, bySub, kept} {
+		uri, idx := statusRef(t, tok)
+		if !strings.HasPrefix(uri, a.url+PathStatusLists) {
+			t.Fatalf("uri %q", uri)
+		}
+		k := fmt.Sprint(uri, idx)
+		if seen[k] {
+			t.Fatalf("index %s given twice", k)
+		}
+		seen[k] = true
+		uris, idxs = append(uris, uri), append(idxs, idx)
+		if got := fetchStatus(t, b, uri, idx); got != revocation.StatusValid {
+			t.Fatalf("fresh token has status %d", got)
+		}
+	}
+	ctx := context.Background()
+	jti := decodeSegment(t, byJTI, 1)["jti"].(string)
+	for _, sel := range []string{"jti=" + jti, "sub=system:serviceaccount:payments:worker"} {
+		if _, err := a.srv.core.store.Create(ctx, revocation.Entry{Kind: revocation.KindRevoke, Selector: sel, Reason: "test", Actor: "test"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitStatus(t, b, uris[0], idxs[0], revocation.StatusInvalid)
+	waitStatus(t, b, uris[1], idxs[1], revocation.StatusInvalid)
+	if got := fetchStatus(t, b, uris[2], idxs[2]); got != revocation.StatusValid {
+		t.Fatalf("unrevoked token has status %d", got)
+	}
+
+	// Protocol edges.
+	name := uris[0][strings.LastIndex(uris[0], "/")+1:]
+	for _, tc := range []struct {
+		path, accept string
+		status       int
+	}{
+		{PathStatusLists + "20-AAAAAAAAAAAAAAAAAAAAAA", "application/statuslist+jwt", 404},
+		{PathStatusLists + "nonsense", "application/statuslist+jwt", 404},
+		{PathStatusLists + name, "application/statuslist+cwt", 406},
+		{PathStatusLists + name, "application/json", 406},
+		{PathStatusLists + name, "application/statuslist+cwt, */*;q=0.1", 200},
+		{PathStatusLists + name, "", 200},
+	} {
+		r := b.do(t, http.MethodGet, tc.path, "", "", func(r *http.Request) {
+			if tc.accept != "" {
+				r.Header.Set("Accept", tc.accept)
+			}
+		})
+		if r.status != tc.status {
+			t.Errorf("GET %s (Accept %q): %d, want %d", tc.path, tc.accept, r.status, tc.status)
+		}
+	}
+}
+
+func TestStatusListIndicesUnique(t *testing.T) {
+	ts := startSTS(t, stsOptions{extra: "status_lists: {size: 1024}\n"})
+	seen := map[string]bool{}
+	lists := map[string]bool{}
+	for range 40 {
+		r := ts.post(t, ts.form(ts.a.Token(t, payments)))
+		if r.status != 200 {
+			t.Fatalf("exchange: %d %s", r.status, r.raw)
+		}
+		uri, idx := statusRef(t, r.body["access_token"].(string))
+		if idx < 0 || idx >= 1024 || seen[fmt.Sprint(uri, idx)] {
+			t.Fatalf("index %d of %s: out of range or given twice", idx, uri)
+		}
+		seen[fmt.Sprint(uri, idx)] = true
+		lists[uri] = true
+	}
+	if len(lists) != 1 {
+		t.Fatalf("%d lists for 40 tokens in one window", len(lists))
+	}
+}
+
+func TestStatusListOff(t *testing.T) {
+	ts := startSTS(t, stsOptions{extra: "status_lists: {enabled: false}\n"})
+	r := ts.post(t, ts.form(ts.a.Token(t, payments)))
+	if r.status != 200 {
+		t.Fatalf("exchange: %d %s", r.status, r.raw)
+	}
+	if _, ok := decodeSegment(t, r.body["access_token"].(string), 1)["status"]; ok {
+		t.Fatal("status claim with status lists off")
+	}
+	if r := ts.do(t, http.MethodGet, PathStatusLists+"20-AAAAAAAAAAAAAAAAAAAAAA", "", "", nil); r.status != 404 {
+		t.Fatalf("list endpoint with status lists off: %d", r.status)
+	}
+}
+
+func TestPermuteIsABijection(t *testing.T) {
+	for _, w := range []int{10, 11, 12} {
+		ol := (&statusLists{core: &core{}, cfg: StatusListConfig{Size: 1 << w, RotateAfter: time.Hour}}).newOpenList(time.Now())
+		seen := make([]bool, 1<<w)
+		inOrder := 0
+		for n := range uint32(1 << w) {
+			x := permute(ol.perm, w, n)
+			if x >= 1<<w || seen[x] {
+				t.Fatalf("width %d: %d -> %d (out of range or repeated)", w, n, x)
+			}
+			seen[x] = true
+			if x == n {
+				inOrder++
+			}
+		}
+		if inOrder > 1<<w/8 {
+			t.Fatalf("width %d: %d fixed points: not shuffled", w, inOrder)
+		}
+	}
+}
