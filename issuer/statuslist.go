@@ -105,10 +105,10 @@ type statusLists struct {
 
 	queue chan *statusReq
 
-	smu     sync.Mutex
-	served  map[string]*servedList
-	signers map[string]jose.Signer // kid -> signer with typ statuslist+jwt
-	entries *entriesSnapshot
+	smu       sync.Mutex
+	served    map[string]*servedList
+	signers   map[string]jose.Signer // kid -> signer with typ statuslist+jwt
+	entries   *entriesSnapshot
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
