@@ -93,6 +93,16 @@ type Config struct {
 	// Revocations, when set, is what tokens are checked against instead of the
 	// revocation feed (e.g. StaticRevocations). FeedToken must then be nil.
 	Revocations RevocationSource
+	// StatusLists checks each token against the Token Status List its status
+	// claim names (draft-ietf-oauth-status-list-20) instead of the revocation
+	// feed: no admin credential is needed. Lists are fetched from the issuer only
+	// (a uri under Issuer + "/statuslists/"), checked (typ statuslist+jwt, a key
+	// of the issuer, sub, exp), and kept until their ttl. Verify fails closed: a
+	// token without a status claim or with an index outside its list is
+	// ErrInvalid, a list that cannot be fetched or checked ErrStale, status 1
+	// ErrRevoked. FeedToken and Revocations must then be nil; it satisfies
+	// RequireFeed.
+	StatusLists bool
 
 	// Now is the clock (default time.Now).
 	Now func() time.Time
@@ -118,6 +128,7 @@ type Verifier struct {
 	jwks     *jwksKeys        // nil with Config.Keys
 	revs     RevocationSource // nil: revocation is not checked
 	feed     *feed            // nil unless revs is the feed
+	status   *statusLists     // nil unless Config.StatusLists
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -205,6 +216,8 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 	})
 
 	switch {
+	case cfg.StatusLists:
+		v.status = newStatusLists(cfg, keys)
 	case cfg.Revocations != nil:
 		v.revs = cfg.Revocations
 	case cfg.FeedToken != nil:
@@ -314,6 +327,15 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Token, error) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	tok.KeyID = kid
+	if v.status != nil {
+		if err := v.status.check(ctx, claims); err != nil {
+			if errors.Is(err, ErrRevoked) {
+				v.log.LogAttrs(ctx, slog.LevelInfo, "verify: revoked token refused",
+					slog.String(logJTI, tok.ID), slog.String(logSubject, tok.Subject), slog.String(logError, err.Error()))
+			}
+			return nil, err
+		}
+	}
 	if v.revs != nil {
 		facts := revocation.FactsFromClaims(claims)
 		facts.KeyID = kid
@@ -422,7 +444,10 @@ func (c *Config) validate() error {
 	if c.Audience == "" {
 		errs = append(errs, errors.New("missing Audience (the API's own audience)"))
 	}
-	if c.RequireFeed && c.FeedToken == nil && c.Revocations == nil {
+	if c.StatusLists && (c.FeedToken != nil || c.Revocations != nil) {
+		errs = append(errs, errors.New("StatusLists with FeedToken or Revocations set (one revocation source)"))
+	}
+	if c.RequireFeed && c.FeedToken == nil && c.Revocations == nil && !c.StatusLists {
 		errs = append(errs, errors.New("no FeedToken while RequireFeed is set"))
 	}
 	if c.FeedToken != nil && c.Revocations != nil {

@@ -62,6 +62,12 @@ func startPair(t *testing.T, redisAddr string) *replicaPair {
 // first two, all holds every one.
 func startReplicas(t *testing.T, redisAddr string, n int) *replicaPair {
 	t.Helper()
+	return startReplicasWith(t, redisAddr, n, "")
+}
+
+// startReplicasWith is startReplicas with top-level YAML appended to each config.
+func startReplicasWith(t *testing.T, redisAddr string, n int, top string) *replicaPair {
+	t.Helper()
 	p := &replicaPair{corp: testissuer.New(t, "https://idp.example"), pods: testissuer.New(t, "https://pods.example")}
 	extra := `  - name: corp
     kind: oidc
@@ -91,7 +97,7 @@ func startReplicas(t *testing.T, redisAddr string, n int) *replicaPair {
 			// One issuer for every replica, as behind a load balancer.
 			text = strings.Replace(text, "issuer: "+e.url, "issuer: "+p.a.url, 1)
 		}
-		e.write("sts.yaml", text)
+		e.write("sts.yaml", text+top)
 		e.write("policy.yaml", revocationPolicy)
 		e.write("corp-jwks.json", string(p.corp.JWKS()))
 		e.write("pods-jwks.json", string(p.pods.JWKS()))
