@@ -1,11 +1,14 @@
 package boltstore
 
 import (
+	"bytes"
 	"errors"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/safeconduct/safeconduct/revocation"
 	"github.com/safeconduct/safeconduct/revocation/revocationtest"
@@ -194,5 +197,49 @@ func TestAdmitExtendsBinding(t *testing.T) {
 	clk.t = clk.t.Add(2 * time.Hour)
 	if adm, err := s.Admit(ctx, w, "inst"); err != nil || adm.Binding != "" {
 		t.Fatalf("unused binding not expired: %+v, %v", adm, err)
+	}
+}
+
+func TestStatusConformance(t *testing.T) {
+	revocationtest.RunStatus(t, func(t *testing.T) revocation.Store {
+		return open(t, filepath.Join(t.TempDir(), "rev.db"), Options{})
+	})
+}
+
+// TestStatusSweptAndReopened: lists survive a restart, and the janitor's sweep
+// deletes expired ones from the file.
+func TestStatusSweptAndReopened(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "rev.db")
+	now := time.Now()
+	clock := func() time.Time { return now }
+	s := open(t, path, Options{Now: clock, JanitorInterval: -1})
+	f := revocation.Facts{Subject: "s"}
+	cid, cenc := revocation.EncodeStatusClass(&f)
+	rec := revocation.AppendStatusRecord(nil, revocation.StatusRecord{Index: 7, IssuedAt: now, JTI: "j", Class: cid})
+	if err := s.AppendStatus(ctx, "20-keep", now.Add(time.Hour), map[string][]byte{cid: cenc}, rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendStatus(ctx, "20-gone", now.Add(time.Minute), map[string][]byte{cid: cenc}, rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(2 * time.Minute)
+	s = open(t, path, Options{Now: clock, JanitorInterval: -1})
+	if err := s.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if recs, _, found, err := s.ReadStatus(ctx, "20-keep", 0); err != nil || !found || !bytes.Equal(recs, rec) {
+		t.Fatalf("kept list after restart: found %v, %d bytes, err %v", found, len(recs), err)
+	}
+	if err := s.view(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketStatus).Bucket([]byte("20-gone")) != nil {
+			return errors.New("expired list still in the file")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }

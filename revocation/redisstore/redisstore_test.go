@@ -50,3 +50,20 @@ func TestClusterConformance(t *testing.T) {
 	}
 	revocationtest.Run(t, opener(client))
 }
+
+func TestStatusConformance(t *testing.T) {
+	client := newTestClient(t, Config{Addrs: []string{testredis.Start(t)}})
+	revocationtest.RunStatus(t, opener(client))
+}
+
+// TestClusterStatusConformance: on a Cluster each list's keys share one slot of
+// their own ({sl:NAME}), apart from the {rev} slot.
+func TestClusterStatusConformance(t *testing.T) {
+	client := newTestClient(t, Config{Addrs: testredis.StartCluster(t), Cluster: true})
+	revocationtest.RunStatus(t, opener(client))
+	s := New(client, Options{Prefix: "p"})
+	r, c := s.statusKeys("20-abc")
+	if r != "p:{sl:20-abc}:r" || c != "p:{sl:20-abc}:c" {
+		t.Fatalf("keys %s %s", r, c)
+	}
+}
