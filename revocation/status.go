@@ -256,7 +256,10 @@ func (ev *StatusEvaluator) Evaluate(records []byte, classes map[string]Facts, st
 		iat := int64(binary.BigEndian.Uint32(r[4:8]))
 		var jk [8]byte
 		copy(jk[:], r[8:16])
-		cs := ev.class(string(r[16:24]), classes)
+		cs, ok := ev.classes[string(r[16:24])] // no allocation for the lookup
+		if !ok {
+			cs = ev.class(string(r[16:24]), classes)
+		}
 		invalid := cs.bad || cs.all || iat <= cs.created
 		if !invalid {
 			invalid = ev.jtiRevoked(jk, iat, cs.facts)
