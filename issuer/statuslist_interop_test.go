@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,4 +77,53 @@ func TestStatusListNodeInterop(t *testing.T) {
 		t.Fatalf("node read %v after the revoke, want status 1", res)
 	}
 
+}
+
+// TestStatusListPythonExample runs the README's Python example
+// (examples/statuslist/check.py, PyJWT) against a real STS, before and after a
+// revoke. It needs a Python with PyJWT[crypto] (SAFECONDUCT_PYTHON, default
+// python3) and skips without one: the example is documentation, CI has no PyJWT.
+func TestStatusListPythonExample(t *testing.T) {
+	py := os.Getenv("SAFECONDUCT_PYTHON")
+	if py == "" {
+		py = "python3"
+	}
+	if err := exec.Command(py, "-c", "import jwt, cryptography").Run(); err != nil {
+		t.Skipf("%s with PyJWT[crypto] not available (set SAFECONDUCT_PYTHON): %v", py, err)
+	}
+	script, err := filepath.Abs("../examples/statuslist/check.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startSTS(t, stsOptions{extra: "status_lists: {ttl: 2s}\n"})
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.hs.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := func(tok string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, py, script, ts.url, ledger, tok)
+		cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+ca)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	r := ts.post(t, ts.form(ts.a.Token(t, payments)))
+	if r.status != 200 {
+		t.Fatalf("exchange: %d %s", r.status, r.raw)
+	}
+	tok := r.body["access_token"].(string)
+	if out, err := run(tok); err != nil {
+		t.Fatalf("python example refuses a fresh token: %v\n%s", err, out)
+	}
+	uri, idx := statusRef(t, tok)
+	jti := decodeSegment(t, tok, 1)["jti"].(string)
+	if _, err := ts.srv.core.store.Create(context.Background(), revocation.Entry{Kind: revocation.KindRevoke, Selector: "jti=" + jti, Reason: "example", Actor: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, ts, uri, idx, revocation.StatusInvalid)
+	out, err := run(tok)
+	if err == nil || !strings.Contains(out, "revoked") {
+		t.Fatalf("python example after the revoke: %v\n%s", err, out)
+	}
 }

@@ -42,8 +42,10 @@ func checkAppend(list string, classes map[string][]byte, records []byte) error {
 	return nil
 }
 
-// AppendStatus implements revocation.StatusStore in one synced write transaction;
-// concurrent appends share a commit (bolt's Batch).
+// AppendStatus implements revocation.StatusStore in one synced write transaction.
+// The caller batches (the STS appends the records of every exchange waiting at
+// once), so this is a plain Update: bolt's Batch would add its collection delay
+// to every exchange.
 func (s *Store) AppendStatus(ctx context.Context, list string, expires time.Time, classes map[string][]byte, records []byte) error {
 	if err := s.check(ctx); err != nil {
 		return err
@@ -51,7 +53,7 @@ func (s *Store) AppendStatus(ctx context.Context, list string, expires time.Time
 	if err := checkAppend(list, classes, records); err != nil {
 		return err
 	}
-	err := s.db.Batch(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		root, err := tx.CreateBucketIfNotExists(bucketStatus)
 		if err != nil {
 			return err
@@ -89,9 +91,7 @@ func (s *Store) AppendStatus(ctx context.Context, list string, expires time.Time
 		if err != nil {
 			return err
 		}
-		// Batch may run this function again after a failed batch: the records
-		// are copied, never aliased.
-		return rb.Put(seqKey(seq), bytes.Clone(records))
+		return rb.Put(seqKey(seq), records)
 	})
 	if err != nil {
 		return wrap(err)
