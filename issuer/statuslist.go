@@ -30,13 +30,19 @@ import (
 // token is a keyed pseudorandom permutation of n (AES-based Feistel network), so
 // indices are unique, never reused, and do not reveal the order of issuance.
 //
-// Before a token is returned, the facts a revocation can match are recorded in
-// the revocation store (revocation.StatusStore): a 24-byte record per token and,
-// once per list, the facts its workload's tokens share (a class). Records are
-// written in batches shared by concurrent exchanges (one store write per batch).
-// Any replica serves any list: it reads the records (only the new ones since its
-// last read), evaluates them against the revoke entries in force, and signs the
-// Status List Token, kept for half the ttl.
+// The facts a revocation can match are recorded in the revocation store
+// (revocation.StatusStore): a 24-byte record per token and, once per list, the
+// facts its workload's tokens share (a class). Records are written behind
+// issuance: a flusher appends what was minted every FlushInterval (one store
+// write per list), with a heartbeat; a list that will get no more records
+// (rotated, or at shutdown) is sealed. So an index without a record is a token
+// whose record is in flight while its writer is alive (VALID), and one whose
+// record was lost once the list is sealed or its writer has been silent for
+// writerSilence (INVALID: a crash fails closed). While the flusher cannot write
+// for flushFailLimit, exchanges are refused (503). Any replica serves any list:
+// it reads the records (only the new ones since its last read), evaluates them
+// against the revoke entries in force, and signs the Status List Token, kept for
+// half the ttl.
 
 // PathStatusLists is where the lists are served: PathStatusLists + name.
 const PathStatusLists = "/statuslists/"
@@ -58,6 +64,9 @@ type StatusListConfig struct {
 	// RotateAfter is how long a replica mints into one list before opening the
 	// next. Default 10 minutes.
 	RotateAfter time.Duration
+	// FlushInterval is how often minted records are written to the store.
+	// Default DefaultStatusFlushInterval.
+	FlushInterval time.Duration
 }
 
 // Status list defaults and bounds.
@@ -100,10 +109,17 @@ type statusLists struct {
 	store revocation.StatusStore
 	base  string // issuer + PathStatusLists
 
-	mu   sync.Mutex
-	open *openList
-
-	queue chan *statusReq
+	// rotMu serialises list rotations; mu guards open, own, failingSince and
+	// the open lists' pending state.
+	rotMu sync.Mutex
+	mu    sync.Mutex
+	open  *openList
+	// own are this replica's lists not yet sealed: the open one and retired
+	// ones awaiting their last flush.
+	own map[*openList]struct{}
+	// failingSince is when flushes started failing (zero while they succeed).
+	failingSince time.Time
+	flushEvery   time.Duration
 
 	smu       sync.Mutex
 	served    map[string]*servedList
@@ -121,19 +137,28 @@ type openList struct {
 	next    uint32
 	started time.Time
 	expires time.Time
-	known   sync.Map // class ID -> struct{}: classes already written
+	// Guarded by statusLists.mu: records and classes minted and not yet
+	// written, classes already written, retired (no more records), the last
+	// write.
+	pending        []byte
+	pendingClasses map[string][]byte
+	known          map[string]struct{}
+	retired        bool
+	lastWrite      time.Time
 }
 
-type statusReq struct {
-	list    *openList
-	classID string
-	class   []byte
-	rec     []byte
-	done    chan error
-}
-
-// maxStatusBatch bounds the records of one store write.
-const maxStatusBatch = 2048
+// Write-behind bounds.
+const (
+	// DefaultStatusFlushInterval is how often minted records are written.
+	DefaultStatusFlushInterval = 100 * time.Millisecond
+	// statusHeartbeat is how often an idle open list's heartbeat is written.
+	statusHeartbeat = time.Second
+	// writerSilence: a list unsealed whose heartbeat is older is orphaned (its
+	// writer is gone): its indices without a record are INVALID.
+	writerSilence = 10 * time.Second
+	// flushFailLimit: exchanges are refused once flushes have failed this long.
+	flushFailLimit = 2 * time.Second
+)
 
 func newStatusLists(c *core, cfg StatusListConfig, st revocation.Store) (*statusLists, error) {
 	cfg, err := cfg.withDefaults()
@@ -146,22 +171,33 @@ func newStatusLists(c *core, cfg StatusListConfig, st revocation.Store) (*status
 	}
 	s := &statusLists{
 		core: c, cfg: cfg, store: ss, base: strings.TrimSuffix(c.issuer, "/") + PathStatusLists,
-		queue: make(chan *statusReq, 4*maxStatusBatch), served: map[string]*servedList{},
+		own: map[*openList]struct{}{}, flushEvery: cfg.FlushInterval, served: map[string]*servedList{},
 		signers: map[string]jose.Signer{}, stop: make(chan struct{}),
 	}
-	for range 2 {
-		s.wg.Add(1)
-		go s.writer()
+	if s.flushEvery <= 0 {
+		s.flushEvery = DefaultStatusFlushInterval
 	}
+	s.wg.Add(1)
+	go s.flusher()
 	return s, nil
 }
 
+// close stops the flusher, then writes what is pending and seals every list of
+// this replica.
 func (s *statusLists) close() error {
+	var err error
 	s.closeOnce.Do(func() {
 		close(s.stop)
 		s.wg.Wait()
+		s.mu.Lock()
+		for l := range s.own {
+			l.retired = true
+		}
+		s.open = nil
+		s.mu.Unlock()
+		err = s.flush(true)
 	})
-	return nil
+	return err
 }
 
 // newOpenList starts a list: name "<log2 size>-<16 random bytes, base64url>".
@@ -174,25 +210,43 @@ func (s *statusLists) newOpenList(now time.Time) *openList {
 	exp := bits.TrailingZeros(uint(s.cfg.Size))
 	return &openList{
 		name: strconv.Itoa(exp) + "-" + base64.RawURLEncoding.EncodeToString(id[:]),
-		exp:  exp, perm: blk, started: now,
+		exp:  exp, perm: blk, started: now, pendingClasses: map[string][]byte{}, known: map[string]struct{}{},
 		// Every token of the list expires by then (iat within RotateAfter of the
 		// start, lifetime at most max_ttl), plus a minute of clock skew.
 		expires: now.Add(s.cfg.RotateAfter + s.maxTTL + time.Minute),
 	}
 }
 
-// allocate returns the list and the index of the next token.
-func (s *statusLists) allocate(now time.Time) (*openList, uint32) {
+// needsRotation reports whether l cannot take the next token at now.
+func (s *statusLists) needsRotation(l *openList, now time.Time) bool {
+	return l == nil || l.next >= uint32(s.cfg.Size) || now.Sub(l.started) >= s.cfg.RotateAfter || now.Before(l.started)
+}
+
+// rotate opens a new list if the open one cannot take the next token: it is
+// created in the store (with a heartbeat, so any replica serves it) before its
+// first index is handed out; the old one is retired, sealed by its next flush.
+func (s *statusLists) rotate(ctx context.Context, now time.Time) error {
+	s.rotMu.Lock()
+	defer s.rotMu.Unlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	l := s.open
-	if l == nil || l.next >= uint32(s.cfg.Size) || now.Sub(l.started) >= s.cfg.RotateAfter || now.Before(l.started) {
-		l = s.newOpenList(now)
-		s.open = l
+	need := s.needsRotation(s.open, now)
+	s.mu.Unlock()
+	if !need {
+		return nil
 	}
-	n := l.next
-	l.next++
-	return l, permute(l.perm, l.exp, n)
+	l := s.newOpenList(now)
+	if err := s.store.AppendStatus(ctx, l.name, l.expires, nil, nil, revocation.StatusMeta{Heartbeat: now}); err != nil {
+		return err
+	}
+	l.lastWrite = now
+	s.mu.Lock()
+	if s.open != nil {
+		s.open.retired = true
+	}
+	s.open = l
+	s.own[l] = struct{}{}
+	s.mu.Unlock()
+	return nil
 }
 
 // permute maps n < 2^w to a unique index < 2^w: a 4-round Feistel network over
@@ -218,101 +272,122 @@ func permute(blk cipher.Block, w int, n uint32) uint32 {
 	}
 }
 
-// record allocates the index of a token and records its facts in the store; it
-// returns the uri and index for the token's status claim. Called with the
-// token's claims before signing; kid is the key that will sign it.
+var errStatusWrites = errors.New("status list records cannot be written")
+
+// record allocates the index of a token and queues its facts for the flusher;
+// it returns the uri and index for the token's status claim. Called with the
+// token's claims before signing; kid is the key that will sign it. It refuses
+// while the flusher has been failing for flushFailLimit.
 func (s *statusLists) record(ctx context.Context, c *claims, kid string) (string, uint32, error) {
-	l, idx := s.allocate(s.now())
 	f := revocation.Facts{
 		Subject: c.Subject, Upstream: c.Upstream, ClientID: c.ClientID, Audiences: c.Audience,
 		Attributes: c.Attributes, Binding: c.Binding, KeyID: kid,
 	}
 	classID, enc := revocation.EncodeStatusClass(&f)
-	req := &statusReq{list: l, classID: classID, done: make(chan error, 1),
-		rec: revocation.AppendStatusRecord(make([]byte, 0, revocation.StatusRecordSize),
-			revocation.StatusRecord{Index: idx, IssuedAt: c.IssuedAt, JTI: c.ID, Class: classID})}
-	if _, known := l.known.Load(classID); !known {
-		req.class = enc
-	}
-	select {
-	case s.queue <- req:
-	case <-ctx.Done():
-		return "", 0, ctx.Err()
-	}
-	select {
-	case err := <-req.done:
-		if err != nil {
-			return "", 0, err
+	now := s.now()
+	for range 3 {
+		s.mu.Lock()
+		if !s.failingSince.IsZero() && now.Sub(s.failingSince) >= flushFailLimit {
+			s.mu.Unlock()
+			return "", 0, errStatusWrites
 		}
-	case <-ctx.Done():
-		return "", 0, ctx.Err()
+		l := s.open
+		if s.needsRotation(l, now) {
+			s.mu.Unlock()
+			if err := s.rotate(ctx, now); err != nil {
+				return "", 0, err
+			}
+			continue
+		}
+		n := l.next
+		l.next++
+		idx := permute(l.perm, l.exp, n)
+		l.pending = revocation.AppendStatusRecord(l.pending,
+			revocation.StatusRecord{Index: idx, IssuedAt: c.IssuedAt, JTI: c.ID, Class: classID})
+		if _, ok := l.known[classID]; !ok {
+			l.pendingClasses[classID] = enc
+		}
+		s.mu.Unlock()
+		return s.base + l.name, idx, nil
 	}
-	return s.base + l.name, idx, nil
+	return "", 0, errors.New("status list: no open list")
 }
 
-// writer takes the queued records in batches: one store write per list per
-// batch, shared by every exchange waiting in it.
-func (s *statusLists) writer() {
+// flusher writes the pending records every flushEvery.
+func (s *statusLists) flusher() {
 	defer s.wg.Done()
+	t := time.NewTicker(s.flushEvery)
+	defer t.Stop()
 	for {
-		var first *statusReq
 		select {
-		case first = <-s.queue:
 		case <-s.stop:
 			return
-		}
-		batch := []*statusReq{first}
-	drain:
-		for len(batch) < maxStatusBatch {
-			select {
-			case r := <-s.queue:
-				batch = append(batch, r)
-			default:
-				break drain
-			}
-		}
-		byList := map[*openList][]*statusReq{}
-		for _, r := range batch {
-			byList[r.list] = append(byList[r.list], r)
-		}
-		for l, reqs := range byList {
-			classes := map[string][]byte{}
-			recs := make([]byte, 0, len(reqs)*revocation.StatusRecordSize)
-			for _, r := range reqs {
-				recs = append(recs, r.rec...)
-				if r.class != nil {
-					classes[r.classID] = r.class
-				} else if _, known := l.known.Load(r.classID); !known {
-					// Queued as known by a writer whose write then failed: resend.
-					classes[r.classID] = nil
-				}
-			}
-			for id, enc := range classes {
-				if enc == nil {
-					delete(classes, id)
-					for _, r := range reqs {
-						if r.classID == id && r.class != nil {
-							classes[id] = r.class
-							break
-						}
-					}
-				}
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			err := s.store.AppendStatus(ctx, l.name, l.expires, classes, recs)
-			cancel()
-			if err == nil {
-				for id := range classes {
-					l.known.Store(id, struct{}{})
-				}
-			} else {
-				s.log.Error("status list: recording token facts failed; refusing to issue", slog.String("error", err.Error()))
-			}
-			for _, r := range reqs {
-				r.done <- err
-			}
+		case <-t.C:
+			_ = s.flush(false)
 		}
 	}
+}
+
+// flush writes, for each list of this replica, its pending records and classes
+// (or only a heartbeat, at most every statusHeartbeat), sealing the retired
+// lists. A failed write is retried at the next flush.
+func (s *statusLists) flush(final bool) error {
+	type job struct {
+		l       *openList
+		recs    []byte
+		classes map[string][]byte
+		seal    bool
+	}
+	now := s.now()
+	var jobs []job
+	s.mu.Lock()
+	for l := range s.own {
+		if len(l.pending) == 0 && len(l.pendingClasses) == 0 && !l.retired && now.Sub(l.lastWrite) < statusHeartbeat && !final {
+			continue
+		}
+		jobs = append(jobs, job{l: l, recs: l.pending, classes: l.pendingClasses, seal: l.retired})
+		l.pending, l.pendingClasses = nil, map[string][]byte{}
+	}
+	s.mu.Unlock()
+	var firstErr error
+	for _, j := range jobs {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := s.store.AppendStatus(ctx, j.l.name, j.l.expires, j.classes, j.recs, revocation.StatusMeta{Heartbeat: now, Sealed: j.seal})
+		cancel()
+		s.mu.Lock()
+		if err != nil {
+			// Put it back in front of what was minted meanwhile.
+			j.l.pending = append(j.recs, j.l.pending...)
+			for id, enc := range j.classes {
+				j.l.pendingClasses[id] = enc
+			}
+			if firstErr == nil {
+				firstErr = err
+			}
+		} else {
+			j.l.lastWrite = now
+			for id := range j.classes {
+				j.l.known[id] = struct{}{}
+			}
+			if j.seal && len(j.l.pending) == 0 {
+				delete(s.own, j.l)
+			}
+		}
+		s.mu.Unlock()
+	}
+	s.mu.Lock()
+	switch {
+	case firstErr == nil:
+		s.failingSince = time.Time{}
+	case s.failingSince.IsZero():
+		s.failingSince = now
+	}
+	s.mu.Unlock()
+	if firstErr != nil {
+		s.log.Error("status list: writing token records failed; retrying (exchanges are refused after "+flushFailLimit.String()+")",
+			slog.String("error", firstErr.Error()))
+	}
+	return firstErr
 }
 
 // appendStatusClaim appends the status claim of a token.
@@ -442,7 +517,7 @@ func (s *statusLists) list(ctx context.Context, name string, size int) ([]byte, 
 	if sl.token != nil && now.Sub(sl.built) < s.cfg.TTL/2 && !now.Before(sl.built) {
 		return sl.token, sl.built, nil
 	}
-	recs, classes, found, err := s.store.ReadStatus(ctx, name, len(sl.records))
+	recs, classes, meta, found, err := s.store.ReadStatus(ctx, name, len(sl.records))
 	if err != nil {
 		return nil, time.Time{}, err
 	}
@@ -468,6 +543,13 @@ func (s *statusLists) list(ctx context.Context, name string, size int) ([]byte, 
 		return nil, time.Time{}, err
 	}
 	statuses := make([]byte, sl.size)
+	if meta.Sealed || now.Sub(meta.Heartbeat) > writerSilence {
+		// Every record is written (sealed), or the writer is gone and what it
+		// had not written is lost: an index without a record is INVALID.
+		for i := range statuses {
+			statuses[i] = revocation.StatusInvalid
+		}
+	}
 	ev.Evaluate(sl.records, sl.classes, statuses)
 	tok, err := s.sign(name, statuses, now)
 	if err != nil {

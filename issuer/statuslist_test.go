@@ -244,3 +244,47 @@ func TestPermuteIsABijection(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusListSealedAndOrphaned: records are written behind issuance, so an
+// index without a record is VALID only while its list's writer is alive and has
+// not sealed it. Once sealed (rotation, shutdown) or orphaned (no heartbeat for
+// writerSilence: the writer crashed with records unwritten), such an index is
+// INVALID; recorded ones keep their status.
+func TestStatusListSealedAndOrphaned(t *testing.T) {
+	ts := startSTS(t, stsOptions{extra: "status_lists: {ttl: 2s, size: 1024}\n"})
+	r := ts.post(t, ts.form(ts.a.Token(t, payments)))
+	if r.status != 200 {
+		t.Fatalf("exchange: %d %s", r.status, r.raw)
+	}
+	uri, idx := statusRef(t, r.body["access_token"].(string))
+	other := (idx + 1) % 1024 // no token holds it
+	if got := fetchStatus(t, ts, uri, other); got != revocation.StatusValid {
+		t.Fatalf("unrecorded index of a live, unsealed list: %d", got)
+	}
+	// Orphaned: a list whose writer stopped writing long ago.
+	st := ts.srv.core.status.store
+	f := revocation.Facts{Subject: payments, Upstream: "cluster-a"}
+	cid, cenc := revocation.EncodeStatusClass(&f)
+	now := time.Now()
+	rec := revocation.AppendStatusRecord(nil, revocation.StatusRecord{Index: 5, IssuedAt: now, JTI: newTokenID(), Class: cid})
+	orphan := "10-" + strings.Repeat("A", 22)
+	if err := st.AppendStatus(context.Background(), orphan, now.Add(time.Hour), map[string][]byte{cid: cenc}, rec,
+		revocation.StatusMeta{Heartbeat: now.Add(-writerSilence - time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	ouri := ts.url + PathStatusLists + orphan
+	if got := fetchStatus(t, ts, ouri, 5); got != revocation.StatusValid {
+		t.Fatalf("recorded index of an orphaned list: %d", got)
+	}
+	if got := fetchStatus(t, ts, ouri, 6); got != revocation.StatusInvalid {
+		t.Fatalf("unrecorded index of an orphaned list: %d, want INVALID", got)
+	}
+	// Sealed at shutdown: the token keeps VALID, the unrecorded index turns INVALID.
+	if err := ts.srv.core.status.close(); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, ts, uri, other, revocation.StatusInvalid)
+	if got := fetchStatus(t, ts, uri, idx); got != revocation.StatusValid {
+		t.Fatalf("issued token after sealing: %d", got)
+	}
+}

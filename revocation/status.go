@@ -29,16 +29,37 @@ import (
 // a list until expires.
 type StatusStore interface {
 	// AppendStatus appends records (a whole number of StatusRecordSize-byte
-	// records) to list and adds the classes it does not hold yet (class ID ->
-	// EncodeStatusClass bytes), creating the list if needed, to be kept until
-	// expires. It is durable (and, where the store confirms writes, replicated)
-	// before it returns.
-	AppendStatus(ctx context.Context, list string, expires time.Time, classes map[string][]byte, records []byte) error
+	// records) to list, adds the classes it does not hold yet (class ID ->
+	// EncodeStatusClass bytes; a class is never replaced) and merges meta (the
+	// later heartbeat; sealed once sealed), creating the list if needed, to be
+	// kept until expires. It is durable (and, where the store confirms writes,
+	// replicated) before it returns.
+	AppendStatus(ctx context.Context, list string, expires time.Time, classes map[string][]byte, records []byte, meta StatusMeta) error
 	// ReadStatus returns the records of list from byte offset on (a multiple of
-	// StatusRecordSize, what the caller already holds) and every class of the
-	// list; found is false for a list the store does not hold (never created, or
-	// expired).
-	ReadStatus(ctx context.Context, list string, offset int) (records []byte, classes map[string][]byte, found bool, err error)
+	// StatusRecordSize, what the caller already holds), every class of the list
+	// and its meta; found is false for a list the store does not hold (never
+	// created, or expired).
+	ReadStatus(ctx context.Context, list string, offset int) (records []byte, classes map[string][]byte, meta StatusMeta, found bool, err error)
+}
+
+// StatusMeta is what the replica that writes a list says of it: when it last
+// wrote (Heartbeat, its clock) and whether it will write no more (Sealed).
+// Records are written behind issuance, so an index without a record is a token
+// in flight while the writer is alive and unsealed (VALID), and a token whose
+// record was lost once the list is sealed or its writer has gone silent
+// (INVALID: fail closed). See issuer's statuslist.go.
+type StatusMeta struct {
+	Heartbeat time.Time
+	Sealed    bool
+}
+
+// Merge returns the meta after writing o over m.
+func (m StatusMeta) Merge(o StatusMeta) StatusMeta {
+	if o.Heartbeat.After(m.Heartbeat) {
+		m.Heartbeat = o.Heartbeat
+	}
+	m.Sealed = m.Sealed || o.Sealed
+	return m
 }
 
 // StatusRecordSize is the size of one StatusRecord in bytes: index (4), iat

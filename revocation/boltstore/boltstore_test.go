@@ -217,10 +217,10 @@ func TestStatusSweptAndReopened(t *testing.T) {
 	f := revocation.Facts{Subject: "s"}
 	cid, cenc := revocation.EncodeStatusClass(&f)
 	rec := revocation.AppendStatusRecord(nil, revocation.StatusRecord{Index: 7, IssuedAt: now, JTI: "j", Class: cid})
-	if err := s.AppendStatus(ctx, "20-keep", now.Add(time.Hour), map[string][]byte{cid: cenc}, rec); err != nil {
+	if err := s.AppendStatus(ctx, "20-keep", now.Add(time.Hour), map[string][]byte{cid: cenc}, rec, revocation.StatusMeta{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AppendStatus(ctx, "20-gone", now.Add(time.Minute), map[string][]byte{cid: cenc}, rec); err != nil {
+	if err := s.AppendStatus(ctx, "20-gone", now.Add(time.Minute), map[string][]byte{cid: cenc}, rec, revocation.StatusMeta{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -231,7 +231,7 @@ func TestStatusSweptAndReopened(t *testing.T) {
 	if err := s.Sweep(); err != nil {
 		t.Fatal(err)
 	}
-	if recs, _, found, err := s.ReadStatus(ctx, "20-keep", 0); err != nil || !found || !bytes.Equal(recs, rec) {
+	if recs, _, _, found, err := s.ReadStatus(ctx, "20-keep", 0); err != nil || !found || !bytes.Equal(recs, rec) {
 		t.Fatalf("kept list after restart: found %v, %d bytes, err %v", found, len(recs), err)
 	}
 	if err := s.view(func(tx *bolt.Tx) error {

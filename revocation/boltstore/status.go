@@ -21,6 +21,8 @@ import (
 var (
 	bucketStatus  = []byte("statuslists")
 	keyStatusExp  = []byte("exp")
+	keyStatusHB   = []byte("hb")     // heartbeat, unix ms, 8 bytes BE
+	keyStatusSeal = []byte("sealed") // present once sealed
 	bucketClasses = []byte("c")
 	bucketRecords = []byte("r")
 )
@@ -46,7 +48,7 @@ func checkAppend(list string, classes map[string][]byte, records []byte) error {
 // The caller batches (the STS appends the records of every exchange waiting at
 // once), so this is a plain Update: bolt's Batch would add its collection delay
 // to every exchange.
-func (s *Store) AppendStatus(ctx context.Context, list string, expires time.Time, classes map[string][]byte, records []byte) error {
+func (s *Store) AppendStatus(ctx context.Context, list string, expires time.Time, classes map[string][]byte, records []byte, meta revocation.StatusMeta) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
@@ -68,6 +70,18 @@ func (s *Store) AppendStatus(ctx context.Context, list string, expires time.Time
 		}
 		if err := lb.Put(keyStatusExp, binary.BigEndian.AppendUint64(nil, exp)); err != nil {
 			return err
+		}
+		hb := uint64(max(0, meta.Heartbeat.UnixMilli()))
+		if v := lb.Get(keyStatusHB); len(v) == 8 && binary.BigEndian.Uint64(v) > hb {
+			hb = binary.BigEndian.Uint64(v)
+		}
+		if err := lb.Put(keyStatusHB, binary.BigEndian.AppendUint64(nil, hb)); err != nil {
+			return err
+		}
+		if meta.Sealed {
+			if err := lb.Put(keyStatusSeal, []byte{1}); err != nil {
+				return err
+			}
 		}
 		cb, err := lb.CreateBucketIfNotExists(bucketClasses)
 		if err != nil {
@@ -100,16 +114,17 @@ func (s *Store) AppendStatus(ctx context.Context, list string, expires time.Time
 }
 
 // ReadStatus implements revocation.StatusStore in one read transaction.
-func (s *Store) ReadStatus(ctx context.Context, list string, offset int) ([]byte, map[string][]byte, bool, error) {
+func (s *Store) ReadStatus(ctx context.Context, list string, offset int) ([]byte, map[string][]byte, revocation.StatusMeta, bool, error) {
 	if err := s.check(ctx); err != nil {
-		return nil, nil, false, err
+		return nil, nil, revocation.StatusMeta{}, false, err
 	}
 	if !revocation.ValidStatusListName(list) || offset < 0 || offset%revocation.StatusRecordSize != 0 {
-		return nil, nil, false, fmt.Errorf("revocation: %w: status list %q at %d", revocation.ErrInvalid, list, offset)
+		return nil, nil, revocation.StatusMeta{}, false, fmt.Errorf("revocation: %w: status list %q at %d", revocation.ErrInvalid, list, offset)
 	}
 	var (
 		records []byte
 		classes map[string][]byte
+		meta    revocation.StatusMeta
 		found   bool
 	)
 	now := uint64(s.now().UnixMilli())
@@ -126,6 +141,10 @@ func (s *Store) ReadStatus(ctx context.Context, list string, offset int) ([]byte
 			return nil // expired, not yet swept
 		}
 		found = true
+		if v := lb.Get(keyStatusHB); len(v) == 8 {
+			meta.Heartbeat = time.UnixMilli(int64(binary.BigEndian.Uint64(v)))
+		}
+		meta.Sealed = lb.Get(keyStatusSeal) != nil
 		classes = map[string][]byte{}
 		if cb := lb.Bucket(bucketClasses); cb != nil {
 			if err := cb.ForEach(func(k, v []byte) error {
@@ -154,9 +173,9 @@ func (s *Store) ReadStatus(ctx context.Context, list string, offset int) ([]byte
 		})
 	})
 	if err != nil {
-		return nil, nil, false, wrap(err)
+		return nil, nil, revocation.StatusMeta{}, false, wrap(err)
 	}
-	return records, classes, found, nil
+	return records, classes, meta, found, nil
 }
 
 // sweepStatus deletes the lists whose exp has passed.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,9 +23,15 @@ var _ revocation.StatusStore = (*Store)(nil)
 // statusReadChunk bounds one GETRANGE reply.
 const statusReadChunk = 4 << 20
 
+// The list's meta shares the classes hash under fields that are not class IDs
+// (those are 8 bytes): "hb" (heartbeat, unix ms) and "sealed".
 var appendStatusScript = redis.NewScript(prelude + `
 if #ARGV[2] > 0 then redis.call('APPEND', KEYS[1], ARGV[2]) end
-for i = 3, #ARGV, 2 do redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) end
+local hb = tonumber(ARGV[3])
+local cur = tonumber(redis.call('HGET', KEYS[2], 'hb') or '0')
+if hb > cur then redis.call('HSET', KEYS[2], 'hb', ARGV[3]) end
+if ARGV[4] == '1' then redis.call('HSET', KEYS[2], 'sealed', '1') end
+for i = 5, #ARGV, 2 do redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) end
 local at = tonumber(ARGV[1])
 extend(KEYS[1], at)
 extend(KEYS[2], at)
@@ -38,14 +45,18 @@ func (s *Store) statusKeys(list string) (records, classes string) {
 
 // AppendStatus implements revocation.StatusStore with one script (then WAIT for
 // a replica when the store confirms writes).
-func (s *Store) AppendStatus(ctx context.Context, list string, expires time.Time, classes map[string][]byte, records []byte) error {
+func (s *Store) AppendStatus(ctx context.Context, list string, expires time.Time, classes map[string][]byte, records []byte, meta revocation.StatusMeta) error {
 	if !revocation.ValidStatusListName(list) {
 		return fmt.Errorf("revocation: %w: status list name %q", revocation.ErrInvalid, list)
 	}
 	if len(records)%revocation.StatusRecordSize != 0 {
 		return fmt.Errorf("revocation: %w: status records of %d bytes", revocation.ErrInvalid, len(records))
 	}
-	args := []any{expires.UnixMilli(), records}
+	sealed := "0"
+	if meta.Sealed {
+		sealed = "1"
+	}
+	args := []any{expires.UnixMilli(), records, max(0, meta.Heartbeat.UnixMilli()), sealed}
 	for _, id := range revocation.SortedClassIDs(classes) {
 		if len(id) != revocation.StatusClassIDLen || len(classes[id]) > revocation.MaxStatusClassLen {
 			return fmt.Errorf("revocation: %w: status class", revocation.ErrInvalid)
@@ -67,13 +78,13 @@ func (s *Store) AppendStatus(ctx context.Context, list string, expires time.Time
 // ReadStatus implements revocation.StatusStore: the classes and the first chunk of
 // records in one pipelined round trip, further chunks (of a list read for the
 // first time) in one GETRANGE each.
-func (s *Store) ReadStatus(ctx context.Context, list string, offset int) ([]byte, map[string][]byte, bool, error) {
+func (s *Store) ReadStatus(ctx context.Context, list string, offset int) ([]byte, map[string][]byte, revocation.StatusMeta, bool, error) {
 	if !revocation.ValidStatusListName(list) || offset < 0 || offset%revocation.StatusRecordSize != 0 {
-		return nil, nil, false, fmt.Errorf("revocation: %w: status list %q at %d", revocation.ErrInvalid, list, offset)
+		return nil, nil, revocation.StatusMeta{}, false, fmt.Errorf("revocation: %w: status list %q at %d", revocation.ErrInvalid, list, offset)
 	}
 	ctx, cancel, err := s.begin(ctx, 4*s.timeout)
 	if err != nil {
-		return nil, nil, false, err
+		return nil, nil, revocation.StatusMeta{}, false, err
 	}
 	defer cancel()
 	rk, ck := s.statusKeys(list)
@@ -81,21 +92,31 @@ func (s *Store) ReadStatus(ctx context.Context, list string, offset int) ([]byte
 	hc := pipe.HGetAll(ctx, ck)
 	rc := pipe.GetRange(ctx, rk, int64(offset), int64(offset+statusReadChunk-1))
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, nil, false, redisErr(err)
+		return nil, nil, revocation.StatusMeta{}, false, redisErr(err)
 	}
 	all := hc.Val()
 	if len(all) == 0 {
-		return nil, nil, false, nil
+		return nil, nil, revocation.StatusMeta{}, false, nil
 	}
 	classes := make(map[string][]byte, len(all))
+	var meta revocation.StatusMeta
 	for k, v := range all {
-		classes[k] = []byte(v)
+		switch {
+		case k == "hb":
+			if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
+				meta.Heartbeat = time.UnixMilli(ms)
+			}
+		case k == "sealed":
+			meta.Sealed = true
+		case len(k) == revocation.StatusClassIDLen:
+			classes[k] = []byte(v)
+		}
 	}
 	records := []byte(rc.Val())
 	for chunk := len(records); chunk == statusReadChunk; {
 		next, err := s.client.GetRange(ctx, rk, int64(offset+len(records)), int64(offset+len(records)+statusReadChunk-1)).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, nil, false, redisErr(err)
+			return nil, nil, revocation.StatusMeta{}, false, redisErr(err)
 		}
 		records = append(records, next...)
 		chunk = len(next)
@@ -103,5 +124,5 @@ func (s *Store) ReadStatus(ctx context.Context, list string, offset int) ([]byte
 	// A read between two appends of another replica sees whole records only
 	// (APPEND is atomic), but trim defensively.
 	records = records[:len(records)-len(records)%revocation.StatusRecordSize]
-	return records, classes, true, nil
+	return records, classes, meta, true, nil
 }

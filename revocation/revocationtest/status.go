@@ -19,6 +19,7 @@ func RunStatus(t *testing.T, open func(t *testing.T) revocation.Store) {
 	t.Run("AppendRead", func(t *testing.T) { testStatusAppendRead(t, open(t).(revocation.StatusStore)) })
 	t.Run("Expiry", func(t *testing.T) { testStatusExpiry(t, open(t).(revocation.StatusStore)) })
 	t.Run("Invalid", func(t *testing.T) { testStatusInvalid(t, open(t).(revocation.StatusStore)) })
+	t.Run("Meta", func(t *testing.T) { testStatusMeta(t, open(t).(revocation.StatusStore)) })
 }
 
 func statusRecords(from, n int, class string) []byte {
@@ -34,10 +35,10 @@ func testStatusAppendRead(t *testing.T, s revocation.StatusStore) {
 	f := revocation.Facts{Subject: "spiffe://prod/a", Upstream: "spire", Audiences: []string{"x"}, KeyID: "k"}
 	cid, cenc := revocation.EncodeStatusClass(&f)
 	exp := time.Now().Add(time.Hour)
-	if _, _, found, err := s.ReadStatus(ctx, "20-unknown", 0); err != nil || found {
+	if _, _, _, found, err := s.ReadStatus(ctx, "20-unknown", 0); err != nil || found {
 		t.Fatalf("unknown list: found %v, err %v", found, err)
 	}
-	if err := s.AppendStatus(ctx, "20-list", exp, map[string][]byte{cid: cenc}, statusRecords(0, 10, cid)); err != nil {
+	if err := s.AppendStatus(ctx, "20-list", exp, map[string][]byte{cid: cenc}, statusRecords(0, 10, cid), revocation.StatusMeta{}); err != nil {
 		t.Fatal(err)
 	}
 	// Concurrent writers (the STS's batch writers, other replicas).
@@ -45,7 +46,7 @@ func testStatusAppendRead(t *testing.T, s revocation.StatusStore) {
 	errs := make(chan error, 8)
 	for w := range 8 {
 		wg.Go(func() {
-			errs <- s.AppendStatus(ctx, "20-list", exp, map[string][]byte{cid: []byte(`{"changed":true}`)}, statusRecords(10+w*5, 5, cid))
+			errs <- s.AppendStatus(ctx, "20-list", exp, map[string][]byte{cid: []byte(`{"changed":true}`)}, statusRecords(10+w*5, 5, cid), revocation.StatusMeta{})
 		})
 	}
 	wg.Wait()
@@ -55,7 +56,7 @@ func testStatusAppendRead(t *testing.T, s revocation.StatusStore) {
 			t.Fatal(err)
 		}
 	}
-	recs, classes, found, err := s.ReadStatus(ctx, "20-list", 0)
+	recs, classes, _, found, err := s.ReadStatus(ctx, "20-list", 0)
 	if err != nil || !found {
 		t.Fatalf("read: found %v, err %v", found, err)
 	}
@@ -74,14 +75,14 @@ func testStatusAppendRead(t *testing.T, s revocation.StatusStore) {
 		t.Fatalf("%d distinct indices read back, want 50", len(seen))
 	}
 	// Incremental: from what the reader holds.
-	if err := s.AppendStatus(ctx, "20-list", exp, nil, statusRecords(50, 3, cid)); err != nil {
+	if err := s.AppendStatus(ctx, "20-list", exp, nil, statusRecords(50, 3, cid), revocation.StatusMeta{}); err != nil {
 		t.Fatal(err)
 	}
-	tail, _, _, err := s.ReadStatus(ctx, "20-list", len(recs))
+	tail, _, _, _, err := s.ReadStatus(ctx, "20-list", len(recs))
 	if err != nil || !bytes.Equal(tail, statusRecords(50, 3, cid)) {
 		t.Fatalf("tail: %d bytes, err %v", len(tail), err)
 	}
-	if none, _, found, err := s.ReadStatus(ctx, "20-list", len(recs)+len(tail)); err != nil || !found || len(none) != 0 {
+	if none, _, _, found, err := s.ReadStatus(ctx, "20-list", len(recs)+len(tail)); err != nil || !found || len(none) != 0 {
 		t.Fatalf("read at the end: %d bytes, found %v, err %v", len(none), found, err)
 	}
 }
@@ -90,15 +91,15 @@ func testStatusExpiry(t *testing.T, s revocation.StatusStore) {
 	ctx := context.Background()
 	f := revocation.Facts{Subject: "s"}
 	cid, cenc := revocation.EncodeStatusClass(&f)
-	if err := s.AppendStatus(ctx, "20-short", time.Now().Add(1500*time.Millisecond), map[string][]byte{cid: cenc}, statusRecords(0, 1, cid)); err != nil {
+	if err := s.AppendStatus(ctx, "20-short", time.Now().Add(1500*time.Millisecond), map[string][]byte{cid: cenc}, statusRecords(0, 1, cid), revocation.StatusMeta{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, found, err := s.ReadStatus(ctx, "20-short", 0); err != nil || !found {
+	if _, _, _, found, err := s.ReadStatus(ctx, "20-short", 0); err != nil || !found {
 		t.Fatalf("fresh list: found %v, err %v", found, err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		_, _, found, err := s.ReadStatus(ctx, "20-short", 0)
+		_, _, _, found, err := s.ReadStatus(ctx, "20-short", 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -116,15 +117,51 @@ func testStatusInvalid(t *testing.T, s revocation.StatusStore) {
 	ctx := context.Background()
 	exp := time.Now().Add(time.Hour)
 	for name, err := range map[string]error{
-		"bad name":        s.AppendStatus(ctx, "a/b", exp, nil, nil),
-		"long name":       s.AppendStatus(ctx, string(bytes.Repeat([]byte("a"), revocation.MaxStatusListName+1)), exp, nil, nil),
-		"partial record":  s.AppendStatus(ctx, "20-x", exp, nil, make([]byte, revocation.StatusRecordSize+1)),
-		"bad class id":    s.AppendStatus(ctx, "20-x", exp, map[string][]byte{"short": []byte("{}")}, nil),
-		"read bad name":   func() error { _, _, _, err := s.ReadStatus(ctx, "", 0); return err }(),
-		"read bad offset": func() error { _, _, _, err := s.ReadStatus(ctx, "20-x", 5); return err }(),
+		"bad name":        s.AppendStatus(ctx, "a/b", exp, nil, nil, revocation.StatusMeta{}),
+		"long name":       s.AppendStatus(ctx, string(bytes.Repeat([]byte("a"), revocation.MaxStatusListName+1)), exp, nil, nil, revocation.StatusMeta{}),
+		"partial record":  s.AppendStatus(ctx, "20-x", exp, nil, make([]byte, revocation.StatusRecordSize+1), revocation.StatusMeta{}),
+		"bad class id":    s.AppendStatus(ctx, "20-x", exp, map[string][]byte{"short": []byte("{}")}, nil, revocation.StatusMeta{}),
+		"read bad name":   func() error { _, _, _, _, err := s.ReadStatus(ctx, "", 0); return err }(),
+		"read bad offset": func() error { _, _, _, _, err := s.ReadStatus(ctx, "20-x", 5); return err }(),
 	} {
 		if !errors.Is(err, revocation.ErrInvalid) {
 			t.Errorf("%s: %v, want ErrInvalid", name, err)
 		}
+	}
+}
+
+func testStatusMeta(t *testing.T, s revocation.StatusStore) {
+	ctx := context.Background()
+	exp := time.Now().Add(time.Hour)
+	hb := time.UnixMilli(time.Now().UnixMilli())
+	read := func() revocation.StatusMeta {
+		t.Helper()
+		_, _, m, found, err := s.ReadStatus(ctx, "20-meta", 0)
+		if err != nil || !found {
+			t.Fatalf("read: found %v, err %v", found, err)
+		}
+		return m
+	}
+	if err := s.AppendStatus(ctx, "20-meta", exp, nil, nil, revocation.StatusMeta{Heartbeat: hb}); err != nil {
+		t.Fatal(err)
+	}
+	if m := read(); !m.Heartbeat.Equal(hb) || m.Sealed {
+		t.Fatalf("meta %+v, want heartbeat %s, not sealed", m, hb)
+	}
+	// An older heartbeat (a late writer) does not move it back.
+	if err := s.AppendStatus(ctx, "20-meta", exp, nil, nil, revocation.StatusMeta{Heartbeat: hb.Add(-time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if m := read(); !m.Heartbeat.Equal(hb) {
+		t.Fatalf("heartbeat moved back to %s", m.Heartbeat)
+	}
+	if err := s.AppendStatus(ctx, "20-meta", exp, nil, nil, revocation.StatusMeta{Heartbeat: hb.Add(time.Second), Sealed: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendStatus(ctx, "20-meta", exp, nil, nil, revocation.StatusMeta{}); err != nil {
+		t.Fatal(err)
+	}
+	if m := read(); !m.Heartbeat.Equal(hb.Add(time.Second)) || !m.Sealed {
+		t.Fatalf("meta %+v, want the later heartbeat and sealed for good", m)
 	}
 }

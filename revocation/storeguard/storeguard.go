@@ -446,7 +446,7 @@ func AcceptLoss(ctx context.Context, st revocation.Identified, identityFile stri
 var errNoStatus = errors.New("revocation: the store keeps no status lists")
 
 // AppendStatus implements revocation.StatusStore when the wrapped store does.
-func (g *Guard) AppendStatus(ctx context.Context, list string, expires time.Time, classes map[string][]byte, records []byte) error {
+func (g *Guard) AppendStatus(ctx context.Context, list string, expires time.Time, classes map[string][]byte, records []byte, meta revocation.StatusMeta) error {
 	if err := g.gate(ctx); err != nil {
 		return err
 	}
@@ -454,17 +454,17 @@ func (g *Guard) AppendStatus(ctx context.Context, list string, expires time.Time
 	if !ok {
 		return errNoStatus
 	}
-	return ss.AppendStatus(ctx, list, expires, classes, records)
+	return ss.AppendStatus(ctx, list, expires, classes, records, meta)
 }
 
 // ReadStatus implements revocation.StatusStore when the wrapped store does.
-func (g *Guard) ReadStatus(ctx context.Context, list string, offset int) ([]byte, map[string][]byte, bool, error) {
+func (g *Guard) ReadStatus(ctx context.Context, list string, offset int) ([]byte, map[string][]byte, revocation.StatusMeta, bool, error) {
 	if err := g.gate(ctx); err != nil {
-		return nil, nil, false, err
+		return nil, nil, revocation.StatusMeta{}, false, err
 	}
 	ss, ok := g.Store.(revocation.StatusStore)
 	if !ok {
-		return nil, nil, false, errNoStatus
+		return nil, nil, revocation.StatusMeta{}, false, errNoStatus
 	}
 	return ss.ReadStatus(ctx, list, offset)
 }
