@@ -117,13 +117,18 @@ func BenchmarkMint(b *testing.B) {
 // store), mint (ES256), response. HTTP and TLS are not included; see the README for
 // the loopback load run.
 func BenchmarkExchange(b *testing.B) {
-	for _, up := range []string{"ES256", "RS256"} {
+	for _, up := range []string{"ES256", "RS256", "ES256-statuslists-off"} {
 		b.Run("upstream-"+up, func(b *testing.B) {
-			ts := startSTSForBench(b)
+			var ts *testSTS
+			if strings.HasSuffix(up, "-statuslists-off") {
+				ts = startSTSForBench(b, "status_lists: {enabled: false}\n")
+			} else {
+				ts = startSTSForBench(b, "")
+			}
 			claims := ts.a.Claims(payments)
 			claims["exp"] = time.Now().Add(time.Hour).Unix()
 			var subject string
-			if up == "RS256" {
+			if strings.HasPrefix(up, "RS256") {
 				subject = ts.a.SignRS256(b, claims)
 			} else {
 				subject = ts.a.Sign(b, claims)
@@ -147,8 +152,8 @@ func BenchmarkExchange(b *testing.B) {
 // startSTSForBench starts a server whose audit events go, as in sts serve,
 // through the audit writer (on_failure fail_closed: the issued event is written
 // before the response), here to io.Discard.
-func startSTSForBench(b *testing.B) *testSTS {
-	ts := startSTS(b, stsOptions{})
+func startSTSForBench(b *testing.B, extra string) *testSTS {
+	ts := startSTS(b, stsOptions{extra: extra})
 	ts.srv.audit = newAuditWriter(io.Discard, true, ts.srv.metrics, slog.New(slog.DiscardHandler), time.Now)
 	ts.srv.auditLog = slog.New(newAuditHandler(ts.srv.audit, nil)).With(slog.String("log", "audit"))
 	b.Cleanup(func() { _ = ts.srv.audit.close() })

@@ -480,7 +480,7 @@ func TestShedResponse(t *testing.T) {
 // BenchmarkExchange; HTTP parsing and TLS are not included (scripts/overload.sh
 // estimates the whole). The refused request is not read, so one is reused.
 func BenchmarkShed(b *testing.B) {
-	ts := startSTSForBench(b)
+	ts := startSTSForBench(b, "")
 	ts.srv.limits.gate.close()
 	ts.srv.limits.gate.shed.Store(shedScale)
 	req := httptest.NewRequest(http.MethodPost, "/token", strings.NewReader(ts.form(ts.a.Token(b, payments)).Encode()))
