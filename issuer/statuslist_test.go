@@ -47,7 +47,7 @@ func fetchStatus(t *testing.T, ts *testSTS, uri string, idx int) byte {
 	if cc := r.header.Get("Cache-Control"); !strings.HasPrefix(cc, "public, max-age=") {
 		t.Fatalf("Cache-Control %q", cc)
 	}
-	jws, err := jose.ParseSigned(r.raw, []jose.SignatureAlgorithm{jose.ES256, jose.RS256, jose.EdDSA, jose.PS256})
+	jws, err := jose.ParseSignedCompact(r.raw, []jose.SignatureAlgorithm{jose.ES256, jose.RS256, jose.EdDSA, jose.PS256})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -120,7 +120,7 @@ func FuzzDecodeStatusList(f *testing.F) {
 			}
 			return
 		}
-		if s >= 1<<l.Bits {
+		if int(s) >= 1<<l.Bits {
 			t.Fatalf("status %d with %d bits", s, l.Bits)
 		}
 	})

@@ -173,7 +173,7 @@ func (s *statusLists) fetch(ctx context.Context, uri string, now time.Time) (*re
 // parse checks a Status List Token and decodes its list; the list is good until
 // the earlier of iat+ttl (from now when iat is older) and exp.
 func (s *statusLists) parse(ctx context.Context, raw, uri string, now time.Time) (*revocation.StatusList, time.Time, error) {
-	jws, err := jose.ParseSigned(raw, jwsAlgs(jwtcore.Algorithms()))
+	jws, err := jose.ParseSignedCompact(raw, jwsAlgs(jwtcore.Algorithms()))
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("not a JWS: %w", err)
 	}
