@@ -120,6 +120,9 @@ type statusLists struct {
 	// failingSince is when flushes started failing (zero while they succeed).
 	failingSince time.Time
 	flushEvery   time.Duration
+	// closed: no more tokens (an exchange after close would open a list nobody
+	// writes).
+	closed bool
 
 	smu       sync.Mutex
 	served    map[string]*servedList
@@ -194,6 +197,7 @@ func (s *statusLists) close() error {
 			l.retired = true
 		}
 		s.open = nil
+		s.closed = true
 		s.mu.Unlock()
 		err = s.flush(true)
 	})
@@ -287,6 +291,10 @@ func (s *statusLists) record(ctx context.Context, c *claims, kid string) (string
 	now := s.now()
 	for range 3 {
 		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return "", 0, errors.New("status lists closed (shutting down)")
+		}
 		if !s.failingSince.IsZero() && now.Sub(s.failingSince) >= flushFailLimit {
 			s.mu.Unlock()
 			return "", 0, errStatusWrites
