@@ -21,16 +21,24 @@ revocation: {backend: embedded, embedded: {path: r.db}}
 clients:
 `
 	cases := map[string]struct{ clients, want string }{
-		"no keys":        {"  - id: a\n", "needs jwks_file or jwks_uri"},
-		"both keys":      {"  - {id: a, jwks_file: a.json, jwks_uri: \"https://a.example/jwks\"}\n", "mutually exclusive"},
-		"http jwks":      {"  - {id: a, jwks_uri: \"http://a.example/jwks\"}\n", "must be an https URL"},
-		"duplicate":      {"  - {id: a, jwks_file: a.json}\n  - {id: a, jwks_file: b.json}\n", `duplicate client id "a"`},
-		"spiffe id":      {"  - {id: \"spiffe://td/x\", jwks_file: a.json}\n", "must not be a SPIFFE ID"},
-		"space":          {"  - {id: \"a b\", jwks_file: a.json}\n", "no spaces"},
-		"empty id":       {"  - {jwks_file: a.json}\n", "client id is required"},
-		"bad algorithm":  {"  - {id: a, jwks_file: a.json, algorithms: [HS256]}\n", `algorithm "HS256" is not supported`},
-		"unknown key":    {"  - {id: a, jwks_file: a.json, secret: x}\n", "secret"},
-		"valid (no err)": {"  - {id: a, jwks_file: a.json, algorithms: [ES256]}\n", ""},
+		"no keys":                             {"  - id: a\n", "needs jwks_file or jwks_uri"},
+		"both keys":                           {"  - {id: a, jwks_file: a.json, jwks_uri: \"https://a.example/jwks\"}\n", "mutually exclusive"},
+		"http jwks":                           {"  - {id: a, jwks_uri: \"http://a.example/jwks\"}\n", "must be an https URL"},
+		"duplicate":                           {"  - {id: a, jwks_file: a.json}\n  - {id: a, jwks_file: b.json}\n", `duplicate client id "a"`},
+		"spiffe id with keys":                 {"  - {id: \"spiffe://td/x\", jwks_file: a.json, introspect_audiences: [x]}\n", "authenticates with its X.509-SVID (mTLS): no jwks_file"},
+		"spiffe id without audiences":         {"  - {id: \"spiffe://td/x\"}\n", "needs introspect_audiences"},
+		"malformed spiffe id":                 {"  - {id: \"spiffe://TD/x\", introspect_audiences: [x]}\n", "client id"},
+		"empty audience":                      {"  - {id: a, jwks_file: a.json, introspect_audiences: [\"\"]}\n", "an audience must be 1 to"},
+		"audience pattern":                    {"  - {id: a, jwks_file: a.json, introspect_audiences: [\"https://*.example\"]}\n", "exact aud values, not patterns"},
+		"duplicate audience":                  {"  - {id: a, jwks_file: a.json, introspect_audiences: [x, x]}\n", `duplicate audience "x"`},
+		"audience with control":               {"  - {id: a, jwks_file: a.json, introspect_audiences: [\"a\\x01\"]}\n", "printable"},
+		"valid resource server (no err)":      {"  - {id: a, jwks_file: a.json, introspect_audiences: [\"https://ledger.internal\"]}\n", ""},
+		"valid mTLS resource server (no err)": {"  - {id: \"spiffe://td/ledger\", introspect_audiences: [\"https://ledger.internal\"]}\n", ""},
+		"space":                               {"  - {id: \"a b\", jwks_file: a.json}\n", "no spaces"},
+		"empty id":                            {"  - {jwks_file: a.json}\n", "client id is required"},
+		"bad algorithm":                       {"  - {id: a, jwks_file: a.json, algorithms: [HS256]}\n", `algorithm "HS256" is not supported`},
+		"unknown key":                         {"  - {id: a, jwks_file: a.json, secret: x}\n", "secret"},
+		"valid (no err)":                      {"  - {id: a, jwks_file: a.json, algorithms: [ES256]}\n", ""},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
