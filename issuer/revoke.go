@@ -19,11 +19,13 @@ const eventRevokeToken = "revoke_token"
 //
 //   - an authenticated client (private_key_jwt, or mTLS with an X.509-SVID) the
 //     token was issued to: its client_id is the client, or its upstream and sub
-//     are the mTLS workload's, or it is bound (cnf.x5t#S256) to the certificate
-//     presented; another client's token is refused (unauthorized_client);
+//     are the mTLS workload's (whatever SVID it holds now), or it is bound
+//     (cnf.x5t#S256) to the certificate presented; another client's token is
+//     refused (unauthorized_client);
 //   - without client authentication, whoever presents the token: possession of
 //     a bearer token is the proof (it could use the token anyway). A token bound
-//     to a certificate is revoked only over mTLS with that certificate.
+//     to a certificate (cnf) is not a bearer token: only its workload (mTLS)
+//     revokes it.
 //
 // The token is revoked by its jti through the revocation store (a revoke entry
 // "jti=..." until the token expires), so introspection, the feed, `verify` and
@@ -188,13 +190,14 @@ func revoked(w http.ResponseWriter) {
 // holds reports whether caller may revoke the token with these claims (see the
 // rules above).
 func (s *adminService) holds(r *http.Request, caller *attest.Workload, claims map[string]any, f *revocation.Facts) bool {
-	if bound := certBound(claims); bound != "" {
-		// Only the certificate the token is bound to.
-		return r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && caller != nil &&
-			caller.Upstream != "client" && certThumbprint(r.TLS.PeerCertificates[0]) == bound
-	}
 	if caller == nil {
-		return true // a bearer token: presenting it is the proof
+		// Presenting a bearer token is the proof; a certificate-bound one needs
+		// its workload's mTLS.
+		return certBound(claims) == ""
+	}
+	if bound := certBound(claims); bound != "" && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 &&
+		certThumbprint(r.TLS.PeerCertificates[0]) == bound {
+		return true
 	}
 	if f.ClientID == caller.ID {
 		return true

@@ -284,6 +284,8 @@ func (s *Server) routes() {
 	mux.HandleFunc(PathOAuthMeta, m.instrument("discovery", s.signing.discoveryHandler))
 	mux.HandleFunc("POST "+PathIntrospect, m.instrument("introspect", al.wrap(a.handleIntrospect)))
 	mux.HandleFunc("POST "+PathRevoke, m.instrument("revoke", al.wrap(a.handleRevoke)))
+	mux.HandleFunc(PathIntrospect, postOnly)
+	mux.HandleFunc(PathRevoke, postOnly)
 	mux.HandleFunc("GET "+PathRevocations, m.instrument("feed", al.wrap(a.handleSnapshot)))
 	mux.HandleFunc("GET "+PathRevocationFeed, m.instrument("feed", al.wrap(a.handleStream)))
 	mux.HandleFunc("POST "+PathAdmin+"revocations", m.instrument("admin", al.wrap(a.handleCreateRevocation)))
@@ -298,6 +300,12 @@ func (s *Server) routes() {
 	})
 	s.mux = mux
 	s.handler = mux
+}
+
+// postOnly answers the other methods of a POST endpoint: 405 with Allow.
+func postOnly(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Allow", http.MethodPost)
+	writeError(w, &oauthError{Code: codeInvalidRequest, Description: "use POST", Status: http.StatusMethodNotAllowed})
 }
 
 // Handler is the server's HTTP handler.
