@@ -2,7 +2,11 @@ package issuer
 
 import (
 	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -326,4 +330,63 @@ func TestDiscoveryAdvertisesIntrospectionAndRevocation(t *testing.T) {
 	if m := r.body["introspection_endpoint_auth_methods_supported"].([]any); len(m) != 1 || m[0] != "tls_client_auth" {
 		t.Fatalf("introspection auth methods without clients: %v", m)
 	}
+}
+
+// BenchmarkIntrospect is one introspection in process (no HTTP, no TLS): a
+// resource server with a fresh private_key_jwt assertion per request (verified,
+// and its jti claimed in the embedded store: a synced write), and an admin with
+// a bearer token; both for an active token (signature, revoke and block checks).
+func BenchmarkIntrospect(b *testing.B) {
+	rsKeys := testissuer.New(b, ledgerAPI)
+	ts := startSTS(b, stsOptions{
+		policy: rsPolicy[:strings.Index(rsPolicy, "  - name: svid-ledger")] + "admin:\n  - {name: secops, upstreams: [cluster-a], subjects: [\"" + secops + "\"], actions: [introspect], within_upstreams: [\"*\"]}\n",
+		extra:  "limits: {admin_per_ip_rps: -1}\nclients:\n  - {id: ledger-api, jwks_file: ledger.jwks, introspect_audiences: [\"https://ledger.internal\"]}\n",
+		files:  map[string]string{"ledger.jwks": string(rsKeys.JWKS())},
+	})
+	ts.srv.audit = newAuditWriter(io.Discard, true, ts.srv.metrics, slog.New(slog.DiscardHandler), time.Now)
+	ts.srv.auditLog = slog.New(newAuditHandler(ts.srv.audit, nil)).With(slog.String("log", "audit"))
+	b.Cleanup(func() { _ = ts.srv.audit.close() })
+	h := ts.srv.Handler()
+	serve := func(body, auth string) {
+		req := httptest.NewRequest(http.MethodPost, PathIntrospect, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != 200 || !strings.Contains(w.Body.String(), `"active":true`) {
+			b.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+	}
+	w := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, PathToken, strings.NewReader(ts.form(ts.a.Token(b, payments)).Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	h.ServeHTTP(w, req)
+	var minted struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &minted); err != nil || minted.AccessToken == "" {
+		b.Fatalf("exchange: %d %s", w.Code, w.Body)
+	}
+	b.Run("resource-server-private_key_jwt", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			b.StopTimer()
+			c := rsKeys.Claims(ledgerAPI)
+			c["aud"], c["exp"] = ts.url, time.Now().Add(time.Minute).Unix()
+			body := url.Values{"token": {minted.AccessToken}, "client_assertion_type": {AssertionTypeJWTBearer}, "client_assertion": {rsKeys.Sign(b, c)}}.Encode()
+			b.StartTimer()
+			serve(body, "")
+		}
+	})
+	b.Run("admin-bearer", func(b *testing.B) {
+		c := ts.a.Claims(secops)
+		c["exp"] = time.Now().Add(time.Hour).Unix()
+		auth, body := "Bearer "+ts.a.Sign(b, c), url.Values{"token": {minted.AccessToken}}.Encode()
+		b.ReportAllocs()
+		for b.Loop() {
+			serve(body, auth)
+		}
+	})
 }
