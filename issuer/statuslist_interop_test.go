@@ -17,7 +17,7 @@ import (
 // TestStatusListNodeInterop reads the STS's lists with implementations nobody
 // here wrote: npm @sd-jwt/jwt-status-list 0.19.0 (status reference, decoding)
 // and jose (signature against the JWKS), pinned by interop/node/package-lock.json
-// and installed by interop/node/install.sh (.ci/run runs it). Without node or the
+// and installed by scripts/interop-install.sh (.ci/run runs it). Without node or the
 // packages the test skips, except in CI (CI=true), where it fails.
 func TestStatusListNodeInterop(t *testing.T) {
 	dir, err := filepath.Abs("../interop/node")
@@ -28,9 +28,9 @@ func TestStatusListNodeInterop(t *testing.T) {
 	_, modErr := os.Stat(filepath.Join(dir, "node_modules", "@sd-jwt", "jwt-status-list"))
 	if err != nil || modErr != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("node (%v) or the interop packages (%v) missing: run interop/node/install.sh", err, modErr)
+			t.Fatalf("node (%v) or the interop packages (%v) missing: run scripts/interop-install.sh", err, modErr)
 		}
-		t.Skip("node or interop/node/node_modules missing (run interop/node/install.sh); CI=true makes this a failure")
+		t.Skip("node or interop/node/node_modules missing (run scripts/interop-install.sh); CI=true makes this a failure")
 	}
 	ts := startSTS(t, stsOptions{extra: "status_lists: {ttl: 2s}\n"})
 	ca := filepath.Join(t.TempDir(), "ca.pem")
