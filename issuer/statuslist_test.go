@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -287,4 +288,20 @@ func TestStatusListSealedAndOrphaned(t *testing.T) {
 	if got := fetchStatus(t, ts, uri, idx); got != revocation.StatusValid {
 		t.Fatalf("issued token after sealing: %d", got)
 	}
+}
+
+// TestStatusListAfterRFC7009Revoke: a token its holder revoked at /revoke
+// (RFC 7009) turns INVALID in its status list.
+func TestStatusListAfterRFC7009Revoke(t *testing.T) {
+	ts := startSTS(t, stsOptions{extra: "status_lists: {ttl: 2s}\n"})
+	r := ts.post(t, ts.form(ts.a.Token(t, payments)))
+	if r.status != 200 {
+		t.Fatalf("exchange: %d %s", r.status, r.raw)
+	}
+	tok := r.body["access_token"].(string)
+	uri, idx := statusRef(t, tok)
+	if rr := ts.do(t, http.MethodPost, "/revoke", "application/x-www-form-urlencoded", url.Values{"token": {tok}}.Encode(), nil); rr.status != 200 {
+		t.Fatalf("/revoke: %d %s", rr.status, rr.raw)
+	}
+	waitStatus(t, ts, uri, idx, revocation.StatusInvalid)
 }
