@@ -349,6 +349,11 @@ func (s *statusLists) flush(final bool) error {
 	now := s.now()
 	var jobs []job
 	s.mu.Lock()
+	if l := s.open; l != nil && now.Sub(l.started) >= s.cfg.RotateAfter {
+		// Past its window and idle: seal it now rather than at the next token.
+		l.retired = true
+		s.open = nil
+	}
 	for l := range s.own {
 		if len(l.pending) == 0 && len(l.pendingClasses) == 0 && !l.retired && now.Sub(l.lastWrite) < statusHeartbeat && !final {
 			continue
