@@ -163,17 +163,21 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, auditW io.
 	// Without audit.path, audit events share stderr with the application log but
 	// never its level (log.level: warn must not silence them), written through
 	// the issuer's audit writer: a stderr nobody reads does not hang requests.
+	//
+	// The serving certificate is loaded first: a missing or bad TLS file stops the
+	// start before Build creates anything (the key directory and its first key,
+	// the embedded store, the audit file).
+	tlsConfig, closeTLS, err := config.ServingTLS(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer closeTLS()
 	opts := config.Options{Logger: log, AuditSink: auditW}
 	s, err := config.Build(ctx, cfg, opts)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	tlsConfig, closeTLS, err := config.ServingTLS(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer closeTLS()
 	l, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
