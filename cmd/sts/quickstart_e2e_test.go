@@ -191,3 +191,28 @@ func listTree(t *testing.T, dir string) []string {
 	}
 	return out
 }
+
+// TestE2EHelpExitsZero: --help of every sts command and of the stsctl binary's
+// commands exits 0; a missing --config is named (exit 2); stsctl version and its
+// completion scripts come out of the real binary.
+func TestE2EHelpExitsZero(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"serve", "--help"}, {"check-config", "-h"}, {"quickstart", "--help"},
+		{"revocation-store", "--help"}, {"revocation-store", "accept-loss", "--help"}} {
+		runBin(t, 0, "sts", args...)
+	}
+	if out := runBin(t, 2, "sts", "serve"); !strings.Contains(out, "missing --config") {
+		t.Fatalf("sts serve without --config:\n%s", out)
+	}
+	for _, args := range [][]string{{"--help"}, {"keys", "--help"}, {"keys", "rotate", "--help"}, {"revocations", "lift", "-h"}, {"policy", "--help"}} {
+		runBin(t, 0, "stsctl", args...)
+	}
+	if out := runBin(t, 0, "stsctl", "version"); !strings.HasPrefix(out, "stsctl ") {
+		t.Fatalf("stsctl version: %q", out)
+	}
+	if out := runBin(t, 0, "stsctl", "completion", "bash"); !strings.Contains(out, "complete -o default -F _stsctl stsctl") {
+		t.Fatalf("stsctl completion bash:\n%s", out)
+	}
+	if out := runBin(t, 0, "stsctl", "completion", "zsh"); !strings.HasPrefix(out, "#compdef stsctl") {
+		t.Fatalf("stsctl completion zsh:\n%s", out)
+	}
+}

@@ -96,8 +96,11 @@ func stsURL(flagName, v string) (string, error) {
 // outputFlag is --output (-o): json (default) or table.
 type outputFlag struct{ format string }
 
-func (o *outputFlag) register(fs *flag.FlagSet) {
-	o.format = "json"
+func (o *outputFlag) register(fs *flag.FlagSet) { o.registerWith(fs, "json") }
+
+// registerWith registers --output (-o) with another default format.
+func (o *outputFlag) registerWith(fs *flag.FlagSet, def string) {
+	o.format = def
 	for _, name := range []string{"output", "o"} {
 		fs.Func(name, "output format: json or table (table shows times as UTC and relative to now)", func(v string) error {
 			if v != "json" && v != "table" {

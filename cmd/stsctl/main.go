@@ -34,7 +34,7 @@ Token flags take a value, @FILE to read a file, or - to read standard input.
 --sts takes a URL or HOST:PORT (for https://HOST:PORT).
 Environment: STSCTL_STS (--sts, verify's --issuer), STSCTL_CACERT (--cacert) and
 STSCTL_TOKEN (the admin --token) stand for flags not given.
---output json|table (-o) on exchange, verify, revoke, revocations and keys revoke.
+--output json|table (-o) on exchange, verify, revoke, revocations, keys revoke and policy.
 Run 'stsctl <command> --help' for the flags of a command.
 `
 

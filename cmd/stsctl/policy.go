@@ -115,7 +115,9 @@ func cmdPolicyTest(ctx context.Context, args []string, stdin io.Reader, stdout, 
 	senderConstrained := fs.Bool("sender-constrained", false, "the request is over mTLS, so the token would be sender-constrained")
 	nowFlag := fs.String("now", "", "decide, and judge token times, at this time (RFC 3339; default: now)")
 	expect := fs.String("expect", "", "allow or deny: exit 1 unless the decision matches (for policy tests in CI)")
-	asJSON := fs.Bool("json", false, "print the decision as JSON")
+	asJSON := fs.Bool("json", false, "print the decision as JSON (same as --output json)")
+	var out outputFlag
+	out.registerWith(fs, "table")
 	var audiences, resources listFlag
 	fs.Var(&audiences, "audience", "requested audience (repeatable)")
 	fs.Var(&resources, "resource", "requested resource (repeatable)")
@@ -180,7 +182,7 @@ func cmdPolicyTest(ctx context.Context, args []string, stdin io.Reader, stdout, 
 			return err
 		}
 	}
-	if *asJSON {
+	if *asJSON || out.format == "json" {
 		err = printJSON(stdout, t.json())
 	} else {
 		err = t.print(stdout)
@@ -427,7 +429,9 @@ func cmdPolicyReview(ctx context.Context, args []string, stdout, stderr io.Write
 	metrics := fs.String("metrics", "", "the STS's /metrics URL (on its metrics_listen) or a saved copy: rule usage (enables 'unused' findings)")
 	cacert := fs.String("cacert", "", "CA of the STS certificate, for an https --metrics URL (default $STSCTL_CACERT)")
 	nowFlag := fs.String("now", "", "review as of this time (RFC 3339; default: now)")
-	asJSON := fs.Bool("json", false, "print the review as JSON")
+	asJSON := fs.Bool("json", false, "print the review as JSON (same as --output json)")
+	var out outputFlag
+	out.registerWith(fs, "table")
 	if err := fs.Parse(args); err != nil {
 		return parseErr(err)
 	}
@@ -454,7 +458,7 @@ func cmdPolicyReview(ctx context.Context, args []string, stdout, stderr io.Write
 		}
 	}
 	rv := p.ReviewWith(now, o)
-	if *asJSON {
+	if *asJSON || out.format == "json" {
 		return printJSON(stdout, rv)
 	}
 	return rv.WriteText(stdout)
