@@ -37,7 +37,7 @@ func parse(doc string) ([]block, error) {
 	for i := 0; i < len(lines); i++ {
 		m := marker.FindStringSubmatch(lines[i])
 		if m == nil {
-			if strings.Contains(lines[i], "<!-- runnable") {
+			if strings.HasPrefix(strings.TrimSpace(lines[i]), "<!-- runnable") {
 				return nil, fmt.Errorf("line %d: malformed marker %q", i+1, lines[i])
 			}
 			continue
@@ -79,6 +79,10 @@ func TestParse(t *testing.T) {
 	bs, err := parse(doc)
 	if err != nil || len(bs) != 2 || bs[0].script != "echo a\necho b" || bs[1].script != "serve" || bs[1].background != "up" || bs[0].line != 2 {
 		t.Fatalf("parse = %+v, %v", bs, err)
+	}
+	// A marker quoted in text is no marker.
+	if bs, err := parse("| `x` | blocks marked `<!-- runnable -->` run |\n"); err != nil || len(bs) != 0 {
+		t.Fatalf("a quoted marker: %+v, %v", bs, err)
 	}
 	for _, bad := range []string{"<!-- runnable -->\ntext\n", "<!-- runnable: later -->\n    x\n", "<!-- runnable -->\n```sh\nx\n"} {
 		if _, err := parse(bad); err == nil {
