@@ -86,7 +86,8 @@ func Build(ctx context.Context, cfg *Config, o Options) (s *issuer.Server, err e
 	if err != nil {
 		return nil, err
 	}
-	keys, err := issuer.OpenKeyDir(cfg.Path(cfg.Signing.KeyDir), jose.SignatureAlgorithm(cfg.Signing.Algorithm), o.Now())
+	keys, err := issuer.OpenKeyDir(cfg.Path(cfg.Signing.KeyDir), jose.SignatureAlgorithm(cfg.Signing.Algorithm), o.Now(),
+		issuer.WithRSABits(cfg.Signing.RSABits))
 	if err != nil {
 		return nil, err
 	}

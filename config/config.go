@@ -18,6 +18,7 @@ import (
 
 	"github.com/safeconduct/safeconduct/attest/attrs"
 	"github.com/safeconduct/safeconduct/internal/confcheck"
+	"github.com/safeconduct/safeconduct/issuer"
 )
 
 // Config is the STS configuration file (see README "Configuration"). Field names are
@@ -73,6 +74,9 @@ type TLSConfig struct {
 type SigningConfig struct {
 	Algorithm string `yaml:"algorithm"`
 	KeyDir    string `yaml:"key_dir"`
+	// RSABits is the size of the RSA keys generated for RS256 and PS256: 2048,
+	// 3072 (default) or 4096. Keys already in key_dir keep their size.
+	RSABits int `yaml:"rsa_bits"`
 }
 
 // TokensConfig bounds minted token lifetimes.
@@ -368,6 +372,14 @@ func (c *Config) validate(v *validator) {
 	}
 	if c.Signing.KeyDir == "" {
 		v.at("signing.key_dir is required", "signing")
+	}
+	// rsa_bits 0 is the issuer's default (3072).
+	switch {
+	case c.Signing.RSABits == 0:
+	case !slices.Contains(issuer.RSAKeySizes, c.Signing.RSABits):
+		v.at(fmt.Sprintf("%d is not one of 2048, 3072, 4096", c.Signing.RSABits), "signing", "rsa_bits")
+	case c.Signing.Algorithm != "RS256" && c.Signing.Algorithm != "PS256":
+		v.at(fmt.Sprintf("applies to RS256 and PS256 only, not %s", c.Signing.Algorithm), "signing", "rsa_bits")
 	}
 	if c.Tokens.DefaultTTL == 0 {
 		c.Tokens.DefaultTTL = Duration(5 * time.Minute)

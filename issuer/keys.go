@@ -83,7 +83,7 @@ const keyTimeLayout = "20060102T150405Z"
 // loadKeyRing reads every *.pem private key in dir. If dir has none, it creates one
 // key of alg activating now (the directory is created 0700, the file 0600). The
 // schedule (rotation.go) decides which key signs and which are published.
-func loadKeyRing(dir string, alg jose.SignatureAlgorithm, now time.Time) (*keyRing, error) {
+func loadKeyRing(dir string, alg jose.SignatureAlgorithm, now time.Time, o keyOptions) (*keyRing, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
 	}
@@ -92,7 +92,7 @@ func loadKeyRing(dir string, alg jose.SignatureAlgorithm, now time.Time) (*keyRi
 		return nil, err
 	}
 	if !slices.ContainsFunc(keys, func(k *signingKey) bool { return k.alg == alg }) {
-		k, err := generateKey(dir, alg, now)
+		k, err := o.generate(dir, alg, now)
 		if err != nil {
 			return nil, err
 		}
@@ -271,9 +271,56 @@ func algFor(k crypto.Signer, preferred jose.SignatureAlgorithm) (jose.SignatureA
 	}
 }
 
-// generateKey creates a key for alg in dir activating at now (truncated to the
-// second), written atomically with mode 0600.
+// RSA key sizes the STS generates (signing.rsa_bits). Existing RSA keys of at
+// least 2048 bits are read whatever their size.
+var RSAKeySizes = []int{2048, 3072, 4096}
+
+// DefaultRSABits is the size of generated RSA keys when none is configured.
+const DefaultRSABits = 3072
+
+// KeyOption adjusts how keys are generated (OpenKeyDir, RotateKey).
+type KeyOption func(*keyOptions)
+
+// keyOptions are the KeyOptions applied.
+type keyOptions struct {
+	rsaBits int
+}
+
+// WithRSABits sets the size of generated RSA keys (RS256, PS256): one of
+// RSAKeySizes; 0 keeps DefaultRSABits.
+func WithRSABits(bits int) KeyOption {
+	return func(o *keyOptions) {
+		if bits != 0 {
+			o.rsaBits = bits
+		}
+	}
+}
+
+func applyKeyOptions(opts []KeyOption) (keyOptions, error) {
+	o := defaultKeyOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	if !slices.Contains(RSAKeySizes, o.rsaBits) {
+		return o, fmt.Errorf("signing keys: RSA key size %d is not one of %v", o.rsaBits, RSAKeySizes)
+	}
+	return o, nil
+}
+
+// generate creates a key for alg in dir activating at now, as the options say.
+func (o keyOptions) generate(dir string, alg jose.SignatureAlgorithm, now time.Time) (*signingKey, error) {
+	return generateKeyFile(dir, alg, now, o.rsaBits)
+}
+
+// generateKey creates a key for alg in dir activating at now with the default
+// sizes (generateKeyFile).
 func generateKey(dir string, alg jose.SignatureAlgorithm, now time.Time) (*signingKey, error) {
+	return generateKeyFile(dir, alg, now, DefaultRSABits)
+}
+
+// generateKeyFile creates a key for alg in dir activating at now (truncated to
+// the second), written atomically with mode 0600. RSA keys have rsaBits.
+func generateKeyFile(dir string, alg jose.SignatureAlgorithm, now time.Time, rsaBits int) (*signingKey, error) {
 	now = now.UTC().Truncate(time.Second)
 	var signer crypto.Signer
 	var err error
@@ -283,7 +330,7 @@ func generateKey(dir string, alg jose.SignatureAlgorithm, now time.Time) (*signi
 	case jose.EdDSA:
 		_, signer, err = ed25519.GenerateKey(rand.Reader)
 	case jose.RS256, jose.PS256:
-		signer, err = rsa.GenerateKey(rand.Reader, 3072)
+		signer, err = rsa.GenerateKey(rand.Reader, rsaBits)
 	default:
 		err = fmt.Errorf("unsupported algorithm %s", alg)
 	}
@@ -345,9 +392,13 @@ func tokenHash(tok string) string {
 type SigningKeys struct{ ring *keyRing }
 
 // OpenKeyDir reads every *.pem private key in dir. If dir has none of alg, it
-// creates one activating at now (the directory 0700, the file 0600).
-func OpenKeyDir(dir string, alg jose.SignatureAlgorithm, now time.Time) (*SigningKeys, error) {
-	r, err := loadKeyRing(dir, alg, now)
+// creates one activating at now (the directory 0700, the file 0600) as opts say.
+func OpenKeyDir(dir string, alg jose.SignatureAlgorithm, now time.Time, opts ...KeyOption) (*SigningKeys, error) {
+	o, err := applyKeyOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	r, err := loadKeyRing(dir, alg, now, o)
 	if err != nil {
 		return nil, err
 	}
@@ -377,3 +428,6 @@ func CheckKeyDir(dir string, alg jose.SignatureAlgorithm) error {
 	}
 	return nil
 }
+
+// defaultKeyOptions are the options with nothing set.
+var defaultKeyOptions = keyOptions{rsaBits: DefaultRSABits}

@@ -341,7 +341,11 @@ type RotateResult struct {
 // activates it now and deletes the key file signing now: replicas drop that key
 // from the JWKS at their next reload and verifiers reject its tokens at their next
 // JWKS refresh.
-func RotateKey(dir string, alg jose.SignatureAlgorithm, now time.Time, emergency bool) (*RotateResult, error) {
+func RotateKey(dir string, alg jose.SignatureAlgorithm, now time.Time, emergency bool, opts ...KeyOption) (*RotateResult, error) {
+	o, err := applyKeyOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("key directory: %w", err)
 	}
@@ -367,7 +371,7 @@ func RotateKey(dir string, alg jose.SignatureAlgorithm, now time.Time, emergency
 			at = t.Add(time.Second)
 		}
 	}
-	k, err := generateKey(dir, alg, at)
+	k, err := o.generate(dir, alg, at)
 	if err != nil {
 		return nil, err
 	}

@@ -18,7 +18,7 @@ import (
 )
 
 const keysUsage = `usage: stsctl keys list --key-dir DIR [--alg ES256] [--max-ttl 1h]
-       stsctl keys rotate --key-dir DIR [--alg ES256] [--emergency [--sts URL --token-file F [--cacert F] [--reason R]]]
+       stsctl keys rotate --key-dir DIR [--alg ES256] [--rsa-bits 3072] [--emergency [--sts URL --token-file F [--cacert F] [--reason R]]]
        stsctl keys revoke --kid KID --sts URL --token-file F [--cacert F] [--reason R]
   (--token VALUE|@FILE|- or --cert/--key instead of --token-file)`
 
@@ -120,6 +120,7 @@ func cmdKeysRotate(ctx context.Context, args []string, stdin io.Reader, stdout, 
 	dir := fs.String("key-dir", "", "the STS signing.key_dir (required)")
 	alg := fs.String("alg", "ES256", "signing algorithm of the new key (the STS signing.algorithm)")
 	emergency := fs.Bool("emergency", false, "activate the new key now, delete the key signing now, and (with --sts) revoke every token it signed")
+	rsaBits := fs.Int("rsa-bits", issuer.DefaultRSABits, "size of a new RS256/PS256 key: 2048, 3072 or 4096 (the STS signing.rsa_bits)")
 	var kf keyAdminFlags
 	kf.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -141,7 +142,7 @@ func cmdKeysRotate(ctx context.Context, args []string, stdin io.Reader, stdout, 
 			return err
 		}
 	}
-	res, err := issuer.RotateKey(*dir, jose.SignatureAlgorithm(*alg), time.Now(), *emergency)
+	res, err := issuer.RotateKey(*dir, jose.SignatureAlgorithm(*alg), time.Now(), *emergency, issuer.WithRSABits(*rsaBits))
 	if err != nil {
 		return err
 	}
