@@ -77,6 +77,17 @@ type SigningConfig struct {
 	// RSABits is the size of the RSA keys generated for RS256 and PS256: 2048,
 	// 3072 (default) or 4096. Keys already in key_dir keep their size.
 	RSABits int `yaml:"rsa_bits"`
+	// PKCS11 keeps the signing keys in a PKCS#11 token (an HSM): key_dir then
+	// holds references to the token keys and the kid registry, never a private key.
+	PKCS11 *PKCS11Config `yaml:"pkcs11"`
+}
+
+// PKCS11Config names the PKCS#11 module, token, key label and PIN file.
+type PKCS11Config struct {
+	Module     string `yaml:"module"`
+	TokenLabel string `yaml:"token_label"`
+	KeyLabel   string `yaml:"key_label"`
+	PINFile    string `yaml:"pin_file"`
 }
 
 // TokensConfig bounds minted token lifetimes.
@@ -372,6 +383,19 @@ func (c *Config) validate(v *validator) {
 	}
 	if c.Signing.KeyDir == "" {
 		v.at("signing.key_dir is required", "signing")
+	}
+	if p := c.Signing.PKCS11; p != nil {
+		for _, f := range []struct{ name, value string }{{"module", p.Module}, {"token_label", p.TokenLabel}, {"key_label", p.KeyLabel}, {"pin_file", p.PINFile}} {
+			if f.value == "" {
+				v.at("signing.pkcs11."+f.name+" is required", "signing", "pkcs11")
+			}
+		}
+		if len(p.KeyLabel) > 200 {
+			v.at("at most 200 characters", "signing", "pkcs11", "key_label")
+		}
+		if c.Signing.Algorithm == "EdDSA" {
+			v.at("EdDSA keys cannot be kept in a PKCS#11 token: use ES256, RS256 or PS256", "signing", "algorithm")
+		}
 	}
 	// rsa_bits 0 is the issuer's default (3072).
 	switch {

@@ -17,8 +17,8 @@ import (
 	"github.com/safeconduct/safeconduct/issuer"
 )
 
-const keysUsage = `usage: stsctl keys list --key-dir DIR [--alg ES256] [--max-ttl 1h]
-       stsctl keys rotate --key-dir DIR [--alg ES256] [--rsa-bits 3072] [--emergency [--sts URL --token-file F [--cacert F] [--reason R]]]
+const keysUsage = `usage: stsctl keys list (--key-dir DIR [--alg ES256] [--max-ttl 1h] | --config sts.yaml)
+       stsctl keys rotate (--key-dir DIR [--alg ES256] [--rsa-bits 3072] | --config sts.yaml) [--emergency [--sts URL --token-file F [--cacert F] [--reason R]]]
        stsctl keys revoke --kid KID --sts URL --token-file F [--cacert F] [--reason R]
   (--token VALUE|@FILE|- or --cert/--key instead of --token-file)`
 
@@ -123,10 +123,12 @@ func cmdKeysRotate(ctx context.Context, args []string, stdin io.Reader, stdout, 
 	rsaBits := fs.Int("rsa-bits", issuer.DefaultRSABits, "size of a new RS256/PS256 key: 2048, 3072 or 4096 (the STS signing.rsa_bits)")
 	var kf keyAdminFlags
 	kf.register(fs)
+	var kc keyConfig
+	kc.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return parseErr(err)
 	}
-	if *dir == "" || fs.NArg() > 0 {
+	if (*dir == "") == (kc.path == "") || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, keysUsage)
 		return errUsage
 	}
@@ -142,7 +144,12 @@ func cmdKeysRotate(ctx context.Context, args []string, stdin io.Reader, stdout, 
 			return err
 		}
 	}
-	res, err := issuer.RotateKey(*dir, jose.SignatureAlgorithm(*alg), time.Now(), *emergency, issuer.WithRSABits(*rsaBits))
+	keyDir, keyAlg, _, opts, closeToken, err := kc.apply(*dir, jose.SignatureAlgorithm(*alg), 0, []issuer.KeyOption{issuer.WithRSABits(*rsaBits)})
+	if err != nil {
+		return err
+	}
+	defer closeToken()
+	res, err := issuer.RotateKey(keyDir, keyAlg, time.Now(), *emergency, opts...)
 	if err != nil {
 		return err
 	}
@@ -157,6 +164,11 @@ func cmdKeysRotate(ctx context.Context, args []string, stdin io.Reader, stdout, 
 		return nil
 	}
 	fmt.Fprintf(stdout, "old key %s deleted (%v)\n", res.Previous, res.Removed)
+	for _, f := range res.Removed {
+		if strings.HasSuffix(f, ".pkcs11") {
+			fmt.Fprintln(stdout, "the old key's reference is deleted; the key itself stays in the PKCS#11 token until deleted there (pkcs11-tool --delete-object)")
+		}
+	}
 	fmt.Fprintf(stdout, "replicas drop it from the JWKS within %s; verifiers reject its tokens at their next JWKS refresh (at most %s)\n",
 		issuer.KeyReloadInterval, issuer.JWKSCacheLifetime)
 	fmt.Fprintln(stdout, "verifiers may reject tokens of the new key until they refresh the JWKS")
@@ -220,17 +232,24 @@ func cmdKeysList(args []string, stdout, stderr io.Writer) error {
 	dir := fs.String("key-dir", "", "the STS signing.key_dir (required)")
 	alg := fs.String("alg", "ES256", "the STS signing.algorithm")
 	maxTTL := fs.Duration("max-ttl", time.Hour, "the STS tokens.max_ttl (how long a retired key stays published)")
+	var kc keyConfig
+	kc.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return parseErr(err)
 	}
-	if *dir == "" || fs.NArg() > 0 {
+	if (*dir == "") == (kc.path == "") || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, keysUsage)
 		return errUsage
 	}
-	if _, err := os.Stat(*dir); err != nil {
+	keyDir, keyAlg, ttl, opts, closeToken, err := kc.apply(*dir, jose.SignatureAlgorithm(*alg), *maxTTL, nil)
+	if err != nil {
+		return err
+	}
+	defer closeToken()
+	if _, err := os.Stat(keyDir); err != nil {
 		return fmt.Errorf("key directory: %w", err)
 	}
-	keys, err := issuer.ListKeys(*dir, jose.SignatureAlgorithm(*alg), *maxTTL, time.Now())
+	keys, err := issuer.ListKeys(keyDir, keyAlg, ttl, time.Now(), opts...)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "KID\tSTATE\tALG\tACTIVATES\tFILE")
 	for _, k := range keys {
