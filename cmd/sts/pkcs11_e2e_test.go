@@ -112,7 +112,7 @@ func (e *e2e) mintedKid(t *testing.T) string {
 	if _, err := stsclient.Verify(context.Background(), e.client, e.url, ledger, resp.AccessToken); err != nil {
 		t.Fatalf("go-oidc rejects a token signed in the HSM: %v", err)
 	}
-	jws, err := jose.ParseSigned(resp.AccessToken, []jose.SignatureAlgorithm{jose.ES256})
+	jws, err := jose.ParseSignedCompact(resp.AccessToken, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		t.Fatal(err)
 	}
