@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -33,7 +34,7 @@ func buildTwice(t *testing.T) (dir, sbomFile string, d1, d2 v1.Hash) {
 	var digests []v1.Hash
 	for _, n := range []string{"a", "b"} {
 		o := options{out: filepath.Join(base, n, "oci"), sbom: filepath.Join(base, n, "sbom.spdx.json"), module: "../..",
-			version: "0.1.0", arch: "amd64", caBundle: "/etc/ssl/certs/ca-certificates.crt", epoch: sourceDateEpoch(-1, "../..")}
+			version: "0.1.0", arch: runtime.GOARCH, caBundle: "/etc/ssl/certs/ca-certificates.crt", epoch: sourceDateEpoch(-1, "../..")}
 		if _, err := os.Stat(o.caBundle); err != nil {
 			t.Skipf("no CA bundle on this machine (apt-get install ca-certificates): %v", err)
 		}
@@ -99,7 +100,7 @@ func TestImage(t *testing.T) {
 			t.Errorf("deploy/Dockerfile lacks %s, which the daemonless image has", want)
 		}
 	}
-	if cf.OS != "linux" || cf.Architecture != "amd64" || cf.Created.Unix() != sourceDateEpoch(-1, "../..").Unix() {
+	if cf.OS != "linux" || cf.Architecture != runtime.GOARCH || cf.Created.Unix() != sourceDateEpoch(-1, "../..").Unix() {
 		t.Fatalf("platform %s/%s created %s", cf.OS, cf.Architecture, cf.Created)
 	}
 
