@@ -283,3 +283,31 @@ func TestParseConfigProblems(t *testing.T) {
 		})
 	}
 }
+
+// TestSigningRSABits: signing.rsa_bits takes 2048, 3072 or 4096 with an RSA
+// algorithm; anything else is refused at its line.
+func TestSigningRSABits(t *testing.T) {
+	for _, tc := range []struct {
+		signing string
+		bits    int
+		want    string
+	}{
+		{"{algorithm: RS256, key_dir: keys}", 0, ""},
+		{"{algorithm: RS256, key_dir: keys, rsa_bits: 2048}", 2048, ""},
+		{"{algorithm: PS256, key_dir: keys, rsa_bits: 4096}", 4096, ""},
+		{"{algorithm: RS256, key_dir: keys, rsa_bits: 1024}", 0, "sts.yaml:4: signing.rsa_bits: 1024 is not one of 2048, 3072, 4096"},
+		{"{algorithm: RS256, key_dir: keys, rsa_bits: 3000}", 0, "is not one of 2048, 3072, 4096"},
+		{"{algorithm: ES256, key_dir: keys, rsa_bits: 2048}", 0, "sts.yaml:4: signing.rsa_bits: applies to RS256 and PS256 only, not ES256"},
+	} {
+		cfg, err := Parse("sts.yaml", []byte(strings.Replace(goodConfig, "{algorithm: ES256, key_dir: keys}", tc.signing, 1)))
+		if tc.want == "" {
+			if err != nil || cfg.Signing.RSABits != tc.bits {
+				t.Fatalf("%s: %v %+v", tc.signing, err, cfg)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("%s: got %v, want %q", tc.signing, err, tc.want)
+		}
+	}
+}
