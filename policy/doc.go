@@ -294,7 +294,10 @@
 // them, so the review shows each pattern's effective breadth within the
 // subjects, lists under NeverAsserted (not as access) the patterns an upstream
 // never asserts and the rules whose attribute pattern is disjoint from its
-// attribute_bounds, and reports those rules unreachable.
+// attribute_bounds or its condition (of which it follows the top-level `&&`
+// conjuncts attributes.X == "v", attributes.X.startsWith("p") and
+// attributes.X in ["a", "b"]; on sub, they bound an upstream without
+// subjects), and reports those rules unreachable.
 //
 // broad: a subject pattern of an allow or admin rule that, within what the
 // upstream asserts, spans more than one Kubernetes namespace

@@ -215,6 +215,22 @@ func (p *Policy) Review(now time.Time, usage map[string]uint64) *Review {
 // upstreams.
 func (p *Policy) ReviewWith(now time.Time, o ReviewOptions) *Review {
 	usage := o.Usage
+	// What each upstream's condition bounds (conditionBounds): attribute values,
+	// and the subjects of an upstream without configured ones.
+	condBounds := make(map[string]map[string][]string, len(o.Upstreams))
+	asserts := maps.Clone(o.UpstreamSubjects)
+	for u, ul := range o.Upstreams {
+		cb := conditionBounds(ul.Condition)
+		if subs := cb["sub"]; len(subs) > 0 && len(asserts[u]) == 0 {
+			if asserts == nil {
+				asserts = map[string][]string{}
+			}
+			asserts[u] = subs
+		}
+		delete(cb, "sub")
+		condBounds[u] = cb
+	}
+	o.UpstreamSubjects = asserts
 	limits := make(map[string][]glob.Glob, len(o.UpstreamSubjects))
 	for u, l := range o.UpstreamSubjects {
 		for _, pat := range l {
@@ -250,7 +266,7 @@ func (p *Policy) ReviewWith(now time.Time, o ReviewOptions) *Review {
 			continue
 		}
 		for _, u := range r.upstream {
-			if why := outOfBounds(&r.matcher, o.Upstreams[u.value]); why != "" {
+			if why := outOfBounds(&r.matcher, o.Upstreams[u.value].AttributeBounds, condBounds[u.value]); why != "" {
 				never[u.value] = append(never[u.value], r.name+": "+why)
 				continue
 			}
@@ -356,7 +372,7 @@ func (p *Policy) ReviewWith(now time.Time, o ReviewOptions) *Review {
 			if l := limits[u.value]; len(l) > 0 && !slices.ContainsFunc(m.subjects, func(g glob.Glob) bool { return len(effective(&g, l)) > 0 }) {
 				add(name, file, line, sens, FindingUnreachable, SeverityWarning, "matches no subject upstream %s asserts (%s): it never applies there",
 					u.value, strings.Join(quoteAll(o.UpstreamSubjects[u.value]), ", "))
-			} else if why := outOfBounds(m, o.Upstreams[u.value]); why != "" {
+			} else if why := outOfBounds(m, o.Upstreams[u.value].AttributeBounds, condBounds[u.value]); why != "" {
 				add(name, file, line, sens, FindingUnreachable, SeverityWarning, "%s of upstream %s: it never applies there", why, u.value)
 			}
 		}
@@ -471,17 +487,22 @@ func (p *Policy) sensitivity(r *rule) string {
 	return SensitivityNormal
 }
 
-// outOfBounds says why an upstream with limits ul can never satisfy m: one of
-// m's attribute patterns is disjoint from every attribute_bounds pattern of the
-// same attribute. "" when it may.
-func outOfBounds(m *matcher, ul UpstreamLimits) string {
-	for _, a := range m.attributes {
-		bounds := ul.AttributeBounds[a.name]
-		if len(bounds) == 0 {
-			continue
-		}
-		if !slices.ContainsFunc(bounds, func(b string) bool { g := glob.Compile(b); return !disjoint(&a.pattern, &g) }) {
-			return fmt.Sprintf("attribute %s=%q is outside attribute_bounds %s", a.name, a.pattern.Pattern(), strings.Join(quoteAll(bounds), ", "))
+// outOfBounds says why an upstream can never satisfy m: one of m's attribute
+// patterns is disjoint from every pattern its attribute_bounds (bounds) or its
+// condition (cond, conditionBounds) allow for that attribute. "" when it may.
+func outOfBounds(m *matcher, bounds, cond map[string][]string) string {
+	for _, src := range []struct {
+		what   string
+		bounds map[string][]string
+	}{{"attribute_bounds", bounds}, {"the upstream's condition, which allows", cond}} {
+		for _, a := range m.attributes {
+			allowed := src.bounds[a.name]
+			if len(allowed) == 0 {
+				continue
+			}
+			if !slices.ContainsFunc(allowed, func(b string) bool { g := glob.Compile(b); return !disjoint(&a.pattern, &g) }) {
+				return fmt.Sprintf("attribute %s=%q is outside %s %s", a.name, a.pattern.Pattern(), src.what, strings.Join(quoteAll(allowed), ", "))
+			}
 		}
 	}
 	return ""

@@ -219,3 +219,46 @@ func TestReviewGitHubUnpinned(t *testing.T) {
 		t.Fatalf("kubernetes upstream flagged: %+v", fs)
 	}
 }
+
+// The upstream's condition bounds what review shows as access, where it has
+// one of the simple forms conditionBounds follows.
+func TestReviewUpstreamCondition(t *testing.T) {
+	tests := []struct {
+		condition, attrs string
+		never            string // in never_asserted; "" for access
+	}{
+		{`attributes.namespace == "dev"`, "{namespace: payments}", `outside the upstream's condition, which allows "dev"`},
+		{`attributes.namespace == "dev"`, "{namespace: dev}", ""},
+		{`"dev" == attributes["namespace"] && claims.x == 1`, "{namespace: payments}", `allows "dev"`},
+		{`attributes.namespace.startsWith("dev-")`, "{namespace: payments}", `allows "dev-*"`},
+		{`attributes.namespace.startsWith("dev-")`, "{namespace: \"dev-*\"}", ""},
+		{`attributes.namespace in ["a", "b"]`, "{namespace: c}", `allows "a", "b"`},
+		{`attributes.namespace in ["a", "b"]`, "{namespace: b}", ""},
+		// Not followed: a disjunction, a negation, an unparsable condition.
+		{`attributes.namespace == "dev" || attributes.namespace == "ci"`, "{namespace: payments}", ""},
+		{`attributes.namespace != "payments"`, "{namespace: payments}", ""},
+		{`attributes.namespace ==`, "{namespace: payments}", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.condition+" "+tt.attrs, func(t *testing.T) {
+			limits := map[string]policy.UpstreamLimits{"u": {Condition: tt.condition}}
+			rv := reviewOf(t, "system:serviceaccount:dev:*", "    attributes: "+tt.attrs+"\n", nil, limits)
+			u := rv.Upstreams[0]
+			switch {
+			case tt.never == "" && (len(u.NeverAsserted) > 0 || len(u.Subjects) != 1):
+				t.Fatalf("access %+v", u)
+			case tt.never != "" && (len(u.Subjects) != 0 || len(u.NeverAsserted) != 1 || !strings.Contains(u.NeverAsserted[0], tt.never)):
+				t.Fatalf("access %+v, want never asserted saying %q", u, tt.never)
+			}
+		})
+	}
+	// A condition on sub bounds the subjects of an upstream without subjects.
+	limits := map[string]policy.UpstreamLimits{"u": {Condition: `attributes.sub.startsWith("system:serviceaccount:dev:")`}}
+	rv := reviewOf(t, "system:serviceaccount:*", "", nil, limits)
+	if u := rv.Upstreams[0]; len(u.Subjects) != 1 || u.Subjects[0].Breadth != "" || len(u.AssertsOnly) != 1 || u.AssertsOnly[0] != "system:serviceaccount:dev:*" {
+		t.Fatalf("access %+v", u)
+	}
+	if fs := findingsOf(rv, policy.FindingBroad); len(fs) != 0 {
+		t.Fatalf("broad within one namespace: %+v", fs)
+	}
+}
