@@ -195,7 +195,7 @@ func TestApply(t *testing.T) {
 				return claimsOf(t, `{"sub":"system:serviceaccount:7:api","kubernetes.io":{"namespace":7,"serviceaccount":{"name":"api"},"pod":{"name":"p","uid":"u"}}}`)
 			},
 			want:    map[string]string{},
-			wantErr: []string{"namespace", "pod", "pod_uid", "service_account"}},
+			wantErr: []string{"namespace", "node", "node_uid", "pod", "pod_uid", "service_account", "service_account_uid"}},
 		{name: "kubernetes pod of the wrong shape, consistent subject", preset: "kubernetes",
 			claims: func(t testing.TB) map[string]any {
 				return claimsOf(t, `{"sub":"system:serviceaccount:ci:api","kubernetes.io":{"namespace":"ci","serviceaccount":{"name":"api"},"pod":{"name":["p"],"uid":"u"},"node":null}}`)
@@ -211,6 +211,14 @@ func TestApply(t *testing.T) {
 				return c
 			},
 			want: map[string]string{}},
+		{name: "kubernetes gate: an overriding expression is not gated, the preset's are", preset: "kubernetes",
+			exprs: map[string]string{"namespace": `"kubernetes.io" in claims ? claims["kubernetes.io"].namespace : ""`},
+			claims: func(t testing.TB) map[string]any {
+				c := fixture(t, "kubernetes.json")
+				c["sub"] = "system:serviceaccount:dev:api"
+				return c
+			},
+			want: map[string]string{"namespace": "payments"}},
 		{name: "kubernetes claim naming another service account than sub: nothing", preset: "kubernetes",
 			claims: func(t testing.TB) map[string]any {
 				c := fixture(t, "kubernetes.json")

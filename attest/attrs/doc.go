@@ -43,7 +43,9 @@
 // each derived only when the claim agrees with `sub`: sub must be exactly
 // "system:serviceaccount:" + namespace + ":" + serviceaccount.name, so that an
 // upstream whose subjects are bounded to one namespace cannot assert another
-// through its nested claim.
+// through its nested claim. That check is the preset's gate, evaluated once per
+// credential; an attribute given its own expression (overriding the preset's)
+// is not gated.
 //
 // PresetGitHubActions (token.actions.githubusercontent.com): repository,
 // repository_owner, repository_id, repository_owner_id, repository_visibility,

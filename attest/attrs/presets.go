@@ -30,14 +30,14 @@ var presets = map[string]map[string]string{
 	//	}
 	//
 	// Every attribute is derived only when the token is consistent with its
-	// subject: `sub` must be exactly "system:serviceaccount:" + namespace + ":" +
+	// subject (the preset's gate, presetGates): `sub` must be exactly "system:serviceaccount:" + namespace + ":" +
 	// serviceaccount.name. An upstream whose `subjects` allow
 	// "system:serviceaccount:dev:*" therefore cannot assert namespace=payments
 	// (or any pod or node) through its `kubernetes.io` claim: the claim and the
 	// bounded subject must agree, or every Kubernetes attribute is absent.
 	PresetKubernetes: {
-		"namespace":           k8sConsistent(k8s + `.namespace`),
-		"service_account":     k8sConsistent(k8s + `.serviceaccount.name`),
+		"namespace":           k8s + `.namespace`,
+		"service_account":     k8s + `.serviceaccount.name`,
 		"service_account_uid": k8sRef("serviceaccount", "uid"),
 		"pod":                 k8sRef("pod", "name"),
 		"pod_uid":             k8sRef("pod", "uid"),
@@ -82,18 +82,21 @@ const k8s = `claims["kubernetes.io"]`
 const k8sSubject = `has(claims.sub) && "kubernetes.io" in claims && has(` + k8s + `.namespace) && has(` + k8s + `.serviceaccount) && has(` + k8s + `.serviceaccount.name) && ` +
 	`claims.sub == "system:serviceaccount:" + ` + k8s + `.namespace + ":" + ` + k8s + `.serviceaccount.name`
 
-// k8sConsistent is value when the token is consistent with its subject, else "".
-func k8sConsistent(value string) string {
-	return k8sSubject + ` ? ` + value + ` : ""`
+// presetGates are conditions evaluated once per credential before a preset's
+// own attributes (those not overridden): when one yields false or fails, every
+// such attribute is absent. Mapping.Expressions shows each gated attribute as
+// `GATE ? EXPR : ""`, which is what it means.
+var presetGates = map[string]string{
+	PresetKubernetes: k8sSubject,
 }
 
-// k8sRef is the guarded expression for claims["kubernetes.io"][obj][field], given
-// a token consistent with its subject, e.g.
+// k8sRef is the guarded expression for claims["kubernetes.io"][obj][field], after
+// the preset's gate (k8sSubject), e.g.
 //
-//	<k8sSubject> && has(claims["kubernetes.io"].pod) && has(claims["kubernetes.io"].pod.uid)
+//	has(claims["kubernetes.io"].pod) && has(claims["kubernetes.io"].pod.uid)
 //	  ? claims["kubernetes.io"].pod.uid : ""
 func k8sRef(obj, field string) string {
-	return k8sSubject + ` && has(` + k8s + `.` + obj + `) && has(` + k8s + `.` + obj + `.` + field + `) ? ` +
+	return `has(` + k8s + `.` + obj + `) && has(` + k8s + `.` + obj + `.` + field + `) ? ` +
 		k8s + `.` + obj + `.` + field + ` : ""`
 }
 

@@ -215,7 +215,7 @@ func TestVerifyAttributes(t *testing.T) {
 			token: func(e *env) string {
 				return e.token(func(c map[string]any) { c["kubernetes.io"].(map[string]any)["namespace"] = 42 })
 			},
-			want: map[string]string{}, absent: 7, errors: 5, logSays: "attribute namespace: no such overload"},
+			want: map[string]string{}, absent: 7, errors: 7, logSays: "attribute namespace: no such overload"},
 		{name: "kubernetes preset, claim naming another namespace than sub: no kubernetes attribute", mapping: kubernetesMapping,
 			token: func(e *env) string {
 				return e.token(func(c map[string]any) { c["kubernetes.io"].(map[string]any)["namespace"] = "payments" })
