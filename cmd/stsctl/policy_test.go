@@ -217,3 +217,35 @@ func TestPolicyReviewJSON(t *testing.T) {
 		t.Errorf("first finding %+v, want the high, sensitive one", f)
 	}
 }
+
+// TestPolicyTestUpstreamCondition: policy test attests like the server, upstream
+// conditions included: a token the upstream's condition or bounds refuse never
+// reaches policy, and the reason names the condition.
+func TestPolicyTestUpstreamCondition(t *testing.T) {
+	dir := writeFiles(t)
+	cfg := strings.Replace(testConfig, "    preset: kubernetes\n",
+		"    preset: kubernetes\n    condition: 'attributes.service_account == \"api\"'\n    attribute_bounds: {namespace: [payments]}\n", 1)
+	os.WriteFile(filepath.Join(dir, "sts.yaml"), []byte(cfg), 0o600)
+	up := testissuer.New(t, "https://issuer.example")
+	os.WriteFile(filepath.Join(dir, "jwks.json"), up.JWKS(), 0o600)
+	tok := func(name, ns, sa string) string {
+		path := filepath.Join(dir, name)
+		os.WriteFile(path, []byte(up.Token(t, "system:serviceaccount:"+ns+":"+sa, func(c map[string]any) {
+			c["kubernetes.io"] = map[string]any{"namespace": ns, "serviceaccount": map[string]any{"name": sa}}
+		})), 0o600)
+		return "@" + path
+	}
+	args := func(token string) []string {
+		return []string{"policy", "test", "--config", filepath.Join(dir, "sts.yaml"), "--subject-token", token, "--audience", "https://metrics.internal"}
+	}
+	stsctl(t, 0, append(args(tok("ok.jwt", "payments", "api")), "--expect", "allow")...)
+	for _, tc := range []struct{ file, ns, sa, says string }{
+		{"sa.jwt", "payments", "worker", `upstream condition condition refused the token: not satisfied`},
+		{"ns.jwt", "gateway", "api", `upstream condition attribute_bounds.namespace refused the token: attribute namespace "gateway" is outside`},
+	} {
+		out := stsctl(t, 0, append(args(tok(tc.file, tc.ns, tc.sa)), "--expect", "deny")...)
+		if !strings.Contains(out, "deny_subject_token") || !strings.Contains(out, tc.says) || strings.Contains(out, "trace:") {
+			t.Errorf("%s: output:\n%s", tc.file, out)
+		}
+	}
+}
