@@ -81,6 +81,11 @@
 //   - attributes: a mapping of attribute name to value pattern (same syntax as
 //     subject patterns; spaces allowed). Every one must match the workload's
 //     attribute of that name. A missing attribute never matches, not even "*".
+//     Attributes are only as trustworthy as the upstream that asserts them:
+//     bound them where the upstream is configured (`attribute_bounds`,
+//     `condition`, checked on every token before any rule; the kubernetes
+//     preset derives attributes only from a token consistent with its `sub`).
+//     The review (below) drops rules an upstream's bounds never satisfy.
 //   - when: a CEL condition (see Conditions) that must evaluate to true.
 //   - actors: which actors may act for the matched workloads (see Delegation).
 //     A rule with actors matches delegated requests only; a rule without actors
