@@ -347,33 +347,39 @@ func (p *Policy) ReviewWith(now time.Time, o ReviewOptions) *Review {
 	}
 
 	// Findings.
-	add := func(name, file string, line int, sensitivity, kind, severity, format string, args ...any) {
-		rv.Findings = append(rv.Findings, Finding{Rule: name, File: file, Line: line, Kind: kind, Severity: severity, Sensitivity: sensitivity, Message: fmt.Sprintf(format, args...)})
+	add := func(name, file string, line int, kind, severity, format string, args ...any) {
+		rv.Findings = append(rv.Findings, Finding{Rule: name, File: file, Line: line, Kind: kind, Severity: severity, Message: fmt.Sprintf(format, args...)})
 	}
-	lifecycle := func(name, file string, line int, sens string, m *matcher) {
+	// sensitivities of the rules that grant, by file:line (filled in last).
+	type at struct {
+		file string
+		line int
+	}
+	sensitivities := map[at]string{}
+	lifecycle := func(name, file string, line int, m *matcher) {
 		if usage != nil && usage[name] == 0 {
-			add(name, file, line, sens, FindingUnused, SeverityWarning, "no match recorded: remove the rule if nobody needs it")
+			add(name, file, line, FindingUnused, SeverityWarning, "no match recorded: remove the rule if nobody needs it")
 		}
 		if !m.reviewBy.IsZero() && !now.Before(m.reviewBy) {
-			add(name, file, line, sens, FindingReviewOverdue, SeverityWarning, "review was due on %s", formatDate(m.reviewBy))
+			add(name, file, line, FindingReviewOverdue, SeverityWarning, "review was due on %s", formatDate(m.reviewBy))
 		}
 		if expired(m) {
-			add(name, file, line, sens, FindingExpired, SeverityInfo, "expired on %s and no longer matches: remove it from the file", formatDate(m.expires))
+			add(name, file, line, FindingExpired, SeverityInfo, "expired on %s and no longer matches: remove it from the file", formatDate(m.expires))
 		}
 		if m.owner == "" {
-			add(name, file, line, sens, FindingNoOwner, SeverityInfo, "names no owner")
+			add(name, file, line, FindingNoOwner, SeverityInfo, "names no owner")
 		}
 	}
 	// unreachable reports each upstream of m whose limits none of m's subject
 	// patterns can match, or whose attribute bounds exclude one of m's
 	// attribute patterns.
-	unreachable := func(name, file string, line int, sens string, m *matcher) {
+	unreachable := func(name, file string, line int, m *matcher) {
 		for _, u := range m.upstream {
 			if l := limits[u.value]; len(l) > 0 && !slices.ContainsFunc(m.subjects, func(g glob.Glob) bool { return len(effective(&g, l)) > 0 }) {
-				add(name, file, line, sens, FindingUnreachable, SeverityWarning, "matches no subject upstream %s asserts (%s): it never applies there",
+				add(name, file, line, FindingUnreachable, SeverityWarning, "matches no subject upstream %s asserts (%s): it never applies there",
 					u.value, strings.Join(quoteAll(o.UpstreamSubjects[u.value]), ", "))
 			} else if why := outOfBounds(m, o.Upstreams[u.value].AttributeBounds, condBounds[u.value]); why != "" {
-				add(name, file, line, sens, FindingUnreachable, SeverityWarning, "%s of upstream %s: it never applies there", why, u.value)
+				add(name, file, line, FindingUnreachable, SeverityWarning, "%s of upstream %s: it never applies there", why, u.value)
 			}
 		}
 	}
@@ -410,11 +416,12 @@ func (p *Policy) ReviewWith(now time.Time, o ReviewOptions) *Review {
 		sens := ""
 		if !r.deny {
 			sens = p.sensitivity(r)
+			sensitivities[at{r.file, r.line}] = sens
 		}
-		lifecycle(r.name, r.file, r.line, sens, &r.matcher)
-		unreachable(r.name, r.file, r.line, sens, &r.matcher)
+		lifecycle(r.name, r.file, r.line, &r.matcher)
+		unreachable(r.name, r.file, r.line, &r.matcher)
 		if r.audit {
-			add(r.name, r.file, r.line, sens, FindingAuditMode, SeverityInfo, "is in audit mode: it is evaluated and reported, never enforced")
+			add(r.name, r.file, r.line, FindingAuditMode, SeverityInfo, "is in audit mode: it is evaluated and reported, never enforced")
 		}
 		if r.deny {
 			continue
@@ -428,10 +435,10 @@ func (p *Policy) ReviewWith(now time.Time, o ReviewOptions) *Review {
 				sev = SeverityHigh
 				msg += fmt.Sprintf(", and it grants sensitive targets %s", strings.Join(quoteAll(s), ", "))
 			}
-			add(r.name, r.file, r.line, sens, FindingBroad, sev, "%s", msg)
+			add(r.name, r.file, r.line, FindingBroad, sev, "%s", msg)
 		}
 		if r.maxDepth > 1 {
-			add(r.name, r.file, r.line, sens, FindingDeepDelegation, SeverityWarning, "allows delegation chains of up to %d actors", r.maxDepth)
+			add(r.name, r.file, r.line, FindingDeepDelegation, SeverityWarning, "allows delegation chains of up to %d actors", r.maxDepth)
 		}
 		for _, u := range r.upstream {
 			ul, ok := o.Upstreams[u.value]
@@ -440,17 +447,22 @@ func (p *Policy) ReviewWith(now time.Time, o ReviewOptions) *Review {
 				if sens == SensitivitySensitive {
 					sev = SeverityHigh
 				}
-				add(r.name, r.file, r.line, sens, FindingGitHubUnpinned, sev,
+				add(r.name, r.file, r.line, FindingGitHubUnpinned, sev,
 					"grants GitHub Actions tokens of upstream %s without pinning event_name, a protected ref (ref_protected: \"true\") or an environment: a pull_request_target or workflow_run run shares a push's sub and would be granted too (docs/presets.md)", u.value)
 			}
 		}
 	}
 	for _, r := range p.admin {
-		lifecycle(r.name, r.file, r.line, SensitivitySensitive, &r.matcher)
-		unreachable(r.name, r.file, r.line, SensitivitySensitive, &r.matcher)
+		sensitivities[at{r.file, r.line}] = SensitivitySensitive
+		lifecycle(r.name, r.file, r.line, &r.matcher)
+		unreachable(r.name, r.file, r.line, &r.matcher)
 		if msg, ok := broad(&r.matcher); ok {
-			add(r.name, r.file, r.line, SensitivitySensitive, FindingBroad, SeverityHigh, "%s, and gives it admin rights (%s)", msg, strings.Join(r.actions, ", "))
+			add(r.name, r.file, r.line, FindingBroad, SeverityHigh, "%s, and gives it admin rights (%s)", msg, strings.Join(r.actions, ", "))
 		}
+	}
+	for i := range rv.Findings {
+		f := &rv.Findings[i]
+		f.Sensitivity = sensitivities[at{f.File, f.Line}]
 	}
 	order := make(map[string]int, len(p.files))
 	for i, f := range p.files {
