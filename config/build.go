@@ -220,7 +220,14 @@ func buildAttester(ctx context.Context, cfg *Config, o Options) (router *attest.
 	for _, u := range cfg.Upstreams {
 		switch u.Kind {
 		case "spiffe":
-			v, err := spiffe.New(ctx, spiffeConfig(cfg, u, o))
+			sc := spiffeConfig(cfg, u, o)
+			guard, err := attrs.NewGuard(u.guardConfig())
+			if err != nil {
+				errs = append(errs, fmt.Errorf("upstream %s: %w", u.Name, err))
+				continue
+			}
+			sc.Guard = guard
+			v, err := spiffe.New(ctx, sc)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("upstream %s: %w", u.Name, err))
 				continue
@@ -264,9 +271,13 @@ func oidcVerifier(ctx context.Context, cfg *Config, u UpstreamConfig, o Options)
 		}
 		mapping = m
 	}
+	guard, err := attrs.NewGuard(u.guardConfig())
+	if err != nil {
+		return nil, err
+	}
 	oc := u.oidcConfig()
 	oc.JWKSFile = cfg.Path(u.JWKSFile)
-	oc.Now, oc.Logger, oc.HTTPClient, oc.Attributes = o.Now, o.Logger, o.UpstreamClient, mapping
+	oc.Now, oc.Logger, oc.HTTPClient, oc.Attributes, oc.Guard = o.Now, o.Logger, o.UpstreamClient, mapping, guard
 	return oidc.New(ctx, oc)
 }
 

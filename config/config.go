@@ -110,8 +110,17 @@ type UpstreamConfig struct {
 	// Subjects limits which subjects this upstream may assert (issuer breadth);
 	// empty = any.
 	Subjects []string `yaml:"subjects"`
-	// RequiredClaims maps a claim name to a glob its string value must match.
+	// RequiredClaims maps a claim name to a glob its string value must match; a
+	// name starting with '/' is a JSON Pointer into nested claims
+	// ("/kubernetes.io/namespace").
 	RequiredClaims map[string]string `yaml:"required_claims"`
+	// Condition is a CEL expression over `claims` and `attributes` that every
+	// credential of the upstream must satisfy before any policy rule is
+	// consulted; AttributeBounds maps attribute names to the glob patterns their
+	// values must match when present (attrs.GuardConfig). Both are type-checked
+	// by `sts check-config`; refusals are audited with the check named.
+	Condition       string              `yaml:"condition"`
+	AttributeBounds map[string][]string `yaml:"attribute_bounds"`
 	// Preset names a built-in claim -> attribute mapping (kubernetes,
 	// github_actions); Attributes adds or overrides CEL expressions over `claims`.
 	Preset     string            `yaml:"preset"`
@@ -514,6 +523,9 @@ func (u *UpstreamConfig) validate(v *validator, i int, names, issuers map[string
 			at(fmt.Sprintf("attribute name %q is not valid", a), "binding_attributes", j)
 		}
 	}
+	for _, p := range attrs.CheckGuard(u.guardConfig()) {
+		at(p.Message, p.Path...)
+	}
 	if len(u.InstanceAttributes) > 0 && len(u.BindingAttributes) == 0 {
 		at("instance_attributes needs binding_attributes", "instance_attributes")
 	}
@@ -625,6 +637,30 @@ func (u *UpstreamConfig) validateOIDC(at func(string, ...any), issuers map[strin
 	if _, err := attrs.Compile(u.Preset, u.Attributes); err != nil {
 		at("attribute mapping: "+strings.ReplaceAll(err.Error(), "\n", "; "), "attributes")
 	}
+}
+
+// guardConfig is the upstream's condition and attribute bounds, with the
+// attribute names its verifier can produce.
+func (u *UpstreamConfig) guardConfig() attrs.GuardConfig {
+	gc := attrs.GuardConfig{Condition: u.Condition, AttributeBounds: u.AttributeBounds, Known: []string{"sub", "iss"}}
+	switch u.Kind {
+	case "spiffe":
+		gc.Known = append(gc.Known, "trust_domain", "path")
+		for _, t := range u.PathTemplates {
+			for _, seg := range strings.Split(t, "/") {
+				if name, ok := strings.CutPrefix(seg, "{"); ok && strings.HasSuffix(name, "}") {
+					gc.Known = append(gc.Known, strings.TrimSuffix(name, "}"))
+				}
+			}
+		}
+	default:
+		if m, err := attrs.Compile(u.Preset, u.Attributes); err == nil {
+			gc.Known = append(gc.Known, m.Names()...)
+		} else {
+			gc.Known = nil // the mapping's own problems are reported; names unknown
+		}
+	}
+	return gc
 }
 
 func validName(s string) bool {
