@@ -81,22 +81,34 @@ func keyFromSigner(s Signer, activation time.Time) *signingKey {
 // jose returns the key's go-jose signer (typ at+jwt, kid header), built once.
 func (k *signingKey) jose() (jose.Signer, error) {
 	k.joseOnce.Do(func() {
-		opts := (&jose.SignerOptions{}).WithType(TypeAccessTokenJWT)
-		switch k.signer.(type) {
-		case *ecdsa.PrivateKey, ed25519.PrivateKey, *rsa.PrivateKey:
-			k.joseSigner, k.joseErr = jose.NewSigner(jose.SigningKey{
-				Algorithm: k.alg,
-				Key:       jose.JSONWebKey{Key: k.signer, KeyID: k.kid, Algorithm: string(k.alg)},
-			}, opts)
-		default: // a KMS or other opaque key
-			o := kidOpaque{cryptosigner.Opaque(k.signer), k.kid, k.alg}
-			k.joseSigner, k.joseErr = jose.NewSigner(jose.SigningKey{Algorithm: k.alg, Key: o}, opts)
-		}
-		if k.joseErr != nil {
-			k.joseErr = fmt.Errorf("signer for key %s: %w", k.kid, k.joseErr)
-		}
+		k.joseSigner, k.joseErr = k.signerWithType(TypeAccessTokenJWT)
 	})
 	return k.joseSigner, k.joseErr
+}
+
+// signerWithType builds a go-jose signer of k whose JWS header has typ (and the
+// kid): in-process keys directly, a KMS or other opaque key through
+// cryptosigner.
+func (k *signingKey) signerWithType(typ jose.ContentType) (jose.Signer, error) {
+	opts := (&jose.SignerOptions{}).WithType(typ)
+	var (
+		s   jose.Signer
+		err error
+	)
+	switch k.signer.(type) {
+	case *ecdsa.PrivateKey, ed25519.PrivateKey, *rsa.PrivateKey:
+		s, err = jose.NewSigner(jose.SigningKey{
+			Algorithm: k.alg,
+			Key:       jose.JSONWebKey{Key: k.signer, KeyID: k.kid, Algorithm: string(k.alg)},
+		}, opts)
+	default: // a KMS or other opaque key
+		o := kidOpaque{cryptosigner.Opaque(k.signer), k.kid, k.alg}
+		s, err = jose.NewSigner(jose.SigningKey{Algorithm: k.alg, Key: o}, opts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("signer for key %s: %w", k.kid, err)
+	}
+	return s, nil
 }
 
 // kidOpaque is a crypto.Signer-backed OpaqueSigner that names its kid.
@@ -158,11 +170,11 @@ func schedule(keys []*signingKey, alg jose.SignatureAlgorithm, now time.Time, re
 // keyManager keeps the live ring: it re-reads key_dir every KeyReloadInterval and
 // recomputes the schedule at each transition, swapping the ring atomically.
 type keyManager struct {
-	issuer      string
-	authMethods []string // for the discovery document
-	retain      time.Duration
-	now         func() time.Time
-	onErr       func(error)
+	issuer string
+	meta   discoveryMeta // for the discovery document
+	retain time.Duration
+	now    func() time.Time
+	onErr  func(error)
 	// onChange, when set, is told when the signing key or the published set changed.
 	onChange func(old, next *keyRing)
 
@@ -170,8 +182,8 @@ type keyManager struct {
 	cur atomic.Pointer[keyRing]
 }
 
-func newKeyManager(issuer string, authMethods []string, start *keyRing, maxTTL time.Duration, now func() time.Time, onErr func(error)) (*keyManager, error) {
-	m := &keyManager{issuer: issuer, authMethods: authMethods, retain: maxTTL + keyRetireSkew, now: now, onErr: onErr}
+func newKeyManager(issuer string, meta discoveryMeta, start *keyRing, maxTTL time.Duration, now func() time.Time, onErr func(error)) (*keyManager, error) {
+	m := &keyManager{issuer: issuer, meta: meta, retain: maxTTL + keyRetireSkew, now: now, onErr: onErr}
 	if m.onErr == nil {
 		m.onErr = func(error) {}
 	}
@@ -179,7 +191,7 @@ func newKeyManager(issuer string, authMethods []string, start *keyRing, maxTTL t
 	if err != nil {
 		return nil, err
 	}
-	r.dir, r.scanned = start.dir, now()
+	r.dir, r.scanned, r.token = start.dir, now(), start.token
 	maps.Copy(r.known, start.known)
 	m.cur.Store(r)
 	return m, nil
@@ -190,7 +202,7 @@ func (m *keyManager) compute(keys []*signingKey, alg jose.SignatureAlgorithm, no
 	if err != nil {
 		return nil, err
 	}
-	if r.discovery, err = discoveryDoc(m.issuer, r, m.authMethods); err != nil {
+	if r.discovery, err = discoveryDoc(m.issuer, r, m.meta); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -227,7 +239,7 @@ func (m *keyManager) reloadLocked(now time.Time, force bool) error {
 	var scanErr error
 	if r.dir != "" && (force || now.Sub(r.scanned) >= KeyReloadInterval) {
 		scanned = now
-		found, err := readKeys(r.dir, r.alg)
+		found, err := readKeysWith(r.dir, r.alg, r.token)
 		if err != nil {
 			// Keep the last good set: a transient read error must not drop a key.
 			scanErr = err
@@ -248,7 +260,7 @@ func (m *keyManager) reloadLocked(now time.Time, force bool) error {
 		return errors.Join(scanErr, err)
 	}
 	maps.Copy(next.known, known)
-	next.dir, next.scanned = r.dir, scanned
+	next.dir, next.scanned, next.token = r.dir, scanned, r.token
 	m.cur.Store(next)
 	if m.onChange != nil && (next.active.kid != r.active.kid || !slices.Equal(keyIDs(next.keys), keyIDs(r.keys))) {
 		m.onChange(r, next)
@@ -315,7 +327,8 @@ func cacheControl() string {
 func (m *keyManager) serve(doc func(*keyRing) []byte) http.HandlerFunc {
 	cc := cacheControl()
 	return func(w http.ResponseWriter, r *http.Request) {
-		staticJSON(doc(m.current()), cc)(w, r)
+		d := doc(m.current())
+		serveJSONDoc(w, r, d, etag(d), cc)
 	}
 }
 
@@ -341,11 +354,15 @@ type RotateResult struct {
 // activates it now and deletes the key file signing now: replicas drop that key
 // from the JWKS at their next reload and verifiers reject its tokens at their next
 // JWKS refresh.
-func RotateKey(dir string, alg jose.SignatureAlgorithm, now time.Time, emergency bool) (*RotateResult, error) {
+func RotateKey(dir string, alg jose.SignatureAlgorithm, now time.Time, emergency bool, opts ...KeyOption) (*RotateResult, error) {
+	o, err := applyKeyOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("key directory: %w", err)
 	}
-	keys, err := readKeys(dir, alg)
+	keys, err := readKeysWith(dir, alg, o.token)
 	if err != nil {
 		return nil, err
 	}
@@ -367,7 +384,7 @@ func RotateKey(dir string, alg jose.SignatureAlgorithm, now time.Time, emergency
 			at = t.Add(time.Second)
 		}
 	}
-	k, err := generateKey(dir, alg, at)
+	k, err := o.generate(dir, alg, at)
 	if err != nil {
 		return nil, err
 	}

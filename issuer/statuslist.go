@@ -650,12 +650,9 @@ func (s *statusLists) signer() (jose.Signer, error) {
 	if sg, ok := s.signers[k.kid]; ok {
 		return sg, nil
 	}
-	sg, err := jose.NewSigner(jose.SigningKey{
-		Algorithm: k.alg,
-		Key:       jose.JSONWebKey{Key: k.signer, KeyID: k.kid, Algorithm: string(k.alg)},
-	}, (&jose.SignerOptions{}).WithType(TypeStatusListJWT))
+	sg, err := k.signerWithType(TypeStatusListJWT)
 	if err != nil {
-		return nil, fmt.Errorf("status list signer for key %s: %w", k.kid, err)
+		return nil, fmt.Errorf("status list: %w", err)
 	}
 	s.signers[k.kid] = sg
 	return sg, nil
