@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/safeconduct/safeconduct/attest"
@@ -81,6 +82,8 @@ type Config struct {
 	// and admin changes then answer 503.
 	AuditSink     io.Writer
 	AuditContinue bool
+	// Collectors are more metrics for the server's registry (an audit sink's).
+	Collectors []prometheus.Collector
 	// Now is the clock (default: time.Now).
 	Now func() time.Time
 	// Closers release what the parts started (verifier background work, an
@@ -195,6 +198,7 @@ func newServer(c Config) (*Server, error) {
 	}
 	met := newMetrics()
 	met.registerStoreHealth(c.Store)
+	met.registry.MustRegister(c.Collectors...)
 	var tr *tracing
 	if c.TracerProvider != nil {
 		tr = &tracing{provider: c.TracerProvider, tracer: c.TracerProvider.Tracer(tracerName)}
