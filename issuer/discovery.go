@@ -18,7 +18,10 @@ const (
 
 // discoveryDoc renders the RFC 8414 / OpenID discovery document once. go-oidc and
 // other verifiers read issuer, jwks_uri and the signing algorithms from it;
-// clients the token endpoint's authentication methods.
+// clients the endpoints and their authentication methods. authMethods are the
+// token endpoint's; revocation takes the same (none: the holder of a bearer
+// token), introspection all but none (admins' bearer credentials are no client
+// authentication method).
 func discoveryDoc(issuer string, ring *keyRing, authMethods []string) ([]byte, error) {
 	var algs []string
 	for _, k := range ring.keys {
@@ -26,20 +29,26 @@ func discoveryDoc(issuer string, ring *keyRing, authMethods []string) ([]byte, e
 			algs = append(algs, string(k.alg))
 		}
 	}
+	clientAuth := slices.DeleteFunc(slices.Clone(authMethods), func(m string) bool { return m == "none" })
 	return json.Marshal(map[string]any{
 		"issuer":                                issuer,
 		"token_endpoint":                        issuer + PathToken,
 		"jwks_uri":                              issuer + PathJWKS,
 		"grant_types_supported":                 []string{GrantTypeTokenExchange},
 		"token_endpoint_auth_methods_supported": authMethods,
-		"token_endpoint_auth_signing_alg_values_supported": attest.SignatureAlgorithms(),
-		"response_types_supported":                         []string{"token"},
-		"subject_types_supported":                          []string{"public"},
-		"id_token_signing_alg_values_supported":            algs,
-		"service_documentation":                            "https://github.com/safeconduct/safeconduct#readme",
-		"introspection_endpoint":                           issuer + PathIntrospect,
-		"revocation_feed_endpoint":                         issuer + PathRevocations,
-		"revocation_stream_endpoint":                       issuer + PathRevocationFeed,
+		"token_endpoint_auth_signing_alg_values_supported":         attest.SignatureAlgorithms(),
+		"response_types_supported":                                 []string{"token"},
+		"subject_types_supported":                                  []string{"public"},
+		"id_token_signing_alg_values_supported":                    algs,
+		"service_documentation":                                    "https://github.com/safeconduct/safeconduct#readme",
+		"introspection_endpoint":                                   issuer + PathIntrospect,
+		"introspection_endpoint_auth_methods_supported":            clientAuth,
+		"introspection_endpoint_auth_signing_alg_values_supported": attest.SignatureAlgorithms(),
+		"revocation_endpoint":                                      issuer + PathRevoke,
+		"revocation_endpoint_auth_methods_supported":               authMethods,
+		"revocation_endpoint_auth_signing_alg_values_supported":    attest.SignatureAlgorithms(),
+		"revocation_feed_endpoint":                                 issuer + PathRevocations,
+		"revocation_stream_endpoint":                               issuer + PathRevocationFeed,
 	})
 }
 
