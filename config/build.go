@@ -126,14 +126,17 @@ func Build(ctx context.Context, cfg *Config, o Options) (s *issuer.Server, err e
 		Upstreams:       upstreams,
 		Clients:         clients,
 		ResourceServers: resourceServers(cfg),
-		Limits:          cfg.Limits.issuer(),
-		TracerProvider:  tp,
-		Logger:          o.Logger,
-		AuditLogger:     o.AuditLogger,
-		AuditSink:       auditSink,
-		AuditContinue:   cfg.Audit.OnFailure == AuditContinue,
-		Collectors:      collectors,
-		Now:             o.Now,
+		// Client certificates are requested (config.ServingTLS) on a TLS
+		// listener only.
+		ClientCertificates: !cfg.TLS.InsecureHTTP && cfg.TLS.ClientCertificates == "request",
+		Limits:             cfg.Limits.issuer(),
+		TracerProvider:     tp,
+		Logger:             o.Logger,
+		AuditLogger:        o.AuditLogger,
+		AuditSink:          auditSink,
+		AuditContinue:      cfg.Audit.OnFailure == AuditContinue,
+		Collectors:         collectors,
+		Now:                o.Now,
 		// The server closes the store itself, after these.
 		Closers: closers[:len(closers)-1],
 	})

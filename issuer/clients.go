@@ -32,12 +32,17 @@ type clientRegistry struct {
 }
 
 // authMethods are the token_endpoint_auth_methods_supported of the discovery
-// document.
-func (r *clientRegistry) authMethods() []string {
-	if r == nil {
-		return []string{"none", "tls_client_auth"}
+// document: none, tls_client_auth when the listener requests client
+// certificates, private_key_jwt when a client is registered.
+func (r *clientRegistry) authMethods(mtls bool) []string {
+	m := []string{"none"}
+	if mtls {
+		m = append(m, "tls_client_auth")
 	}
-	return []string{"none", "tls_client_auth", "private_key_jwt"}
+	if r != nil {
+		m = append(m, "private_key_jwt")
+	}
+	return m
 }
 
 // MaxAudienceLength is the longest audience value accepted, in bytes.

@@ -324,11 +324,15 @@ func TestDiscoveryAdvertisesIntrospectionAndRevocation(t *testing.T) {
 	if len(strs("introspection_endpoint_auth_signing_alg_values_supported")) == 0 || len(strs("revocation_endpoint_auth_signing_alg_values_supported")) == 0 {
 		t.Fatalf("signing algorithms: %s", r.raw)
 	}
-	// Without registered private_key_jwt clients, only mTLS authenticates one.
+	// Without registered private_key_jwt clients and without client
+	// certificates requested, no client authenticates there: not advertised.
 	plain := startSTS(t, stsOptions{})
 	r = plain.do(t, http.MethodGet, PathOpenID, "", "", nil)
-	if m := r.body["introspection_endpoint_auth_methods_supported"].([]any); len(m) != 1 || m[0] != "tls_client_auth" {
-		t.Fatalf("introspection auth methods without clients: %v", m)
+	if m, ok := r.body["introspection_endpoint_auth_methods_supported"]; ok {
+		t.Fatalf("introspection auth methods without clients or client certificates: %v", m)
+	}
+	if r.body["introspection_endpoint"] != plain.url+PathIntrospect {
+		t.Fatalf("introspection endpoint (admins) not advertised: %s", r.raw)
 	}
 }
 

@@ -69,6 +69,10 @@ type Config struct {
 	// may introspect tokens whose aud holds one of their audiences, without an
 	// admin rule (introspect.go).
 	ResourceServers map[string][]string
+	// ClientCertificates says the listener requests client certificates
+	// (tls.client_certificates: request): discovery then offers tls_client_auth
+	// and certificate-bound tokens (RFC 8705).
+	ClientCertificates bool
 	// Limits are the token endpoint's rate and concurrency limits (zero = per-IP
 	// limit off, default concurrency bound).
 	Limits Limits
@@ -233,7 +237,7 @@ func newServer(c Config) (*Server, error) {
 	}
 	cr.decider.Store(&c.Decider)
 	met.initPolicy(c.Decider)
-	keys, err := newSigning(cr, c.Keys.ring, clients.authMethods())
+	keys, err := newSigning(cr, c.Keys.ring, discoveryMeta{authMethods: clients.authMethods(c.ClientCertificates), mtls: c.ClientCertificates})
 	if err != nil {
 		return nil, err
 	}
