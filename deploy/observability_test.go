@@ -9,6 +9,7 @@ package deploy_test
 import (
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
 
 const obsDir = "observability"
@@ -282,5 +284,48 @@ func TestServiceMonitor(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no container port %q (9090) in the Deployment", svc.Spec.Ports[0].TargetPort)
+	}
+}
+
+// TestKustomizeMonitoringOverlay: the overlay deploy/README.md shows for the
+// Prometheus Operator (the base plus the kubernetes/monitoring component) builds
+// with kustomize's library: the base's objects, the metrics Service and the
+// ServiceMonitor, all in namespace safeconduct.
+func TestKustomizeMonitoringOverlay(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const marker = "# deploy/kubernetes/prod/kustomization.yaml"
+	m := regexp.MustCompile("(?s)```yaml\n(" + regexp.QuoteMeta(marker) + "[^\n]*\n.*?)```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatalf("deploy/README.md has no yaml block starting with %q", marker)
+	}
+	fSys := filesys.MakeFsInMemory()
+	err = filepath.WalkDir("kubernetes", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return fSys.WriteFile("/deploy/"+filepath.ToSlash(p), data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fSys.WriteFile("/deploy/kubernetes/prod/kustomization.yaml", m[1]); err != nil {
+		t.Fatal(err)
+	}
+	prod := objects(t, build(t, fSys, "/deploy/kubernetes/prod"), "safeconduct")
+	base := objects(t, build(t, fSys, "/deploy/kubernetes/base"), "safeconduct")
+	for _, want := range []string{"ServiceMonitor/sts", "Service/sts-metrics", "Deployment/sts"} {
+		if prod[want] == nil {
+			t.Errorf("the monitoring overlay lacks %s (has %v)", want, keys(prod))
+		}
+	}
+	if len(prod) != len(base)+2 {
+		t.Errorf("the monitoring overlay has %d objects, the base %d: want 2 more", len(prod), len(base))
 	}
 }
