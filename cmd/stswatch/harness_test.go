@@ -62,6 +62,7 @@ type proc struct {
 	t    *testing.T
 	name string
 	args []string
+	env  []string // added to the test's environment
 	cmd  *exec.Cmd
 	log  *testproc.Buffer
 	done chan error
@@ -71,6 +72,7 @@ func (p *proc) start() {
 	p.t.Helper()
 	p.cmd = exec.Command(filepath.Join(binDir, p.name), p.args...)
 	p.cmd.Dir = p.t.TempDir()
+	p.cmd.Env = append(os.Environ(), p.env...)
 	p.log = &testproc.Buffer{}
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {

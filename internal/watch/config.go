@@ -33,7 +33,7 @@ const (
 // KubeAttributes are the attributes the STS's kubernetes preset derives from a
 // pod-bound service-account token, which the Kubernetes source can compute from a
 // pod: binding_attributes and instance_attributes may name only these.
-var KubeAttributes = []string{"namespace", "service_account", "service_account_uid", "pod", "pod_uid", "node", "node_uid"}
+var KubeAttributes = []string{"namespace", "service_account", "pod", "pod_uid", "node"}
 
 // Duration is a time.Duration read from YAML as "10s", "5m".
 type Duration time.Duration
@@ -238,8 +238,14 @@ func (c *Config) validate() error {
 				}
 			}
 		}
-		if len(k.InstanceAttributes) > 0 && len(k.BindingAttributes) == 0 {
-			bad("kubernetes.instance_attributes needs binding_attributes")
+		// A pod's tokens are found by the fingerprint of its pod_uid, and pods of one
+		// service account must be told apart (else each change report of one would
+		// revoke the tokens of the others): sts.yaml's upstream must say the same.
+		if !slices.Contains(k.BindingAttributes, "pod_uid") {
+			bad("kubernetes.binding_attributes must include pod_uid (as the upstream's binding_attributes in sts.yaml must)")
+		}
+		if !slices.Contains(k.InstanceAttributes, "pod") {
+			bad("kubernetes.instance_attributes must include pod (as the upstream's instance_attributes in sts.yaml must)")
 		}
 		for _, a := range k.InstanceAttributes {
 			if slices.Contains(k.BindingAttributes, a) {

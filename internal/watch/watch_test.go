@@ -52,13 +52,16 @@ state_dir: s
 spire: {server_socket: /s, upstream: "a b"}`, "spire.upstream must name"},
 		{"attribute not computable", `sts: {url: "https://sts", credential_file: t}
 state_dir: s
-kubernetes: {upstream: k8s, binding_attributes: [image]}`, `"image" is not an attribute of the kubernetes preset`},
-		{"instance without binding", `sts: {url: "https://sts", credential_file: t}
+kubernetes: {upstream: k8s, binding_attributes: [pod_uid, image], instance_attributes: [pod]}`, `"image" is not an attribute of the kubernetes preset`},
+		{"binding without pod_uid", `sts: {url: "https://sts", credential_file: t}
 state_dir: s
-kubernetes: {upstream: k8s, instance_attributes: [pod]}`, "instance_attributes needs binding_attributes"},
+kubernetes: {upstream: k8s, binding_attributes: [node], instance_attributes: [pod]}`, "binding_attributes must include pod_uid"},
+		{"instance without pod", `sts: {url: "https://sts", credential_file: t}
+state_dir: s
+kubernetes: {upstream: k8s, binding_attributes: [pod_uid]}`, "instance_attributes must include pod"},
 		{"attribute in both", `sts: {url: "https://sts", credential_file: t}
 state_dir: s
-kubernetes: {upstream: k8s, binding_attributes: [pod, node], instance_attributes: [pod]}`, "cannot both identify"},
+kubernetes: {upstream: k8s, binding_attributes: [pod_uid, pod], instance_attributes: [pod]}`, "cannot both identify"},
 		{"queue too big", minimalConfig + "queue_size: 100000000\n", "queue_size must be between"},
 		{"bad log level", minimalConfig + "log_level: loud\n", "log_level must be"},
 	}
@@ -101,7 +104,7 @@ func TestLoadConfigResolvesPaths(t *testing.T) {
 
 func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(minimalConfig))
-	f.Add([]byte("sts: {url: \"http://[::1]:1\", credential_file: t}\nstate_dir: s\nkubernetes: {upstream: k, namespaces: [a]}\n"))
+	f.Add([]byte("sts: {url: \"http://[::1]:1\", credential_file: t}\nstate_dir: s\nkubernetes: {upstream: k, binding_attributes: [pod_uid], instance_attributes: [pod], namespaces: [a]}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := ParseConfig(data)
 		if err == nil && (cfg.STS.URL == "" || cfg.StateDir == "" || (cfg.SPIRE == nil && cfg.Kubernetes == nil)) {
