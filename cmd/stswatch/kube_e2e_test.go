@@ -170,7 +170,7 @@ func TestE2EWatcherKubernetes(t *testing.T) {
 	ke.k.ServiceAccount(t, "payments", "api")
 	ke.k.ServiceAccount(t, "payments", "batch")
 	tok := map[string]string{}
-	for _, p := range []string{"api-1", "api-2", "api-3", "api-4", "api-5", "api-6"} {
+	for _, p := range []string{"api-1", "api-2", "api-3", "api-4", "api-5", "api-6", "api-7"} {
 		tok[p] = ke.podToken(p, "api")
 	}
 	tok["batch-1"] = ke.podToken("batch-1", "batch")
@@ -183,7 +183,7 @@ func TestE2EWatcherKubernetes(t *testing.T) {
 	// The watcher's first change reports (one per pod) carry the attributes the
 	// STS derived from the real tokens: same fingerprint, nothing revoked.
 	waitUntil(t, 30*time.Second, "the initial change reports", func() bool {
-		return w.metric("stswatch_reports_total", `kind="change"`, `outcome="delivered"`) >= 7
+		return w.metric("stswatch_reports_total", `kind="change"`, `outcome="delivered"`) >= 8
 	})
 	for name, tk := range tok {
 		mustVerify(t, v, tk, "after the watcher's initial reports, the token of "+name)
@@ -220,6 +220,19 @@ func TestE2EWatcherKubernetes(t *testing.T) {
 	w.awaitReady(60 * time.Second)
 	mustVerify(t, v, tok["api-5"], "a pod not deleted")
 	mustVerify(t, v, newTok, "the replacement pod's token, after the resync")
+
+	// The API server itself restarted: the informers reconnect and the next
+	// deletion is reported.
+	ke.k.StopAPIServer()
+	waitUntil(t, 30*time.Second, "readyz to report the API server down", func() bool {
+		code, body := w.readyz()
+		return code == 503 && strings.Contains(body, `"kubernetes"`)
+	})
+	ke.k.RestartAPIServer(t)
+	w.awaitReady(60 * time.Second)
+	at = time.Now()
+	ke.k.DeletePod(t, "payments", "api-7")
+	awaitRevoked(t, v, tok["api-7"], at, 60*time.Second, "pod deleted after the API server restarted")
 
 	// 4. Deleted while the watcher was stopped: found on restart (state file).
 	w.stop()
