@@ -1,5 +1,8 @@
 # Developer commands. CI runs .ci/run, which calls the same steps.
-.PHONY: test race lint fuzz bench tidy-check quickstart ci
+.PHONY: test race lint fuzz bench tidy-check quickstart image ci tools
+
+tools:           ## build the test prerequisites (SPIRE, staticcheck) with progress; prints what to export
+	bash scripts/tools.sh
 
 test:            ## the README's test command
 	go test -race -count=1 -timeout 20m ./...
@@ -20,6 +23,9 @@ tidy-check:
 
 quickstart:
 	go run ./cmd/sts quickstart
+
+image:           ## the container image without a daemon: OCI layout + SBOM in build/image
+	go run ./cmd/imagebuild --out build/image/oci
 
 ci:
 	bash .ci/run

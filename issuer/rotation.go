@@ -158,11 +158,11 @@ func schedule(keys []*signingKey, alg jose.SignatureAlgorithm, now time.Time, re
 // keyManager keeps the live ring: it re-reads key_dir every KeyReloadInterval and
 // recomputes the schedule at each transition, swapping the ring atomically.
 type keyManager struct {
-	issuer      string
-	authMethods []string // for the discovery document
-	retain      time.Duration
-	now         func() time.Time
-	onErr       func(error)
+	issuer string
+	meta   discoveryMeta // for the discovery document
+	retain time.Duration
+	now    func() time.Time
+	onErr  func(error)
 	// onChange, when set, is told when the signing key or the published set changed.
 	onChange func(old, next *keyRing)
 
@@ -170,8 +170,8 @@ type keyManager struct {
 	cur atomic.Pointer[keyRing]
 }
 
-func newKeyManager(issuer string, authMethods []string, start *keyRing, maxTTL time.Duration, now func() time.Time, onErr func(error)) (*keyManager, error) {
-	m := &keyManager{issuer: issuer, authMethods: authMethods, retain: maxTTL + keyRetireSkew, now: now, onErr: onErr}
+func newKeyManager(issuer string, meta discoveryMeta, start *keyRing, maxTTL time.Duration, now func() time.Time, onErr func(error)) (*keyManager, error) {
+	m := &keyManager{issuer: issuer, meta: meta, retain: maxTTL + keyRetireSkew, now: now, onErr: onErr}
 	if m.onErr == nil {
 		m.onErr = func(error) {}
 	}
@@ -179,7 +179,7 @@ func newKeyManager(issuer string, authMethods []string, start *keyRing, maxTTL t
 	if err != nil {
 		return nil, err
 	}
-	r.dir, r.scanned = start.dir, now()
+	r.dir, r.scanned, r.token = start.dir, now(), start.token
 	maps.Copy(r.known, start.known)
 	m.cur.Store(r)
 	return m, nil
@@ -190,7 +190,7 @@ func (m *keyManager) compute(keys []*signingKey, alg jose.SignatureAlgorithm, no
 	if err != nil {
 		return nil, err
 	}
-	if r.discovery, err = discoveryDoc(m.issuer, r, m.authMethods); err != nil {
+	if r.discovery, err = discoveryDoc(m.issuer, r, m.meta); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -227,7 +227,7 @@ func (m *keyManager) reloadLocked(now time.Time, force bool) error {
 	var scanErr error
 	if r.dir != "" && (force || now.Sub(r.scanned) >= KeyReloadInterval) {
 		scanned = now
-		found, err := readKeys(r.dir, r.alg)
+		found, err := readKeysWith(r.dir, r.alg, r.token)
 		if err != nil {
 			// Keep the last good set: a transient read error must not drop a key.
 			scanErr = err
@@ -248,7 +248,7 @@ func (m *keyManager) reloadLocked(now time.Time, force bool) error {
 		return errors.Join(scanErr, err)
 	}
 	maps.Copy(next.known, known)
-	next.dir, next.scanned = r.dir, scanned
+	next.dir, next.scanned, next.token = r.dir, scanned, r.token
 	m.cur.Store(next)
 	if m.onChange != nil && (next.active.kid != r.active.kid || !slices.Equal(keyIDs(next.keys), keyIDs(r.keys))) {
 		m.onChange(r, next)
@@ -315,7 +315,8 @@ func cacheControl() string {
 func (m *keyManager) serve(doc func(*keyRing) []byte) http.HandlerFunc {
 	cc := cacheControl()
 	return func(w http.ResponseWriter, r *http.Request) {
-		staticJSON(doc(m.current()), cc)(w, r)
+		d := doc(m.current())
+		serveJSONDoc(w, r, d, etag(d), cc)
 	}
 }
 
@@ -341,11 +342,15 @@ type RotateResult struct {
 // activates it now and deletes the key file signing now: replicas drop that key
 // from the JWKS at their next reload and verifiers reject its tokens at their next
 // JWKS refresh.
-func RotateKey(dir string, alg jose.SignatureAlgorithm, now time.Time, emergency bool) (*RotateResult, error) {
+func RotateKey(dir string, alg jose.SignatureAlgorithm, now time.Time, emergency bool, opts ...KeyOption) (*RotateResult, error) {
+	o, err := applyKeyOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("key directory: %w", err)
 	}
-	keys, err := readKeys(dir, alg)
+	keys, err := readKeysWith(dir, alg, o.token)
 	if err != nil {
 		return nil, err
 	}
@@ -367,7 +372,7 @@ func RotateKey(dir string, alg jose.SignatureAlgorithm, now time.Time, emergency
 			at = t.Add(time.Second)
 		}
 	}
-	k, err := generateKey(dir, alg, at)
+	k, err := o.generate(dir, alg, at)
 	if err != nil {
 		return nil, err
 	}

@@ -23,14 +23,13 @@ import (
 
 // tokenService is the /token pipeline: it owns the order of an exchange
 // (exchange.go) and what only it needs: the post-verification limits, the TTL
-// bounds, the registered clients and the one-time upstreams.
+// bounds and the one-time upstreams. (The registered clients are core's: the
+// introspection and revocation endpoints authenticate them too.)
 type tokenService struct {
 	*core
 	limits     *tokenLimits
 	defaultTTL time.Duration
-	// clients verifies private_key_jwt assertions (nil: no client registered);
 	// oneTime holds the clock skew of each upstream marked one_time.
-	clients *clientRegistry
 	oneTime map[string]time.Duration
 }
 
@@ -144,12 +143,15 @@ type exchangeEvent struct {
 	audited         []policy.AuditHit
 	subjectTokenSHA string
 	clientAddr      netip.Addr
+	// condition is the upstream condition that refused a token (subject or
+	// actor), audited as refused_by_upstream and upstream_condition.
+	condition *attest.ConditionError
 }
 
 // audit writes one structured event per exchange decision to the audit log;
 // durable (an issued token) waits for it to be written under fail_closed.
 func (s *tokenService) audit(ctx context.Context, ev *exchangeEvent, durable bool) error {
-	attrs := make([]slog.Attr, 0, 13)
+	attrs := make([]slog.Attr, 0, 15)
 	attrs = append(attrs, slog.String("event", "exchange"), slog.String("outcome", ev.outcome), clientAddrAttr(ev.clientAddr, false))
 	if ev.code != "" {
 		attrs = append(attrs, slog.String("error", ev.code))
@@ -171,6 +173,9 @@ func (s *tokenService) audit(ctx context.Context, ev *exchangeEvent, durable boo
 	}
 	if ev.reason != "" {
 		attrs = append(attrs, slog.String("reason", ev.reason))
+	}
+	if c := ev.condition; c != nil {
+		attrs = append(attrs, slog.String("refused_by_upstream", c.Upstream), slog.String("upstream_condition", c.Check))
 	}
 	if ev.jti != "" {
 		attrs = append(attrs, slog.String("jti", ev.jti), slog.Int64("exp", ev.expiry.Unix()))
