@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/safeconduct/safeconduct/attest"
@@ -94,6 +95,8 @@ type Config struct {
 	// List served at PathStatusLists (statuslist.go); the Store must implement
 	// revocation.StatusStore. Nil: off, tokens carry no status claim.
 	StatusLists *StatusListConfig
+	// Collectors are more metrics for the server's registry (an audit sink's).
+	Collectors []prometheus.Collector
 	// Now is the clock (default: time.Now).
 	Now func() time.Time
 	// Closers release what the parts started (verifier background work, an
@@ -137,8 +140,10 @@ type Server struct {
 	tokens *tokenService
 	admin  *adminService
 	mux    *http.ServeMux
-	// handler is mux, wrapped in a server span per request when tracing is on.
+	// handler is mux, wrapped in a server span per request when tracing is on;
+	// public is handler given the request id (auditevent.go).
 	handler http.Handler
+	public  http.Handler
 	// limits guard /token before any verification; adminLimits the other
 	// endpoints that verify a credential; conns bound open connections.
 	limits      *tokenLimits
@@ -212,6 +217,7 @@ func newServer(c Config) (*Server, error) {
 	}
 	met := newMetrics()
 	met.registerStoreHealth(c.Store)
+	met.registry.MustRegister(c.Collectors...)
 	var tr *tracing
 	if c.TracerProvider != nil {
 		tr = &tracing{provider: c.TracerProvider, tracer: c.TracerProvider.Tracer(tracerName)}
@@ -222,7 +228,7 @@ func newServer(c Config) (*Server, error) {
 		store:    instrumentStore(c.Store, met),
 		bindings: map[string]binding{},
 		log:      c.Logger,
-		auditLog: c.AuditLogger,
+		auditLog: slog.New(eventHandler{next: c.AuditLogger.Handler()}),
 		now:      c.Now,
 		metrics:  met,
 		tracing:  tr,
@@ -233,9 +239,10 @@ func newServer(c Config) (*Server, error) {
 	}
 	if c.AuditSink != nil {
 		cr.audit = newAuditWriter(c.AuditSink, !c.AuditContinue, met, c.Logger, c.Now)
-		cr.auditLog = slog.New(newAuditHandler(cr.audit, nil)).With(slog.String("log", "audit"))
+		cr.auditLog = slog.New(eventHandler{next: newAuditHandler(cr.audit, nil)}).With(slog.String("log", "audit"))
 	}
 	cr.decider.Store(&c.Decider)
+	met.initPolicy(c.Decider)
 	keys, err := newSigning(cr, c.Keys.ring, discoveryMeta{authMethods: clients.authMethods(c.ClientCertificates), mtls: c.ClientCertificates})
 	if err != nil {
 		return nil, err
@@ -262,6 +269,7 @@ func newServer(c Config) (*Server, error) {
 	for _, u := range c.Upstreams {
 		if len(u.BindingAttributes) > 0 {
 			cr.bindings[u.Name] = binding{names: u.BindingAttributes, instance: u.InstanceAttributes}
+			met.changesFired.WithLabelValues(u.Name)
 		}
 		if u.Issuer != "" {
 			s.admin.upstreamByIssuer[u.Issuer] = u.Name
@@ -286,11 +294,15 @@ func newServer(c Config) (*Server, error) {
 	s.routes()
 	met.registerCollectors(keys, c.Now, stats)
 	s.startTracing()
+	s.public = withRequestID(s.handler)
 	return s, nil
 }
 
 // SetPolicy swaps the issuance policy atomically (hot reload).
-func (s *Server) SetPolicy(d Decider) { s.decider.Store(&d) }
+func (s *Server) SetPolicy(d Decider) {
+	s.metrics.initPolicy(d)
+	s.decider.Store(&d)
+}
 
 func (s *Server) routes() {
 	mux := http.NewServeMux()
@@ -330,7 +342,7 @@ func postOnly(w http.ResponseWriter, _ *http.Request) {
 }
 
 // Handler is the server's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.handler }
+func (s *Server) Handler() http.Handler { return s.public }
 
 // ActiveKeyID is the kid that signs new tokens.
 func (s *Server) ActiveKeyID() string { return s.currentRing().active.kid }
@@ -369,7 +381,7 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 // drain. With tlsConfig nil it serves plain HTTP.
 func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Config, drain time.Duration) error {
 	srv := &http.Server{
-		Handler:           withHSTS(s.handler),
+		Handler:           withHSTS(s.public),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      15 * time.Second,
