@@ -10,6 +10,7 @@
 // A policy is one or more YAML files. Each may hold issuance rules, admin rules
 // and sensitive audience patterns:
 //
+//	version: 2                                # pattern semantics (see Subject patterns)
 //	sensitive_audiences: ["https://vault.*"]   # for Review only
 //	rules:
 //	  - name: payments-to-ledger
@@ -123,13 +124,34 @@
 //
 // # Subject patterns
 //
-// In a subject pattern '*' matches any run of characters, including none and
-// including ':' and '/'; every other character matches itself, case-sensitively.
-// Patterns are anchored at both ends, so "system:serviceaccount:payments:*"
-// matches "system:serviceaccount:payments:api" but not
-// "system:serviceaccount:payments-x:api", and "*" alone matches every subject.
-// Patterns are compiled once, at load. Attribute value patterns and
-// sensitive_audiences use the same syntax.
+// Patterns are anchored at both ends and case-sensitive; every character but '*'
+// matches itself, and there is no escape. What '*' matches depends on the file's
+// top-level `version` key (version: 2, or 1, the default):
+//
+//   - version 2: ':' and '/' separate segments. '*' matches any run of characters
+//     within one segment (none of ':' or '/'), '**' (two or more stars) any run,
+//     separators included. "repo:acme/*" matches "repo:acme/app", not
+//     "repo:acme/app:pull_request" nor "repo:acme/app:environment:prod";
+//     "repo:acme/app:**" matches every subject form of that repository;
+//     "spiffe://td/ns/*/sa/*" one namespace and one service account.
+//   - version 1, the default when the key is absent: '*' matches any run of
+//     characters, ':' and '/' included ('**' is the same as '*'). This is AWS
+//     StringLike, and a trap: "repo:acme/*" matches the pull_request and
+//     environment subjects of every acme repository too. Old files keep this
+//     meaning. Policy.Warnings reports each version 1 file with a '*' pattern
+//     containing ':' or '/' (its first few such patterns), and the review a
+//     crosses_segments finding per allow or admin rule with one.
+//
+// "*" alone matches every subject under version 1, and every subject without ':'
+// or '/' under version 2 ("**" matches all). The version applies per file to
+// subject patterns (rules, actors and admin rules), attribute value patterns and
+// clients; sensitive_audiences, which only the review reads, keep the version 1
+// meaning. Any other value of `version` is an error. Patterns are compiled once, at
+// load (internal/glob).
+//
+// Migrating a file: add `version: 2`, keep '*' where it stands for one segment,
+// write '**' where it must cross (a branch with '/', a SPIFFE path of any depth),
+// and check the result with `stsctl policy test`.
 //
 // # Decisions
 //

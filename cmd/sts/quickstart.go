@@ -189,6 +189,7 @@ log: {level: info, format: text}
 # metrics_listen: 127.0.0.1:9090      # /metrics, /healthz, /readyz over plain HTTP (unset: no metrics)
 `, base, listen, demoUpstreamIssuer),
 		"policy.yaml": fmt.Sprintf(`# Demo issuance policy: workloads of namespace "demo" may get the demo API.
+version: 2   # '*' matches within one ':' or '/' segment, '**' across
 rules:
   - name: demo-to-api
     effect: allow
