@@ -192,10 +192,23 @@
 //
 // Decide is the hot path: rules are indexed by upstream and subject pattern
 // (literal patterns by subject, patterns with a literal prefix by that prefix,
-// patterns starting with '*' in a list), so a decision looks at the rules whose
-// patterns can match, in file order, whatever the size of the policy; static
-// checks run before conditions; and the allow path allocates nothing unless a
-// condition runs. Policy.Explain returns the same Decision with a Trace of every
+// patterns starting with '*' in a list), and then by the first equality term of
+// their condition (below), so a decision looks at the rules that can apply, in
+// file order, whatever the size of the policy; static checks run before
+// conditions; and the allow path allocates nothing unless a condition runs.
+//
+// An equality term is a leading conjunct of a `when` (every conjunct before it in
+// the top-level && chain is one too) of the form workload.attributes["k"] == "v",
+// workload.claims["k"] == "v" (or .k, or "v" == ...), or ... in ["v", "w"]. When the
+// workload has k as a string that is none of the values, the condition is false
+// whatever else it says (CEL's && is false as soon as one operand is), so such a
+// rule is neither looked at nor evaluated. A missing k, or a claim that is not a
+// string, decides nothing: the condition runs as written. So a thousand rules that
+// share subject and audience and differ by `workload.claims.repository ==
+// "acme/app1"` cost what one does; write the equality terms first to benefit. A
+// refusal still looks at every rule the subject matches (without running the
+// conditions the terms settle), to name the nearest one. The indexes change no
+// decision: tests compare them with an evaluation of every rule. Policy.Explain returns the same Decision with a Trace of every
 // rule of the upstream (enforced deny rules, then enforced allow rules, then
 // audit rules) and its verdict: applies, or the first check it failed (subject,
 // expired, trust_domain, attribute, delegated_only, no_delegation, actor, depth,

@@ -117,12 +117,15 @@ func (p *Policy) decide(req *Request, t *tracer) Decision {
 		return Decision{Outcome: DenyNoRule, Reason: reason}
 	}
 	var cands []*rule
-	if t != nil {
+	pruned := false // cands leaves out rules whose condition is false
+	if t != nil || p.bruteForce {
 		cands = ix.all
 	} else {
 		var buf [16]*rule
-		cands = ix.candidates(w.Subject, buf[:0])
+		cands = ix.candidates(w, false, buf[:0])
+		pruned = true
 	}
+	c.bruteForce = p.bruteForce
 
 	var d Decision
 	decided := false
@@ -158,6 +161,11 @@ func (p *Policy) decide(req *Request, t *tracer) Decision {
 		}
 	}
 	if !decided {
+		if pruned {
+			// The refusal names the nearest rule, which may be one whose
+			// condition is false: look at every rule the subject may match.
+			cands = ix.candidates(w, true, nil)
+		}
 		d = refusal(cands, &c)
 	}
 	// Audit rules never change the outcome; they report what they would do.
@@ -203,6 +211,14 @@ type evalCtx struct {
 	scopes  []string
 	// vars binds the variables of conditions; built when the first one runs.
 	vars *celVars
+	// bruteForce: run every condition, without the equality-term shortcut.
+	bruteForce bool
+}
+
+// whenFalse reports whether r's condition is false for this request by one of
+// its equality terms, without running it.
+func (c *evalCtx) whenFalse(r *rule) bool {
+	return !c.bruteForce && len(r.when.terms) > 0 && definitelyFalse(r.when.terms, c.req.Workload)
 }
 
 func (c *evalCtx) celVars() *celVars {
@@ -393,6 +409,9 @@ func (r *rule) evalWhen(c *evalCtx) ruleResult {
 	if r.when == nil {
 		return ruleResult{v: vApplies}
 	}
+	if c.whenFalse(r) {
+		return ruleResult{v: vWhenFalse}
+	}
 	return whenResult(r.when.eval(c.celVars()))
 }
 
@@ -498,6 +517,9 @@ func (r *rule) evalDeny(c *evalCtx) ruleResult {
 		out.scope = c.scopes[i]
 	}
 	if r.when != nil {
+		if c.whenFalse(r) {
+			return ruleResult{v: vWhenFalse}
+		}
 		ok, err := r.when.eval(c.celVars())
 		if err == nil && !ok {
 			return ruleResult{v: vWhenFalse}

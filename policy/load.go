@@ -14,7 +14,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/google/cel-go/cel"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/safeconduct/safeconduct/internal/confcheck"
@@ -132,7 +131,7 @@ type compiler struct {
 	warnings []Problem
 	// programs caches compiled conditions by environment and source, so a
 	// condition repeated over many rules is compiled once.
-	programs map[programKey]cel.Program
+	programs map[programKey]compiled
 	// mode is the glob semantics of the file being compiled (its `version`).
 	mode glob.Mode
 	// crossing counts, per file, the Legacy patterns whose '*' may cross a
@@ -155,7 +154,7 @@ type programKey struct {
 }
 
 func newCompiler() *compiler {
-	return &compiler{byName: make(map[string]located), programs: make(map[programKey]cel.Program), crossing: make(map[string]*crossingPatterns)}
+	return &compiler{byName: make(map[string]located), programs: make(map[programKey]compiled), crossing: make(map[string]*crossingPatterns)}
 }
 
 // problem records a problem at line of file, about the value at path.
@@ -595,7 +594,11 @@ func (c *compiler) when(e *entry, v *yaml.Node, admin bool) *condition {
 		}
 		c.programs[key] = prg
 	}
-	return &condition{src: src, line: line, prg: prg}
+	cond := &condition{src: src, line: line, prg: prg.prg}
+	if !admin {
+		cond.terms = prg.terms
+	}
+	return cond
 }
 
 // ruleKeys are the keys a rule may have. Anything else is an error: a misspelt key
