@@ -157,6 +157,8 @@ type core struct {
 	// tracing exports spans (tracing.go); nil when off.
 	tracing *tracing
 	maxTTL  time.Duration
+	// policyState is the live policy's status (PathPolicyStatus, gauges).
+	policyState *policyState
 }
 
 // policy returns the current issuance policy.
@@ -214,6 +216,8 @@ func newServer(c Config) (*Server, error) {
 		cr.auditLog = slog.New(newAuditHandler(cr.audit, nil)).With(slog.String("log", "audit"))
 	}
 	cr.decider.Store(&c.Decider)
+	cr.policyState = newPolicyState(met.registry)
+	cr.policyState.setLive(c.Decider, c.Now())
 	keys, err := newSigning(cr, c.Keys.ring, clients.authMethods())
 	if err != nil {
 		return nil, err
@@ -260,7 +264,10 @@ func newServer(c Config) (*Server, error) {
 }
 
 // SetPolicy swaps the issuance policy atomically (hot reload).
-func (s *Server) SetPolicy(d Decider) { s.decider.Store(&d) }
+func (s *Server) SetPolicy(d Decider) {
+	s.decider.Store(&d)
+	s.policyState.setLive(d, s.now())
+}
 
 func (s *Server) routes() {
 	mux := http.NewServeMux()

@@ -330,6 +330,13 @@
 // Review.WriteText prints it; it also marshals to JSON. The output is
 // deterministic.
 //
+// # Identity
+//
+// Policy.Digest identifies the policy's content ("sha256:" and the SHA-256 of the
+// sha256sum listing of its files, "HEX  NAME" per line, in order) and Policy.Files
+// each file's SHA-256. The server shows both for the live policy (`/policyz` on
+// its operations listener, `stsctl policy status`, safeconduct_policy_info).
+//
 // # Usage
 //
 //	p, err := policy.Load("policy/base.yaml", "policy/payments.yaml")

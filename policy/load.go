@@ -2,6 +2,8 @@ package policy
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -132,6 +134,8 @@ type compiler struct {
 	// programs caches compiled conditions by environment and source, so a
 	// condition repeated over many rules is compiled once.
 	programs map[programKey]compiled
+	// digests are the SHA-256 of each file compiled, in order.
+	digests []FileDigest
 	// mode is the glob semantics of the file being compiled (its `version`).
 	mode glob.Mode
 	// crossing counts, per file, the Legacy patterns whose '*' may cross a
@@ -178,6 +182,7 @@ func (c *compiler) finish() (*Policy, error) {
 		adminIndex: make(map[string][]*adminRule),
 		sensitive:  c.sensitive,
 		warnings:   c.warnings,
+		digests:    c.digests,
 	}
 	for _, r := range c.admin {
 		for _, u := range r.upstream {
@@ -195,6 +200,8 @@ func (c *compiler) file(name string, data []byte) {
 	}
 	before, sensitive := c.count, len(c.sensitive)
 	c.mode = glob.Legacy
+	sum := sha256.Sum256(data)
+	c.digests = append(c.digests, FileDigest{Name: name, SHA256: hex.EncodeToString(sum[:])})
 	// The document is decoded into a yaml.Node, never straight into Go structs, and
 	// walked by hand: that is how every problem is found in one pass, each with its
 	// line, and how unknown keys, duplicate keys, aliases and values of the wrong

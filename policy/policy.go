@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"time"
@@ -52,6 +54,8 @@ type Policy struct {
 	// sensitive audience patterns, for Review.
 	sensitive []glob.Glob
 	warnings  []Problem
+	// digests identify the files compiled (Digest, Files).
+	digests []FileDigest
 	// bruteForce (tests only) makes Decide look at every rule of the upstream
 	// and run every condition: the reference the indexes must agree with.
 	bruteForce bool
@@ -342,6 +346,36 @@ func attrMap(attrs []attrMatch) map[string]string {
 		m[a.name] = a.pattern.Pattern()
 	}
 	return m
+}
+
+// FileDigest identifies one policy file as it was compiled: its name (as given to
+// Load or ParseFiles) and the SHA-256 of its content, in hex, as sha256sum prints
+// it.
+type FileDigest struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+}
+
+// Files returns the digest of every file of the policy, in order.
+func (p *Policy) Files() []FileDigest {
+	if p == nil {
+		return nil
+	}
+	return slices.Clone(p.digests)
+}
+
+// Digest identifies the policy's content: "sha256:" and the hex SHA-256 of the
+// sha256sum listing of its files, in order ("HEX  NAME\n" per file), so
+// `sha256sum a.yaml b.yaml | sha256sum` run with the same names reproduces it.
+func (p *Policy) Digest() string {
+	if p == nil {
+		return ""
+	}
+	h := sha256.New()
+	for _, f := range p.digests {
+		fmt.Fprintf(h, "%s  %s\n", f.SHA256, f.Name)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }
 
 // Warnings returns what is legal but probably not meant, such as a file that defines

@@ -1,6 +1,8 @@
 package policy_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -130,5 +132,29 @@ func TestVersionErrors(t *testing.T) {
 	}
 	if _, err := policy.Parse("p.yaml", []byte("version: 1\n"+githubRule)); err != nil {
 		t.Errorf("version 1: %v", err)
+	}
+}
+
+func TestDigest(t *testing.T) {
+	a := policy.File{Name: "a.yaml", Data: []byte(githubRule)}
+	b := policy.File{Name: "b.yaml", Data: []byte("rules: []\n")}
+	p, err := policy.ParseFiles(a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// sha256sum a.yaml b.yaml | sha256sum
+	sum := func(data []byte) string { s := sha256.Sum256(data); return hex.EncodeToString(s[:]) }
+	listing := sum(a.Data) + "  a.yaml\n" + sum(b.Data) + "  b.yaml\n"
+	if got, want := p.Digest(), "sha256:"+sum([]byte(listing)); got != want {
+		t.Errorf("Digest() = %s, want %s", got, want)
+	}
+	if f := p.Files(); len(f) != 2 || f[0] != (policy.FileDigest{Name: "a.yaml", SHA256: sum(a.Data)}) || f[1].Name != "b.yaml" {
+		t.Errorf("Files() = %v", f)
+	}
+	// One byte changes it; the same content does not.
+	q, _ := policy.ParseFiles(a, policy.File{Name: "b.yaml", Data: []byte("rules: [] \n")})
+	r, _ := policy.ParseFiles(a, b)
+	if q.Digest() == p.Digest() || r.Digest() != p.Digest() {
+		t.Error("the digest does not follow the content")
 	}
 }
