@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -167,4 +168,52 @@ func TestWhenIndexSkipsConditions(t *testing.T) {
 			}
 		}
 	}
+}
+
+// FuzzWhenIndex: for any attributes and claims a workload carries, the indexed
+// decision equals the brute-force one over a policy of every agreement
+// condition (allow and deny, enforce and audit rules, sharing subjects).
+func FuzzWhenIndex(f *testing.F) {
+	var b strings.Builder
+	b.WriteString("rules:\n")
+	for i, cond := range agreementConditions {
+		for j, effect := range []string{"allow", "deny", "audit"} {
+			mode := ""
+			if effect == "audit" {
+				effect, mode = "allow", "\n    mode: audit"
+			}
+			aud := pick(rand.New(rand.NewPCG(uint64(i), uint64(j))), []string{"a1", "a2"})
+			fmt.Fprintf(&b, "  - name: r%d-%d\n    effect: %s%s\n    upstreams: [u]\n    subjects: [%q]\n    audiences: [%s]\n    when: '%s'\n",
+				i, j, effect, mode, pick(rand.New(rand.NewPCG(uint64(j), uint64(i))), []string{"a:*", "*", "a:b"}), aud, strings.ReplaceAll(cond, "'", "''"))
+		}
+	}
+	p, err := policy.Parse("fuzz.yaml", []byte(b.String()))
+	if err != nil {
+		f.Fatal(err)
+	}
+	brute := policy.BruteForce(p)
+	f.Add("a:b", "prod", "x", []byte(`{"repo":"r1","level":"1"}`), "a1")
+	f.Add("a:x", "dev", "", []byte(`{"repo":1,"level":["1"]}`), "a2")
+	f.Add("a:b", "", "y", []byte(`{"repo":"r2"}`), "a1")
+	f.Fuzz(func(t *testing.T, subject, env, team string, claimsJSON []byte, audience string) {
+		claims := map[string]any{}
+		_ = json.Unmarshal(claimsJSON, &claims)
+		if claims == nil {
+			claims = map[string]any{}
+		}
+		w := &attest.Workload{Upstream: "u", Subject: subject, ID: subject, Attributes: map[string]string{}, Claims: claims}
+		if env != "" {
+			w.Attributes["env"] = env
+		}
+		if team != "" {
+			w.Attributes["team"] = team
+		}
+		if subject == "" {
+			return // refused before any rule
+		}
+		req := policy.Request{Workload: w, Audiences: []string{audience}, Now: testNow}
+		if got, want := p.Decide(req), brute.Decide(req); !reflect.DeepEqual(got, want) {
+			t.Fatalf("indexed %+v\nbrute   %+v", got, want)
+		}
+	})
 }
