@@ -38,7 +38,7 @@ type LimitsConfig struct {
 	MaxInFlight int `yaml:"max_in_flight"`
 	// ShedQueueDelay: while requests wait longer than this before the server gets
 	// to them (kernel socket queue or CPU run queue, see overload.go), a growing
-	// fraction of /token requests is answered 429 at once. Default 50ms; negative
+	// fraction of /token requests is answered 429 at once. Default 20ms; negative
 	// turns shedding off.
 	ShedQueueDelay Duration `yaml:"shed_queue_delay"`
 	// MaxConnections bounds open client connections (default 1024): at the

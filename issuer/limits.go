@@ -3,11 +3,13 @@ package issuer
 import (
 	"bytes"
 	"context"
+	"errors"
 	"hash/maphash"
 	"io"
 	"math"
 	"net/http"
 	"net/netip"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -49,7 +51,7 @@ type Limits struct {
 	// ShedQueueDelay: while requests wait longer than this before the server gets
 	// to them (kernel socket queue or CPU run queue, see overload.go) and the
 	// process uses most of the CPU it may use, a fraction of /token requests is
-	// answered 429 at once. Default 50ms; negative turns shedding off.
+	// answered 429 at once. Default 20ms; negative turns shedding off.
 	ShedQueueDelay time.Duration
 	// MaxConnections bounds open client connections (default 1024, see
 	// conns.go): at the bound the longest idle one is closed to make room, or
@@ -140,6 +142,11 @@ type tokenLimits struct {
 	limitedOvl  prometheus.Counter
 	// limitedBodies counts refusals of maxPendingBodies.
 	limitedBodies prometheus.Counter
+	// pendingBodies counts the requests whose body is being read, on every
+	// connection; maxPending bounds it (the goroutines and buffers of bodies that
+	// come slowly or never).
+	pendingBodies atomic.Int64
+	maxPending    int64
 	// gate sheds while the process is CPU-saturated (nil = off).
 	gate *overloadGate
 	// refusals audits the 429s above, aggregated (ratelimited.go; nil = off).
@@ -158,7 +165,7 @@ func (l *tokenLimits) close() {
 
 func newTokenLimits(c Limits, now func() time.Time, m *metrics) *tokenLimits {
 	c = c.withDefaults()
-	l := &tokenLimits{maxInFlight: int64(c.MaxInFlight)}
+	l := &tokenLimits{maxInFlight: int64(c.MaxInFlight), maxPending: maxPendingTotal(c)}
 	if c.PerIPRPS > 0 {
 		l.perIP = newKeyLimiter[netip.Addr](c.PerIPRPS, c.Burst, maxLimiterKeys, now)
 	}
@@ -197,7 +204,7 @@ func newTokenLimits(c Limits, now func() time.Time, m *metrics) *tokenLimits {
 // gate is /token's (one process, one CPU).
 func newAdminLimits(c Limits, now func() time.Time, m *metrics, gate *overloadGate) *tokenLimits {
 	c = c.withDefaults()
-	l := &tokenLimits{maxInFlight: int64(c.AdminMaxInFlight), proxies: parseProxies(c.TrustedProxies), gate: gate, releasable: true}
+	l := &tokenLimits{maxInFlight: int64(c.AdminMaxInFlight), maxPending: maxPendingTotal(c), proxies: parseProxies(c.TrustedProxies), gate: gate, releasable: true}
 	if c.AdminPerIPRPS > 0 {
 		l.perIP = newKeyLimiter[netip.Addr](c.AdminPerIPRPS, c.AdminBurst, maxLimiterKeys, now)
 	}
@@ -269,7 +276,10 @@ func (l *tokenLimits) wrap(h http.HandlerFunc) http.HandlerFunc {
 			}
 		}
 		if l.gate != nil {
-			if ci, _ := r.Context().Value(connKey{}).(*connIdentity); ci != nil && ci.raw != nil {
+			if r.ProtoMajor == 2 {
+				l.gate.observeMultiplexed()
+			}
+			if ci, _ := r.Context().Value(connKey{}).(*connIdentity); ci != nil && ci.raw != nil && l.gate.wantAge() {
 				if age, ok := kernelQueueAge(ci.raw); ok {
 					l.gate.observe(age)
 				}
@@ -318,30 +328,49 @@ func releaseSlot(ctx context.Context) {
 	}
 }
 
-// maxPendingBodies bounds the requests of one connection whose body is being
-// read (HTTP/2 streams): stalled bodies cost goroutines and buffers, and
-// connections are bounded (conns.go), so their number is too.
-const maxPendingBodies = 4
+// Bodies being read. A connection's first maxPendingBodies requests whose body
+// is still coming wait for it up to bodyTimeout; more on the same connection
+// (HTTP/2 streams) up to crowdedBodyTimeout only, then are answered 429: a
+// client multiplexing many requests sends each body right after its headers (it
+// is only waiting for the server to read it), while stalled bodies cost a
+// goroutine and buffers each. Across connections at most maxPendingTotal are
+// read at once; beyond it a request is answered 429 at once.
+const (
+	maxPendingBodies   = 4
+	crowdedBodyTimeout = 250 * time.Millisecond
+)
+
+// maxPendingTotal is maxPendingBodies for each connection limits allow.
+func maxPendingTotal(c Limits) int64 {
+	conns := c.MaxConnections
+	if conns <= 0 {
+		conns = defaultMaxConnections
+	}
+	return int64(maxPendingBodies) * int64(conns)
+}
 
 // readBody reads r's body (at most maxBodyBytes, within bodyTimeout) and
 // replaces it with what was read, followed by the read's error, if any: the
 // handler sees the same bytes and errors (http.MaxBytesError included) as if it
-// read the connection itself. It answers 429 and returns false when the
-// connection already has maxPendingBodies bodies coming.
+// read the connection itself. It answers 429 and returns false when too many
+// bodies are being read (see maxPendingBodies).
 func (l *tokenLimits) readBody(w http.ResponseWriter, r *http.Request) bool {
 	if r.Body == nil || r.Body == http.NoBody {
 		return true
 	}
+	timeout := bodyTimeout
+	defer l.pendingBodies.Add(-1)
+	if l.pendingBodies.Add(1) > l.maxPending {
+		l.refuseBody(w, r)
+		return false
+	}
 	if ci, _ := r.Context().Value(connKey{}).(*connIdentity); ci != nil {
 		defer ci.pendingBodies.Add(-1)
 		if ci.pendingBodies.Add(1) > maxPendingBodies {
-			l.limitedBodies.Inc()
-			l.refused(limitedConnBodies, r)
-			writeRateLimited(w, time.Second)
-			return false
+			timeout = crowdedBodyTimeout
 		}
 	}
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyTimeout))
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
 	// Sized by Content-Length when the client sent one (one allocation for the
 	// usual form), growing otherwise; MaxBytesReader bounds it either way.
 	size := 512
@@ -365,10 +394,21 @@ func (l *tokenLimits) readBody(w http.ResponseWriter, r *http.Request) bool {
 			break
 		}
 	}
+	if timeout == crowdedBodyTimeout && errors.Is(err, os.ErrDeadlineExceeded) {
+		l.refuseBody(w, r)
+		return false
+	}
 	b := &bufferedBody{data: data, err: err}
 	b.rd.Reset(data)
 	r.Body = b
 	return true
+}
+
+// refuseBody answers 429 for a body that cannot be waited for.
+func (l *tokenLimits) refuseBody(w http.ResponseWriter, r *http.Request) {
+	l.limitedBodies.Inc()
+	l.refused(limitedConnBodies, r)
+	writeRateLimited(w, time.Second)
 }
 
 // bufferedBody is a request body readBody read ahead: its bytes, then the read's

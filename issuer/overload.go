@@ -26,7 +26,9 @@ import (
 //     runtime does not serve connections in arrival order, so the freshest
 //     request says little of the others); elsewhere, or when no request came,
 //     how long goroutines waited runnable for a CPU (runtime/metrics
-//     /sched/latencies:seconds, 90th percentile over the interval).
+//     /sched/latencies:seconds, 90th percentile over the interval); when
+//     HTTP/2 requests came, the larger of the two (their requests wait in the
+//     process, not in the kernel).
 //
 // It steers the fraction of /token requests refused at once with a pre-encoded
 // 429 (which costs a small fraction of an exchange):
@@ -50,7 +52,7 @@ const (
 	schedLatencyMetric = "/sched/latencies:seconds"
 	overloadInterval   = 25 * time.Millisecond
 	// defaultQueueDelay is the wait above which the gate sheds.
-	defaultQueueDelay = 50 * time.Millisecond
+	defaultQueueDelay = 20 * time.Millisecond
 	// overloadMinSamples: fewer scheduling events in an interval say nothing.
 	overloadMinSamples = 50
 	// cpuBusy is the fraction of the CPU the process may use below which it has
@@ -112,8 +114,15 @@ type overloadGate struct {
 	ticks       int
 	lastDelay   float64
 
-	// ages counts the kernel queue ages seen since the last tick, by bucket.
-	ages [ageBuckets]atomic.Uint32
+	// ages counts the kernel queue ages seen since the last tick, by bucket;
+	// sampled, the requests that asked whether to read one (wantAge).
+	ages    [ageBuckets]atomic.Uint32
+	sampled atomic.Int32
+	// multiplexed: an HTTP/2 request came since the last tick. Its connection's
+	// last_data_recv says nothing of its wait (other streams keep the
+	// connection busy), and it waits inside the process, for the goroutines
+	// that read its frames and run its handler: the scheduling latency says it.
+	multiplexed atomic.Bool
 
 	stop chan struct{}
 	once sync.Once
@@ -178,7 +187,10 @@ func (g *overloadGate) close() { g.once.Do(func() { close(g.stop) }) }
 func (g *overloadGate) tick(now time.Time) {
 	delay, haveDelay := g.schedDelay()
 	if age, ok := g.medianAge(); ok {
-		delay, haveDelay = age, true
+		if !g.multiplexed.Swap(false) || !haveDelay || age > delay {
+			delay = age
+		}
+		haveDelay = true
 	}
 	if !haveDelay {
 		delay = 0
@@ -235,6 +247,16 @@ func (g *overloadGate) cpuUse(now time.Time) (float64, bool) {
 	return float64(used-old.used) / float64(elapsed) / g.cores, true
 }
 
+// maxAgeSamples: the queue ages read per interval. A median needs no more, and
+// each read is a system call that the refusals under overload would pay.
+const maxAgeSamples = 32
+
+// wantAge reports whether to read this request's queue age.
+func (g *overloadGate) wantAge() bool { return g.sampled.Add(1) <= maxAgeSamples }
+
+// observeMultiplexed records an HTTP/2 request (see multiplexed).
+func (g *overloadGate) observeMultiplexed() { g.multiplexed.Store(true) }
+
 // observe records the kernel queue age of a request.
 func (g *overloadGate) observe(age time.Duration) {
 	i := min(ageBuckets-1, max(0, int(age.Seconds()*ageResolution/g.target)))
@@ -244,6 +266,7 @@ func (g *overloadGate) observe(age time.Duration) {
 // medianAge is the median of the ages observed since the last call, in seconds
 // (the middle of its bucket), and resets the count.
 func (g *overloadGate) medianAge() (float64, bool) {
+	g.sampled.Store(0)
 	var counts [ageBuckets]uint32
 	var n uint32
 	for i := range g.ages {

@@ -495,3 +495,42 @@ func BenchmarkShed(b *testing.B) {
 		b.Fatalf("status %d", w.status)
 	}
 }
+
+// TestOverloadGateMultiplexed: HTTP/2 requests wait in the process, not in the
+// kernel (their connection's last data is always fresh): while they come and
+// the CPU is busy, the scheduling delay steers the gate even though their
+// queue ages are short; HTTP/1.1 requests with the same short ages do not.
+func TestOverloadGateMultiplexed(t *testing.T) {
+	for _, h2 := range []bool{true, false} {
+		s := newGateSim(20*time.Millisecond, 1)
+		var shed float64
+		for range 40 {
+			s.sched[2] += 1000 // goroutines waited 50 ms or more
+			if h2 {
+				s.g.observeMultiplexed()
+			}
+			shed = s.step(1, time.Millisecond, 2*time.Millisecond)
+		}
+		if h2 && shed == 0 {
+			t.Error("HTTP/2 requests queued in the process on a busy CPU: nothing shed")
+		}
+		if !h2 && shed != 0 {
+			t.Errorf("HTTP/1.1 requests served on arrival: shed %v", shed)
+		}
+	}
+}
+
+// TestOverloadGateSamplesAges: at most maxAgeSamples queue ages are read per
+// interval (each is a system call), and the next interval reads again.
+func TestOverloadGateSamplesAges(t *testing.T) {
+	g := newOverloadGate(50 * time.Millisecond)
+	for i := range 3 * maxAgeSamples {
+		if got, want := g.wantAge(), i < maxAgeSamples; got != want {
+			t.Fatalf("request %d: wantAge %v, want %v", i, got, want)
+		}
+	}
+	g.medianAge() // the tick
+	if !g.wantAge() {
+		t.Fatal("no age read in the next interval")
+	}
+}

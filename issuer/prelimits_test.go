@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -59,10 +60,11 @@ func TestAdminPreLimits(t *testing.T) {
 	}
 }
 
-// TestPendingBodiesPerConnection: one HTTP/2 connection has at most
-// maxPendingBodies requests whose body is still coming; more are answered 429
-// at once (their goroutines and buffers are bounded with the connections),
-// other connections are served.
+// TestPendingBodiesPerConnection: one HTTP/2 connection may have
+// maxPendingBodies requests whose body is stalled; requests beyond them on the
+// same connection whose body comes at once (a client multiplexing exchanges)
+// are served, and those whose body does not come within crowdedBodyTimeout are
+// answered 429 (not kept for bodyTimeout); other connections are served.
 func TestPendingBodiesPerConnection(t *testing.T) {
 	ts := startSTS(t, stsOptions{extra: "limits: {shed_queue_delay: -1s}\n"})
 	addr := ts.serve(t)
@@ -80,32 +82,38 @@ func TestPendingBodiesPerConnection(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var stalled sync.WaitGroup
 	defer func() { cancel(); stalled.Wait() }()
-	// maxPendingBodies requests whose body never comes; one refused because a
-	// request below was coming at the same time tries again.
+	// stall sends a request whose body never comes and returns its status (0
+	// when cancelled).
+	stall := func() int {
+		body, w := io.Pipe()
+		defer w.Close()
+		stop := context.AfterFunc(ctx, func() { w.Close() })
+		defer stop()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+PathToken, body)
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := h2.Do(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	// maxPendingBodies stalled requests, kept stalled: one answered 429 because
+	// others were coming at the same time tries again.
 	for range maxPendingBodies {
 		stalled.Go(func() {
 			for i := 0; i < 200 && ctx.Err() == nil; i++ {
-				body, w := io.Pipe()
-				stop := context.AfterFunc(ctx, func() { w.Close() })
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+PathToken, body)
-				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-				resp, err := h2.Do(req)
-				stop()
-				w.Close()
-				if err != nil {
+				if stall() != http.StatusTooManyRequests {
 					return
 				}
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusTooManyRequests {
-					return
-				}
-				time.Sleep(5 * time.Millisecond)
 			}
 		})
 	}
+	waitUntil(t, "the stalled bodies", func() bool { return ts.srv.limits.pendingBodies.Load() >= maxPendingBodies })
+
+	// Exchanges multiplexed on the crowded connection are served.
 	form := ts.form(ts.a.Token(t, payments)).Encode()
-	refused := false
-	for deadline := time.Now().Add(5 * time.Second); !refused && time.Now().Before(deadline); {
+	for range 3 {
 		resp, err := h2.Post("https://"+addr+PathToken, "application/x-www-form-urlencoded", strings.NewReader(form))
 		if err != nil {
 			t.Fatal(err)
@@ -114,11 +122,14 @@ func TestPendingBodiesPerConnection(t *testing.T) {
 		if resp.ProtoMajor != 2 {
 			t.Fatalf("protocol %s, want HTTP/2", resp.Proto)
 		}
-		refused = resp.StatusCode == http.StatusTooManyRequests
-		time.Sleep(10 * time.Millisecond)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("exchange beside %d stalled bodies on its connection: %d", maxPendingBodies, resp.StatusCode)
+		}
 	}
-	if !refused {
-		t.Fatalf("a connection with %d bodies coming was given another request", maxPendingBodies)
+	// One more stalled body on it is answered 429 (after crowdedBodyTimeout; a
+	// body timing out after bodyTimeout would be a 400).
+	if code := stall(); code != http.StatusTooManyRequests {
+		t.Fatalf("a stalled body beyond %d on one connection: %d, want 429", maxPendingBodies, code)
 	}
 	// Another connection is served.
 	h1 := &http.Client{Transport: ts.hs.Client().Transport.(*http.Transport).Clone(), Timeout: 10 * time.Second}
@@ -129,5 +140,34 @@ func TestPendingBodiesPerConnection(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("exchange on another connection: %d", resp.StatusCode)
+	}
+}
+
+// TestPendingBodiesBound: across connections at most maxPending bodies are read
+// at once; beyond it a request is answered 429 at once, and a finished read
+// gives its place back.
+func TestPendingBodiesBound(t *testing.T) {
+	m := newMetrics()
+	l := newTokenLimits(Limits{MaxConnections: 1, ShedQueueDelay: -1}, time.Now, m)
+	defer l.close()
+	if l.maxPending != maxPendingBodies {
+		t.Fatalf("maxPending %d with one connection, want %d", l.maxPending, maxPendingBodies)
+	}
+	read := func() (bool, int) {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodPost, PathToken, strings.NewReader("grant_type=x"))
+		ok := l.readBody(w, r)
+		return ok, w.Code
+	}
+	l.pendingBodies.Store(l.maxPending) // that many bodies are coming elsewhere
+	if ok, code := read(); ok || code != http.StatusTooManyRequests {
+		t.Fatalf("body beyond the bound: read %v, status %d; want refused with 429", ok, code)
+	}
+	l.pendingBodies.Store(l.maxPending - 1)
+	if ok, _ := read(); !ok {
+		t.Fatal("body within the bound refused")
+	}
+	if n := l.pendingBodies.Load(); n != l.maxPending-1 {
+		t.Fatalf("pending bodies %d after the read, want %d", n, l.maxPending-1)
 	}
 }

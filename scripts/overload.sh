@@ -33,6 +33,12 @@
 #                           by default) and cover rate x latency, or stsbench
 #                           saturates first (reported as "not sent")
 #   MAX_OUTSTANDING=$POOL   open-loop bound on requests sent or waiting
+#   HTTP2=0                 N > 0: the client speaks HTTP/2 over N connections
+#                           (the pool's workers share them, their requests
+#                           multiplexed as streams; the capacity run uses
+#                           min(N, CLOSED_CONCURRENCY)), as Go, gRPC-era and
+#                           browser clients do; 0: HTTP/1.1, one request per
+#                           connection at a time, as curl and Python's requests do
 #   ARRIVALS=poisson        or uniform
 #   MAX_IN_FLIGHT=          the STS's limits.max_in_flight (default: its own)
 #   SHED_QUEUE_DELAY=       the STS's limits.shed_queue_delay (default: its own,
@@ -48,9 +54,10 @@
 #                           machine this keeps the STS, not stsbench, the
 #                           bottleneck: e.g. SERVER_CPUS=0 SERVER_CPU_QUOTA=50
 #   PRIORITY=0              1: on a machine shared with other work, run both
-#                           processes at nice -10 and give the STS's cgroup
-#                           (SERVER_CPU_QUOTA) the highest CPU weight, so that
-#                           the quota is a budget the STS gets, not only a limit
+#                           processes at nice -20 and give the STS's cgroup
+#                           (SERVER_CPU_QUOTA) and one for stsbench the highest
+#                           CPU weight, so that the quota is a budget the STS
+#                           gets, not only a limit, and the generator keeps up
 #                           (needs root; the figures then say what the STS does
 #                           with that budget, not what the neighbours leave it)
 #   KEEP=0                  1: keep the temporary directory
@@ -85,21 +92,24 @@ server_pin=() bench_pin=()
 [[ -n $SERVER_CPUS ]] && server_pin=(taskset -c "$SERVER_CPUS")
 [[ -n $BENCH_CPUS ]] && bench_pin=(taskset -c "$BENCH_CPUS")
 if [[ $PRIORITY == 1 ]]; then
-  server_pin=(nice -n -10 "${server_pin[@]}")
-  bench_pin=(nice -n -10 "${bench_pin[@]}")
+  server_pin=(nice -n -20 "${server_pin[@]}")
+  bench_pin=(nice -n -20 "${bench_pin[@]}")
 fi
 POOL=${POOL:-1024}
+HTTP2=${HTTP2:-0}
 MAX_OUTSTANDING=${MAX_OUTSTANDING:-$POOL}
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/safeconduct-overload.XXXXXX")
 pid=""
 cgroup=""
+bench_cgroup=""
 cleanup() {
   if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   fi
   [[ -n $cgroup ]] && rmdir "$cgroup" 2>/dev/null || true
+  [[ -n $bench_cgroup ]] && rmdir "$bench_cgroup" 2>/dev/null || true
   if [[ $KEEP == 1 ]]; then
     echo "overload.sh: kept $tmp (closed.json, open.json, metrics-*.txt, sts.log, qs/)" >&2
   else
@@ -160,6 +170,19 @@ if [[ -n $SERVER_CPU_QUOTA ]]; then
     exit 2
   fi
 fi
+if [[ $PRIORITY == 1 ]]; then
+  # stsbench's own cgroup, no quota, the highest weight: it runs in it (the
+  # wrapper shell moves itself in, then execs it).
+  if [[ -w /sys/fs/cgroup/cpu ]]; then
+    bench_cgroup=/sys/fs/cgroup/cpu/safeconduct-overload-bench-$$
+    mkdir "$bench_cgroup" && echo 262144 >"$bench_cgroup/cpu.shares"
+    bench_pin=(sh -c 'echo $$ >"$0/tasks" && exec "$@"' "$bench_cgroup" "${bench_pin[@]}")
+  elif [[ -w /sys/fs/cgroup/cgroup.subtree_control ]]; then
+    bench_cgroup=/sys/fs/cgroup/safeconduct-overload-bench-$$
+    mkdir "$bench_cgroup" && echo 10000 >"$bench_cgroup/cpu.weight"
+    bench_pin=(sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$bench_cgroup" "${bench_pin[@]}")
+  fi
+fi
 echo "STS pid $pid at $base${SERVER_CPU_QUOTA:+, CPU quota $SERVER_CPU_QUOTA%}${MAX_IN_FLIGHT:+, max_in_flight $MAX_IN_FLIGHT}${SHED_QUEUE_DELAY:+, shed_queue_delay $SHED_QUEUE_DELAY}${SERVER_CPUS:+, CPUs $SERVER_CPUS}" >&2
 
 common=(--quickstart "$qs" --sts "$base" --pid "$pid" --warmup "$WARMUP" --tokens "$TOKENS" --json)
@@ -180,7 +203,8 @@ bench() {
 }
 
 echo "capacity: closed loop, $CLOSED_CONCURRENCY connections, $CAPACITY_DURATION" >&2
-bench closed --concurrency "$CLOSED_CONCURRENCY" --duration "$CAPACITY_DURATION"
+bench closed --concurrency "$CLOSED_CONCURRENCY" --duration "$CAPACITY_DURATION" \
+  --http2 "$((HTTP2 < CLOSED_CONCURRENCY ? HTTP2 : CLOSED_CONCURRENCY))"
 capacity=$(jq -r '.throughput_ok_per_s' "$tmp/closed.json")
 rate=$(jq -n --argjson c "$capacity" --argjson f "$FACTOR" '$c * $f | floor')
 if ((rate < 1)); then
@@ -192,10 +216,12 @@ metrics() { curl -fsS "http://$METRICS_LISTEN/metrics" >"$tmp/$1"; }
 # metric FILE SERIES: the value of SERIES (name{labels} exactly) in FILE, 0 if absent.
 metric() { awk -v k="$2" '$1 == k { v = $2 } END { print v + 0 }' "$tmp/$1"; }
 
-echo "overload: open loop, $rate/s ($FACTOR x capacity, $ARRIVALS), $POOL connections, $DURATION" >&2
+proto="$POOL HTTP/1.1 connections"
+((HTTP2 > 0)) && proto="$POOL workers on $HTTP2 HTTP/2 connections"
+echo "overload: open loop, $rate/s ($FACTOR x capacity, $ARRIVALS), $proto, $DURATION" >&2
 metrics metrics-before.txt
 bench open --rate "$rate" --arrivals "$ARRIVALS" --concurrency "$POOL" \
-  --max-outstanding "$MAX_OUTSTANDING" --duration "$DURATION"
+  --max-outstanding "$MAX_OUTSTANDING" --duration "$DURATION" --http2 "$HTTP2"
 metrics metrics-after.txt
 # Recovery: how long after the open-loop run the overload gate's shed ratio is 0
 # again (read every 100 ms, for up to 3 s).
@@ -214,14 +240,16 @@ ms='(. / 10 | round) / 100'
 jq -r --argjson cap "$capacity" "
   def ms: $ms;
   def pct(a; b): if b > 0 then (a * 100 / b | round) else 0 end;
-  \"capacity (closed loop, \(.concurrency) connections): \(\$cap | round) ok/s, p99 \(.latency_us.p99 | ms) ms, \" +
+  def conns: if .http2_connections then \"\(.concurrency) workers on \(.http2_connections) HTTP/2 connections\" else \"\(.concurrency) HTTP/1.1 connections\" end;
+  \"capacity (closed loop, \(conns)): \(\$cap | round) ok/s, p99 \(.latency_us.p99 | ms) ms, \" +
     \"server \(.server_cpu.per_request_us | round) µs CPU per exchange\"
 " "$tmp/closed.json"
 jq -r --argjson cap "$capacity" "
   def ms: $ms;
   def pct(a; b): if b > 0 then (a * 100 / b | round) else 0 end;
+  def conns: if .http2_connections then \"\(.concurrency) workers on \(.http2_connections) HTTP/2 connections\" else \"\(.concurrency) HTTP/1.1 connections\" end;
   .open_loop as \$o |
-  \"offered (open loop, \(\$o.arrivals), \(.concurrency) connections): \(\$o.rate_per_s | round)/s target, \" +
+  \"offered (open loop, \(\$o.arrivals), \(conns)): \(\$o.rate_per_s | round)/s target, \" +
     \"\(\$o.offered_per_s | round)/s scheduled, \(\$o.sent) sent, \(\$o.not_sent_client_saturated) not sent (client saturated), \" +
     \"send delay p99 \(\$o.send_delay_us.p99 | ms) ms\",
   \"admitted (200): \(.throughput_ok_per_s | round)/s (\(pct(.throughput_ok_per_s; \$cap))% of capacity), \" +

@@ -77,10 +77,23 @@ var errFailFast = errors.New("fail fast")
 
 func newBench(tokenURL string, o *options, bodies []string) (*bench, error) {
 	b := &bench{url: tokenURL, o: o, bodies: bodies}
-	for i := range o.concurrency {
-		c, err := newClient(o.cacert, o.allowRemote)
+	var shared []*http.Client // --http2
+	for range o.http2Conns {
+		c, err := newClient(o.cacert, o.allowRemote, true)
 		if err != nil {
 			return nil, err
+		}
+		shared = append(shared, c)
+	}
+	for i := range o.concurrency {
+		var c *http.Client
+		if len(shared) > 0 {
+			c = shared[i%len(shared)]
+		} else {
+			var err error
+			if c, err = newClient(o.cacert, o.allowRemote, false); err != nil {
+				return nil, err
+			}
 		}
 		budget := o.maxRequests / int64(o.concurrency)
 		if int64(i) < o.maxRequests%int64(o.concurrency) {
@@ -94,9 +107,11 @@ func newBench(tokenURL string, o *options, bodies []string) (*bench, error) {
 	return b, nil
 }
 
-// newClient is an HTTP client for one worker: one HTTP/1.1 keep-alive connection,
-// no proxy, no redirects, dials to loopback addresses only unless allowRemote.
-func newClient(cacert string, allowRemote bool) (*http.Client, error) {
+// newClient is an HTTP client with one keep-alive connection: HTTP/1.1 for one
+// worker, or with h2 HTTP/2 for the workers that share it (their requests are
+// streams of that connection); no proxy, no redirects, dials to loopback
+// addresses only unless allowRemote.
+func newClient(cacert string, allowRemote, h2 bool) (*http.Client, error) {
 	c, err := stsclient.HTTPClient(cacert, requestTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("--cacert: %w", err)
@@ -110,7 +125,11 @@ func newClient(cacert string, allowRemote bool) (*http.Client, error) {
 	tr.DialContext = d.DialContext
 	tr.ForceAttemptHTTP2 = false
 	tr.Protocols = new(http.Protocols)
-	tr.Protocols.SetHTTP1(true)
+	if h2 {
+		tr.Protocols.SetHTTP2(true)
+	} else {
+		tr.Protocols.SetHTTP1(true)
+	}
 	tr.MaxConnsPerHost = 1
 	tr.MaxIdleConnsPerHost = 1
 	tr.MaxIdleConns = 1
@@ -187,6 +206,7 @@ func (b *bench) collect(wall time.Duration) *result {
 		Mode:        modeClosed,
 		URL:         b.url,
 		Concurrency: b.o.concurrency,
+		HTTP2Conns:  b.o.http2Conns,
 		Tokens:      len(b.bodies),
 		WarmupS:     b.o.warmup.Seconds(),
 		DurationS:   wall.Seconds(),

@@ -31,6 +31,7 @@ const (
 const (
 	maxTokens      = 100_000
 	maxConcurrency = 1024
+	maxHTTP2Conns  = 256 // --http2
 	maxDuration    = 30 * time.Minute
 	maxRate        = 1_000_000 // arrivals per second (--rate)
 	maxOutstanding = 100_000   // --max-outstanding
@@ -55,6 +56,7 @@ type options struct {
 	keyFile, issuer, kid, upAudience, subjPref string
 	audience, scope                            string
 	tokens, concurrency                        int
+	http2Conns                                 int
 	duration, warmup                           time.Duration
 	maxRequests                                int64
 	pid                                        int
@@ -161,6 +163,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, int) {
 	fs.IntVar(&o.tokens, "tokens", 1000, fmt.Sprintf("number of distinct subject tokens, used round robin (1..%d)", maxTokens))
 	fs.IntVar(&o.concurrency, "concurrency", 8, fmt.Sprintf("closed loop: workers, each with its own keep-alive connection; "+
 		"open loop: the connection pool, each connection carrying one request at a time (1..%d; default with --rate: %d)", maxConcurrency, openConcurrency))
+	fs.IntVar(&o.http2Conns, "http2", 0, fmt.Sprintf("`N` > 0: the workers share N HTTP/2 connections (worker i uses connection i mod N, "+
+		"its requests multiplexed as streams) instead of one HTTP/1.1 connection each (0..%d)", maxHTTP2Conns))
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured window; no request starts after it (at most "+maxDuration.String()+")")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "unrecorded load before the measured window (at most "+maxWarmup.String()+")")
 	fs.Int64Var(&o.maxRequests, "max-requests", 5_000_000, "at most this many requests in the measured window (and as many during warmup)")
@@ -236,6 +240,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, int) {
 		return usage("--tokens must be 1..%d", maxTokens)
 	case o.concurrency < 1 || o.concurrency > maxConcurrency:
 		return usage("--concurrency must be 1..%d", maxConcurrency)
+	case o.http2Conns < 0 || o.http2Conns > min(maxHTTP2Conns, o.concurrency):
+		return usage("--http2 must be 0..%d and at most --concurrency", maxHTTP2Conns)
 	case o.duration <= 0 || o.duration > maxDuration:
 		return usage("--duration must be in (0, %s]", maxDuration)
 	case o.warmup < 0 || o.warmup > maxWarmup:
@@ -275,7 +281,8 @@ const (
 type result struct {
 	Mode        runMode    `json:"mode"`
 	URL         string     `json:"url"`
-	Concurrency int        `json:"concurrency"` // closed: workers; open: connection pool
+	Concurrency int        `json:"concurrency"`                 // closed: workers; open: connection pool
+	HTTP2Conns  int        `json:"http2_connections,omitempty"` // --http2: the workers' shared HTTP/2 connections
 	Tokens      int        `json:"tokens"`
 	WarmupS     float64    `json:"warmup_s"`
 	DurationS   float64    `json:"duration_s"` // measured wall time, last response included

@@ -316,6 +316,9 @@ func TestOpenLoopUsage(t *testing.T) {
 		{"--quickstart", dir, "--rate", "100", "--max-outstanding", "1000000"},
 		{"--quickstart", dir, "--arrivals", "uniform"},
 		{"--quickstart", dir, "--max-outstanding", "10"},
+		{"--quickstart", dir, "--http2", "-1"},
+		{"--quickstart", dir, "--http2", "9"}, // more than the 8 workers
+		{"--quickstart", dir, "--rate", "100", "--concurrency", "1000", "--http2", "300"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := run(args, &stdout, &stderr); code != 2 {
@@ -333,5 +336,52 @@ func TestOpenLoopUsage(t *testing.T) {
 	o, code = parseFlags([]string{"--quickstart", dir}, &bytes.Buffer{})
 	if code != -1 || o.concurrency != 8 || o.rate != 0 {
 		t.Errorf("closed-loop defaults: %+v, %d", o, code)
+	}
+}
+
+// TestHTTP2SharedConnections: with --http2 N the workers speak HTTP/2 over N
+// connections (worker i on connection i mod N); without it each worker has its
+// own HTTP/1.1 connection.
+func TestHTTP2SharedConnections(t *testing.T) {
+	type seen struct {
+		proto int
+		peer  string
+	}
+	got := make(chan seen, 64)
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- seen{r.ProtoMajor, r.RemoteAddr}
+		answer(w, r)
+	}))
+	hs.EnableHTTP2 = true
+	hs.StartTLS()
+	t.Cleanup(hs.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hs.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ http2, proto, peers int }{{2, 2, 2}, {0, 1, 4}} {
+		o := testOptions(ca)
+		o.concurrency, o.http2Conns = 4, tc.http2
+		b, err := newBench(hs.URL+"/token", o, []string{"case=ok"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		peers := map[string]bool{}
+		for _, w := range b.workers {
+			if out, kind := w.exchange(context.Background(), b.url, "case=ok"); out != admitted {
+				t.Fatalf("--http2 %d: %v %s", tc.http2, out, kind)
+			}
+			s := <-got
+			if s.proto != tc.proto {
+				t.Errorf("--http2 %d: HTTP/%d, want HTTP/%d", tc.http2, s.proto, tc.proto)
+			}
+			peers[s.peer] = true
+		}
+		for _, w := range b.workers {
+			w.client.CloseIdleConnections()
+		}
+		if len(peers) != tc.peers {
+			t.Errorf("--http2 %d: %d connections for 4 workers, want %d", tc.http2, len(peers), tc.peers)
+		}
 	}
 }
