@@ -11,9 +11,7 @@
 //     included. "repo:acme/*" matches "repo:acme/app" only; "repo:acme/**" is the
 //     old meaning.
 //
-// Patterns are compiled once; matching never allocates (Segments patterns of more
-// than 255 bytes between their first and last star excepted) and never
-// backtracks.
+// Patterns are compiled once; matching never allocates and never backtracks.
 //
 //	g := glob.CompileMode("system:serviceaccount:payments:*", glob.Segments)
 //	g.Match("system:serviceaccount:payments:api")   // true

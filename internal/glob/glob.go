@@ -1,7 +1,6 @@
 package glob
 
 import (
-	"math/bits"
 	"strings"
 )
 
@@ -42,9 +41,10 @@ func indexSep(s string) int {
 // Glob is a compiled pattern (see the package documentation). The zero Glob is the
 // empty literal pattern.
 //
-// Matching never allocates (but for Segments patterns whose text between the first
-// and the last star is longer than 255 bytes) and runs in O(len(pattern) *
-// len(subject)) at worst, without backtracking.
+// Matching never allocates and never backtracks: Legacy patterns place their
+// literals leftmost; Segments patterns cut the subject at its separators, and
+// around '**' place each run between them where it ends earliest (chunks.go). The
+// cost is O(len(pattern) * len(subject)) at worst.
 type Glob struct {
 	pattern string
 	mode    Mode
@@ -55,33 +55,21 @@ type Glob struct {
 	// (Legacy).
 	prefix, suffix string
 	middle         []string
-	// Segments: the pattern from its first to its last star, as tokens for the
-	// NFA; simple is set when that is one '*' (simpleStar) or one '**'
-	// (simpleAny), which need no NFA.
-	toks   []tok
+	// Segments: simple is set when the text from the first to the last star is
+	// one '*' (simpleStar) or one '**' (simpleAny).
 	simple uint8
 	// Segments without '**': the pattern cut at its separators into pieces (each
 	// a Legacy glob, which cannot meet a separator) and the separators in order.
 	pieces []Glob
 	seps   string
+	// Segments with '**': the pattern cut at its runs of two or more stars.
+	chunks []chunk
 }
 
 const (
 	simpleNone uint8 = iota
 	simpleStar
 	simpleAny
-)
-
-// tok is one token of a Segments pattern: a literal byte, '*' or '**'.
-type tok struct {
-	kind uint8
-	b    byte
-}
-
-const (
-	tokLit uint8 = iota
-	tokStar
-	tokAny
 )
 
 // Compile compiles pattern with Legacy semantics. Every string is a valid pattern.
@@ -101,28 +89,11 @@ func CompileMode(pattern string, mode Mode) Glob {
 	g.suffix = pattern[last+1:]
 	mid := pattern[first : last+1]
 	if mode == Segments {
-		for i := 0; i < len(mid); {
-			if mid[i] != '*' {
-				g.toks = append(g.toks, tok{kind: tokLit, b: mid[i]})
-				i++
-				continue
-			}
-			j := i
-			for j < len(mid) && mid[j] == '*' {
-				j++
-			}
-			k := tokStar
-			if j-i > 1 {
-				k = tokAny
-			}
-			g.toks = append(g.toks, tok{kind: k})
-			i = j
-		}
-		if len(g.toks) == 1 {
+		switch {
+		case mid == "*":
 			g.simple = simpleStar
-			if g.toks[0].kind == tokAny {
-				g.simple = simpleAny
-			}
+		case strings.Trim(mid, "*") == "" && len(mid) > 1:
+			g.simple = simpleAny
 		}
 		if !strings.Contains(pattern, "**") {
 			// A '*' matches no separator, so the subject's separators must be
@@ -137,6 +108,19 @@ func CompileMode(pattern string, mode Mode) Glob {
 				g.pieces = append(g.pieces, Compile(rest[:i]))
 				g.seps += rest[i : i+1]
 				rest = rest[i+1:]
+			}
+			return g
+		}
+		for i := 0; ; {
+			j := strings.Index(pattern[i:], "**")
+			if j < 0 {
+				g.chunks = append(g.chunks, newChunk(pattern[i:]))
+				break
+			}
+			g.chunks = append(g.chunks, newChunk(pattern[i:i+j]))
+			i += j
+			for i < len(pattern) && pattern[i] == '*' {
+				i++
 			}
 		}
 		return g
@@ -168,7 +152,7 @@ func (g *Glob) Match(s string) bool {
 		case g.pieces != nil:
 			return g.matchPieces(s)
 		}
-		return g.matchNFA(mid)
+		return g.matchChunks(s)
 	}
 	s = s[len(g.prefix) : len(s)-len(g.suffix)]
 	// The prefix and suffix are pinned; each middle segment is then taken at its
@@ -204,71 +188,6 @@ func (g *Glob) matchPieces(s string) bool {
 		}
 	}
 	return true
-}
-
-// matchNFA runs the tokens (which start and end with a star) over s as a
-// nondeterministic automaton: state i means "tokens [0, i) matched". Runs of stars
-// are one token, so a star is never followed by a star and the empty-match closure
-// is one step. Every step costs one operation per live state.
-func (g *Glob) matchNFA(s string) bool {
-	n := len(g.toks) + 1 // states
-	words := (n + 63) / 64
-	var bufA, bufB [4]uint64
-	var cur, next []uint64
-	if words <= len(bufA) {
-		cur, next = bufA[:words], bufB[:words]
-	} else {
-		cur, next = make([]uint64, words), make([]uint64, words)
-	}
-	// State 0 is a star (the tokens start with one): it may match nothing.
-	cur[0] = 1
-	g.closure(cur)
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		clear(next)
-		alive := false
-		for w, word := range cur {
-			for word != 0 {
-				b := bits.TrailingZeros64(word)
-				word &^= 1 << b
-				st := w*64 + b
-				if st == len(g.toks) {
-					continue // accepting, with input left
-				}
-				t := g.toks[st]
-				switch {
-				case t.kind == tokAny, t.kind == tokStar && !isSep(c):
-					next[w] |= 1 << b
-					alive = true
-				case t.kind == tokLit && t.b == c:
-					next[(st+1)/64] |= 1 << ((st + 1) % 64)
-					alive = true
-				}
-			}
-		}
-		if !alive {
-			return false
-		}
-		g.closure(next)
-		cur, next = next, cur
-	}
-	last := len(g.toks)
-	return cur[last/64]&(1<<(last%64)) != 0
-}
-
-// closure adds, for every live star state, the state after it (the star matching
-// nothing more).
-func (g *Glob) closure(set []uint64) {
-	for w, word := range set {
-		for word != 0 {
-			b := bits.TrailingZeros64(word)
-			word &^= 1 << b
-			st := w*64 + b
-			if st < len(g.toks) && g.toks[st].kind != tokLit {
-				set[(st+1)/64] |= 1 << ((st + 1) % 64)
-			}
-		}
-	}
 }
 
 // Pattern returns the source pattern.

@@ -215,6 +215,21 @@ func TestGlobSegments(t *testing.T) {
 			match:   []string{"a:b", "a:b:c", ":"},
 			noMatch: []string{"ab", "a:b/c"},
 		},
+		{
+			pattern: "a**b**c",
+			match:   []string{"abc", "a:b/c", "a-x:yb:c", "abbc"},
+			noMatch: []string{"ab", "a:c", "xabc"},
+		},
+		{
+			pattern: "x:*:**:y*z:*",
+			match:   []string{"x:a::yz:", "x:a:b/c:yQz:w", "x::q:yz:yz:k"},
+			noMatch: []string{"x:a:yz:w", "x:a:b:yz:w/v", "x:a/b:c:yz:w"},
+		},
+		{
+			pattern: "**/sa/*-a*b",
+			match:   []string{"ns/x/sa/q-ab", "/sa/-aXb", "/sa/x/sa/q-ab"},
+			noMatch: []string{"/sa/q-ab/c", "/sa/q-ba", "/sa/a/-ab"},
+		},
 	}
 	for _, tt := range tests {
 		g := CompileMode(tt.pattern, Segments)
@@ -238,9 +253,12 @@ func TestGlobSegments(t *testing.T) {
 }
 
 func TestGlobSegmentsLong(t *testing.T) {
-	// More than 255 tokens between the stars: the NFA's state set is on the heap.
+	// A long pattern with '**' and separators between the stars.
 	mid := strings.Repeat("ab:", 200)
 	g := CompileMode("x*"+mid+"*y", Segments)
+	if d := CompileMode("x**"+mid+"*y", Segments); !d.Match("xq:r"+mid+"zy") || d.Match("xq:r"+mid+"z:y") {
+		t.Error("long '**' pattern")
+	}
 	if !g.Match("xq" + mid + "zy") {
 		t.Error("long pattern should match")
 	}
