@@ -670,7 +670,7 @@ func oneLine(s string) string {
 // rule the caller most likely meant.
 func refusal(cands []*rule, c *evalCtx) Decision {
 	w := c.req.Workload
-	var results []ruleOutcome
+	results := make([]ruleOutcome, 0, len(cands))
 	best := stageSubject
 	for _, r := range cands {
 		if r.deny || r.audit {

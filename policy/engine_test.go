@@ -576,6 +576,22 @@ func BenchmarkDecideConditions(b *testing.B) {
 				b.ReportAllocs()
 				medianLoop(b, func() { p.Decide(req) })
 			})
+			if form == "claim" {
+				// A repository no rule names: the refusal looks at every rule of
+				// the subject to name the nearest (without running conditions the
+				// terms settle), so it grows with n.
+				other := *w
+				other.Claims = map[string]any{"repository": "acme/unknown", "ref": "refs/heads/main"}
+				refused := req
+				refused.Workload = &other
+				if d := p.Decide(refused); d.Allowed() {
+					b.Fatal("unknown repository allowed")
+				}
+				b.Run(fmt.Sprintf("%s/rules=%d/refused", form, n), func(b *testing.B) {
+					b.ReportAllocs()
+					medianLoop(b, func() { p.Decide(refused) })
+				})
+			}
 		}
 	}
 }
