@@ -206,9 +206,11 @@
 // string, decides nothing: the condition runs as written. So a thousand rules that
 // share subject and audience and differ by `workload.claims.repository ==
 // "acme/app1"` cost what one does; write the equality terms first to benefit. A
-// refusal still looks at every rule the subject matches (without running the
-// conditions the terms settle), to name the nearest one. The indexes change no
-// decision: tests compare them with an evaluation of every rule. Policy.Explain returns the same Decision with a Trace of every
+// refusal names the nearest rule: the first that grants everything requested but
+// for its condition ends the search; otherwise (no rule grants the targets or
+// scopes) every rule the subject matches is looked at, without running the
+// conditions the terms settle. The indexes change no decision and no reason:
+// tests compare them with an evaluation of every rule. Policy.Explain returns the same Decision with a Trace of every
 // rule of the upstream (enforced deny rules, then enforced allow rules, then
 // audit rules) and its verdict: applies, or the first check it failed (subject,
 // expired, trust_domain, attribute, delegated_only, no_delegation, actor, depth,

@@ -161,12 +161,14 @@ func (p *Policy) decide(req *Request, t *tracer) Decision {
 		}
 	}
 	if !decided {
+		all := cands
 		if pruned {
 			// The refusal names the nearest rule, which may be one whose
 			// condition is false: look at every rule the subject may match.
-			cands = ix.candidates(w, true, nil)
+			// (Audit rules left out of cands cannot apply: they stay out.)
+			all = ix.candidates(w, true, nil)
 		}
-		d = refusal(cands, &c)
+		d = refusal(all, &c)
 	}
 	// Audit rules never change the outcome; they report what they would do.
 	for _, r := range cands {
@@ -211,7 +213,8 @@ type evalCtx struct {
 	scopes  []string
 	// vars binds the variables of conditions; built when the first one runs.
 	vars *celVars
-	// bruteForce: run every condition, without the equality-term shortcut.
+	// bruteForce: run every condition, without the equality-term shortcut, and
+	// explain a refusal from every rule (no early exit).
 	bruteForce bool
 }
 
@@ -670,13 +673,20 @@ func oneLine(s string) string {
 // rule the caller most likely meant.
 func refusal(cands []*rule, c *evalCtx) Decision {
 	w := c.req.Workload
-	results := make([]ruleOutcome, 0, len(cands))
+	var results []ruleOutcome
 	best := stageSubject
 	for _, r := range cands {
 		if r.deny || r.audit {
 			continue
 		}
 		res := r.evalAllow(c)
+		if res.v.stage() == stageWhen && !c.bruteForce {
+			// No enforced allow rule applies (or there would be no refusal), so
+			// no rule gets further than its condition: the first one that gets
+			// that far is the furthest, and grants every requested target, so it
+			// is the nearest rule too. The rules after it change nothing.
+			return whenRefusal(r, c, res)
+		}
 		best = max(best, res.v.stage())
 		results = append(results, ruleOutcome{r, res})
 	}
@@ -735,8 +745,14 @@ func refusal(cands []*rule, c *evalCtx) Decision {
 			"rule %q grants the request only as a sender-constrained token, and this one would not be (the request is not over mTLS)", x.r.name)}
 	default:
 		x := nearest(stageWhen)
-		return Decision{Outcome: DenyNoRule, Reason: fmt.Sprintf("rule %q grants every requested target and scope, but %s", x.r.name, x.r.detail(c, x.ruleResult))}
+		return whenRefusal(x.r, c, x.ruleResult)
 	}
+}
+
+// whenRefusal is the refusal of a request that rule r would grant but for its
+// condition.
+func whenRefusal(r *rule, c *evalCtx, res ruleResult) Decision {
+	return Decision{Outcome: DenyNoRule, Reason: fmt.Sprintf("rule %q grants every requested target and scope, but %s", r.name, r.detail(c, res))}
 }
 
 // ruleOutcome is a rule with its verdict.
