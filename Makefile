@@ -1,5 +1,8 @@
 # Developer commands. CI runs .ci/run, which calls the same steps.
-.PHONY: test race lint fuzz bench tidy-check quickstart ci
+.PHONY: test race lint fuzz bench tidy-check quickstart ci tools
+
+tools:           ## build the test prerequisites (SPIRE, staticcheck) with progress; prints what to export
+	bash scripts/tools.sh
 
 test:            ## the README's test command
 	go test -race -count=1 -timeout 20m ./...

@@ -107,22 +107,26 @@ func Build(ctx context.Context, cfg *Config, o Options) (s *issuer.Server, err e
 	}
 	closers = append(closers, store.Close)
 	s, err = issuer.New(issuer.Config{
-		Issuer:         cfg.Issuer,
-		Attester:       router,
-		Decider:        pol,
-		Store:          store,
-		Keys:           keys,
-		DefaultTTL:     cfg.Tokens.DefaultTTL.D(),
-		MaxTTL:         cfg.Tokens.MaxTTL.D(),
-		Upstreams:      upstreams,
-		Clients:        clients,
-		Limits:         cfg.Limits.issuer(),
-		TracerProvider: tp,
-		Logger:         o.Logger,
-		AuditLogger:    o.AuditLogger,
-		AuditSink:      auditSink,
-		AuditContinue:  cfg.Audit.OnFailure == AuditContinue,
-		Now:            o.Now,
+		Issuer:          cfg.Issuer,
+		Attester:        router,
+		Decider:         pol,
+		Store:           store,
+		Keys:            keys,
+		DefaultTTL:      cfg.Tokens.DefaultTTL.D(),
+		MaxTTL:          cfg.Tokens.MaxTTL.D(),
+		Upstreams:       upstreams,
+		Clients:         clients,
+		ResourceServers: resourceServers(cfg),
+		// Client certificates are requested (config.ServingTLS) on a TLS
+		// listener only.
+		ClientCertificates: !cfg.TLS.InsecureHTTP && cfg.TLS.ClientCertificates == "request",
+		Limits:             cfg.Limits.issuer(),
+		TracerProvider:     tp,
+		Logger:             o.Logger,
+		AuditLogger:        o.AuditLogger,
+		AuditSink:          auditSink,
+		AuditContinue:      cfg.Audit.OnFailure == AuditContinue,
+		Now:                o.Now,
 		// The server closes the store itself, after these.
 		Closers: closers[:len(closers)-1],
 	})

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/safeconduct/safeconduct/attest"
 	"github.com/safeconduct/safeconduct/attest/oidc"
 	"github.com/safeconduct/safeconduct/issuer"
@@ -16,18 +18,29 @@ const maxClients = 1000
 
 // ClientConfig registers a client that authenticates with private_key_jwt
 // (RFC 7523 §2.2): it signs a short-lived assertion (iss = sub = ID, aud = the
-// STS issuer or token endpoint, exp, jti) with a key of its JWKS. Policy rules
-// name clients (by ID, or by SPIFFE ID for mTLS clients) to require client
+// STS issuer or one of its endpoints, exp, jti) with a key of its JWKS. Policy
+// rules name clients (by ID, or by SPIFFE ID for mTLS clients) to require client
 // authentication.
+//
+// A client with introspect_audiences is a resource server: it may introspect
+// (RFC 7662) the tokens whose aud holds one of them, without any admin rule. A
+// resource server that authenticates with its X.509-SVID (mTLS) is registered by
+// its SPIFFE ID, with introspect_audiences and no keys.
 type ClientConfig struct {
 	ID string `yaml:"id"`
 	// Exactly one of JWKSFile and JWKSURI (https), both refreshed like an
-	// upstream's keys.
+	// upstream's keys; neither for a SPIFFE ID.
 	JWKSFile string `yaml:"jwks_file"`
 	JWKSURI  string `yaml:"jwks_uri"`
 	// Algorithms the client may sign with (default: all asymmetric ones).
 	Algorithms []string `yaml:"algorithms"`
+	// IntrospectAudiences are the aud values this client serves as a resource
+	// server: it may introspect tokens issued for any of them (exact match).
+	IntrospectAudiences []string `yaml:"introspect_audiences"`
 }
+
+// maxIntrospectAudiences bounds a client's introspect_audiences.
+const maxIntrospectAudiences = 64
 
 func (c *ClientConfig) validate(v *validator, i int, ids map[string]bool) {
 	at := func(msg string, path ...any) { v.at(msg, append([]any{"clients", i}, path...)...) }
@@ -36,12 +49,23 @@ func (c *ClientConfig) validate(v *validator, i int, ids map[string]bool) {
 		at("client id is required")
 	case len(c.ID) > issuer.MaxClientID || !printable(c.ID) || strings.ContainsAny(c.ID, " \t"):
 		at(fmt.Sprintf("client id %.64q: at most %d printable bytes, no spaces", c.ID, issuer.MaxClientID), "id")
-	case strings.HasPrefix(c.ID, "spiffe://"):
-		at("client id must not be a SPIFFE ID: SPIFFE workloads authenticate with their X.509-SVID (mTLS)", "id")
 	case ids[c.ID]:
 		at(fmt.Sprintf("duplicate client id %q", c.ID), "id")
 	}
 	ids[c.ID] = true
+	c.validateAudiences(at)
+	if strings.HasPrefix(c.ID, "spiffe://") {
+		// An mTLS resource server: its X.509-SVID authenticates it.
+		switch {
+		case c.JWKSFile != "" || c.JWKSURI != "" || len(c.Algorithms) > 0:
+			at("a client registered by SPIFFE ID authenticates with its X.509-SVID (mTLS): no jwks_file, jwks_uri or algorithms", "id")
+		case len(c.IntrospectAudiences) == 0:
+			at("a client registered by SPIFFE ID needs introspect_audiences (it is registered only as a resource server)", "id")
+		case spiffeIDError(c.ID) != nil:
+			at(fmt.Sprintf("client id %.64q: %v", c.ID, spiffeIDError(c.ID)), "id")
+		}
+		return
+	}
 	switch {
 	case c.JWKSFile == "" && c.JWKSURI == "":
 		at("a client needs jwks_file or jwks_uri", "id")
@@ -57,15 +81,58 @@ func (c *ClientConfig) validate(v *validator, i int, ids map[string]bool) {
 	}
 }
 
-// buildClients creates a verifier per registered client. Nil when none is.
-func buildClients(ctx context.Context, cfg *Config, o Options) (map[string]attest.ParsedVerifier, error) {
-	if len(cfg.Clients) == 0 {
-		return nil, nil
+// validateAudiences checks introspect_audiences: at most
+// maxIntrospectAudiences distinct, non-empty, printable values.
+func (c *ClientConfig) validateAudiences(at func(string, ...any)) {
+	if len(c.IntrospectAudiences) > maxIntrospectAudiences {
+		at(fmt.Sprintf("at most %d introspect_audiences", maxIntrospectAudiences), "introspect_audiences")
+		return
 	}
+	seen := map[string]bool{}
+	for j, a := range c.IntrospectAudiences {
+		switch {
+		case a == "" || len(a) > issuer.MaxAudienceLength || !printable(a):
+			at(fmt.Sprintf("an audience must be 1 to %d printable bytes", issuer.MaxAudienceLength), "introspect_audiences", j)
+		case strings.Contains(a, "*"):
+			at("introspect_audiences are exact aud values, not patterns", "introspect_audiences", j)
+		case seen[a]:
+			at(fmt.Sprintf("duplicate audience %q", a), "introspect_audiences", j)
+		}
+		seen[a] = true
+	}
+}
+
+// spiffeIDError checks a SPIFFE ID.
+func spiffeIDError(id string) error {
+	_, err := spiffeid.FromString(id)
+	return err
+}
+
+// resourceServers maps each client with introspect_audiences to them (nil when
+// none has any).
+func resourceServers(cfg *Config) map[string][]string {
+	var out map[string][]string
+	for _, c := range cfg.Clients {
+		if len(c.IntrospectAudiences) > 0 {
+			if out == nil {
+				out = map[string][]string{}
+			}
+			out[c.ID] = c.IntrospectAudiences
+		}
+	}
+	return out
+}
+
+// buildClients creates a verifier per client registered with keys
+// (private_key_jwt). Nil when none is.
+func buildClients(ctx context.Context, cfg *Config, o Options) (map[string]attest.ParsedVerifier, error) {
 	byID := make(map[string]attest.ParsedVerifier, len(cfg.Clients))
 	audiences := issuer.ClientAssertionAudiences(cfg.Issuer)
 	var errs []error
 	for _, c := range cfg.Clients {
+		if strings.HasPrefix(c.ID, "spiffe://") {
+			continue // an mTLS resource server: no keys
+		}
 		file := ""
 		if c.JWKSFile != "" {
 			file = cfg.Path(c.JWKSFile)
@@ -92,6 +159,9 @@ func buildClients(ctx context.Context, cfg *Config, o Options) (map[string]attes
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
+	}
+	if len(byID) == 0 {
+		return nil, nil
 	}
 	return byID, nil
 }

@@ -448,6 +448,9 @@ func (c *Config) validate(v *validator) {
 	clientIDs := map[string]bool{}
 	for i := range c.Clients {
 		c.Clients[i].validate(v, i, clientIDs)
+		if strings.HasPrefix(c.Clients[i].ID, "spiffe://") && c.TLS.ClientCertificates != "request" {
+			v.at("a client registered by SPIFFE ID authenticates over mTLS: set tls.client_certificates: request", "clients", i, "id")
+		}
 	}
 }
 

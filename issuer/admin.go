@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -388,54 +387,6 @@ func (s *adminService) handleWorkloadChange(w http.ResponseWriter, r *http.Reque
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]json.RawMessage{"fired": out})
-}
-
-// handleIntrospect is POST /introspect (RFC 7662) for authenticated callers allowed
-// the introspect action: a token the STS minted that verifies, has not expired and
-// is not revoked is active; anything else is {"active": false}.
-func (s *adminService) handleIntrospect(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.authorize(w, r, policy.ActionIntrospect, nil); !ok {
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBodyBytes))
-	if err != nil {
-		writeAdminError(w, &adminError{http.StatusBadRequest, "invalid_request", "the body could not be read"})
-		return
-	}
-	tok, err := formValue(string(body), "token")
-	if err != nil {
-		writeAdminError(w, &adminError{http.StatusBadRequest, "invalid_request", err.Error()})
-		return
-	}
-	claims, kid, err := s.verifyOwn(tok)
-	if err != nil {
-		writeJSON(w, http.StatusOK, map[string]bool{"active": false})
-		return
-	}
-	f := revocation.FactsFromClaims(claims)
-	f.KeyID = kid
-	e, err := s.store.Revoked(r.Context(), &f)
-	if err != nil {
-		writeAdminError(w, errStoreDown)
-		return
-	}
-	if e != nil {
-		writeJSON(w, http.StatusOK, map[string]bool{"active": false})
-		return
-	}
-	// A workload under an active block has no valid token here either: the block
-	// stops issuance, and introspection treats its tokens as inactive while it lasts.
-	if _, err := s.store.Admit(r.Context(), &f, ""); err != nil {
-		if errors.Is(err, revocation.ErrBlocked) {
-			writeJSON(w, http.StatusOK, map[string]bool{"active": false})
-			return
-		}
-		writeAdminError(w, errStoreDown)
-		return
-	}
-	claims["active"] = true
-	claims["token_type"] = "Bearer"
-	writeJSON(w, http.StatusOK, claims)
 }
 
 // formValue reads one single-valued parameter of a form body.

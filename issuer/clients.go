@@ -32,21 +32,31 @@ type clientRegistry struct {
 }
 
 // authMethods are the token_endpoint_auth_methods_supported of the discovery
-// document.
-func (r *clientRegistry) authMethods() []string {
-	if r == nil {
-		return []string{"none", "tls_client_auth"}
+// document: none, tls_client_auth when the listener requests client
+// certificates, private_key_jwt when a client is registered.
+func (r *clientRegistry) authMethods(mtls bool) []string {
+	m := []string{"none"}
+	if mtls {
+		m = append(m, "tls_client_auth")
 	}
-	return []string{"none", "tls_client_auth", "private_key_jwt"}
+	if r != nil {
+		m = append(m, "private_key_jwt")
+	}
+	return m
 }
+
+// MaxAudienceLength is the longest audience value accepted, in bytes.
+const MaxAudienceLength = maxTargetLength
 
 // MaxClientID is the longest client ID accepted, in bytes.
 const MaxClientID = maxClientID
 
 // ClientAssertionAudiences are the aud values a client assertion may carry: the
-// issuer and its token endpoint.
+// issuer and the endpoints that authenticate clients (token, introspection,
+// revocation). An assertion is used once whichever endpoint it is sent to.
 func ClientAssertionAudiences(issuer string) []string {
-	return []string{issuer, strings.TrimSuffix(issuer, "/") + PathToken}
+	base := strings.TrimSuffix(issuer, "/")
+	return []string{issuer, base + PathToken, base + PathIntrospect, base + PathRevoke}
 }
 
 // errClientAuth is the answer to every failed client authentication: 401, one
@@ -57,14 +67,20 @@ var errClientAuth = &oauthError{Code: codeInvalidClient, Description: "client au
 // its jti so that it cannot be used twice. It returns the client as a Workload
 // (ID = client ID), or an error wrapping attest.ErrInvalid (401) or
 // attest.ErrUnavailable (503).
-func (s *tokenService) authenticateAssertion(ctx context.Context, req *tokenRequest) (*attest.Workload, error) {
-	if req.ClientAssertionType != AssertionTypeJWTBearer {
-		return nil, fmt.Errorf("%w: client_assertion_type %.100q is not supported", attest.ErrInvalid, req.ClientAssertionType)
+func (s *core) authenticateAssertion(ctx context.Context, req *tokenRequest) (*attest.Workload, error) {
+	return s.verifyAssertion(ctx, req.ClientID, req.ClientAssertionType, req.ClientAssertion)
+}
+
+// verifyAssertion is authenticateAssertion for the parameters of any endpoint:
+// clientID is the client_id sent beside the assertion ("" when none).
+func (s *core) verifyAssertion(ctx context.Context, clientID, assertionType, assertion string) (*attest.Workload, error) {
+	if assertionType != AssertionTypeJWTBearer {
+		return nil, fmt.Errorf("%w: client_assertion_type %.100q is not supported", attest.ErrInvalid, assertionType)
 	}
 	if s.clients == nil {
 		return nil, fmt.Errorf("%w: a client assertion was sent but no client is registered", attest.ErrInvalid)
 	}
-	p, err := attest.ParseInsecure(req.ClientAssertion, attest.TypeJWT)
+	p, err := attest.ParseInsecure(assertion, attest.TypeJWT)
 	if err != nil {
 		return nil, fmt.Errorf("client_assertion: %w", err)
 	}
@@ -73,8 +89,8 @@ func (s *tokenService) authenticateAssertion(ctx context.Context, req *tokenRequ
 	if !ok {
 		return nil, fmt.Errorf("%w: client_assertion names no registered client", attest.ErrInvalid)
 	}
-	if req.ClientID != "" && req.ClientID != iss {
-		return nil, fmt.Errorf("%w: client_id %.64q is not the assertion's client %q", attest.ErrInvalid, req.ClientID, iss)
+	if clientID != "" && clientID != iss {
+		return nil, fmt.Errorf("%w: client_id %.64q is not the assertion's client %q", attest.ErrInvalid, clientID, iss)
 	}
 	wl, err := v.VerifyParsed(ctx, p)
 	if err != nil {
@@ -122,7 +138,7 @@ func (s *tokenService) claimOneTime(ctx context.Context, wl *attest.Workload, to
 // attest.ErrInvalid when key was recorded before (a replay: "jti already used")
 // or the store refuses the claim, and with attest.ErrUnavailable when the store
 // cannot answer (the request then fails closed).
-func (s *tokenService) claimOnce(ctx context.Context, key string, until time.Time) error {
+func (s *core) claimOnce(ctx context.Context, key string, until time.Time) error {
 	fresh, err := s.store.Claim(ctx, key, until)
 	switch {
 	case errors.Is(err, revocation.ErrInvalid):

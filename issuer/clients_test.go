@@ -215,7 +215,8 @@ func TestPrivateKeyJWT(t *testing.T) {
 	t.Run("discovery", func(t *testing.T) {
 		r := ts.do(t, http.MethodGet, PathOpenID, "", "", nil)
 		methods := toStrings(r.body["token_endpoint_auth_methods_supported"])
-		if !slices.Contains(methods, "private_key_jwt") || !slices.Contains(methods, "tls_client_auth") {
+		// This listener requests no client certificates: no tls_client_auth.
+		if !slices.Contains(methods, "private_key_jwt") || slices.Contains(methods, "tls_client_auth") {
 			t.Fatalf("auth methods %v", methods)
 		}
 		if algs := toStrings(r.body["token_endpoint_auth_signing_alg_values_supported"]); !slices.Contains(algs, "ES256") || slices.Contains(algs, "none") {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -50,6 +51,15 @@ func TestAdminPreLimits(t *testing.T) {
 	}
 	for _, path := range []string{PathRevocations, PathAdmin + "revocations"} {
 		r := ts.do(t, http.MethodGet, path, "", "", bearer("forged"))
+		if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" || r.body["error"] != "temporarily_unavailable" {
+			t.Fatalf("%s over the admin per-IP rate: %d %s", path, r.status, r.raw)
+		}
+	}
+	// Introspection by a resource server and RFC 7009 revocation too: refused
+	// before the client assertion (or the token) is verified.
+	form := url.Values{"token": {"x"}, "client_assertion_type": {AssertionTypeJWTBearer}, "client_assertion": {"forged.x.y"}}.Encode()
+	for _, path := range []string{PathIntrospect, PathRevoke} {
+		r := ts.do(t, http.MethodPost, path, "application/x-www-form-urlencoded", form, nil)
 		if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" || r.body["error"] != "temporarily_unavailable" {
 			t.Fatalf("%s over the admin per-IP rate: %d %s", path, r.status, r.raw)
 		}

@@ -158,11 +158,11 @@ func schedule(keys []*signingKey, alg jose.SignatureAlgorithm, now time.Time, re
 // keyManager keeps the live ring: it re-reads key_dir every KeyReloadInterval and
 // recomputes the schedule at each transition, swapping the ring atomically.
 type keyManager struct {
-	issuer      string
-	authMethods []string // for the discovery document
-	retain      time.Duration
-	now         func() time.Time
-	onErr       func(error)
+	issuer string
+	meta   discoveryMeta // for the discovery document
+	retain time.Duration
+	now    func() time.Time
+	onErr  func(error)
 	// onChange, when set, is told when the signing key or the published set changed.
 	onChange func(old, next *keyRing)
 
@@ -170,8 +170,8 @@ type keyManager struct {
 	cur atomic.Pointer[keyRing]
 }
 
-func newKeyManager(issuer string, authMethods []string, start *keyRing, maxTTL time.Duration, now func() time.Time, onErr func(error)) (*keyManager, error) {
-	m := &keyManager{issuer: issuer, authMethods: authMethods, retain: maxTTL + keyRetireSkew, now: now, onErr: onErr}
+func newKeyManager(issuer string, meta discoveryMeta, start *keyRing, maxTTL time.Duration, now func() time.Time, onErr func(error)) (*keyManager, error) {
+	m := &keyManager{issuer: issuer, meta: meta, retain: maxTTL + keyRetireSkew, now: now, onErr: onErr}
 	if m.onErr == nil {
 		m.onErr = func(error) {}
 	}
@@ -190,7 +190,7 @@ func (m *keyManager) compute(keys []*signingKey, alg jose.SignatureAlgorithm, no
 	if err != nil {
 		return nil, err
 	}
-	if r.discovery, err = discoveryDoc(m.issuer, r, m.authMethods); err != nil {
+	if r.discovery, err = discoveryDoc(m.issuer, r, m.meta); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -315,7 +315,8 @@ func cacheControl() string {
 func (m *keyManager) serve(doc func(*keyRing) []byte) http.HandlerFunc {
 	cc := cacheControl()
 	return func(w http.ResponseWriter, r *http.Request) {
-		staticJSON(doc(m.current()), cc)(w, r)
+		d := doc(m.current())
+		serveJSONDoc(w, r, d, etag(d), cc)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -63,6 +64,14 @@ type Config struct {
 	// Clients verify private_key_jwt assertions, by client ID (nil: none
 	// registered). Each verifier must accept only ClientAssertionAudiences.
 	Clients map[string]attest.ParsedVerifier
+	// ResourceServers are the clients (by client ID, or SPIFFE ID for mTLS) that
+	// may introspect tokens whose aud holds one of their audiences, without an
+	// admin rule (introspect.go).
+	ResourceServers map[string][]string
+	// ClientCertificates says the listener requests client certificates
+	// (tls.client_certificates: request): discovery then offers tls_client_auth
+	// and certificate-bound tokens (RFC 8705).
+	ClientCertificates bool
 	// Limits are the token endpoint's rate and concurrency limits (zero = per-IP
 	// limit off, default concurrency bound).
 	Limits Limits
@@ -157,6 +166,10 @@ type core struct {
 	// tracing exports spans (tracing.go); nil when off.
 	tracing *tracing
 	maxTTL  time.Duration
+	// clients verifies private_key_jwt assertions (nil: no client registered);
+	// resourceServers are the audiences each resource server may introspect.
+	clients         *clientRegistry
+	resourceServers map[string][]string
 	// policyState is the live policy's status (PathPolicyStatus, gauges).
 	policyState *policyState
 }
@@ -210,6 +223,9 @@ func newServer(c Config) (*Server, error) {
 		metrics:  met,
 		tracing:  tr,
 		maxTTL:   c.MaxTTL,
+		clients:  clients,
+		// Cloned: the map is read without a lock.
+		resourceServers: maps.Clone(c.ResourceServers),
 	}
 	if c.AuditSink != nil {
 		cr.audit = newAuditWriter(c.AuditSink, !c.AuditContinue, met, c.Logger, c.Now)
@@ -218,7 +234,7 @@ func newServer(c Config) (*Server, error) {
 	cr.decider.Store(&c.Decider)
 	cr.policyState = newPolicyState(met.registry)
 	cr.policyState.setLive(c.Decider, c.Now())
-	keys, err := newSigning(cr, c.Keys.ring, clients.authMethods())
+	keys, err := newSigning(cr, c.Keys.ring, discoveryMeta{authMethods: clients.authMethods(c.ClientCertificates), mtls: c.ClientCertificates})
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +246,7 @@ func newServer(c Config) (*Server, error) {
 	}
 	s.adminLimits = newAdminLimits(c.Limits, c.Now, met, s.limits.gate)
 	s.conns = newConnLimiter(c.Limits.MaxConnections, met)
-	s.tokens = &tokenService{core: cr, limits: s.limits, defaultTTL: c.DefaultTTL, clients: clients, oneTime: map[string]time.Duration{}}
+	s.tokens = &tokenService{core: cr, limits: s.limits, defaultTTL: c.DefaultTTL, oneTime: map[string]time.Duration{}}
 	s.admin = &adminService{core: cr, upstreamByIssuer: map[string]string{}}
 	var stats []upstreamStats
 	for _, u := range c.Upstreams {
@@ -278,6 +294,9 @@ func (s *Server) routes() {
 	mux.HandleFunc(PathOpenID, m.instrument("discovery", s.signing.discoveryHandler))
 	mux.HandleFunc(PathOAuthMeta, m.instrument("discovery", s.signing.discoveryHandler))
 	mux.HandleFunc("POST "+PathIntrospect, m.instrument("introspect", al.wrap(a.handleIntrospect)))
+	mux.HandleFunc("POST "+PathRevoke, m.instrument("revoke", al.wrap(a.handleRevoke)))
+	mux.HandleFunc(PathIntrospect, postOnly)
+	mux.HandleFunc(PathRevoke, postOnly)
 	mux.HandleFunc("GET "+PathRevocations, m.instrument("feed", al.wrap(a.handleSnapshot)))
 	mux.HandleFunc("GET "+PathRevocationFeed, m.instrument("feed", al.wrap(a.handleStream)))
 	mux.HandleFunc("POST "+PathAdmin+"revocations", m.instrument("admin", al.wrap(a.handleCreateRevocation)))
@@ -292,6 +311,12 @@ func (s *Server) routes() {
 	})
 	s.mux = mux
 	s.handler = mux
+}
+
+// postOnly answers the other methods of a POST endpoint: 405 with Allow.
+func postOnly(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Allow", http.MethodPost)
+	writeError(w, &oauthError{Code: codeInvalidRequest, Description: "use POST", Status: http.StatusMethodNotAllowed})
 }
 
 // Handler is the server's HTTP handler.

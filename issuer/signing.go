@@ -26,7 +26,7 @@ type signing struct {
 // newSigning wires the keys loaded at start to a key manager: minting follows the
 // ring's active key, and the handlers serve the current JWKS and discovery
 // documents. Key rotation is audited like the other security decisions.
-func newSigning(c *core, ring *keyRing, authMethods []string) (*signing, error) {
+func newSigning(c *core, ring *keyRing, meta discoveryMeta) (*signing, error) {
 	m, err := newMinter(c.issuer, ring.active)
 	if err != nil {
 		return nil, err
@@ -36,13 +36,13 @@ func newSigning(c *core, ring *keyRing, authMethods []string) (*signing, error) 
 		c.log.Warn("key_dir/kids cannot be appended to (a read-only key_dir?): a key whose file is removed stays revocable by kid "+
 			"only while this process runs, unless key_dir/kids lists it (stsctl keys rotate keeps that file)", "error", ring.kidsErr.Error())
 	}
-	km, err := newKeyManager(c.issuer, authMethods, ring, c.maxTTL, c.now, func(err error) {
+	km, err := newKeyManager(c.issuer, meta, ring, c.maxTTL, c.now, func(err error) {
 		c.log.Error("signing keys reload failed; keeping the last good keys", "error", err.Error())
 	})
 	if err != nil {
 		// The ring was valid at the clock it was loaded with; serve it as it is.
 		c.log.Error("signing keys schedule", "error", err.Error())
-		doc, err := discoveryDoc(c.issuer, ring, authMethods)
+		doc, err := discoveryDoc(c.issuer, ring, meta)
 		if err != nil {
 			return nil, err
 		}

@@ -23,14 +23,13 @@ import (
 
 // tokenService is the /token pipeline: it owns the order of an exchange
 // (exchange.go) and what only it needs: the post-verification limits, the TTL
-// bounds, the registered clients and the one-time upstreams.
+// bounds and the one-time upstreams. (The registered clients are core's: the
+// introspection and revocation endpoints authenticate them too.)
 type tokenService struct {
 	*core
 	limits     *tokenLimits
 	defaultTTL time.Duration
-	// clients verifies private_key_jwt assertions (nil: no client registered);
 	// oneTime holds the clock skew of each upstream marked one_time.
-	clients *clientRegistry
 	oneTime map[string]time.Duration
 }
 

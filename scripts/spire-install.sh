@@ -6,6 +6,11 @@
 # with a message on stderr saying which step failed.
 #
 #   scripts/spire-install.sh            -> prints e.g. ~/.cache/safeconduct/spire/v1.13.3
+#   scripts/spire-install.sh --cached   -> prints the directory if SPIRE is built there,
+#                                          else exits 3 without building anything
+#
+# While go resolves and builds (minutes, silent by itself) a line on stderr says
+# every 30 s that it is still at it and for how long. `make tools` runs this.
 #
 # Environment: SPIRE_VERSION (default v1.13.3), SAFECONDUCT_CACHE (default
 # ~/.cache/safeconduct). internal/testspire runs this script when SAFECONDUCT_SPIRE_DIR
@@ -28,10 +33,31 @@ say() { echo "spire-install.sh: $*" >&2; }
 die() { say "FAILED: $*"; exit 1; }
 cached() { [ -x "$cache/spire-server" ] && [ -x "$cache/spire-agent" ]; }
 
+case "${1:-}" in
+  "") ;;
+  --cached)
+    if cached; then echo "$cache"; exit 0; fi
+    say "SPIRE $version is not built in $cache (run scripts/spire-install.sh or make tools)"
+    exit 3 ;;
+  *) echo "usage: scripts/spire-install.sh [--cached]" >&2; exit 2 ;;
+esac
+
 if cached; then
   echo "$cache"
   exit 0
 fi
+
+# progress STEP CMD...: runs CMD, saying every 30 s on stderr that STEP goes on.
+progress() {
+  local step=$1 t0=$SECONDS rc=0
+  shift
+  ( while sleep 30; do say "$step: still running ($((SECONDS - t0))s)"; done ) &
+  local ticker=$!
+  "$@" || rc=$?
+  kill "$ticker" 2>/dev/null || true
+  wait "$ticker" 2>/dev/null || true
+  return "$rc"
+}
 
 command -v go >/dev/null 2>&1 || die "go is not on PATH (SPIRE $version is built from source)"
 export CGO_ENABLED=1 GOWORK=off
@@ -69,20 +95,20 @@ out=$(go mod init spire-build 2>&1) || die "go mod init in $scratch: $out"
 
 # Fetch SPIRE's module (verified) and seed go.sum with its own go.sum.
 say "downloading github.com/spiffe/spire@$version"
-go mod download -json "github.com/spiffe/spire@$version" >dl.json ||
+progress "downloading github.com/spiffe/spire@$version" go mod download -json "github.com/spiffe/spire@$version" >dl.json ||
   die "go mod download github.com/spiffe/spire@$version (is the Go module proxy reachable? output: $(tr -d '\n' <dl.json | head -c 400))"
 dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' dl.json)
 [ -n "$dir" ] && [ -f "$dir/go.sum" ] || die "go mod download gave no module directory with a go.sum"
 cat "$dir/go.sum" >>go.sum
 
 say "resolving dependencies"
-go get -tool "github.com/spiffe/spire/cmd/spire-server@$version" "github.com/spiffe/spire/cmd/spire-agent@$version" >&2 ||
+progress "resolving dependencies" go get -tool "github.com/spiffe/spire/cmd/spire-server@$version" "github.com/spiffe/spire/cmd/spire-agent@$version" >&2 ||
   die "go get -tool github.com/spiffe/spire/cmd/...@$version"
 
 for bin in spire-server spire-agent; do
   say "building $bin $version (several minutes; $((SECONDS - start))s so far)"
   tmp="$cache/$bin.tmp.$$"
-  go build -trimpath -o "$tmp" "github.com/spiffe/spire/cmd/$bin" >&2 || die "go build $bin"
+  progress "building $bin" go build -trimpath -o "$tmp" "github.com/spiffe/spire/cmd/$bin" >&2 || die "go build $bin"
   "$tmp" --version >/dev/null 2>&1 || die "the built $bin does not run ($tmp --version failed)"
   mv -f "$tmp" "$cache/$bin" || die "mv $tmp $cache/$bin"
 done

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -149,6 +150,18 @@ func TestE2EAuditFullDisk(t *testing.T) {
 	if code, body := e.tokenStatus(t, subject); code != 200 {
 		t.Fatalf("exchange before the disk is full: %d %s", code, body)
 	}
+	held, err := e.exchange(subject) // its holder revokes it at /revoke (RFC 7009) below
+	if err != nil {
+		t.Fatal(err)
+	}
+	revokeHeld := func() int {
+		resp, err := e.client.PostForm(e.url+"/revoke", url.Values{"token": {held.AccessToken}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
 	fill()
 	// The audit file's last page may still take a few events.
 	for i := 0; ; i++ {
@@ -169,6 +182,9 @@ func TestE2EAuditFullDisk(t *testing.T) {
 	if code := e.revoke(t, corp.Token(t, alice)); code != http.StatusServiceUnavailable {
 		t.Fatalf("revoke on a full disk: %d, want 503", code)
 	}
+	if code := revokeHeld(); code != http.StatusServiceUnavailable {
+		t.Fatalf("POST /revoke on a full disk: %d, want 503", code)
+	}
 	if code, _ := e.get("/readyz"); code != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz on a full disk: %d", code)
 	}
@@ -187,23 +203,28 @@ func TestE2EAuditFullDisk(t *testing.T) {
 	if code, body := e.tokenStatus(t, subject); code != 200 {
 		t.Fatalf("exchange after recovery: %d %s", code, body)
 	}
+	if code := revokeHeld(); code != http.StatusOK {
+		t.Fatalf("POST /revoke after recovery: %d", code)
+	}
 	if code := e.revoke(t, corp.Token(t, alice)); code != http.StatusCreated {
 		t.Fatalf("revoke after recovery: %d", code)
 	}
 	if err := e.stop(); err != nil {
 		t.Fatal(err)
 	}
-	var recovered, revoked bool
+	var recovered, revoked, tokenRevoked bool
 	for _, ev := range auditEvents(t, e.path("audit/audit.jsonl")) {
 		switch ev["event"] {
 		case "audit_recovered":
 			recovered = ev["lost"].(float64) >= 1 && ev["failed_since"] != nil
 		case "revoke":
 			revoked = revoked || ev["outcome"] == "recorded"
+		case "revoke_token":
+			tokenRevoked = tokenRevoked || ev["outcome"] == "recorded"
 		}
 	}
-	if !recovered || !revoked {
-		t.Fatalf("audit file: recovered %v, revoke recorded %v", recovered, revoked)
+	if !recovered || !revoked || !tokenRevoked {
+		t.Fatalf("audit file: recovered %v, revoke recorded %v, revoke_token recorded %v", recovered, revoked, tokenRevoked)
 	}
 	if !strings.Contains(e.log.String(), `"msg":"audit log written again"`) {
 		t.Fatalf("no recovery line in the application log:\n%s", e.log)

@@ -396,16 +396,6 @@ func TestE2ECheckConfig(t *testing.T) {
 	}
 }
 
-func TestE2EQuickstart(t *testing.T) {
-	dir := t.TempDir()
-	out := runBin(t, 0, "sts", "quickstart", "--once", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", testproc.FreePort(t)))
-	if !strings.Contains(out, "verifies from") || !strings.Contains(out, `"sub": "system:serviceaccount:demo:app"`) {
-		t.Fatalf("quickstart output:\n%s", out)
-	}
-	// A second run reuses the files (keys, certificates) and works again.
-	runBin(t, 0, "sts", "quickstart", "--once", "--dir", dir, "--listen", fmt.Sprintf("127.0.0.1:%d", testproc.FreePort(t)))
-}
-
 // runBin executes a built binary and checks its exit code; it returns stdout+stderr.
 func runBin(t *testing.T, wantCode int, name string, args ...string) string {
 	t.Helper()

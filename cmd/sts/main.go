@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -77,26 +78,34 @@ func version() string {
 	return "sts (unknown version)"
 }
 
-func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+// configFlag parses --config. It returns the path, or the exit code when the
+// command cannot go on: 0 after --help, 2 for a usage error.
+func configFlag(name string, args []string, stderr io.Writer) (string, int) {
+	fs := flag.NewFlagSet("sts "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "path of the configuration file (required)")
 	if err := fs.Parse(args); err != nil {
-		return "", false
+		if errors.Is(err, flag.ErrHelp) {
+			return "", 0
+		}
+		return "", 2
 	}
 	if *path == "" || fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "usage: sts %s --config FILE\n", name)
-		return "", false
+		if *path == "" {
+			fmt.Fprintf(stderr, "sts %s: missing --config\n", name)
+		}
+		return "", 2
 	}
-	return *path, true
+	return *path, -1
 }
 
 // loadConfig parses --config and loads the file; on failure it returns the exit
-// code (2 for usage, 1 for the file) after writing why to stderr.
+// code (0 after --help, 2 for usage, 1 for the file) after writing why to stderr.
 func loadConfig(name string, args []string, stderr io.Writer) (*config.Config, string, int) {
-	path, ok := configFlag(name, args, stderr)
-	if !ok {
-		return nil, "", 2
+	path, code := configFlag(name, args, stderr)
+	if code >= 0 {
+		return nil, "", code
 	}
 	cfg, err := config.Load(path)
 	if err != nil {
@@ -123,9 +132,9 @@ func cmdCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 }
 
 func cmdServe(ctx context.Context, args []string, stderr io.Writer) int {
-	path, ok := configFlag("serve", args, stderr)
-	if !ok {
-		return 2
+	path, code := configFlag("serve", args, stderr)
+	if code >= 0 {
+		return code
 	}
 	cfg, err := config.Load(path)
 	if err != nil {
@@ -166,17 +175,21 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, auditW io.
 	// Without audit.path, audit events share stderr with the application log but
 	// never its level (log.level: warn must not silence them), written through
 	// the issuer's audit writer: a stderr nobody reads does not hang requests.
+	//
+	// The serving certificate is loaded first: a missing or bad TLS file stops the
+	// start before Build creates anything (the key directory and its first key,
+	// the embedded store, the audit file).
+	tlsConfig, closeTLS, err := config.ServingTLS(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer closeTLS()
 	opts := config.Options{Logger: log, AuditSink: auditW}
 	s, err := config.Build(ctx, cfg, opts)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	tlsConfig, closeTLS, err := config.ServingTLS(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer closeTLS()
 	l, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err

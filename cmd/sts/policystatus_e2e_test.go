@@ -98,7 +98,7 @@ func TestE2EPolicyStatus(t *testing.T) {
 			t.Errorf("stsctl policy status lacks %q:\n%s", want, out)
 		}
 	}
-	out = runBin(t, 1, "stsctl", "policy", "status", "--sts", "http://"+e.ops, "--json")
+	out = runBin(t, 1, "stsctl", "policy", "status", "--sts", "http://"+e.ops, "--output", "json")
 	if !strings.Contains(out, `"result": "error"`) || !strings.Contains(out, second) {
 		t.Errorf("stsctl policy status --json:\n%s", out)
 	}

@@ -19,7 +19,9 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -38,52 +40,85 @@ const (
 	demoScope          = "api.read"
 )
 
+// Quickstart admin values: a second upstream stands for the local user's own
+// identity provider, and an admin rule lets that user use the admin API.
+const (
+	localUpstreamIssuer = "https://local-admin.safeconduct.invalid"
+	localUpstream       = "local"
+	quickstartAdminRule = "local-admin"
+)
+
 // cmdQuickstart writes a self-contained demo setup into a directory (self-signed CA
-// and TLS certificate, a demo upstream issuer whose keys are a JWKS file, a policy and
-// a subject token), starts the STS on it, exchanges the subject token over HTTPS,
-// validates the result from discovery like a downstream API, prints it all, and keeps
-// serving until interrupted.
+// and TLS certificate, a demo upstream issuer whose keys are a JWKS file, a policy,
+// a subject token and an admin token for the local user), starts the STS on it,
+// exchanges the subject token over HTTPS, validates the result from discovery like
+// a downstream API, prints it all, and keeps serving until interrupted. Audit
+// events go to stderr. A directory that exists is reused: its keys, certificates,
+// sts.yaml and policy.yaml are kept as they are (edit them and run again); the
+// JWKS file and the tokens are refreshed.
 func cmdQuickstart(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("quickstart", flag.ContinueOnError)
+	fs := flag.NewFlagSet("sts quickstart", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dir := fs.String("dir", "sts-quickstart", "directory for the demo files (reused when it exists)")
-	listen := fs.String("listen", "127.0.0.1:8443", "address to serve on")
+	dir := fs.String("dir", "sts-quickstart", "directory for the demo files (reused when it exists: sts.yaml, policy.yaml, keys and certificates are kept)")
+	listen := fs.String("listen", "127.0.0.1:8443", "address to serve on (for a new directory; a reused one keeps its sts.yaml's listen)")
 	once := fs.Bool("once", false, "stop after the demo exchange instead of serving")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "sts quickstart: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	listenSet := false
+	fs.Visit(func(f *flag.Flag) { listenSet = listenSet || f.Name == "listen" })
 	host, port, err := net.SplitHostPort(*listen)
 	if err != nil || (host != "127.0.0.1" && host != "localhost") {
 		fmt.Fprintln(stderr, "sts quickstart: --listen must be 127.0.0.1:PORT or localhost:PORT")
 		return 2
 	}
-	base := "https://127.0.0.1:" + port
-	if err := writeQuickstart(*dir, base, *listen); err != nil {
-		fmt.Fprintln(stderr, "sts quickstart:", err)
-		return 1
+	cfgPath := filepath.Join(*dir, "sts.yaml")
+	if cfg, err := config.Load(cfgPath); err == nil && listenSet && cfg.Listen != *listen {
+		fmt.Fprintf(stderr, "sts quickstart: %s exists and listens on %s: edit its listen and issuer, or use another --dir\n", cfgPath, cfg.Listen)
+		return 2
 	}
-	cfg, err := config.Load(filepath.Join(*dir, "sts.yaml"))
+	kept, err := writeQuickstart(*dir, "https://127.0.0.1:"+port, *listen)
 	if err != nil {
 		fmt.Fprintln(stderr, "sts quickstart:", err)
 		return 1
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "sts quickstart:", err)
+		return 1
+	}
+	base := strings.TrimSuffix(cfg.Issuer, "/")
+	if len(kept) > 0 {
+		fmt.Fprintf(stdout, "Reusing %s: kept %s as they are (remove the directory to start afresh).\n\n", *dir, strings.Join(kept, ", "))
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ready := make(chan struct{})
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, log, io.Discard, func() { close(ready) }) }()
+	// Audit events (one JSON line per decision) go to stderr, as with sts serve.
+	go func() { done <- serve(ctx, cfg, log, stderr, func() { close(ready) }) }()
 	select {
 	case <-ready:
 	case err := <-done:
 		fmt.Fprintln(stderr, "sts quickstart:", err)
 		return 1
 	}
-	if err := demoExchange(ctx, stdout, *dir, base); err != nil {
+	if err := demoExchange(ctx, stdout, *dir, base, cfg); err != nil {
 		fmt.Fprintln(stderr, "sts quickstart: demo exchange failed:", err)
-		cancel()
-		<-done
-		return 1
+		if *once {
+			cancel()
+			<-done
+			return 1
+		}
+		fmt.Fprintf(stderr, "sts quickstart: (an edited %s or sts.yaml?) the STS keeps serving at %s\n", filepath.Join(*dir, "policy.yaml"), base)
 	}
 	if *once {
 		cancel()
@@ -98,7 +133,7 @@ func cmdQuickstart(ctx context.Context, args []string, stdout, stderr io.Writer)
 	return 0
 }
 
-func demoExchange(ctx context.Context, w io.Writer, dir, base string) error {
+func demoExchange(ctx context.Context, w io.Writer, dir, base string, cfg *config.Config) error {
 	client, err := stsclient.HTTPClient(filepath.Join(dir, "ca.crt"), 10*time.Second)
 	if err != nil {
 		return err
@@ -128,8 +163,9 @@ func demoExchange(ctx context.Context, w io.Writer, dir, base string) error {
 2. The STS verified it, applied %[2]s/policy.yaml and minted (expires in %[6]ds):
   %[7]s
 3. The token verifies from %[1]s/.well-known/openid-configuration with go-oidc.
+4. The decision was audited: one JSON line per decision ("log":"audit") on stderr.
 
-Try it yourself:
+Try it yourself (stsctl also reads STSCTL_STS, STSCTL_CACERT and STSCTL_TOKEN):
   go run ./cmd/stsctl exchange --sts %[1]s --cacert %[2]s/ca.crt \
     --subject-token @%[2]s/demo-subject.jwt --audience %[4]s --scope %[5]s
   go run ./cmd/stsctl verify --issuer %[1]s --cacert %[2]s/ca.crt --audience %[4]s --token @FILE
@@ -137,37 +173,69 @@ Try it yourself:
   go run ./cmd/stsctl policy review --config %[2]s/sts.yaml
     (with metrics_listen set in sts.yaml: --metrics http://127.0.0.1:9090/metrics)
 `, base, dir, demoSubject, demoAudience, demoScope, resp.ExpiresIn, pretty)
+	if !slices.ContainsFunc(cfg.Upstreams, func(u config.UpstreamConfig) bool { return u.Name == localUpstream }) {
+		fmt.Fprintf(w, "\n(%s has no %q upstream, so %s/admin.jwt is not accepted: it predates the quickstart's admin rule; remove %[3]s to regenerate it)\n",
+			filepath.Join(dir, "sts.yaml"), localUpstream, dir)
+		return nil
+	}
+	fmt.Fprintf(w, `
+Admin API as the local user (%[2]s/admin.jwt, allowed by the admin rule %[3]q in policy.yaml):
+  go run ./cmd/stsctl revoke --sts %[1]s --cacert %[2]s/ca.crt --token @%[2]s/admin.jwt \
+    --selector "upstream=demo,sub=%[4]s" --reason "trying revocation" --for 10m
+  go run ./cmd/stsctl revocations list --sts %[1]s --cacert %[2]s/ca.crt --token @%[2]s/admin.jwt
+  go run ./examples/verify-api --issuer %[1]s --cacert %[2]s/ca.crt \
+    --audience %[5]s --feed-token-file %[2]s/admin.jwt
+`, base, dir, quickstartAdminRule, demoSubject, demoAudience)
 	return nil
 }
 
-// writeQuickstart creates the demo files in dir. Existing keys and certificates are
-// kept (so the JWKS stays stable across runs); the config, policy and subject token
-// are rewritten.
-func writeQuickstart(dir, base, listen string) error {
+// writeQuickstart creates the demo files in dir. Existing keys, certificates,
+// sts.yaml and policy.yaml are kept (so the JWKS stays stable and edits survive);
+// the JWKS file (derived from the key) and the tokens (they expire) are rewritten.
+// It returns the names of the files it kept.
+func writeQuickstart(dir, base, listen string) (kept []string, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
+		return nil, err
 	}
 	p := func(name string) string { return filepath.Join(dir, name) }
 	if err := ensureTLS(p("ca.crt"), p("tls.crt"), p("tls.key")); err != nil {
-		return err
+		return nil, err
 	}
 	upKey, err := ensureECKey(p("demo-upstream-key.pem"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	kid := keyID(upKey.Public())
 	jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: upKey.Public(), KeyID: kid, Algorithm: "ES256", Use: "sig"}}})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	tok, err := demoSubjectToken(upKey, kid, time.Now())
+	now := time.Now()
+	tok, err := demoSubjectToken(upKey, kid, now)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	files := map[string]string{
+	admin := localUser()
+	adminTok, err := signDemo(upKey, kid, map[string]any{
+		"iss": localUpstreamIssuer, "sub": admin, "aud": []string{"sts"},
+		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(12 * time.Hour).Unix(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	refreshed := map[string]string{
 		"demo-upstream-jwks.json": string(jwks),
 		"demo-subject.jwt":        tok + "\n",
-		"sts.yaml": fmt.Sprintf(`# safeconduct quickstart configuration (generated by sts quickstart)
+		"admin.jwt":               adminTok + "\n",
+	}
+	for name, data := range refreshed {
+		if err := os.WriteFile(p(name), []byte(data), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	editable := []struct{ name, data string }{
+		{"sts.yaml", fmt.Sprintf(`# safeconduct quickstart configuration (generated by sts quickstart; a second run
+# keeps this file as you edit it)
 issuer: %s
 listen: %s
 tls: {cert_file: tls.crt, key_file: tls.key}
@@ -181,14 +249,22 @@ upstreams:
     jwks_file: demo-upstream-jwks.json
     preset: kubernetes                 # namespace, service_account, pod, ... from the token
     subjects: ["system:serviceaccount:demo:*"]   # what this upstream may assert
+  - name: %s                         # the local user's identity (admin.jwt), for the admin API
+    kind: oidc
+    issuer: %s
+    audiences: [sts]
+    jwks_file: demo-upstream-jwks.json
+    subjects: [%q]
 policy_files: [policy.yaml]
 revocation:
   backend: embedded
   embedded: {path: data/revocation.db}
 log: {level: info, format: text}
+# audit events go to stderr; audit: {path: audit.jsonl} writes them to a file instead
 # metrics_listen: 127.0.0.1:9090      # /metrics, /healthz, /readyz over plain HTTP (unset: no metrics)
-`, base, listen, demoUpstreamIssuer),
-		"policy.yaml": fmt.Sprintf(`# Demo issuance policy: workloads of namespace "demo" may get the demo API.
+`, base, listen, demoUpstreamIssuer, localUpstream, localUpstreamIssuer, admin)},
+		{"policy.yaml", fmt.Sprintf(`# Demo issuance policy: workloads of namespace "demo" may get the demo API.
+# (generated by sts quickstart; a second run keeps this file as you edit it)
 version: 2   # '*' matches within one ':' or '/' segment, '**' across
 rules:
   - name: demo-to-api
@@ -201,25 +277,55 @@ rules:
     scopes: [api.read, api.write]
     max_ttl: 10m
     copy_attributes: [namespace, service_account]
-`, demoAudience),
+admin:
+  # The local user (admin.jwt) may use the admin API: stsctl revoke, revocations,
+  # keys revoke, introspection and the revocation feed (examples/verify-api).
+  - name: %s
+    owner: you@example.com
+    upstreams: [%s]
+    subjects: [%q]
+    actions: [revoke, block, lift, list, report_change, rotate_keys, read_feed, introspect]
+    within_upstreams: ["*"]
+`, demoAudience, quickstartAdminRule, localUpstream, admin)},
 	}
-	for name, data := range files {
-		if err := os.WriteFile(p(name), []byte(data), 0o600); err != nil {
-			return err
+	for _, f := range editable {
+		switch _, err := os.Stat(p(f.name)); {
+		case err == nil:
+			kept = append(kept, f.name)
+			continue
+		case !errors.Is(err, os.ErrNotExist):
+			return nil, err
+		}
+		if err := os.WriteFile(p(f.name), []byte(f.data), 0o600); err != nil {
+			return nil, err
 		}
 	}
-	return nil
+	return kept, nil
+}
+
+// localUser is the subject of the quickstart's admin token: the local user's
+// name, reduced to characters that need no quoting, or "admin".
+func localUser() string {
+	name := os.Getenv("USER")
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		name = u.Username
+	}
+	name = strings.Map(func(r rune) rune {
+		if 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune("._-@", r) {
+			return r
+		}
+		return -1
+	}, name)
+	if name == "" || len(name) > 64 {
+		return "admin"
+	}
+	return name
 }
 
 // demoSubjectToken is what the demo upstream would give the demo workload: a
 // Kubernetes-style service-account token for audience "sts", valid for an hour.
 func demoSubjectToken(key *ecdsa.PrivateKey, kid string, now time.Time) (string, error) {
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: key, KeyID: kid}},
-		(&jose.SignerOptions{}).WithType("JWT"))
-	if err != nil {
-		return "", err
-	}
-	return jwt.Signed(s).Claims(map[string]any{
+	return signDemo(key, kid, map[string]any{
 		"iss": demoUpstreamIssuer,
 		"sub": demoSubject,
 		"aud": []string{"sts"},
@@ -230,7 +336,17 @@ func demoSubjectToken(key *ecdsa.PrivateKey, kid string, now time.Time) (string,
 			"namespace":      "demo",
 			"serviceaccount": map[string]any{"name": "app", "uid": "5f0c1a7e-0000-4000-8000-000000000001"},
 		},
-	}).Serialize()
+	})
+}
+
+// signDemo signs claims with the demo upstream key.
+func signDemo(key *ecdsa.PrivateKey, kid string, claims map[string]any) (string, error) {
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: key, KeyID: kid}},
+		(&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		return "", err
+	}
+	return jwt.Signed(s).Claims(claims).Serialize()
 }
 
 func keyID(pub crypto.PublicKey) string {

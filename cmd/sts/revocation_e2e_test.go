@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -291,6 +292,25 @@ func TestE2ERevocationAcrossReplicas(t *testing.T) {
 	if status != 200 || len(list["entries"].([]any)) != 1 {
 		t.Fatalf("list: %d %v", status, list)
 	}
+
+	// RFC 7009: the holder revokes its token at replica A (no credential but the
+	// token); replica B and the verify library refuse it.
+	held := exchangeAt(t, p.b, p.a.a.Token(t, payments))
+	resp, err := p.a.client.PostForm(p.a.url+"/revoke", url.Values{"token": {held}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /revoke: %d", resp.StatusCode)
+	}
+	if p.introspect(t, p.b, held) {
+		t.Fatal("a token revoked at /revoke is active on the other replica")
+	}
+	waitFor(t, func() bool {
+		_, err := v.Verify(ctx, held)
+		return errors.Is(err, verify.ErrRevoked)
+	})
 
 	// Admin API without a credential, with a workload token, or for a path trick.
 	for _, tc := range []struct {

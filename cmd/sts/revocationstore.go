@@ -11,6 +11,10 @@ import (
 
 // cmdRevocationStore is `sts revocation-store accept-loss --config FILE`.
 func cmdRevocationStore(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		fmt.Fprintln(stdout, "usage: sts revocation-store accept-loss --config FILE")
+		return 0
+	}
 	if len(args) == 0 || args[0] != "accept-loss" {
 		fmt.Fprintln(stderr, "usage: sts revocation-store accept-loss --config FILE")
 		return 2

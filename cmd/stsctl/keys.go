@@ -25,6 +25,10 @@ const keysUsage = `usage: stsctl keys list --key-dir DIR [--alg ES256] [--max-tt
 // cmdKeys manages the STS signing keys: keys list and keys rotate (in key_dir),
 // keys revoke (every token a retired key signed, through the admin API).
 func cmdKeys(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if isHelp(args) {
+		fmt.Fprintln(stdout, keysUsage)
+		return nil
+	}
 	if len(args) > 0 {
 		switch args[0] {
 		case "list":
@@ -49,7 +53,7 @@ type keyAdminFlags struct {
 
 func (k *keyAdminFlags) register(fs *flag.FlagSet) {
 	k.adminFlags.register(fs)
-	fs.StringVar(&k.tokenFile, "token-file", "", "file holding the admin bearer token (same as --token @FILE)")
+	fs.StringVar(&k.tokenFile, "token-file", "", "file holding the admin bearer token (same as --token @FILE; default $STSCTL_TOKEN)")
 	fs.StringVar(&k.reason, "reason", "", "why (recorded and audited; default: names the keys)")
 }
 
@@ -125,20 +129,28 @@ func cmdKeysRotate(ctx context.Context, args []string, stdin io.Reader, stdout, 
 	if err := fs.Parse(args); err != nil {
 		return parseErr(err)
 	}
-	if *dir == "" || fs.NArg() > 0 {
+	if err := need(fs, "key-dir"); err != nil {
 		fmt.Fprintln(stderr, keysUsage)
-		return errUsage
+		return err
 	}
 	var ac *adminClient
-	if kf.set() {
-		if !*emergency {
-			return fmt.Errorf("%w: --sts and the admin flags go with --emergency (a staged rotation keeps the old key's tokens valid)", errUsage)
-		}
-		// The credential is read before the keys change: a typo must not leave a
-		// rotated key without its revocation.
-		var err error
-		if ac, err = kf.client(stdin); err != nil {
+	explicit := kf.set()
+	if explicit && !*emergency {
+		return fmt.Errorf("%w: --sts and the admin flags go with --emergency (a staged rotation keeps the old key's tokens valid)", errUsage)
+	}
+	if *emergency {
+		// The environment counts for an emergency rotation only, and calls the STS
+		// when it names one (STSCTL_STS).
+		if err := kf.env(fs); err != nil {
 			return err
+		}
+		if explicit || kf.sts != "" {
+			// The credential is read before the keys change: a typo must not leave a
+			// rotated key without its revocation.
+			var err error
+			if ac, err = kf.client(stdin); err != nil {
+				return err
+			}
 		}
 	}
 	res, err := issuer.RotateKey(*dir, jose.SignatureAlgorithm(*alg), time.Now(), *emergency)
@@ -188,12 +200,17 @@ func cmdKeysRevoke(ctx context.Context, args []string, stdin io.Reader, stdout, 
 	kid := fs.String("kid", "", "the full key ID whose tokens to revoke (required; stsctl keys list shows them; the STS refuses the key it signs with and kids it never had)")
 	var kf keyAdminFlags
 	kf.register(fs)
+	var out outputFlag
+	out.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return parseErr(err)
 	}
-	if *kid == "" || fs.NArg() > 0 {
+	if err := kf.env(fs); err != nil {
+		return err
+	}
+	if err := need(fs, "kid"); err != nil {
 		fmt.Fprintln(stderr, keysUsage)
-		return errUsage
+		return err
 	}
 	ac, err := kf.client(stdin)
 	if err != nil {
@@ -207,7 +224,7 @@ func cmdKeysRevoke(ctx context.Context, args []string, stdin io.Reader, stdout, 
 	if err != nil {
 		return fmt.Errorf("tokens signed by key %s are NOT revoked: %w", *kid, err)
 	}
-	return printJSON(stdout, entry)
+	return out.print(stdout, entry, entryTimes)
 }
 
 // cmdKeysList is `stsctl keys list`: every key ID of key_dir, in full (the key
@@ -222,9 +239,9 @@ func cmdKeysList(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return parseErr(err)
 	}
-	if *dir == "" || fs.NArg() > 0 {
+	if err := need(fs, "key-dir"); err != nil {
 		fmt.Fprintln(stderr, keysUsage)
-		return errUsage
+		return err
 	}
 	if _, err := os.Stat(*dir); err != nil {
 		return fmt.Errorf("key directory: %w", err)

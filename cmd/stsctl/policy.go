@@ -34,6 +34,10 @@ const policyUsage = `usage: stsctl policy <test|review|status> [flags]
 `
 
 func cmdPolicy(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if isHelp(args) {
+		fmt.Fprint(stdout, policyUsage)
+		return nil
+	}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, policyUsage)
 		return errUsage
@@ -74,7 +78,7 @@ func (ps *policySource) load() (*policy.Policy, *config.Config, error) {
 	files := []string(ps.files)
 	if len(files) == 0 {
 		if cfg == nil {
-			return nil, nil, fmt.Errorf("%w: --policy or --config is required", errUsage)
+			return nil, nil, usagef("missing --policy or --config (the policy to use)")
 		}
 		for _, f := range cfg.PolicyFiles {
 			files = append(files, cfg.Path(f))
@@ -114,17 +118,23 @@ func cmdPolicyTest(ctx context.Context, args []string, stdin io.Reader, stdout, 
 	senderConstrained := fs.Bool("sender-constrained", false, "the request is over mTLS, so the token would be sender-constrained")
 	nowFlag := fs.String("now", "", "decide, and judge token times, at this time (RFC 3339; default: now)")
 	expect := fs.String("expect", "", "allow or deny: exit 1 unless the decision matches (for policy tests in CI)")
-	asJSON := fs.Bool("json", false, "print the decision as JSON")
+	asJSON := fs.Bool("json", false, "print the decision as JSON (same as --output json)")
+	var out outputFlag
+	out.registerWith(fs, "table")
 	var audiences, resources listFlag
 	fs.Var(&audiences, "audience", "requested audience (repeatable)")
 	fs.Var(&resources, "resource", "requested resource (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return parseErr(err)
 	}
-	if *subject == "" || fs.NArg() > 0 || (*expect != "" && *expect != "allow" && *expect != "deny") {
+	err := need(fs, "subject-token")
+	if err == nil && *expect != "" && *expect != "allow" && *expect != "deny" {
+		err = usagef("policy test: --expect %q: want allow or deny", *expect)
+	}
+	if err != nil {
 		fmt.Fprintln(stderr, "usage: stsctl policy test --config C [--policy F] --subject-token @FILE --audience A [--scope S] [--actor-token @FILE] [--now T] [--expect allow|deny]")
 		fmt.Fprintln(stderr, "       stsctl policy test --policy F --upstream U --subject-token @FILE ... (claims only: nothing is verified)")
-		return errUsage
+		return err
 	}
 	p, cfg, err := ps.load()
 	if err != nil {
@@ -175,7 +185,7 @@ func cmdPolicyTest(ctx context.Context, args []string, stdin io.Reader, stdout, 
 			return err
 		}
 	}
-	if *asJSON {
+	if *asJSON || out.format == "json" {
 		err = printJSON(stdout, t.json())
 	} else {
 		err = t.print(stdout)
@@ -420,14 +430,19 @@ func cmdPolicyReview(ctx context.Context, args []string, stdout, stderr io.Write
 	var ps policySource
 	ps.register(fs)
 	metrics := fs.String("metrics", "", "the STS's /metrics URL (on its metrics_listen) or a saved copy: rule usage (enables 'unused' findings)")
-	cacert := fs.String("cacert", "", "CA of the STS certificate, for an https --metrics URL")
+	cacert := fs.String("cacert", "", "CA of the STS certificate, for an https --metrics URL (default $STSCTL_CACERT)")
 	nowFlag := fs.String("now", "", "review as of this time (RFC 3339; default: now)")
-	asJSON := fs.Bool("json", false, "print the review as JSON")
+	asJSON := fs.Bool("json", false, "print the review as JSON (same as --output json)")
+	var out outputFlag
+	out.registerWith(fs, "table")
 	if err := fs.Parse(args); err != nil {
 		return parseErr(err)
 	}
-	if fs.NArg() > 0 {
-		return errUsage
+	if err := need(fs); err != nil {
+		return err
+	}
+	if err := applyEnv(fs, "cacert"); err != nil {
+		return err
 	}
 	p, cfg, err := ps.load()
 	if err != nil {
@@ -446,7 +461,7 @@ func cmdPolicyReview(ctx context.Context, args []string, stdout, stderr io.Write
 		}
 	}
 	rv := p.ReviewWith(now, o)
-	if *asJSON {
+	if *asJSON || out.format == "json" {
 		return printJSON(stdout, rv)
 	}
 	return rv.WriteText(stdout)

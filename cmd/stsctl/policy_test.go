@@ -158,6 +158,14 @@ safeconduct_policy_decisions_total{outcome="deny_no_rule",rule=""} 3
 	if strings.Contains(out, "payments-to-ledger: unused") {
 		t.Errorf("a used rule is reported unused:\n%s", out)
 	}
+	// -o json is --json; -o table the text.
+	jsonOut := stsctl(t, 0, "policy", "review", "--config", filepath.Join(dir, "sts.yaml"), "--now", "2026-11-23T00:00:00Z", "-o", "json")
+	if !json.Valid([]byte(jsonOut)) || jsonOut != stsctl(t, 0, "policy", "review", "--config", filepath.Join(dir, "sts.yaml"), "--now", "2026-11-23T00:00:00Z", "--json") {
+		t.Errorf("policy review -o json is not --json:\n%s", jsonOut)
+	}
+	if table := stsctl(t, 0, "policy", "review", "--config", filepath.Join(dir, "sts.yaml"), "--now", "2026-11-23T00:00:00Z", "--output", "table"); json.Valid([]byte(table)) || !strings.Contains(table, "everyone-metrics") {
+		t.Errorf("policy review --output table:\n%s", table)
+	}
 	// A file that is not STS metrics is refused rather than read as "all unused".
 	os.WriteFile(metrics, []byte("up 1\n"), 0o600)
 	stsctl(t, 1, "policy", "review", "--config", filepath.Join(dir, "sts.yaml"), "--metrics", metrics)

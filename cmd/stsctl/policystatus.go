@@ -26,13 +26,15 @@ func cmdPolicyStatus(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.SetOutput(stderr)
 	sts := fs.String("sts", "", "base URL of the STS's operations listener (metrics_listen), e.g. http://127.0.0.1:9090")
 	cacert := fs.String("cacert", "", "CA of the listener's certificate, for an https URL")
-	asJSON := fs.Bool("json", false, "print the status as JSON (as the server sends it)")
+	asJSON := fs.Bool("json", false, "print the status as JSON, as the server sends it (same as --output json)")
+	var out outputFlag
+	out.registerWith(fs, "table")
 	timeout := fs.Duration("timeout", 10*time.Second, "time limit of the request")
 	if err := fs.Parse(args); err != nil {
 		return parseErr(err)
 	}
 	if *sts == "" || fs.NArg() > 0 || (!strings.HasPrefix(*sts, "http://") && !strings.HasPrefix(*sts, "https://")) {
-		fmt.Fprintln(stderr, "usage: stsctl policy status --sts http://HOST:PORT (the STS's metrics_listen) [--json]")
+		fmt.Fprintln(stderr, "usage: stsctl policy status --sts http://HOST:PORT (the STS's metrics_listen) [--output json|table]")
 		return errUsage
 	}
 	client, err := stsclient.HTTPClient(*cacert, *timeout)
@@ -60,7 +62,7 @@ func cmdPolicyStatus(ctx context.Context, args []string, stdout, stderr io.Write
 	if err := json.Unmarshal(body, &st); err != nil || st.LoadedAt.IsZero() {
 		return fmt.Errorf("%s: not a policy status (is --sts the STS's metrics_listen?)", url)
 	}
-	if *asJSON {
+	if *asJSON || out.format == "json" {
 		if _, err := stdout.Write(body); err != nil {
 			return err
 		}

@@ -30,23 +30,40 @@ type adminFlags struct {
 }
 
 func (a *adminFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&a.sts, "sts", "", "STS base URL (required)")
-	fs.StringVar(&a.cacert, "cacert", "", "CA of the STS certificate (default: system roots)")
-	fs.StringVar(&a.token, "token", "", "admin bearer token: value, @FILE or - (a token an upstream issued to you, authorized by an admin rule)")
+	fs.StringVar(&a.sts, "sts", "", "STS base URL or HOST:PORT (required; default $STSCTL_STS)")
+	fs.StringVar(&a.cacert, "cacert", "", "CA of the STS certificate (default $STSCTL_CACERT, else system roots)")
+	fs.StringVar(&a.token, "token", "", "admin bearer token: value, @FILE or - (a token an upstream issued to you, authorized by an admin rule; default $STSCTL_TOKEN)")
 	fs.StringVar(&a.cert, "cert", "", "client certificate (X.509-SVID) PEM, instead of --token")
 	fs.StringVar(&a.key, "key", "", "private key PEM of --cert")
 	fs.DurationVar(&a.timeout, "timeout", 10*time.Second, "request timeout")
 }
 
+// env fills the flags not given from STSCTL_STS, STSCTL_CACERT and STSCTL_TOKEN
+// (after fs.Parse).
+func (a *adminFlags) env(fs *flag.FlagSet) error {
+	return applyEnv(fs, "sts", "cacert", "token")
+}
+
 func (a *adminFlags) client(stdin io.Reader) (*adminClient, error) {
-	if a.sts == "" || (a.token == "") == (a.cert == "") {
-		return nil, fmt.Errorf("%w: --sts and exactly one of --token or --cert/--key are required", errUsage)
+	switch {
+	case a.sts == "":
+		return nil, usagef("missing --sts (or set %s)", EnvSTS)
+	case a.token == "" && a.cert == "":
+		return nil, usagef("missing --token (or --cert and --key; or set %s)", EnvToken)
+	case a.token != "" && a.cert != "":
+		return nil, usagef("--token and --cert are exclusive: give one credential")
+	case a.cert != "" && a.key == "":
+		return nil, usagef("missing --key (the private key of --cert)")
+	}
+	base, err := stsURL("sts", a.sts)
+	if err != nil {
+		return nil, err
 	}
 	c, err := stsclient.HTTPClient(a.cacert, a.timeout)
 	if err != nil {
 		return nil, err
 	}
-	ac := &adminClient{base: strings.TrimSuffix(a.sts, "/"), client: c}
+	ac := &adminClient{base: base, client: c}
 	if a.token != "" {
 		if ac.token, err = readToken(a.token, stdin); err != nil {
 			return nil, err
@@ -112,12 +129,17 @@ func cmdRevoke(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	reason := fs.String("reason", "", "why (required; recorded and audited)")
 	block := fs.Bool("block", false, "block new tokens for matching workloads instead of revoking issued ones")
 	forD := fs.Duration("for", 0, "how long the entry lasts (default: revoke until every matching token expired; block until lifted)")
+	var out outputFlag
+	out.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return parseErr(err)
 	}
-	if *selector == "" || *reason == "" || fs.NArg() > 0 {
+	if err := af.env(fs); err != nil {
+		return err
+	}
+	if err := need(fs, "selector", "reason"); err != nil {
 		fmt.Fprintln(stderr, `usage: stsctl revoke --sts URL --token @ADMIN.jwt --selector "sub=..." --reason "..." [--block] [--for 24h]`)
-		return errUsage
+		return err
 	}
 	ac, err := af.client(stdin)
 	if err != nil {
@@ -134,13 +156,19 @@ func cmdRevoke(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err := ac.do(ctx, http.MethodPost, "/admin/v1/revocations", body, &entry); err != nil {
 		return err
 	}
-	return printJSON(stdout, entry)
+	return out.print(stdout, entry, entryTimes)
 }
 
 // cmdRevocations is `stsctl revocations list|lift`.
+const revocationsUsage = "usage: stsctl revocations list [--all] | lift ID [--reason R]   (with --sts and --token or --cert/--key)"
+
 func cmdRevocations(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if isHelp(args) {
+		fmt.Fprintln(stdout, revocationsUsage)
+		return nil
+	}
 	if len(args) == 0 || (args[0] != "list" && args[0] != "lift") {
-		fmt.Fprintln(stderr, "usage: stsctl revocations list [--all] | lift ID [--reason R]   (with --sts and --token or --cert/--key)")
+		fmt.Fprintln(stderr, revocationsUsage)
 		return errUsage
 	}
 	sub := args[0]
@@ -150,6 +178,8 @@ func cmdRevocations(ctx context.Context, args []string, stdin io.Reader, stdout,
 	af.register(fs)
 	all := fs.Bool("all", false, "list: include lifted and expired entries")
 	reason := fs.String("reason", "", "lift: why")
+	var out outputFlag
+	out.register(fs)
 	rest := args[1:]
 	var id string
 	if sub == "lift" && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
@@ -163,30 +193,33 @@ func cmdRevocations(ctx context.Context, args []string, stdin io.Reader, stdout,
 	} else if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
 	}
+	if err := af.env(fs); err != nil {
+		return err
+	}
+	if sub == "lift" && id == "" {
+		return usagef("revocations lift: missing the entry ID (stsctl revocations lift ID)")
+	}
 	ac, err := af.client(stdin)
 	if err != nil {
 		return err
 	}
-	var out any
+	var res any
 	switch sub {
 	case "list":
 		path := "/admin/v1/revocations"
 		if *all {
 			path += "?all=true"
 		}
-		err = ac.do(ctx, http.MethodGet, path, nil, &out)
+		err = ac.do(ctx, http.MethodGet, path, nil, &res)
 	case "lift":
-		if id == "" {
-			return fmt.Errorf("%w: lift takes the entry ID", errUsage)
-		}
 		path := "/admin/v1/revocations/" + url.PathEscape(id)
 		if *reason != "" {
 			path += "?reason=" + url.QueryEscape(*reason)
 		}
-		err = ac.do(ctx, http.MethodDelete, path, nil, &out)
+		err = ac.do(ctx, http.MethodDelete, path, nil, &res)
 	}
 	if err != nil {
 		return err
 	}
-	return printJSON(stdout, out)
+	return out.print(stdout, res, entryTimes)
 }

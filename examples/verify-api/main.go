@@ -3,13 +3,14 @@
 // verify), and answers with who called.
 //
 //	go run ./examples/verify-api --issuer https://127.0.0.1:8443 --cacert sts-quickstart/ca.crt \
-//	    --audience https://api.demo.internal --feed-token-file feed.jwt --listen 127.0.0.1:9080
+//	    --audience https://api.demo.internal --feed-token-file sts-quickstart/admin.jwt --listen 127.0.0.1:9080
 //
 // Then, with a token from the STS for that audience:
 //
 //	curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:9080/v1/whoami
 //
-// The feed token is a credential the STS's admin rules allow `read_feed`; the file
+// The feed token is a credential the STS's admin rules allow `read_feed` (the
+// quickstart's admin.jwt is one: its policy.yaml has an admin rule for it); the file
 // is re-read before every feed request, so a projected (rotating) service-account
 // token works. Without --feed-token-file revocation is not checked.
 package main
