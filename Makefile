@@ -1,5 +1,5 @@
 # Developer commands. CI runs .ci/run, which calls the same steps.
-.PHONY: test race lint fuzz bench tidy-check quickstart ci tools
+.PHONY: test race lint fuzz bench tidy-check quickstart image ci tools
 
 tools:           ## build the test prerequisites (SPIRE, staticcheck) with progress; prints what to export
 	bash scripts/tools.sh
@@ -23,6 +23,9 @@ tidy-check:
 
 quickstart:
 	go run ./cmd/sts quickstart
+
+image:           ## the container image without a daemon: OCI layout + SBOM in build/image
+	go run ./cmd/imagebuild --out build/image/oci
 
 ci:
 	bash .ci/run

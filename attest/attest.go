@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 )
 
 // Verifier verifies one upstream's credentials.
@@ -51,3 +52,22 @@ var (
 	// (the token itself was not looked at).
 	ErrUnsupportedType = errors.New("unsupported token type")
 )
+
+// ConditionError is a refusal by one of an upstream's own conditions, which every
+// credential of the upstream must satisfy before any policy rule is consulted:
+// its subjects, required claims, attribute bounds or CEL condition. It wraps
+// ErrInvalid; Check names the condition as configured ("subjects",
+// "required_claims./kubernetes.io/namespace", "attribute_bounds.namespace",
+// "condition"), so that the refusal can be audited with it.
+type ConditionError struct {
+	Upstream string
+	Check    string
+	Detail   string
+}
+
+func (e *ConditionError) Error() string {
+	return fmt.Sprintf("%v: upstream %q: upstream condition %s refused the token: %s", ErrInvalid, e.Upstream, e.Check, e.Detail)
+}
+
+// Unwrap returns ErrInvalid.
+func (e *ConditionError) Unwrap() error { return ErrInvalid }

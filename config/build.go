@@ -86,7 +86,12 @@ func Build(ctx context.Context, cfg *Config, o Options) (s *issuer.Server, err e
 	if err != nil {
 		return nil, err
 	}
-	keys, err := issuer.OpenKeyDir(cfg.Path(cfg.Signing.KeyDir), jose.SignatureAlgorithm(cfg.Signing.Algorithm), o.Now())
+	keyOpts, closeToken, err := SigningKeyOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, closeToken)
+	keys, err := issuer.OpenKeyDir(cfg.Path(cfg.Signing.KeyDir), jose.SignatureAlgorithm(cfg.Signing.Algorithm), o.Now(), keyOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -158,8 +163,13 @@ func Check(ctx context.Context, cfg *Config) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := issuer.CheckKeyDir(cfg.Path(cfg.Signing.KeyDir), jose.SignatureAlgorithm(cfg.Signing.Algorithm)); err != nil {
+	if keyOpts, closeToken, err := SigningKeyOptions(cfg); err != nil {
 		errs = append(errs, err)
+	} else {
+		if err := issuer.CheckKeyDir(cfg.Path(cfg.Signing.KeyDir), jose.SignatureAlgorithm(cfg.Signing.Algorithm), keyOpts...); err != nil {
+			errs = append(errs, err)
+		}
+		_ = closeToken()
 	}
 	if cfg.Audit.Path != "" {
 		if fi, err := os.Stat(filepath.Dir(cfg.Path(cfg.Audit.Path))); err != nil {
@@ -210,7 +220,14 @@ func buildAttester(ctx context.Context, cfg *Config, o Options) (router *attest.
 	for _, u := range cfg.Upstreams {
 		switch u.Kind {
 		case "spiffe":
-			v, err := spiffe.New(ctx, spiffeConfig(cfg, u, o))
+			sc := spiffeConfig(cfg, u, o)
+			guard, err := attrs.NewGuard(u.guardConfig())
+			if err != nil {
+				errs = append(errs, fmt.Errorf("upstream %s: %w", u.Name, err))
+				continue
+			}
+			sc.Guard = guard
+			v, err := spiffe.New(ctx, sc)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("upstream %s: %w", u.Name, err))
 				continue
@@ -254,9 +271,13 @@ func oidcVerifier(ctx context.Context, cfg *Config, u UpstreamConfig, o Options)
 		}
 		mapping = m
 	}
+	guard, err := attrs.NewGuard(u.guardConfig())
+	if err != nil {
+		return nil, err
+	}
 	oc := u.oidcConfig()
 	oc.JWKSFile = cfg.Path(u.JWKSFile)
-	oc.Now, oc.Logger, oc.HTTPClient, oc.Attributes = o.Now, o.Logger, o.UpstreamClient, mapping
+	oc.Now, oc.Logger, oc.HTTPClient, oc.Attributes, oc.Guard = o.Now, o.Logger, o.UpstreamClient, mapping, guard
 	return oidc.New(ctx, oc)
 }
 
@@ -426,4 +447,20 @@ func policyDigest(cfg *Config) [32]byte {
 	var d [32]byte
 	h.Sum(d[:0])
 	return d
+}
+
+// SigningKeyOptions are the issuer key options of the signing section: the RSA
+// key size and, with signing.pkcs11, the opened token (closed by the function
+// returned, which is a no-op without a token).
+func SigningKeyOptions(cfg *Config) ([]issuer.KeyOption, func() error, error) {
+	opts := []issuer.KeyOption{issuer.WithRSABits(cfg.Signing.RSABits)}
+	p := cfg.Signing.PKCS11
+	if p == nil {
+		return opts, func() error { return nil }, nil
+	}
+	tok, err := issuer.OpenPKCS11(issuer.PKCS11Config{Module: p.Module, TokenLabel: p.TokenLabel, KeyLabel: p.KeyLabel, PINFile: cfg.Path(p.PINFile)})
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(opts, issuer.WithPKCS11(tok)), tok.Close, nil
 }

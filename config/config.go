@@ -18,6 +18,7 @@ import (
 
 	"github.com/safeconduct/safeconduct/attest/attrs"
 	"github.com/safeconduct/safeconduct/internal/confcheck"
+	"github.com/safeconduct/safeconduct/issuer"
 )
 
 // Config is the STS configuration file (see README "Configuration"). Field names are
@@ -73,6 +74,20 @@ type TLSConfig struct {
 type SigningConfig struct {
 	Algorithm string `yaml:"algorithm"`
 	KeyDir    string `yaml:"key_dir"`
+	// RSABits is the size of the RSA keys generated for RS256 and PS256: 2048,
+	// 3072 (default) or 4096. Keys already in key_dir keep their size.
+	RSABits int `yaml:"rsa_bits"`
+	// PKCS11 keeps the signing keys in a PKCS#11 token (an HSM): key_dir then
+	// holds references to the token keys and the kid registry, never a private key.
+	PKCS11 *PKCS11Config `yaml:"pkcs11"`
+}
+
+// PKCS11Config names the PKCS#11 module, token, key label and PIN file.
+type PKCS11Config struct {
+	Module     string `yaml:"module"`
+	TokenLabel string `yaml:"token_label"`
+	KeyLabel   string `yaml:"key_label"`
+	PINFile    string `yaml:"pin_file"`
 }
 
 // TokensConfig bounds minted token lifetimes.
@@ -95,8 +110,17 @@ type UpstreamConfig struct {
 	// Subjects limits which subjects this upstream may assert (issuer breadth);
 	// empty = any.
 	Subjects []string `yaml:"subjects"`
-	// RequiredClaims maps a claim name to a glob its string value must match.
+	// RequiredClaims maps a claim name to a glob its string value must match; a
+	// name starting with '/' is a JSON Pointer into nested claims
+	// ("/kubernetes.io/namespace").
 	RequiredClaims map[string]string `yaml:"required_claims"`
+	// Condition is a CEL expression over `claims` and `attributes` that every
+	// credential of the upstream must satisfy before any policy rule is
+	// consulted; AttributeBounds maps attribute names to the glob patterns their
+	// values must match when present (attrs.GuardConfig). Both are type-checked
+	// by `sts check-config`; refusals are audited with the check named.
+	Condition       string              `yaml:"condition"`
+	AttributeBounds map[string][]string `yaml:"attribute_bounds"`
 	// Preset names a built-in claim -> attribute mapping (kubernetes,
 	// github_actions); Attributes adds or overrides CEL expressions over `claims`.
 	Preset     string            `yaml:"preset"`
@@ -369,6 +393,27 @@ func (c *Config) validate(v *validator) {
 	if c.Signing.KeyDir == "" {
 		v.at("signing.key_dir is required", "signing")
 	}
+	if p := c.Signing.PKCS11; p != nil {
+		for _, f := range []struct{ name, value string }{{"module", p.Module}, {"token_label", p.TokenLabel}, {"key_label", p.KeyLabel}, {"pin_file", p.PINFile}} {
+			if f.value == "" {
+				v.at("signing.pkcs11."+f.name+" is required", "signing", "pkcs11")
+			}
+		}
+		if len(p.KeyLabel) > 200 {
+			v.at("at most 200 characters", "signing", "pkcs11", "key_label")
+		}
+		if c.Signing.Algorithm == "EdDSA" {
+			v.at("EdDSA keys cannot be kept in a PKCS#11 token: use ES256, RS256 or PS256", "signing", "algorithm")
+		}
+	}
+	// rsa_bits 0 is the issuer's default (3072).
+	switch {
+	case c.Signing.RSABits == 0:
+	case !slices.Contains(issuer.RSAKeySizes, c.Signing.RSABits):
+		v.at(fmt.Sprintf("%d is not one of 2048, 3072, 4096", c.Signing.RSABits), "signing", "rsa_bits")
+	case c.Signing.Algorithm != "RS256" && c.Signing.Algorithm != "PS256":
+		v.at(fmt.Sprintf("applies to RS256 and PS256 only, not %s", c.Signing.Algorithm), "signing", "rsa_bits")
+	}
 	if c.Tokens.DefaultTTL == 0 {
 		c.Tokens.DefaultTTL = Duration(5 * time.Minute)
 	}
@@ -477,6 +522,9 @@ func (u *UpstreamConfig) validate(v *validator, i int, names, issuers map[string
 		if !attrs.ValidName(a) && a != "trust_domain" && a != "path" {
 			at(fmt.Sprintf("attribute name %q is not valid", a), "binding_attributes", j)
 		}
+	}
+	for _, p := range attrs.CheckGuard(u.guardConfig()) {
+		at(p.Message, p.Path...)
 	}
 	if len(u.InstanceAttributes) > 0 && len(u.BindingAttributes) == 0 {
 		at("instance_attributes needs binding_attributes", "instance_attributes")
@@ -589,6 +637,30 @@ func (u *UpstreamConfig) validateOIDC(at func(string, ...any), issuers map[strin
 	if _, err := attrs.Compile(u.Preset, u.Attributes); err != nil {
 		at("attribute mapping: "+strings.ReplaceAll(err.Error(), "\n", "; "), "attributes")
 	}
+}
+
+// guardConfig is the upstream's condition and attribute bounds, with the
+// attribute names its verifier can produce.
+func (u *UpstreamConfig) guardConfig() attrs.GuardConfig {
+	gc := attrs.GuardConfig{Condition: u.Condition, AttributeBounds: u.AttributeBounds, Known: []string{"sub", "iss"}}
+	switch u.Kind {
+	case "spiffe":
+		gc.Known = append(gc.Known, "trust_domain", "path")
+		for _, t := range u.PathTemplates {
+			for _, seg := range strings.Split(t, "/") {
+				if name, ok := strings.CutPrefix(seg, "{"); ok && strings.HasSuffix(name, "}") {
+					gc.Known = append(gc.Known, strings.TrimSuffix(name, "}"))
+				}
+			}
+		}
+	default:
+		if m, err := attrs.Compile(u.Preset, u.Attributes); err == nil {
+			gc.Known = append(gc.Known, m.Names()...)
+		} else {
+			gc.Known = nil // the mapping's own problems are reported; names unknown
+		}
+	}
+	return gc
 }
 
 func validName(s string) bool {

@@ -107,7 +107,7 @@ revocation:
 		`sts.yaml:5: tokens.max_ttl: must not be below tokens.default_ttl`,
 		`sts.yaml:10: upstreams[0].audiences: must name at least one expected audience (an empty expectation would accept any)`,
 		`sts.yaml:12: upstreams[0].jwks_uri: jwks_uri and jwks_file are mutually exclusive`,
-		`sts.yaml:13: upstreams[0].colour: unknown key (the keys here are name, kind, issuer, audiences, jwks_uri, jwks_file, algorithms, clock_skew, max_token_age, subjects, required_claims, preset, attributes, binding_attributes, instance_attributes, one_time, trust_domain, bundle_file, bundle_endpoint, workload_api_socket, max_stale, path_templates)`,
+		`sts.yaml:13: upstreams[0].colour: unknown key (the keys here are name, kind, issuer, audiences, jwks_uri, jwks_file, algorithms, clock_skew, max_token_age, subjects, required_claims, condition, attribute_bounds, preset, attributes, binding_attributes, instance_attributes, one_time, trust_domain, bundle_file, bundle_endpoint, workload_api_socket, max_stale, path_templates)`,
 		`sts.yaml:14: upstreams[1].name: duplicate upstream name "cluster-a"`,
 		`sts.yaml:16: upstreams[1].issuer: "https://issuer.example" is claimed by two upstreams; a token must route to exactly one`,
 		`sts.yaml:17: upstreams[1].audiences[0]: empty audience`,
@@ -238,11 +238,33 @@ func TestParseConfigProblems(t *testing.T) {
 				"  - name: spire\n    kind: spiffe\n    trust_domain: prod.example\n    audiences: [sts]\n" +
 				"    bundle_endpoint: {url: https://b.example, profile: https_web, refresh_interval: soon, max_stale: -1m}\n",
 			want: []string{
-				`sts.yaml:12: upstreams[0].colour: unknown key (the keys here are name, kind, issuer, audiences, jwks_uri, jwks_file, algorithms, clock_skew, max_token_age, subjects, required_claims, preset, attributes, binding_attributes, instance_attributes, one_time, trust_domain, bundle_file, bundle_endpoint, workload_api_socket, max_stale, path_templates)`,
+				`sts.yaml:12: upstreams[0].colour: unknown key (the keys here are name, kind, issuer, audiences, jwks_uri, jwks_file, algorithms, clock_skew, max_token_age, subjects, required_claims, condition, attribute_bounds, preset, attributes, binding_attributes, instance_attributes, one_time, trust_domain, bundle_file, bundle_endpoint, workload_api_socket, max_stale, path_templates)`,
 				`sts.yaml:13: upstreams[0].clock_skew: must be a duration such as 5m or 90s`,
 				`sts.yaml:14: upstreams[0].required_claims["x.io/team"]: must be a string`,
 				`sts.yaml:19: upstreams[1].bundle_endpoint.refresh_interval: "soon" is not a duration (write e.g. 10m or 1h30m)`,
 				`sts.yaml:19: upstreams[1].bundle_endpoint: bundle_endpoint durations must not be negative`,
+			},
+		},
+		{
+			// check-config type-checks upstream conditions in their declared
+			// environment and knows the attributes each upstream maps.
+			name: "upstream conditions and bounds",
+			from: "    jwks_file: cluster-a-jwks.json\n",
+			to: "    jwks_file: cluster-a-jwks.json\n    preset: kubernetes\n" +
+				"    condition: attributes.namespce == 'dev' || claims.x\n" +
+				"    attribute_bounds: {namespace: [dev, ''], repository: [a], sub: [x]}\n" +
+				"    required_claims: {/kubernetes.io/namespace: dev, /a~2: x}\n" +
+				"  - name: spire\n    kind: spiffe\n    trust_domain: prod.example\n    audiences: [sts]\n    bundle_file: b.json\n" +
+				"    path_templates: ['/ns/{namespace}/sa/{service_account}']\n" +
+				"    condition: attributes.namespace == 'prod' && attributes.region == 'eu'\n" +
+				"    attribute_bounds: {service_account: [api]}\n",
+			want: []string{
+				`sts.yaml:13: upstreams[0].condition: reads attribute "namespce", which this upstream never maps (known: iss, namespace, node, node_uid, pod, pod_uid, service_account, service_account_uid, sub)`,
+				`sts.yaml:14: upstreams[0].attribute_bounds.namespace[1]: empty pattern`,
+				`sts.yaml:14: upstreams[0].attribute_bounds.repository: this upstream never maps attribute "repository" (known: iss, namespace, node, node_uid, pod, pod_uid, service_account, service_account_uid, sub)`,
+				`sts.yaml:14: upstreams[0].attribute_bounds.sub: bound sub with the upstream's subjects or issuer instead`,
+				`sts.yaml:15: upstreams[0].required_claims["/a~2"]: claim path "/a~2": '~' must be followed by 0 or 1 (RFC 6901)`,
+				`sts.yaml:22: upstreams[1].condition: reads attribute "region", which this upstream never maps (known: iss, namespace, path, service_account, sub, trust_domain)`,
 			},
 		},
 		{
@@ -281,5 +303,33 @@ func TestParseConfigProblems(t *testing.T) {
 				t.Errorf("got:\n%s\nwant:\n%s", err, strings.Join(tt.want, "\n"))
 			}
 		})
+	}
+}
+
+// TestSigningRSABits: signing.rsa_bits takes 2048, 3072 or 4096 with an RSA
+// algorithm; anything else is refused at its line.
+func TestSigningRSABits(t *testing.T) {
+	for _, tc := range []struct {
+		signing string
+		bits    int
+		want    string
+	}{
+		{"{algorithm: RS256, key_dir: keys}", 0, ""},
+		{"{algorithm: RS256, key_dir: keys, rsa_bits: 2048}", 2048, ""},
+		{"{algorithm: PS256, key_dir: keys, rsa_bits: 4096}", 4096, ""},
+		{"{algorithm: RS256, key_dir: keys, rsa_bits: 1024}", 0, "sts.yaml:4: signing.rsa_bits: 1024 is not one of 2048, 3072, 4096"},
+		{"{algorithm: RS256, key_dir: keys, rsa_bits: 3000}", 0, "is not one of 2048, 3072, 4096"},
+		{"{algorithm: ES256, key_dir: keys, rsa_bits: 2048}", 0, "sts.yaml:4: signing.rsa_bits: applies to RS256 and PS256 only, not ES256"},
+	} {
+		cfg, err := Parse("sts.yaml", []byte(strings.Replace(goodConfig, "{algorithm: ES256, key_dir: keys}", tc.signing, 1)))
+		if tc.want == "" {
+			if err != nil || cfg.Signing.RSABits != tc.bits {
+				t.Fatalf("%s: %v %+v", tc.signing, err, cfg)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("%s: got %v, want %q", tc.signing, err, tc.want)
+		}
 	}
 }

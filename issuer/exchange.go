@@ -36,6 +36,9 @@ type exchangeState struct {
 	actor    *attest.Workload
 	depth    int
 	notAfter time.Time
+	// condition is the upstream condition that refused the subject or actor
+	// token, for the audit event.
+	condition *attest.ConditionError
 
 	// decide: now is the clock the token's iat starts from.
 	now      time.Time
@@ -158,6 +161,7 @@ func (s *tokenService) attestSubject(ctx context.Context, x *exchangeState) *ref
 	wl, err := s.attestToken(ctx, x.mtls, x.req.SubjectToken, x.req.SubjectTokenType)
 	st.attested(wl, err)
 	if err != nil {
+		errors.As(err, &x.condition)
 		return mapErr(err, errSubjectRejected, "subject_token: ")
 	}
 	x.workload, x.notAfter = wl, wl.Expiry
@@ -184,6 +188,7 @@ func (s *tokenService) attestActor(ctx context.Context, x *exchangeState) *refus
 	actor, err := s.attestToken(ctx, x.mtls, x.req.ActorToken, x.req.ActorTokenType)
 	st.attested(actor, err)
 	if err != nil {
+		errors.As(err, &x.condition)
 		return mapErr(err, errActorRejected, "actor_token: ")
 	}
 	x.actor, x.depth = actor, 1+len(x.chain)
@@ -379,6 +384,7 @@ func (x *exchangeState) event(ref *refusal) exchangeEvent {
 		actor:      x.actor,
 		client:     x.client,
 		clientAuth: x.clientAuth,
+		condition:  x.condition,
 	}
 	if x.req != nil {
 		ev.subjectTokenSHA = tokenHash(x.req.SubjectToken)

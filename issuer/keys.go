@@ -71,6 +71,8 @@ type keyRing struct {
 	// kidsErr is why the registry could not be appended to at start (nil: it
 	// could, or had nothing to add).
 	kidsErr error
+	// token resolves the PKCS#11 key references in dir (nil: none configured).
+	token *PKCS11Token
 }
 
 // keyFilePrefix names key files: key-<UTC activation time>-<kid8>.pem, so the
@@ -83,16 +85,16 @@ const keyTimeLayout = "20060102T150405Z"
 // loadKeyRing reads every *.pem private key in dir. If dir has none, it creates one
 // key of alg activating now (the directory is created 0700, the file 0600). The
 // schedule (rotation.go) decides which key signs and which are published.
-func loadKeyRing(dir string, alg jose.SignatureAlgorithm, now time.Time) (*keyRing, error) {
+func loadKeyRing(dir string, alg jose.SignatureAlgorithm, now time.Time, o keyOptions) (*keyRing, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
 	}
-	keys, err := readKeys(dir, alg)
+	keys, err := readKeysWith(dir, alg, o.token)
 	if err != nil {
 		return nil, err
 	}
 	if !slices.ContainsFunc(keys, func(k *signingKey) bool { return k.alg == alg }) {
-		k, err := generateKey(dir, alg, now)
+		k, err := o.first(dir, alg, now)
 		if err != nil {
 			return nil, err
 		}
@@ -106,7 +108,7 @@ func loadKeyRing(dir string, alg jose.SignatureAlgorithm, now time.Time) (*keyRi
 	if ks.readErr != nil {
 		return nil, fmt.Errorf("signing keys: %w", ks.readErr)
 	}
-	r.dir, r.scanned, r.known, r.kidsErr = dir, now, ks.known, ks.writeErr
+	r.dir, r.scanned, r.known, r.kidsErr, r.token = dir, now, ks.known, ks.writeErr, o.token
 	return r, nil
 }
 
@@ -172,6 +174,12 @@ func activationOf(path string) time.Time {
 }
 
 func readKeys(dir string, alg jose.SignatureAlgorithm) ([]*signingKey, error) {
+	return readKeysWith(dir, alg, nil)
+}
+
+// readKeysWith reads the key files (*.pem) in dir and resolves the token key
+// references (*.pkcs11) in token.
+func readKeysWith(dir string, alg jose.SignatureAlgorithm, token *PKCS11Token) ([]*signingKey, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
@@ -179,11 +187,17 @@ func readKeys(dir string, alg jose.SignatureAlgorithm) ([]*signingKey, error) {
 	var keys []*signingKey
 	var errs []error
 	for _, e := range entries {
-		if e.IsDir() || !strings.HasSuffix(e.Name(), ".pem") {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".pem") && !strings.HasSuffix(e.Name(), pkcs11RefExt) {
 			continue
 		}
 		path := filepath.Join(dir, e.Name())
-		k, err := readKey(path, alg)
+		var k *signingKey
+		var err error
+		if strings.HasSuffix(e.Name(), pkcs11RefExt) {
+			k, err = token.readTokenKey(path, alg)
+		} else {
+			k, err = readKey(path, alg)
+		}
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -271,9 +285,80 @@ func algFor(k crypto.Signer, preferred jose.SignatureAlgorithm) (jose.SignatureA
 	}
 }
 
-// generateKey creates a key for alg in dir activating at now (truncated to the
-// second), written atomically with mode 0600.
+// RSA key sizes the STS generates (signing.rsa_bits). Existing RSA keys of at
+// least 2048 bits are read whatever their size.
+var RSAKeySizes = []int{2048, 3072, 4096}
+
+// DefaultRSABits is the size of generated RSA keys when none is configured.
+const DefaultRSABits = 3072
+
+// KeyOption adjusts how keys are generated (OpenKeyDir, RotateKey).
+type KeyOption func(*keyOptions)
+
+// keyOptions are the KeyOptions applied.
+type keyOptions struct {
+	rsaBits int
+	// token, when set, holds the keys generated (key_dir gets their reference
+	// files) and resolves the reference files found.
+	token *PKCS11Token
+}
+
+// WithPKCS11 keeps new keys in the token t (generated there, never leaving it)
+// and resolves the token keys key_dir references. Without it, a reference file
+// in key_dir is an error.
+func WithPKCS11(t *PKCS11Token) KeyOption {
+	return func(o *keyOptions) { o.token = t }
+}
+
+// WithRSABits sets the size of generated RSA keys (RS256, PS256): one of
+// RSAKeySizes; 0 keeps DefaultRSABits.
+func WithRSABits(bits int) KeyOption {
+	return func(o *keyOptions) {
+		if bits != 0 {
+			o.rsaBits = bits
+		}
+	}
+}
+
+func applyKeyOptions(opts []KeyOption) (keyOptions, error) {
+	o := defaultKeyOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	if !slices.Contains(RSAKeySizes, o.rsaBits) {
+		return o, fmt.Errorf("signing keys: RSA key size %d is not one of %v", o.rsaBits, RSAKeySizes)
+	}
+	return o, nil
+}
+
+// generate creates a key for alg in dir activating at now, as the options say:
+// a key file, or a key in the token labelled signing.pkcs11.key_label-<activation>.
+func (o keyOptions) generate(dir string, alg jose.SignatureAlgorithm, now time.Time) (*signingKey, error) {
+	if o.token != nil {
+		return o.token.generateIn(dir, alg, now, o.rsaBits, o.token.cfg.KeyLabel+"-"+now.UTC().Format(keyTimeLayout), false)
+	}
+	return generateKeyFile(dir, alg, now, o.rsaBits)
+}
+
+// first creates the first key of an empty key_dir: a key file, or with a token
+// the token's key labelled key_label (adopted when the token has one, e.g. made
+// with pkcs11-tool --keypairgen, else generated).
+func (o keyOptions) first(dir string, alg jose.SignatureAlgorithm, now time.Time) (*signingKey, error) {
+	if o.token != nil {
+		return o.token.generateIn(dir, alg, now, o.rsaBits, o.token.cfg.KeyLabel, true)
+	}
+	return generateKeyFile(dir, alg, now, o.rsaBits)
+}
+
+// generateKey creates a key for alg in dir activating at now with the default
+// sizes (generateKeyFile).
 func generateKey(dir string, alg jose.SignatureAlgorithm, now time.Time) (*signingKey, error) {
+	return generateKeyFile(dir, alg, now, DefaultRSABits)
+}
+
+// generateKeyFile creates a key for alg in dir activating at now (truncated to
+// the second), written atomically with mode 0600. RSA keys have rsaBits.
+func generateKeyFile(dir string, alg jose.SignatureAlgorithm, now time.Time, rsaBits int) (*signingKey, error) {
 	now = now.UTC().Truncate(time.Second)
 	var signer crypto.Signer
 	var err error
@@ -283,7 +368,7 @@ func generateKey(dir string, alg jose.SignatureAlgorithm, now time.Time) (*signi
 	case jose.EdDSA:
 		_, signer, err = ed25519.GenerateKey(rand.Reader)
 	case jose.RS256, jose.PS256:
-		signer, err = rsa.GenerateKey(rand.Reader, 3072)
+		signer, err = rsa.GenerateKey(rand.Reader, rsaBits)
 	default:
 		err = fmt.Errorf("unsupported algorithm %s", alg)
 	}
@@ -345,9 +430,13 @@ func tokenHash(tok string) string {
 type SigningKeys struct{ ring *keyRing }
 
 // OpenKeyDir reads every *.pem private key in dir. If dir has none of alg, it
-// creates one activating at now (the directory 0700, the file 0600).
-func OpenKeyDir(dir string, alg jose.SignatureAlgorithm, now time.Time) (*SigningKeys, error) {
-	r, err := loadKeyRing(dir, alg, now)
+// creates one activating at now (the directory 0700, the file 0600) as opts say.
+func OpenKeyDir(dir string, alg jose.SignatureAlgorithm, now time.Time, opts ...KeyOption) (*SigningKeys, error) {
+	o, err := applyKeyOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	r, err := loadKeyRing(dir, alg, now, o)
 	if err != nil {
 		return nil, err
 	}
@@ -356,14 +445,18 @@ func OpenKeyDir(dir string, alg jose.SignatureAlgorithm, now time.Time) (*Signin
 
 // CheckKeyDir is OpenKeyDir's dry run: it reads the keys in dir without creating
 // any. A directory that does not exist yet is fine (it is created at start).
-func CheckKeyDir(dir string, alg jose.SignatureAlgorithm) error {
+func CheckKeyDir(dir string, alg jose.SignatureAlgorithm, opts ...KeyOption) error {
+	o, err := applyKeyOptions(opts)
+	if err != nil {
+		return err
+	}
 	if _, err := os.Stat(dir); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil
 		}
 		return fmt.Errorf("signing.key_dir: %w", err)
 	}
-	keys, err := readKeys(dir, alg)
+	keys, err := readKeysWith(dir, alg, o.token)
 	if err != nil {
 		return err
 	}
@@ -377,3 +470,6 @@ func CheckKeyDir(dir string, alg jose.SignatureAlgorithm) error {
 	}
 	return nil
 }
+
+// defaultKeyOptions are the options with nothing set.
+var defaultKeyOptions = keyOptions{rsaBits: DefaultRSABits}

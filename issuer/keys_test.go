@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"crypto/rsa"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -35,7 +36,7 @@ var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 // keyServer is a Server with only what minting and the JWKS need.
 func keyServer(t *testing.T, dir string, clock *keyClock, maxTTL time.Duration) *Server {
 	t.Helper()
-	ring, err := loadKeyRing(dir, jose.ES256, clock.Now())
+	ring, err := loadKeyRing(dir, jose.ES256, clock.Now(), defaultKeyOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,4 +355,53 @@ func TestRotationNoLiveTokenRejected(t *testing.T) {
 		t.Fatalf("retired keys still published at the end: %v", kids(set))
 	}
 	t.Logf("%d live-token checks", checked)
+}
+
+// TestRSABits: signing.rsa_bits decides the size of the RSA keys the STS and a
+// rotation generate; sizes outside RSAKeySizes are refused.
+func TestRSABits(t *testing.T) {
+	for _, bits := range RSAKeySizes {
+		for _, alg := range []jose.SignatureAlgorithm{jose.RS256, jose.PS256} {
+			dir := t.TempDir()
+			keys, err := OpenKeyDir(dir, alg, time.Now(), WithRSABits(bits))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub, ok := keys.ring.active.Public().(*rsa.PublicKey)
+			if !ok || pub.N.BitLen() != bits || keys.ring.active.alg != alg {
+				t.Fatalf("%s %d: got %T alg %s", alg, bits, keys.ring.active.Public(), keys.ring.active.alg)
+			}
+			res, err := RotateKey(dir, alg, time.Now(), false, WithRSABits(bits))
+			if err != nil {
+				t.Fatal(err)
+			}
+			k, err := readKey(res.File, alg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := k.Public().(*rsa.PublicKey).N.BitLen(); got != bits {
+				t.Fatalf("rotated %s key has %d bits, want %d", alg, got, bits)
+			}
+		}
+	}
+	// No option: the default size.
+	keys, err := OpenKeyDir(t.TempDir(), jose.RS256, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := keys.ring.active.Public().(*rsa.PublicKey).N.BitLen(); got != DefaultRSABits {
+		t.Fatalf("default RSA size %d, want %d", got, DefaultRSABits)
+	}
+	for _, bad := range []int{1024, 2047, 8192} {
+		dir := t.TempDir()
+		if _, err := OpenKeyDir(dir, jose.RS256, time.Now(), WithRSABits(bad)); err == nil || !strings.Contains(err.Error(), "RSA key size") {
+			t.Fatalf("%d bits: %v", bad, err)
+		}
+		if _, err := RotateKey(dir, jose.RS256, time.Now(), false, WithRSABits(bad)); err == nil || !strings.Contains(err.Error(), "RSA key size") {
+			t.Fatalf("rotate %d bits: %v", bad, err)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Fatalf("%d bits left %d files", bad, len(entries))
+		}
+	}
 }

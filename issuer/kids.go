@@ -185,8 +185,12 @@ type KeyInfo struct {
 // ListKeys describes the keys in dir at now, as an STS signing with alg and
 // max_ttl maxTTL sees them, and the removed keys its registry lists (first). The
 // keys that could be read are listed even when others could not (the error).
-func ListKeys(dir string, alg jose.SignatureAlgorithm, maxTTL time.Duration, now time.Time) ([]KeyInfo, error) {
-	keys, keysErr := readKeys(dir, alg)
+func ListKeys(dir string, alg jose.SignatureAlgorithm, maxTTL time.Duration, now time.Time, opts ...KeyOption) ([]KeyInfo, error) {
+	o, err := applyKeyOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	keys, keysErr := readKeysWith(dir, alg, o.token)
 	registered, regErr := readKidsFile(dir)
 	slices.SortStableFunc(keys, compareKeys)
 	sc := schedule(keys, alg, now, maxTTL+keyRetireSkew)

@@ -28,7 +28,7 @@ func TestKidRegistry(t *testing.T) {
 	if err := os.Rename(byHand.file, filepath.Join(dir, "by-hand.pem")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := loadKeyRing(dir, jose.ES256, t0); err != nil {
+	if _, err := loadKeyRing(dir, jose.ES256, t0, defaultKeyOptions); err != nil {
 		t.Fatal(err)
 	}
 	second, err := RotateKey(dir, jose.ES256, t0, true)
@@ -38,7 +38,7 @@ func TestKidRegistry(t *testing.T) {
 	if len(second.Removed) != 1 || second.Previous != first.KeyID {
 		t.Fatalf("emergency rotation: %+v", second)
 	}
-	r, err := loadKeyRing(dir, jose.ES256, t0.Add(time.Second))
+	r, err := loadKeyRing(dir, jose.ES256, t0.Add(time.Second), defaultKeyOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestKidRegistry(t *testing.T) {
 	if err := appendKids(dir, "\x01\n"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := loadKeyRing(dir, jose.ES256, t0); err == nil || !strings.Contains(err.Error(), "kids:4: not a key ID") {
+	if _, err := loadKeyRing(dir, jose.ES256, t0, defaultKeyOptions); err == nil || !strings.Contains(err.Error(), "kids:4: not a key ID") {
 		t.Errorf("start with a broken registry: %v", err)
 	}
 	if err := CheckKeyDir(dir, jose.ES256); err == nil || !strings.Contains(err.Error(), "kids:4") {

@@ -25,14 +25,12 @@ type minter struct {
 	signer jose.Signer
 }
 
+// newMinter signs with key's go-jose signer (for an opaque key, a PKCS#11 or
+// KMS one, through its crypto.Signer).
 func newMinter(issuer string, key *signingKey) (*minter, error) {
-	opts := (&jose.SignerOptions{}).WithType(TypeAccessTokenJWT)
-	s, err := jose.NewSigner(jose.SigningKey{
-		Algorithm: key.alg,
-		Key:       jose.JSONWebKey{Key: key.signer, KeyID: key.kid, Algorithm: string(key.alg)},
-	}, opts)
+	s, err := key.jose()
 	if err != nil {
-		return nil, fmt.Errorf("signer for key %s: %w", key.kid, err)
+		return nil, err
 	}
 	return &minter{issuer: issuer, key: key, signer: s}, nil
 }

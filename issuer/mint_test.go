@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"cmp"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -16,7 +17,7 @@ import (
 
 func testMinter(t testing.TB, alg jose.SignatureAlgorithm) *minter {
 	t.Helper()
-	ring, err := loadKeyRing(t.TempDir(), alg, time.Now())
+	ring, err := loadKeyRing(t.TempDir(), alg, time.Now(), defaultKeyOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,10 +94,28 @@ func FuzzAppendJSONString(f *testing.F) {
 	})
 }
 
+// BenchmarkMint is the signing cost of one token per algorithm and RSA key size
+// (the README's table of what each algorithm costs per exchange).
 func BenchmarkMint(b *testing.B) {
-	for _, alg := range []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA, jose.RS256} {
-		b.Run(string(alg), func(b *testing.B) {
-			m := testMinter(b, alg)
+	cases := []struct {
+		name string
+		alg  jose.SignatureAlgorithm
+		bits int
+	}{
+		{"ES256", jose.ES256, 0}, {"EdDSA", jose.EdDSA, 0},
+		{"RS256-2048", jose.RS256, 2048}, {"RS256-3072", jose.RS256, 3072}, {"RS256-4096", jose.RS256, 4096},
+		{"PS256-2048", jose.PS256, 2048}, {"PS256-3072", jose.PS256, 3072},
+	}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			ring, err := loadKeyRing(b.TempDir(), tc.alg, time.Now(), keyOptions{rsaBits: cmp.Or(tc.bits, DefaultRSABits)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			m, err := newMinter("https://sts.example", ring.active)
+			if err != nil {
+				b.Fatal(err)
+			}
 			now := time.Now()
 			c := &claims{Subject: "system:serviceaccount:payments:api", Audience: []string{"https://ledger.internal"},
 				IssuedAt: now, Expiry: now.Add(5 * time.Minute), ClientID: "system:serviceaccount:payments:api",

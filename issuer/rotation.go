@@ -179,7 +179,7 @@ func newKeyManager(issuer string, meta discoveryMeta, start *keyRing, maxTTL tim
 	if err != nil {
 		return nil, err
 	}
-	r.dir, r.scanned = start.dir, now()
+	r.dir, r.scanned, r.token = start.dir, now(), start.token
 	maps.Copy(r.known, start.known)
 	m.cur.Store(r)
 	return m, nil
@@ -227,7 +227,7 @@ func (m *keyManager) reloadLocked(now time.Time, force bool) error {
 	var scanErr error
 	if r.dir != "" && (force || now.Sub(r.scanned) >= KeyReloadInterval) {
 		scanned = now
-		found, err := readKeys(r.dir, r.alg)
+		found, err := readKeysWith(r.dir, r.alg, r.token)
 		if err != nil {
 			// Keep the last good set: a transient read error must not drop a key.
 			scanErr = err
@@ -248,7 +248,7 @@ func (m *keyManager) reloadLocked(now time.Time, force bool) error {
 		return errors.Join(scanErr, err)
 	}
 	maps.Copy(next.known, known)
-	next.dir, next.scanned = r.dir, scanned
+	next.dir, next.scanned, next.token = r.dir, scanned, r.token
 	m.cur.Store(next)
 	if m.onChange != nil && (next.active.kid != r.active.kid || !slices.Equal(keyIDs(next.keys), keyIDs(r.keys))) {
 		m.onChange(r, next)
@@ -342,11 +342,15 @@ type RotateResult struct {
 // activates it now and deletes the key file signing now: replicas drop that key
 // from the JWKS at their next reload and verifiers reject its tokens at their next
 // JWKS refresh.
-func RotateKey(dir string, alg jose.SignatureAlgorithm, now time.Time, emergency bool) (*RotateResult, error) {
+func RotateKey(dir string, alg jose.SignatureAlgorithm, now time.Time, emergency bool, opts ...KeyOption) (*RotateResult, error) {
+	o, err := applyKeyOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("key directory: %w", err)
 	}
-	keys, err := readKeys(dir, alg)
+	keys, err := readKeysWith(dir, alg, o.token)
 	if err != nil {
 		return nil, err
 	}
@@ -368,7 +372,7 @@ func RotateKey(dir string, alg jose.SignatureAlgorithm, now time.Time, emergency
 			at = t.Add(time.Second)
 		}
 	}
-	k, err := generateKey(dir, alg, at)
+	k, err := o.generate(dir, alg, at)
 	if err != nil {
 		return nil, err
 	}

@@ -143,12 +143,15 @@ type exchangeEvent struct {
 	audited         []policy.AuditHit
 	subjectTokenSHA string
 	clientAddr      netip.Addr
+	// condition is the upstream condition that refused a token (subject or
+	// actor), audited as refused_by_upstream and upstream_condition.
+	condition *attest.ConditionError
 }
 
 // audit writes one structured event per exchange decision to the audit log;
 // durable (an issued token) waits for it to be written under fail_closed.
 func (s *tokenService) audit(ctx context.Context, ev *exchangeEvent, durable bool) error {
-	attrs := make([]slog.Attr, 0, 13)
+	attrs := make([]slog.Attr, 0, 15)
 	attrs = append(attrs, slog.String("event", "exchange"), slog.String("outcome", ev.outcome), clientAddrAttr(ev.clientAddr, false))
 	if ev.code != "" {
 		attrs = append(attrs, slog.String("error", ev.code))
@@ -170,6 +173,9 @@ func (s *tokenService) audit(ctx context.Context, ev *exchangeEvent, durable boo
 	}
 	if ev.reason != "" {
 		attrs = append(attrs, slog.String("reason", ev.reason))
+	}
+	if c := ev.condition; c != nil {
+		attrs = append(attrs, slog.String("refused_by_upstream", c.Upstream), slog.String("upstream_condition", c.Check))
 	}
 	if ev.jti != "" {
 		attrs = append(attrs, slog.String("jti", ev.jti), slog.Int64("exp", ev.expiry.Unix()))

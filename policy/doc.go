@@ -82,6 +82,11 @@
 //   - attributes: a mapping of attribute name to value pattern (same syntax as
 //     subject patterns; spaces allowed). Every one must match the workload's
 //     attribute of that name. A missing attribute never matches, not even "*".
+//     Attributes are only as trustworthy as the upstream that asserts them:
+//     bound them where the upstream is configured (`attribute_bounds`,
+//     `condition`, checked on every token before any rule; the kubernetes
+//     preset derives attributes only from a token consistent with its `sub`).
+//     The review (below) drops rules an upstream's bounds never satisfy.
 //   - when: a CEL condition (see Conditions) that must evaluate to true.
 //   - actors: which actors may act for the matched workloads (see Delegation).
 //     A rule with actors matches delegated requests only; a rule without actors
@@ -320,16 +325,38 @@
 // per upstream and subject pattern, what enforced unexpired allow rules make
 // obtainable (audiences, resources, scopes, the largest max_ttl, copied
 // attributes, actors, the conditions that narrow it, the rules); the deny rules;
-// the admin rights; and findings, each with rule, file:line, kind and severity:
-// unused (usage known and zero), review_overdue, expired, no_owner, broad (a
-// subject pattern without a literal prefix on an allow or admin rule; high when
-// it grants a sensitive_audiences match, or admin rights), audit_mode and
-// deep_delegation (max_delegation_depth above 1). Policy.ReviewWith also takes
-// the subjects each upstream may assert (its configured `subjects`, enforced
-// before policy): a rule never grants beyond them, so the review shows each
-// pattern's effective breadth within them, notes them on broad findings, and
-// reports rules that match nothing an upstream asserts (unreachable).
-// Review.WriteText prints it; it also marshals to JSON. The output is
+// the admin rights; and findings, each with rule, file:line, kind, severity and
+// (for rules that grant) sensitivity: unused (usage known and zero),
+// review_overdue, expired, no_owner, broad, unreachable, github_unpinned,
+// audit_mode and deep_delegation (max_delegation_depth above 1).
+//
+// Policy.ReviewWith also takes what each upstream checks before policy
+// (ReviewOptions): the subjects it may assert, and its preset, required claims,
+// attribute bounds and condition (UpstreamLimits). A rule never grants beyond
+// them, so the review shows each pattern's effective breadth within the
+// subjects, lists under NeverAsserted (not as access) the patterns an upstream
+// never asserts and the rules whose attribute pattern is disjoint from its
+// attribute_bounds or its condition (of which it follows the top-level `&&`
+// conjuncts attributes.X == "v", attributes.X.startsWith("p") and
+// attributes.X in ["a", "b"]; on sub, they bound an upstream without
+// subjects), and reports those rules unreachable.
+//
+// broad: a subject pattern of an allow or admin rule that, within what the
+// upstream asserts, spans more than one Kubernetes namespace
+// ("system:serviceaccount:NS:"), GitHub repository owner ("repo:OWNER/"),
+// SPIFFE trust domain or path root ("spiffe://TD/ROOT/", "/ns/NS/" for the
+// Kubernetes layout), or has no literal prefix: the literal prefix of the
+// pattern (or of the upstream pattern it falls within) must complete the root.
+// High when it grants a sensitive_audiences match, or admin rights.
+// github_unpinned: an allow rule of a github_actions upstream that pins neither
+// event_name nor ref_protected "true" nor an environment (attributes, subject,
+// when, or the upstream's condition or required claims).
+//
+// Findings are ranked by severity (high, warning, info), then sensitivity:
+// sensitive (a sensitive_audiences target, or admin rights), elevated (a scope
+// naming write, admin, delete or manage, or "*"; or max_ttl over an hour),
+// normal; then file and line. Review.WriteText prints the review; its JSON
+// (Schema ReviewSchema) is documented in docs/policy-review.md. The output is
 // deterministic.
 //
 // # Identity

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +20,9 @@ import (
 // them), so it says what rules allow, not who asked. Its content is deterministic:
 // the same policy, time and usage give the same Review, byte for byte.
 type Review struct {
+	// Schema names the JSON layout, ReviewSchema; it changes only when a field
+	// changes meaning or goes away (docs/policy-review.md).
+	Schema string `json:"schema"`
 	// AsOf is the time the review was made for (expiry and review dates).
 	AsOf time.Time `json:"as_of"`
 	// UsageKnown is set when usage counts were given; only then are rules
@@ -30,9 +35,14 @@ type Review struct {
 	DenyRules []DenyRuleReview `json:"deny_rules"`
 	// Admin are the admin rules in file order.
 	Admin []AdminAccess `json:"admin"`
-	// Findings are in file and line order.
+	// Findings are ranked: by severity (high, warning, info), then by the
+	// sensitivity of what the rule grants (sensitive, elevated, normal), then in
+	// file and line order.
 	Findings []Finding `json:"findings"`
 }
+
+// ReviewSchema is Review.Schema.
+const ReviewSchema = "safeconduct.policy-review/v1"
 
 // UpstreamAccess is what the workloads of one upstream can obtain.
 type UpstreamAccess struct {
@@ -40,8 +50,20 @@ type UpstreamAccess struct {
 	// AssertsOnly are the subject patterns the upstream may assert at all (its
 	// configured `subjects`, ReviewOptions.UpstreamSubjects); empty when unknown or
 	// unlimited. No rule grants a subject outside them.
-	AssertsOnly []string        `json:"asserts_only,omitempty"`
-	Subjects    []SubjectAccess `json:"subjects"`
+	AssertsOnly []string `json:"asserts_only,omitempty"`
+	// Preset, RequiredClaims, AttributeBounds and Condition are the upstream's
+	// own limits (ReviewOptions.Upstreams): every token must satisfy them before
+	// any rule applies.
+	Preset          string              `json:"preset,omitempty"`
+	RequiredClaims  map[string]string   `json:"required_claims,omitempty"`
+	AttributeBounds map[string][]string `json:"attribute_bounds,omitempty"`
+	Condition       string              `json:"condition,omitempty"`
+	Subjects        []SubjectAccess     `json:"subjects"`
+	// NeverAsserted are subject patterns rules list for this upstream that match
+	// nothing it asserts (its subjects), and rules it can never satisfy (an
+	// attribute pattern outside its attribute_bounds), as "rule: why". The server
+	// refuses them; they grant nothing and are not in Subjects.
+	NeverAsserted []string `json:"never_asserted,omitempty"`
 }
 
 // SubjectAccess is what the workloads matching one subject pattern can obtain,
@@ -52,10 +74,11 @@ type SubjectAccess struct {
 	// Effective is the breadth of Subject within the upstream's AssertsOnly, when
 	// it is narrower: the upstream patterns Subject covers, Subject itself where an
 	// upstream pattern covers it, and "Subject within P" where they overlap
-	// otherwise. Unreachable is set when Subject matches nothing the upstream
-	// asserts: what it lists is granted to nobody.
-	Effective   []string `json:"effective_subjects,omitempty"`
-	Unreachable bool     `json:"unreachable,omitempty"`
+	// otherwise.
+	Effective []string `json:"effective_subjects,omitempty"`
+	// Breadth says what the effective subjects span when that is more than one
+	// namespace, repository owner or SPIFFE path root (see FindingBroad).
+	Breadth string `json:"breadth,omitempty"`
 	// Audiences and Resources are the obtainable targets. A rule that lists no
 	// resources grants its audiences as resources too; only the resources rules
 	// list are shown here.
@@ -115,13 +138,27 @@ const (
 	FindingReviewOverdue  = "review_overdue"  // review_by is past
 	FindingExpired        = "expired"         // expires is past, and the rule is still in the file
 	FindingNoOwner        = "no_owner"        // the rule names no owner
-	FindingBroad          = "broad"           // a subject pattern matches every subject of an upstream
+	FindingBroad          = "broad"           // a subject pattern spans more than one namespace, repository owner or SPIFFE path root (or has no literal prefix)
 	FindingAuditMode      = "audit_mode"      // the rule is in audit mode (a reminder)
 	FindingDeepDelegation = "deep_delegation" // the rule allows delegation chains longer than one actor
-	FindingUnreachable    = "unreachable"     // no subject pattern matches what an upstream of the rule asserts
+	FindingUnreachable    = "unreachable"     // no subject pattern matches what an upstream of the rule asserts, or an attribute pattern is outside its bounds
+	FindingGitHubUnpinned = "github_unpinned" // a rule of a github_actions upstream pins neither event_name nor a protected ref nor an environment
 	// FindingCrossesSegments: in a file without `version: 2`, a pattern of an
 	// allow or admin rule has a '*' that also matches ':' and '/'.
 	FindingCrossesSegments = "crosses_segments"
+)
+
+// Sensitivities of a Finding: how much the rule it is about grants.
+//   - sensitive: a target matching the policy's sensitive_audiences, or admin rights;
+//   - elevated: a scope that writes or administers (its name contains write,
+//     admin, delete or manage, or is "*"), or a max_ttl over an hour;
+//   - normal: anything else.
+//
+// Deny rules' findings have none.
+const (
+	SensitivitySensitive = "sensitive"
+	SensitivityElevated  = "elevated"
+	SensitivityNormal    = "normal"
 )
 
 // Severities of a Finding.
@@ -133,12 +170,13 @@ const (
 
 // Finding is something in the policy worth a look.
 type Finding struct {
-	Rule     string `json:"rule"`
-	File     string `json:"file"`
-	Line     int    `json:"line"`
-	Kind     string `json:"kind"`
-	Severity string `json:"severity"`
-	Message  string `json:"message"`
+	Rule        string `json:"rule"`
+	File        string `json:"file"`
+	Line        int    `json:"line"`
+	Kind        string `json:"kind"`
+	Severity    string `json:"severity"`
+	Sensitivity string `json:"sensitivity,omitempty"`
+	Message     string `json:"message"`
 }
 
 // ReviewOptions are what a review knows beyond the policy.
@@ -154,6 +192,19 @@ type ReviewOptions struct {
 	// broad findings, and reports patterns that can match nothing (unreachable).
 	// An upstream missing from the map may assert any subject.
 	UpstreamSubjects map[string][]string
+	// Upstreams are, by upstream name, the upstream's own limits beyond its
+	// subjects: shown with its access, used to drop rules it can never satisfy,
+	// and to check github_actions rules (FindingGitHubUnpinned).
+	Upstreams map[string]UpstreamLimits
+}
+
+// UpstreamLimits are what an upstream checks on every token before policy (its
+// STS configuration).
+type UpstreamLimits struct {
+	Preset          string
+	RequiredClaims  map[string]string
+	AttributeBounds map[string][]string
+	Condition       string
 }
 
 // Review reviews the policy as of now. usage counts the matches of each rule (and
@@ -167,6 +218,22 @@ func (p *Policy) Review(now time.Time, usage map[string]uint64) *Review {
 // upstreams.
 func (p *Policy) ReviewWith(now time.Time, o ReviewOptions) *Review {
 	usage := o.Usage
+	// What each upstream's condition bounds (conditionBounds): attribute values,
+	// and the subjects of an upstream without configured ones.
+	condBounds := make(map[string]map[string][]string, len(o.Upstreams))
+	asserts := maps.Clone(o.UpstreamSubjects)
+	for u, ul := range o.Upstreams {
+		cb := conditionBounds(ul.Condition)
+		if subs := cb["sub"]; len(subs) > 0 && len(asserts[u]) == 0 {
+			if asserts == nil {
+				asserts = map[string][]string{}
+			}
+			asserts[u] = subs
+		}
+		delete(cb, "sub")
+		condBounds[u] = cb
+	}
+	o.UpstreamSubjects = asserts
 	limits := make(map[string][]glob.Glob, len(o.UpstreamSubjects))
 	for u, l := range o.UpstreamSubjects {
 		for _, pat := range l {
@@ -174,6 +241,7 @@ func (p *Policy) ReviewWith(now time.Time, o ReviewOptions) *Review {
 		}
 	}
 	rv := &Review{
+		Schema:     ReviewSchema,
 		AsOf:       now.UTC(),
 		UsageKnown: usage != nil,
 		Upstreams:  []UpstreamAccess{},
@@ -186,9 +254,12 @@ func (p *Policy) ReviewWith(now time.Time, o ReviewOptions) *Review {
 	}
 	expired := func(m *matcher) bool { return !m.expires.IsZero() && !now.Before(m.expires) }
 
-	// Access, from enforced, unexpired allow rules.
+	// Access, from enforced, unexpired allow rules, within what each upstream
+	// asserts: patterns it never asserts and rules it never satisfies go to
+	// never_asserted instead.
 	type key struct{ upstream, subject string }
 	access := make(map[key]*SubjectAccess)
+	never := make(map[string][]string)
 	for _, r := range p.rules {
 		if r.deny {
 			p.reviewDeny(rv, r)
@@ -198,7 +269,18 @@ func (p *Policy) ReviewWith(now time.Time, o ReviewOptions) *Review {
 			continue
 		}
 		for _, u := range r.upstream {
+			if why := outOfBounds(&r.matcher, o.Upstreams[u.value].AttributeBounds, condBounds[u.value]); why != "" {
+				never[u.value] = append(never[u.value], r.name+": "+why)
+				continue
+			}
 			for _, pat := range patterns(r.subjects) {
+				if l := limits[u.value]; len(l) > 0 {
+					g := glob.Compile(pat)
+					if len(effective(&g, l)) == 0 {
+						never[u.value] = append(never[u.value], r.name+": subject "+strconv.Quote(pat))
+						continue
+					}
+				}
 				k := key{u.value, pat}
 				a := access[k]
 				if a == nil {
@@ -223,20 +305,31 @@ func (p *Policy) ReviewWith(now time.Time, o ReviewOptions) *Review {
 		}
 		byUpstream[k.upstream] = append(byUpstream[k.upstream], *a)
 	}
+	for u := range never {
+		if _, ok := byUpstream[u]; !ok {
+			byUpstream[u] = nil
+		}
+	}
 	for _, u := range slices.Sorted(maps.Keys(byUpstream)) {
 		subjects := byUpstream[u]
-		slices.SortFunc(subjects, func(a, b SubjectAccess) int { return strings.Compare(a.Subject, b.Subject) })
-		if l := limits[u]; len(l) > 0 {
-			for i := range subjects {
-				g := glob.Compile(subjects[i].Subject)
-				if eff := effective(&g, l); len(eff) == 0 {
-					subjects[i].Unreachable = true
-				} else if len(eff) > 1 || eff[0] != subjects[i].Subject {
-					subjects[i].Effective = eff
-				}
-			}
+		if subjects == nil {
+			subjects = []SubjectAccess{}
 		}
-		rv.Upstreams = append(rv.Upstreams, UpstreamAccess{Upstream: u, AssertsOnly: o.UpstreamSubjects[u], Subjects: subjects})
+		slices.SortFunc(subjects, func(a, b SubjectAccess) int { return strings.Compare(a.Subject, b.Subject) })
+		for i := range subjects {
+			g := glob.Compile(subjects[i].Subject)
+			eff := effectiveEntries(&g, limits[u])
+			if len(limits[u]) > 0 && (len(eff) > 1 || eff[0].text != subjects[i].Subject) {
+				subjects[i].Effective = texts(eff)
+			}
+			subjects[i].Breadth = breadthOf(eff)
+		}
+		ul := o.Upstreams[u]
+		rv.Upstreams = append(rv.Upstreams, UpstreamAccess{
+			Upstream: u, AssertsOnly: o.UpstreamSubjects[u],
+			Preset: ul.Preset, RequiredClaims: ul.RequiredClaims, AttributeBounds: ul.AttributeBounds, Condition: ul.Condition,
+			Subjects: subjects, NeverAsserted: sortedSet(never[u]),
+		})
 	}
 
 	for _, r := range p.admin {
@@ -260,6 +353,12 @@ func (p *Policy) ReviewWith(now time.Time, o ReviewOptions) *Review {
 	add := func(name, file string, line int, kind, severity, format string, args ...any) {
 		rv.Findings = append(rv.Findings, Finding{Rule: name, File: file, Line: line, Kind: kind, Severity: severity, Message: fmt.Sprintf(format, args...)})
 	}
+	// sensitivities of the rules that grant, by file:line (filled in last).
+	type at struct {
+		file string
+		line int
+	}
+	sensitivities := map[at]string{}
 	lifecycle := func(name, file string, line int, m *matcher) {
 		if usage != nil && usage[name] == 0 {
 			add(name, file, line, FindingUnused, SeverityWarning, "no match recorded: remove the rule if nobody needs it")
@@ -275,46 +374,100 @@ func (p *Policy) ReviewWith(now time.Time, o ReviewOptions) *Review {
 		}
 	}
 	// unreachable reports each upstream of m whose limits none of m's subject
-	// patterns can match.
+	// patterns can match, or whose attribute bounds exclude one of m's
+	// attribute patterns.
 	unreachable := func(name, file string, line int, m *matcher) {
 		for _, u := range m.upstream {
 			if l := limits[u.value]; len(l) > 0 && !slices.ContainsFunc(m.subjects, func(g glob.Glob) bool { return len(effective(&g, l)) > 0 }) {
 				add(name, file, line, FindingUnreachable, SeverityWarning, "matches no subject upstream %s asserts (%s): it never applies there",
 					u.value, strings.Join(quoteAll(o.UpstreamSubjects[u.value]), ", "))
+			} else if why := outOfBounds(m, o.Upstreams[u.value].AttributeBounds, condBounds[u.value]); why != "" {
+				add(name, file, line, FindingUnreachable, SeverityWarning, "%s of upstream %s: it never applies there", why, u.value)
 			}
 		}
 	}
+	// broad reports the first subject pattern of m that spans more than one
+	// namespace, repository owner or SPIFFE path root within what one of its
+	// upstreams asserts.
+	broad := func(m *matcher) (string, bool) {
+		for i := range m.subjects {
+			g := &m.subjects[i]
+			var spans []string
+			where := map[string][]string{}
+			for _, u := range m.upstream {
+				l := limits[u.value]
+				if len(l) > 0 && len(effective(g, l)) == 0 {
+					continue
+				}
+				if b := breadthOf(effectiveEntries(g, l)); b != "" {
+					if where[b] == nil {
+						spans = append(spans, b)
+					}
+					where[b] = append(where[b], u.value)
+				}
+			}
+			for i, b := range spans {
+				spans[i] = b + " in " + strings.Join(where[b], ", ")
+			}
+			if len(spans) > 0 {
+				return fmt.Sprintf("subject pattern %q %s", g.Pattern(), strings.Join(spans, "; ")), true
+			}
+		}
+		return "", false
+	}
 	for _, r := range p.rules {
+		sens := ""
+		if !r.deny {
+			sens = p.sensitivity(r)
+			sensitivities[at{r.file, r.line}] = sens
+		}
 		lifecycle(r.name, r.file, r.line, &r.matcher)
 		unreachable(r.name, r.file, r.line, &r.matcher)
 		if r.audit {
 			add(r.name, r.file, r.line, FindingAuditMode, SeverityInfo, "is in audit mode: it is evaluated and reported, never enforced")
 		}
-		if !r.deny {
-			if pat, ok := broadPattern(r.subjects); ok {
-				sev, msg := SeverityWarning, broadMessage(pat, r.upstream, o.UpstreamSubjects)
-				if narrowed(&r.matcher) {
-					msg += " (narrowed by trust_domains, attributes or a condition)"
-				}
-				if s := p.sensitiveTargets(r); len(s) > 0 {
-					sev = SeverityHigh
-					msg += fmt.Sprintf(", and it grants sensitive targets %s", strings.Join(quoteAll(s), ", "))
-				}
-				add(r.name, r.file, r.line, FindingBroad, sev, "%s", msg)
+		if r.deny {
+			continue
+		}
+		if msg, ok := broad(&r.matcher); ok {
+			sev := SeverityWarning
+			if narrowed(&r.matcher) {
+				msg += " (narrowed by trust_domains, attributes or a condition)"
 			}
-			if r.maxDepth > 1 {
-				add(r.name, r.file, r.line, FindingDeepDelegation, SeverityWarning, "allows delegation chains of up to %d actors", r.maxDepth)
+			if s := p.sensitiveTargets(r); len(s) > 0 {
+				sev = SeverityHigh
+				msg += fmt.Sprintf(", and it grants sensitive targets %s", strings.Join(quoteAll(s), ", "))
+			}
+			add(r.name, r.file, r.line, FindingBroad, sev, "%s", msg)
+		}
+		if r.maxDepth > 1 {
+			add(r.name, r.file, r.line, FindingDeepDelegation, SeverityWarning, "allows delegation chains of up to %d actors", r.maxDepth)
+		}
+		for _, u := range r.upstream {
+			ul, ok := o.Upstreams[u.value]
+			if ok && ul.Preset == "github_actions" && !githubPinned(&r.matcher, ul) {
+				sev := SeverityWarning
+				if sens == SensitivitySensitive {
+					sev = SeverityHigh
+				}
+				add(r.name, r.file, r.line, FindingGitHubUnpinned, sev,
+					"grants GitHub Actions tokens of upstream %s without pinning event_name, a protected ref (ref_protected: \"true\") or an environment: a pull_request_target or workflow_run run shares a push's sub and would be granted too (docs/presets.md)", u.value)
 			}
 		}
 	}
 	for _, r := range p.admin {
+		sensitivities[at{r.file, r.line}] = SensitivitySensitive
 		lifecycle(r.name, r.file, r.line, &r.matcher)
 		unreachable(r.name, r.file, r.line, &r.matcher)
-		if pat, ok := broadPattern(r.subjects); ok {
-			add(r.name, r.file, r.line, FindingBroad, SeverityHigh, "%s, and gives it admin rights (%s)", broadMessage(pat, r.upstream, o.UpstreamSubjects), strings.Join(r.actions, ", "))
+		if msg, ok := broad(&r.matcher); ok {
+			add(r.name, r.file, r.line, FindingBroad, SeverityHigh, "%s, and gives it admin rights (%s)", msg, strings.Join(r.actions, ", "))
 		}
 	}
 	p.crossingFindings(add)
+	for i := range rv.Findings {
+		f := &rv.Findings[i]
+		f.Sensitivity = sensitivities[at{f.File, f.Line}]
+	}
 	order := make(map[string]int, len(p.files))
 	for i, f := range p.files {
 		if _, ok := order[f]; !ok {
@@ -322,9 +475,91 @@ func (p *Policy) ReviewWith(now time.Time, o ReviewOptions) *Review {
 		}
 	}
 	slices.SortStableFunc(rv.Findings, func(a, b Finding) int {
-		return cmp.Or(order[a.File]-order[b.File], a.Line-b.Line, strings.Compare(a.Kind, b.Kind))
+		return cmp.Or(severityRank[a.Severity]-severityRank[b.Severity], sensitivityRank[a.Sensitivity]-sensitivityRank[b.Sensitivity],
+			order[a.File]-order[b.File], a.Line-b.Line, strings.Compare(a.Kind, b.Kind))
 	})
 	return rv
+}
+
+var (
+	severityRank    = map[string]int{SeverityHigh: 0, SeverityWarning: 1, SeverityInfo: 2}
+	sensitivityRank = map[string]int{SensitivitySensitive: 0, SensitivityElevated: 1, SensitivityNormal: 2, "": 3}
+)
+
+// sensitivity ranks what allow rule r grants (see SensitivitySensitive).
+func (p *Policy) sensitivity(r *rule) string {
+	if len(p.sensitiveTargets(r)) > 0 {
+		return SensitivitySensitive
+	}
+	if r.maxTTL > time.Hour {
+		return SensitivityElevated
+	}
+	for _, sc := range r.scopes {
+		l := strings.ToLower(sc)
+		if sc == "*" || strings.Contains(l, "write") || strings.Contains(l, "admin") || strings.Contains(l, "delete") || strings.Contains(l, "manage") {
+			return SensitivityElevated
+		}
+	}
+	return SensitivityNormal
+}
+
+// outOfBounds says why an upstream can never satisfy m: one of m's attribute
+// patterns is disjoint from every pattern its attribute_bounds (bounds) or its
+// condition (cond, conditionBounds) allow for that attribute. "" when it may.
+func outOfBounds(m *matcher, bounds, cond map[string][]string) string {
+	for _, src := range []struct {
+		what   string
+		bounds map[string][]string
+	}{{"attribute_bounds", bounds}, {"the upstream's condition, which allows", cond}} {
+		for _, a := range m.attributes {
+			allowed := src.bounds[a.name]
+			if len(allowed) == 0 {
+				continue
+			}
+			if !slices.ContainsFunc(allowed, func(b string) bool { g := glob.Compile(b); return !disjoint(&a.pattern, &g) }) {
+				return fmt.Sprintf("attribute %s=%q is outside %s %s", a.name, a.pattern.Pattern(), src.what, strings.Join(quoteAll(allowed), ", "))
+			}
+		}
+	}
+	return ""
+}
+
+// githubPins finds the GitHub attributes and claims that pin an event, a
+// protected ref or an environment, as whole words (runner_environment is not
+// environment).
+var githubPins = regexp.MustCompile(`\b(event_name|ref_protected|environment)\b`)
+
+// githubPinned reports whether m (with the upstream's own limits ul) pins
+// event_name, a protected ref or an environment: an attribute pattern with a
+// literal prefix for event_name or environment, ref_protected "true", a subject
+// pattern whose literal prefix names an environment, or a `when`, upstream
+// condition or required claim that reads one of them.
+func githubPinned(m *matcher, ul UpstreamLimits) bool {
+	for _, a := range m.attributes {
+		switch a.name {
+		case "event_name", "environment":
+			if a.pattern.Literal() || a.pattern.Prefix() != "" {
+				return true
+			}
+		case "ref_protected":
+			if a.pattern.Pattern() == "true" {
+				return true
+			}
+		}
+	}
+	if !slices.ContainsFunc(m.subjects, func(g glob.Glob) bool { return !strings.Contains(g.Prefix(), ":environment:") }) {
+		return true
+	}
+	mentions := githubPins.MatchString
+	if (m.when != nil && mentions(m.when.src)) || mentions(ul.Condition) {
+		return true
+	}
+	for name := range ul.RequiredClaims {
+		if mentions(name) {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Policy) reviewDeny(rv *Review, r *rule) {
@@ -427,29 +662,6 @@ func describeActors(actors []actorSpec) string {
 	return strings.Join(parts, "; ")
 }
 
-// broadMessage describes a broad pattern, and the limits of those upstreams that
-// assert only some subjects.
-func broadMessage(pattern string, upstreams []located, limits map[string][]string) string {
-	where := "upstream " + upstreams[0].value
-	if len(upstreams) > 1 {
-		where = "upstreams " + strings.Join(values(upstreams), ", ")
-	}
-	msg := fmt.Sprintf("subject pattern %q has no literal prefix: it matches workloads anywhere in %s", pattern, where)
-	if pattern == "*" {
-		msg = fmt.Sprintf("subject pattern \"*\" matches every workload of %s", where)
-	}
-	var notes []string
-	for _, u := range upstreams {
-		if l := limits[u.value]; len(l) > 0 {
-			notes = append(notes, fmt.Sprintf("%s asserts only %s", u.value, strings.Join(quoteAll(l), ", ")))
-		}
-	}
-	if len(notes) > 0 {
-		msg += " (" + strings.Join(notes, "; ") + ")"
-	}
-	return msg
-}
-
 // effective is the breadth of subject pattern p within the patterns an upstream
 // asserts, sorted: each upstream pattern p covers, p where an upstream pattern
 // covers it, and "p within u" where they may overlap otherwise. Empty when p
@@ -457,19 +669,145 @@ func broadMessage(pattern string, upstreams []located, limits map[string][]strin
 // that pattern's text: its literal segments never match a '*', so each of the
 // other's stars falls within one of its own (sound, if not complete).
 func effective(p *glob.Glob, asserts []glob.Glob) []string {
-	var out []string
+	return texts(effectiveEntries(p, asserts))
+}
+
+// effEntry is one part of an effective breadth: its text, and the pattern whose
+// literal prefix bounds it (of an overlap, the longer prefix of the two).
+type effEntry struct {
+	text  string
+	bound *glob.Glob
+}
+
+// effectiveEntries is effective with the bound of each entry; without asserts,
+// p itself.
+func effectiveEntries(p *glob.Glob, asserts []glob.Glob) []effEntry {
+	if len(asserts) == 0 {
+		return []effEntry{{p.Pattern(), p}}
+	}
+	var out []effEntry
 	for i := range asserts {
 		u := &asserts[i]
 		switch {
 		case p.Match(u.Pattern()):
-			out = append(out, u.Pattern())
+			out = append(out, effEntry{u.Pattern(), u})
 		case u.Match(p.Pattern()):
-			out = append(out, p.Pattern())
+			out = append(out, effEntry{p.Pattern(), p})
 		case !disjoint(p, u):
-			out = append(out, p.Pattern()+" within "+u.Pattern())
+			b := p
+			if len(u.Prefix()) > len(p.Prefix()) {
+				b = u
+			}
+			out = append(out, effEntry{p.Pattern() + " within " + u.Pattern(), b})
 		}
 	}
-	return sortedSet(out)
+	slices.SortFunc(out, func(a, b effEntry) int { return strings.Compare(a.text, b.text) })
+	return slices.CompactFunc(out, func(a, b effEntry) bool { return a.text == b.text })
+}
+
+func texts(es []effEntry) []string {
+	if len(es) == 0 {
+		return nil
+	}
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = e.text
+	}
+	return out
+}
+
+// breadthOf says what the effective entries span when it is more than one
+// workload root: "" when they stay within one namespace, repository owner or
+// SPIFFE path root (see subjectRoot), else e.g. "has no literal prefix: it
+// matches any subject" or "spans more than one namespace".
+func breadthOf(es []effEntry) string {
+	roots := map[string]bool{}
+	kind := ""
+	for _, e := range es {
+		root, k, ok := subjectRoot(e.bound)
+		if !ok {
+			if k == "" {
+				return "has no literal prefix: it matches any subject"
+			}
+			return "spans more than one " + k
+		}
+		roots[root] = true
+		kind = k
+	}
+	if len(roots) > 1 {
+		if kind == "" {
+			kind = "subject prefix"
+		}
+		return fmt.Sprintf("spans more than one %s (%s)", kind, strings.Join(slices.Sorted(maps.Keys(roots)), ", "))
+	}
+	return ""
+}
+
+// subjectRoot is the root a pattern stays within, by the subject formats the
+// STS knows, and the kind of root: for "system:serviceaccount:NS:SA" the
+// namespace, for GitHub's "repo:OWNER/REPO:..." the owner, for
+// "spiffe://TD/ROOT/..." the first path segment (the first two when it is "ns",
+// the Kubernetes layout /ns/NS/sa/SA). ok is false when the literal prefix stops
+// before the root is complete ("system:serviceaccount:*",
+// "system:serviceaccount:pay*", "repo:*", "spiffe://td/ns/*"), or when there is
+// no literal prefix at all (kind ""). A pattern of another format stays within
+// its literal prefix.
+func subjectRoot(g *glob.Glob) (root, kind string, ok bool) {
+	if g.Literal() {
+		// One subject: within its root whatever the format ("/" and ":" end the
+		// text so that a root running to the end is complete).
+		root, kind, _ = rootOf(g.Pattern(), g.Pattern()+"/:")
+		if root == "" {
+			root = g.Pattern()
+		}
+		return root, kind, true
+	}
+	return rootOf(g.Pattern(), g.Prefix())
+}
+
+// rootOf is subjectRoot of pattern pat with literal prefix prefix.
+func rootOf(pat, prefix string) (root, kind string, ok bool) {
+	const sa, repo, spiffe = "system:serviceaccount:", "repo:", "spiffe://"
+	cut := func(s, sep string) (string, bool) {
+		i := strings.Index(s, sep)
+		if i < 0 {
+			return "", false
+		}
+		return s[:i], true
+	}
+	if prefix == "" {
+		return "", "", false
+	}
+	for _, k := range []struct{ scheme, kind string }{{sa, "namespace"}, {repo, "repository owner"}, {spiffe, "trust domain"}} {
+		if len(prefix) < len(k.scheme) && strings.HasPrefix(k.scheme, prefix) {
+			return "", k.kind, false // "system:service*" spans every namespace
+		}
+	}
+	switch {
+	case strings.HasPrefix(pat, sa) && strings.HasPrefix(prefix, sa):
+		ns, ok := cut(prefix[len(sa):], ":")
+		return ns, "namespace", ok
+	case strings.HasPrefix(pat, repo) && strings.HasPrefix(prefix, repo):
+		owner, ok := cut(prefix[len(repo):], "/")
+		return owner, "repository owner", ok
+	case strings.HasPrefix(pat, spiffe) && strings.HasPrefix(prefix, spiffe):
+		rest := prefix[len(spiffe):]
+		td, ok := cut(rest, "/")
+		if !ok {
+			return "", "trust domain", false
+		}
+		path := rest[len(td)+1:]
+		first, ok := cut(path, "/")
+		if !ok {
+			return "", "SPIFFE path root", false
+		}
+		if first != "ns" {
+			return td + "/" + first, "SPIFFE path root", true
+		}
+		ns, ok := cut(path[len(first)+1:], "/")
+		return td + "/ns/" + ns, "SPIFFE path root", ok
+	}
+	return prefix, "", true
 }
 
 // disjoint reports that no subject matches both a and b: a literal one does not
@@ -491,17 +829,6 @@ func disjoint(a, b *glob.Glob) bool {
 func suffix(g *glob.Glob) string {
 	p := g.Pattern()
 	return p[strings.LastIndexByte(p, '*')+1:]
-}
-
-// broadPattern returns the first subject pattern with no literal prefix: it
-// matches any subject (that ends or contains what it says).
-func broadPattern(subjects []glob.Glob) (string, bool) {
-	for i := range subjects {
-		if !subjects[i].Literal() && subjects[i].Prefix() == "" {
-			return subjects[i].Pattern(), true
-		}
-	}
-	return "", false
 }
 
 // sensitiveTargets returns the targets of r that match a sensitive_audiences
@@ -563,13 +890,25 @@ func (rv *Review) WriteText(w io.Writer) error {
 		if len(u.AssertsOnly) > 0 {
 			fmt.Fprintf(&b, "    (asserts only %s)\n", strings.Join(u.AssertsOnly, ", "))
 		}
+		if u.Preset != "" {
+			fmt.Fprintf(&b, "    (preset %s)\n", u.Preset)
+		}
+		for _, k := range slices.Sorted(maps.Keys(u.RequiredClaims)) {
+			fmt.Fprintf(&b, "    (requires claim %s = %s)\n", k, u.RequiredClaims[k])
+		}
+		for _, k := range slices.Sorted(maps.Keys(u.AttributeBounds)) {
+			fmt.Fprintf(&b, "    (bounds attribute %s to %s)\n", k, strings.Join(u.AttributeBounds[k], ", "))
+		}
+		if u.Condition != "" {
+			fmt.Fprintf(&b, "    (condition %s)\n", strings.Join(strings.Fields(u.Condition), " "))
+		}
 		for _, s := range u.Subjects {
 			fmt.Fprintf(&b, "    %s\n", s.Subject)
-			switch {
-			case s.Unreachable:
-				field(&b, "effective", "none: the upstream asserts no subject it matches")
-			case len(s.Effective) > 0:
+			if len(s.Effective) > 0 {
 				field(&b, "effective", strings.Join(s.Effective, ", "))
+			}
+			if s.Breadth != "" {
+				field(&b, "breadth", s.Breadth)
 			}
 			field(&b, "audiences", list(s.Audiences, "-"))
 			if len(s.Resources) > 0 {
@@ -591,6 +930,9 @@ func (rv *Review) WriteText(w io.Writer) error {
 				field(&b, "condition", c)
 			}
 			field(&b, "rules", strings.Join(s.Rules, ", "))
+		}
+		for _, n := range u.NeverAsserted {
+			fmt.Fprintf(&b, "    never asserted (refused by the upstream): %s\n", n)
 		}
 	}
 
@@ -633,7 +975,11 @@ func (rv *Review) WriteText(w io.Writer) error {
 		b.WriteString("  (none)\n")
 	}
 	for _, f := range rv.Findings {
-		fmt.Fprintf(&b, "  %-7s %-15s %s:%d %s %s\n", f.Severity, f.Kind, f.File, f.Line, f.Rule, f.Message)
+		sens := ""
+		if f.Sensitivity != "" {
+			sens = "[" + f.Sensitivity + "] "
+		}
+		fmt.Fprintf(&b, "  %-7s %-15s %s:%d %s %s%s\n", f.Severity, f.Kind, f.File, f.Line, f.Rule, sens, f.Message)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

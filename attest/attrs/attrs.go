@@ -39,11 +39,15 @@ var reserved = []string{"iss", "sub", "trust_domain"}
 type Mapping struct {
 	preset string
 	attrs  []attribute // sorted by name
+	// gate is the preset's gate (presetGates), nil without one; it decides the
+	// attributes marked gated.
+	gate cel.Program
 }
 
 type attribute struct {
 	name, expr string
 	prg        cel.Program
+	gated      bool
 }
 
 // Compile compiles the expressions of preset ("" for none, else one of Presets)
@@ -75,8 +79,20 @@ func Compile(preset string, exprs map[string]string) (*Mapping, error) {
 		return nil, fmt.Errorf("attrs: CEL environment: %w", err)
 	}
 	m := &Mapping{preset: preset}
+	gate := presetGates[preset]
+	if gate != "" {
+		ast, iss := env.Compile(gate)
+		if err := iss.Err(); err != nil {
+			return nil, fmt.Errorf("attrs: preset %s gate: %w", preset, err)
+		}
+		if m.gate, err = env.Program(ast, cel.CostLimit(CostLimit), cel.EvalOptions(cel.OptOptimize)); err != nil {
+			return nil, fmt.Errorf("attrs: preset %s gate: %w", preset, err)
+		}
+	}
 	for _, name := range slices.Sorted(maps.Keys(all)) {
 		expr := all[name]
+		_, overridden := exprs[name]
+		gated := gate != "" && !overridden
 		bad := func(format string, args ...any) {
 			errs = append(errs, fmt.Errorf("attrs: attribute %q: %s", name, fmt.Sprintf(format, args...)))
 		}
@@ -93,7 +109,11 @@ func Compile(preset string, exprs map[string]string) (*Mapping, error) {
 			bad("%v", err)
 			continue
 		}
-		m.attrs = append(m.attrs, attribute{name: name, expr: expr, prg: prg})
+		shown := expr
+		if gated {
+			shown = gate + " ? " + expr + ` : ""`
+		}
+		m.attrs = append(m.attrs, attribute{name: name, expr: shown, prg: prg, gated: gated})
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -161,8 +181,26 @@ func (m *Mapping) Apply(claims map[string]any) (map[string]string, error) {
 	}
 	act := &activation{claims: celMap(claims, 0)}
 	var errs []error
+	// The preset's gate, once: when it is not true, its attributes are absent
+	// (and reported failed when it failed).
+	gateOK, gateErr := true, error(nil)
+	if m.gate != nil {
+		v, _, err := m.gate.Eval(act)
+		if b, ok := v.(types.Bool); err != nil || !ok || !bool(b) {
+			gateOK, gateErr = false, err
+			if err == nil && !ok {
+				gateErr = fmt.Errorf("preset gate yields %s, not a bool", typeName(v))
+			}
+		}
+	}
 	for i := range m.attrs {
 		a := &m.attrs[i]
+		if a.gated && !gateOK {
+			if gateErr != nil {
+				errs = append(errs, &EvalError{Attribute: a.name, Err: gateErr})
+			}
+			continue
+		}
 		v, err := eval(a.prg, act)
 		switch {
 		case err != nil:

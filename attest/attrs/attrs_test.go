@@ -73,6 +73,14 @@ var (
 		"run_attempt":      "2",
 		"actor":            "octocat",
 		"event_name":       "push",
+		// head_ref and base_ref are "" on a push: absent.
+		"repository_owner_id":   "65",
+		"repository_visibility": "private",
+		"ref_protected":         "true",
+		"workflow_sha":          "d6cd1e2bd19e03a81132a23b2025920577f84e37",
+		"job_workflow_sha":      "1f2e3d4c5b6a79880706f5e4d3c2b1a098765432",
+		"runner_environment":    "github-hosted",
+		"actor_id":              "12",
 	}
 )
 
@@ -108,7 +116,10 @@ func TestApply(t *testing.T) {
 				"ref": "refs/pull/42/merge", "ref_type": "branch", "sha": "0123456789abcdef0123456789abcdef01234567",
 				"workflow": "CI", "workflow_ref": "octo-org/octo-repo/.github/workflows/ci.yml@refs/pull/42/merge",
 				"run_id": "7654321099", "run_attempt": "1", "actor": "outside-contributor", "event_name": "pull_request",
-				"job_workflow_ref": "octo-org/octo-repo/.github/workflows/ci.yml@refs/pull/42/merge",
+				"job_workflow_ref":    "octo-org/octo-repo/.github/workflows/ci.yml@refs/pull/42/merge",
+				"repository_owner_id": "65", "actor_id": "99", "repository_visibility": "public",
+				"runner_environment": "github-hosted", "head_ref": "feature", "base_ref": "main",
+				// no ref_protected: a pull request's merge ref is not protected
 			}},
 		{name: "github preset on a Kubernetes token: nothing, no error", preset: "github_actions",
 			claims: func(t testing.TB) map[string]any { return fixture(t, "kubernetes.json") },
@@ -174,12 +185,54 @@ func TestApply(t *testing.T) {
 			},
 			want:    map[string]string{"ok": "x"},
 			wantErr: []string{"list", "null", "num", "obj"}, errText: "not a string"},
-		{name: "kubernetes claim of the wrong shape", preset: "kubernetes",
+		{name: "kubernetes claim of the wrong shape, no sub: nothing", preset: "kubernetes",
 			claims: func(t testing.TB) map[string]any {
 				return claimsOf(t, `{"kubernetes.io":{"namespace":7,"serviceaccount":"api","pod":{"name":["p"],"uid":"u"},"node":null}}`)
 			},
-			want:    map[string]string{"pod_uid": "u"},
-			wantErr: []string{"namespace", "pod"}},
+			want: map[string]string{}},
+		{name: "kubernetes namespace of the wrong type: every attribute fails", preset: "kubernetes",
+			claims: func(t testing.TB) map[string]any {
+				return claimsOf(t, `{"sub":"system:serviceaccount:7:api","kubernetes.io":{"namespace":7,"serviceaccount":{"name":"api"},"pod":{"name":"p","uid":"u"}}}`)
+			},
+			want:    map[string]string{},
+			wantErr: []string{"namespace", "node", "node_uid", "pod", "pod_uid", "service_account", "service_account_uid"}},
+		{name: "kubernetes pod of the wrong shape, consistent subject", preset: "kubernetes",
+			claims: func(t testing.TB) map[string]any {
+				return claimsOf(t, `{"sub":"system:serviceaccount:ci:api","kubernetes.io":{"namespace":"ci","serviceaccount":{"name":"api"},"pod":{"name":["p"],"uid":"u"},"node":null}}`)
+			},
+			want:    map[string]string{"namespace": "ci", "service_account": "api", "pod_uid": "u"},
+			wantErr: []string{"pod"}},
+		// The issue #15 escalation: an upstream bounded to dev's subjects asserts
+		// another namespace in its kubernetes.io claim. Nothing is derived.
+		{name: "kubernetes claim naming another namespace than sub: nothing", preset: "kubernetes",
+			claims: func(t testing.TB) map[string]any {
+				c := fixture(t, "kubernetes.json")
+				c["sub"] = "system:serviceaccount:dev:api"
+				return c
+			},
+			want: map[string]string{}},
+		{name: "kubernetes gate: an overriding expression is not gated, the preset's are", preset: "kubernetes",
+			exprs: map[string]string{"namespace": `"kubernetes.io" in claims ? claims["kubernetes.io"].namespace : ""`},
+			claims: func(t testing.TB) map[string]any {
+				c := fixture(t, "kubernetes.json")
+				c["sub"] = "system:serviceaccount:dev:api"
+				return c
+			},
+			want: map[string]string{"namespace": "payments"}},
+		{name: "kubernetes claim naming another service account than sub: nothing", preset: "kubernetes",
+			claims: func(t testing.TB) map[string]any {
+				c := fixture(t, "kubernetes.json")
+				c["sub"] = "system:serviceaccount:payments:other"
+				return c
+			},
+			want: map[string]string{}},
+		{name: "kubernetes subject with a namespace prefix trick: nothing", preset: "kubernetes",
+			claims: func(t testing.TB) map[string]any {
+				c := fixture(t, "kubernetes.json")
+				c["sub"] = "system:serviceaccount:payments:api:extra"
+				return c
+			},
+			want: map[string]string{}},
 		{name: "kubernetes claim not an object", preset: "kubernetes",
 			claims: func(t testing.TB) map[string]any { return claimsOf(t, `{"kubernetes.io":"prod"}`) },
 			want:   map[string]string{}},
@@ -338,7 +391,7 @@ func TestCompileGood(t *testing.T) {
 	if got := mustCompile(t, "kubernetes", nil).Names(); !slices.Equal(got, slices.Sorted(maps.Keys(wantKubernetes))) {
 		t.Errorf("kubernetes attributes %v", got)
 	}
-	if got := mustCompile(t, "github_actions", nil).Names(); !slices.Equal(got, slices.Sorted(maps.Keys(wantGitHub))) {
+	if got := mustCompile(t, "github_actions", nil).Names(); !slices.Equal(got, slices.Sorted(slices.Values(append(slices.Collect(maps.Keys(wantGitHub)), "head_ref", "base_ref")))) {
 		t.Errorf("github_actions attributes %v", got)
 	}
 	m := mustCompile(t, "kubernetes", map[string]string{"namespace": `"fixed"`, "a0_9": `"x"`, strings.Repeat("z", 64): `"y"`})

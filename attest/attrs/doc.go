@@ -39,11 +39,30 @@
 // # Presets
 //
 // PresetKubernetes (projected service account tokens, the `kubernetes.io` claim):
-// namespace, service_account, service_account_uid, pod, pod_uid, node, node_uid.
+// namespace, service_account, service_account_uid, pod, pod_uid, node, node_uid,
+// each derived only when the claim agrees with `sub`: sub must be exactly
+// "system:serviceaccount:" + namespace + ":" + serviceaccount.name, so that an
+// upstream whose subjects are bounded to one namespace cannot assert another
+// through its nested claim. That check is the preset's gate, evaluated once per
+// credential; an attribute given its own expression (overriding the preset's)
+// is not gated.
 //
 // PresetGitHubActions (token.actions.githubusercontent.com): repository,
-// repository_owner, repository_id, ref, ref_type, sha, workflow, workflow_ref,
-// job_workflow_ref, environment, run_id, run_attempt, actor, event_name.
+// repository_owner, repository_id, repository_owner_id, repository_visibility,
+// ref, ref_type, ref_protected, head_ref, base_ref, sha, workflow, workflow_ref,
+// workflow_sha, job_workflow_ref, job_workflow_sha, environment,
+// runner_environment, run_id, run_attempt, actor, actor_id, event_name. What each
+// is for, and the attack it stops, is in docs/presets.md.
+//
+// # Upstream conditions
+//
+// A Guard (NewGuard, from a GuardConfig) is an upstream's admission check, run
+// by the verifiers once the attributes are mapped and before any policy rule:
+// AttributeBounds (globs a present attribute's value must match), then
+// Condition, a CEL expression over `claims` and `attributes` (map(string,
+// string)) that must yield true and fails closed. CheckGuard type-checks it for
+// `sts check-config`. ClaimPath names a claim for required_claims: a top-level
+// name, or an RFC 6901 JSON Pointer ("/kubernetes.io/namespace").
 //
 // Presets are CEL expressions like any other, each guarded so that a missing claim
 // yields an absent attribute; Mapping.Expressions shows them.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/safeconduct/safeconduct/attest/attrs"
 )
@@ -42,19 +43,14 @@ func Example() {
 	// errors: <nil>
 }
 
-// The preset definitions are CEL expressions like any other.
+// The preset definitions are CEL expressions like any other. The Kubernetes
+// preset derives its attributes only from a token whose kubernetes.io claim
+// names the service account its sub names.
 func ExampleMapping_Expressions() {
 	m, _ := attrs.Compile(attrs.PresetKubernetes, nil)
-	exprs := m.Expressions()
-	for _, name := range m.Names() {
-		fmt.Printf("%s: %s\n", name, exprs[name])
-	}
+	fmt.Println(strings.Join(m.Names(), ", "))
+	fmt.Println("namespace:", m.Expressions()["namespace"])
 	// Output:
-	// namespace: "kubernetes.io" in claims && has(claims["kubernetes.io"].namespace) ? claims["kubernetes.io"].namespace : ""
-	// node: "kubernetes.io" in claims && has(claims["kubernetes.io"].node) && has(claims["kubernetes.io"].node.name) ? claims["kubernetes.io"].node.name : ""
-	// node_uid: "kubernetes.io" in claims && has(claims["kubernetes.io"].node) && has(claims["kubernetes.io"].node.uid) ? claims["kubernetes.io"].node.uid : ""
-	// pod: "kubernetes.io" in claims && has(claims["kubernetes.io"].pod) && has(claims["kubernetes.io"].pod.name) ? claims["kubernetes.io"].pod.name : ""
-	// pod_uid: "kubernetes.io" in claims && has(claims["kubernetes.io"].pod) && has(claims["kubernetes.io"].pod.uid) ? claims["kubernetes.io"].pod.uid : ""
-	// service_account: "kubernetes.io" in claims && has(claims["kubernetes.io"].serviceaccount) && has(claims["kubernetes.io"].serviceaccount.name) ? claims["kubernetes.io"].serviceaccount.name : ""
-	// service_account_uid: "kubernetes.io" in claims && has(claims["kubernetes.io"].serviceaccount) && has(claims["kubernetes.io"].serviceaccount.uid) ? claims["kubernetes.io"].serviceaccount.uid : ""
+	// namespace, node, node_uid, pod, pod_uid, service_account, service_account_uid
+	// namespace: has(claims.sub) && "kubernetes.io" in claims && has(claims["kubernetes.io"].namespace) && has(claims["kubernetes.io"].serviceaccount) && has(claims["kubernetes.io"].serviceaccount.name) && claims.sub == "system:serviceaccount:" + claims["kubernetes.io"].namespace + ":" + claims["kubernetes.io"].serviceaccount.name ? claims["kubernetes.io"].namespace : ""
 }

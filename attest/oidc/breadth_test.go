@@ -24,6 +24,7 @@ func TestVerifyBreadth(t *testing.T) {
 		token    func(e *env) string
 		want     error
 		wantText string
+		check    string // the *attest.ConditionError's Check, when set
 	}{
 		{name: "no subjects: any subject", cfg: func(*oidc.Config) {},
 			token: func(e *env) string { return e.token(set("sub", "system:serviceaccount:kube-system:admin")) }},
@@ -32,7 +33,7 @@ func TestVerifyBreadth(t *testing.T) {
 		{name: "inside", cfg: prodOnly, token: func(e *env) string { return e.token() }},
 		{name: "another namespace", cfg: prodOnly,
 			token: func(e *env) string { return e.token(set("sub", "system:serviceaccount:kube-system:admin")) },
-			want:  attest.ErrInvalid, wantText: outside},
+			want:  attest.ErrInvalid, wantText: outside, check: "subjects"},
 		{name: "prefix of the pattern only", cfg: prodOnly,
 			token: func(e *env) string { return e.token(set("sub", "system:serviceaccount:prod")) },
 			want:  attest.ErrInvalid, wantText: outside},
@@ -59,7 +60,7 @@ func TestVerifyBreadth(t *testing.T) {
 			token: func(e *env) string { return e.token(set("repository_owner", "my-org")) }},
 		{name: "required claim differs", cfg: owner,
 			token: func(e *env) string { return e.token(set("repository_owner", "evil-org")) },
-			want:  attest.ErrInvalid, wantText: `required claim "repository_owner" outside`},
+			want:  attest.ErrInvalid, wantText: `required claim "repository_owner" outside`, check: "required_claims.repository_owner"},
 		{name: "required claim anchored", cfg: owner,
 			token: func(e *env) string { return e.token(set("repository_owner", "my-org-evil")) },
 			want:  attest.ErrInvalid, wantText: "outside"},
@@ -87,6 +88,36 @@ func TestVerifyBreadth(t *testing.T) {
 		}, want: attest.ErrInvalid, wantText: `"ref"`},
 		{name: "subjects and required claims", cfg: func(c *oidc.Config) { prodOnly(c); owner(c) },
 			token: func(e *env) string { return e.token(set("repository_owner", "my-org")) }},
+
+		// Nested required claims: a name starting with '/' is a JSON Pointer.
+		{name: "nested required claim matches", cfg: nestedNS,
+			token: func(e *env) string { return e.token() }},
+		{name: "nested required claim differs", cfg: nestedNS,
+			token: func(e *env) string {
+				return e.token(func(c map[string]any) { c["kubernetes.io"].(map[string]any)["namespace"] = "payments" })
+			},
+			want: attest.ErrInvalid, wantText: "upstream condition required_claims./kubernetes.io/namespace refused the token", check: "required_claims./kubernetes.io/namespace"},
+		{name: "nested required claim missing", cfg: nestedNS,
+			token: func(e *env) string { return e.token(func(c map[string]any) { delete(c, "kubernetes.io") }) },
+			want:  attest.ErrInvalid, wantText: "missing or not a string"},
+		{name: "dotted top-level name is one claim, not a path", cfg: func(c *oidc.Config) {
+			c.RequiredClaims = map[string]string{"kubernetes.io": "*"}
+		}, token: func(e *env) string { return e.token() }, want: attest.ErrInvalid, wantText: "missing or not a string"},
+
+		// The upstream's guard: bounds, then its CEL condition.
+		{name: "condition satisfied", cfg: guarded(attrs.GuardConfig{Condition: `attributes.namespace == "prod" && claims["kubernetes.io"].pod.name.startsWith("api-")`}),
+			token: func(e *env) string { return e.token() }},
+		{name: "condition not satisfied", cfg: guarded(attrs.GuardConfig{Condition: `attributes.service_account != "api"`}),
+			token: func(e *env) string { return e.token() },
+			want:  attest.ErrInvalid, wantText: "upstream condition condition refused the token: not satisfied", check: "condition"},
+		{name: "condition over an attribute left absent fails closed", cfg: guarded(attrs.GuardConfig{Condition: `attributes.node == "n1"`}),
+			token: func(e *env) string { return e.token() },
+			want:  attest.ErrInvalid, wantText: "did not evaluate", check: "condition"},
+		{name: "attribute within bounds", cfg: guarded(attrs.GuardConfig{AttributeBounds: map[string][]string{"namespace": {"prod"}}}),
+			token: func(e *env) string { return e.token() }},
+		{name: "attribute outside bounds", cfg: guarded(attrs.GuardConfig{AttributeBounds: map[string][]string{"namespace": {"dev", "dev-*"}}}),
+			token: func(e *env) string { return e.token() },
+			want:  attest.ErrInvalid, wantText: `attribute_bounds.namespace refused the token: attribute namespace "prod" is outside`, check: "attribute_bounds.namespace"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -102,10 +133,35 @@ func TestVerifyBreadth(t *testing.T) {
 			if !errors.Is(err, tt.want) || w != nil {
 				t.Fatalf("got %v, %v; want %v", w, err, tt.want)
 			}
+			// A refusal by the upstream's own conditions names the upstream.
+			var ce *attest.ConditionError
+			if tt.check != "" && (!errors.As(err, &ce) || ce.Check != tt.check || ce.Upstream != "test") {
+				t.Fatalf("error %v: ConditionError %+v, want check %s of upstream test", err, ce, tt.check)
+			}
 			if !strings.Contains(err.Error(), tt.wantText) {
 				t.Fatalf("error %q does not say %q", err, tt.wantText)
 			}
 		})
+	}
+}
+
+// nestedNS requires the nested kubernetes.io namespace claim to be prod.
+func nestedNS(c *oidc.Config) {
+	c.RequiredClaims = map[string]string{"/kubernetes.io/namespace": "prod"}
+}
+
+// guarded gives the upstream the Kubernetes preset and the guard of gc.
+func guarded(gc attrs.GuardConfig) func(c *oidc.Config) {
+	return func(c *oidc.Config) {
+		m, err := attrs.Compile(attrs.PresetKubernetes, nil)
+		if err != nil {
+			panic(err)
+		}
+		g, err := attrs.NewGuard(gc)
+		if err != nil {
+			panic(err)
+		}
+		c.Attributes, c.Guard = m, g
 	}
 }
 
@@ -155,25 +211,28 @@ func TestVerifyAttributes(t *testing.T) {
 				"namespace": "prod", "service_account": "api", "service_account_uid": "sa-uid",
 				"pod": "api-7d9f", "pod_uid": "pod-uid", "node": "n1", "node_uid": "node-uid",
 			}},
-		{name: "kubernetes preset, claim of the wrong type: token still attested", mapping: kubernetesMapping,
+		{name: "kubernetes preset, namespace of the wrong type: no kubernetes attribute, token still attested", mapping: kubernetesMapping,
 			token: func(e *env) string {
 				return e.token(func(c map[string]any) { c["kubernetes.io"].(map[string]any)["namespace"] = 42 })
 			},
-			want: map[string]string{
-				"service_account": "api", "service_account_uid": "sa-uid", "pod": "api-7d9f", "pod_uid": "pod-uid",
-			}, absent: 3, errors: 1, logSays: "attribute namespace: result is double, not a string"},
+			want: map[string]string{}, absent: 7, errors: 7, logSays: "attribute namespace: no such overload"},
+		{name: "kubernetes preset, claim naming another namespace than sub: no kubernetes attribute", mapping: kubernetesMapping,
+			token: func(e *env) string {
+				return e.token(func(c map[string]any) { c["kubernetes.io"].(map[string]any)["namespace"] = "payments" })
+			},
+			want: map[string]string{}, absent: 7, logOmitted: true},
 		{name: "github preset with a custom claim", mapping: github,
 			token: func(e *env) string { return e.token(githubClaims) },
 			want: map[string]string{
 				"repository": "my-org/app", "repository_owner": "my-org", "repository_id": "74",
 				"ref": "refs/heads/main", "environment": "prod", "email": "ci@example.com",
-			}, absent: 9},
+			}, absent: 18},
 		{name: "github preset, unguarded custom claim missing", mapping: github,
 			token: func(e *env) string { return e.token(githubClaims, set("email", nil)) },
 			want: map[string]string{
 				"repository": "my-org/app", "repository_owner": "my-org", "repository_id": "74",
 				"ref": "refs/heads/main", "environment": "prod",
-			}, absent: 10, errors: 1, logSays: "no such key: email"},
+			}, absent: 19, errors: 1, logSays: "no such key: email"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

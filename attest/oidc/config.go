@@ -64,9 +64,11 @@ type Config struct {
 	// configuration should say so explicitly (e.g. with "*"). No empty pattern.
 	Subjects []string
 	// RequiredClaims maps claim names to glob patterns (as Subjects) that the claim
-	// must match, e.g. {"repository_owner": "my-org"} for GitHub Actions. A token
-	// whose claim is missing, not a string, or outside its pattern is refused with
-	// attest.ErrInvalid. No empty name or pattern.
+	// must match, e.g. {"repository_owner": "my-org"} for GitHub Actions. A name
+	// starting with '/' is a JSON Pointer into nested claims (attrs.ClaimPath:
+	// "/kubernetes.io/namespace"). A token whose claim is missing, not a string,
+	// or outside its pattern is refused with an *attest.ConditionError (wrapping
+	// attest.ErrInvalid). No empty name or pattern.
 	RequiredClaims map[string]string
 	// Attributes maps the verified claims to Workload.Attributes (compiled once with
 	// attrs.Compile, e.g. from attrs.PresetKubernetes or attrs.PresetGitHubActions).
@@ -75,6 +77,11 @@ type Config struct {
 	// empty, and never refuses the token: absent attributes match no policy
 	// attribute pattern. Failures are counted in Stats and logged at debug level.
 	Attributes *attrs.Mapping
+	// Guard is the upstream's condition and attribute bounds (attrs.NewGuard),
+	// checked once the attributes are mapped: a token it refuses is refused with
+	// an *attest.ConditionError naming the check, before any policy sees it. nil:
+	// none.
+	Guard *attrs.Guard
 
 	// HTTPClient supplies the transport (proxy, TLS roots) for discovery and JWKS
 	// fetches. Only its Transport is used: every fetch is bounded by FetchTimeout and
@@ -125,6 +132,7 @@ type settings struct {
 // requiredClaim is one entry of Config.RequiredClaims, compiled.
 type requiredClaim struct {
 	name    string
+	path    attrs.ClaimPath
 	pattern glob.Glob
 }
 
@@ -248,7 +256,12 @@ func (cfg Config) settings() (*settings, []Problem) {
 		case p == "":
 			bad(at("required_claims", name), "required claim %q has an empty pattern", name)
 		default:
-			s.required = append(s.required, requiredClaim{name: name, pattern: glob.Compile(p)})
+			cp, err := attrs.ParseClaimPath(name)
+			if err != nil {
+				bad(at("required_claims", name), "%v", err)
+				continue
+			}
+			s.required = append(s.required, requiredClaim{name: name, path: cp, pattern: glob.Compile(p)})
 		}
 	}
 

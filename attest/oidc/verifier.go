@@ -155,8 +155,11 @@ func (v *Verifier) Stats() Stats {
 // go-jose parsing with exactly one signature; the key by kid (one shared, rate
 // limited refresh for an unknown kid) fitting the alg; the signature; and only then
 // the claims: iss, aud, exp, nbf, iat, max age, sub, the upstream's allowed
-// subjects and required claims. Attributes are mapped last. Errors wrap
-// attest.ErrUnsupportedType, ErrMalformed, ErrInvalid or ErrUnavailable.
+// subjects and required claims. Attributes are mapped last, then checked with
+// the upstream's Guard (bounds, condition). Errors wrap
+// attest.ErrUnsupportedType, ErrMalformed, ErrInvalid or ErrUnavailable; a
+// refusal by the upstream's subjects, required claims or Guard is an
+// *attest.ConditionError.
 func (v *Verifier) Verify(ctx context.Context, raw, tokenType string) (*attest.Workload, error) {
 	p, err := attest.ParseInsecure(raw, tokenType)
 	if err != nil {
@@ -221,16 +224,17 @@ func (v *Verifier) workload(c map[string]any) (*attest.Workload, error) {
 	}
 
 	if len(v.s.subjects) > 0 && !v.allowedSubject(sub) {
-		return nil, v.invalid("subject outside the upstream's allowed subjects (sub %.128q)", sub)
+		return nil, v.refused("subjects", "subject outside the upstream's allowed subjects (sub %.128q)", sub)
 	}
 	for i := range v.s.required {
 		r := &v.s.required[i]
-		s, ok := c[r.name].(string)
+		val, _ := r.path.Lookup(c)
+		s, ok := val.(string)
 		if !ok {
-			return nil, v.invalid("required claim %.128q missing or not a string", r.name)
+			return nil, v.refused("required_claims."+r.name, "required claim %.128q missing or not a string", r.name)
 		}
 		if !r.pattern.Match(s) {
-			return nil, v.invalid("required claim %.128q outside the upstream's allowed values", r.name)
+			return nil, v.refused("required_claims."+r.name, "required claim %.128q outside the upstream's allowed values", r.name)
 		}
 	}
 
@@ -248,7 +252,15 @@ func (v *Verifier) workload(c map[string]any) (*attest.Workload, error) {
 	w.Attributes = v.attributes(c, jti)
 	w.Attributes["sub"] = sub
 	w.Attributes["iss"] = v.s.Issuer
+	if r := v.s.Guard.Check(c, w.Attributes); r != nil {
+		return nil, v.refused(r.Check, "%s", r.Detail)
+	}
 	return w, nil
+}
+
+// refused is the refusal of one of the upstream's own conditions.
+func (v *Verifier) refused(check, format string, args ...any) error {
+	return &attest.ConditionError{Upstream: v.s.Name, Check: check, Detail: fmt.Sprintf(format, args...)}
 }
 
 func (v *Verifier) allowedSubject(sub string) bool {

@@ -3,6 +3,7 @@ package spiffe
 import (
 	"errors"
 	"fmt"
+	"github.com/safeconduct/safeconduct/attest/attrs"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -89,6 +90,13 @@ type Config struct {
 	// any ID in the trust domain. No empty pattern, and no pattern that cannot match
 	// an ID of this trust domain.
 	Subjects []string
+	// Guard is the upstream's condition and attribute bounds (attrs.NewGuard) over
+	// the SVID's claims (a JWT-SVID's verified claims; an X.509-SVID's are "sub"
+	// and "x5t#S256") and its attributes (sub, iss, trust_domain, path and the
+	// path templates' captures): an SVID it refuses is refused with an
+	// *attest.ConditionError naming the check, before any policy sees it. nil:
+	// none.
+	Guard *attrs.Guard
 	// ClockSkew is the leeway on JWT-SVID exp, nbf and iat: default 30s, at most
 	// 60s. X.509-SVID validity is checked without leeway, as TLS does.
 	ClockSkew time.Duration

@@ -243,7 +243,18 @@ func (v *Verifier) jwtWorkload(id spiffeid.ID, c map[string]any) (*attest.Worklo
 		Attributes: v.attributes(id),
 		Claims:     c,
 	}
+	if err := v.guard(w); err != nil {
+		return nil, err
+	}
 	return w, nil
+}
+
+// guard applies the upstream's Guard to an attested workload.
+func (v *Verifier) guard(w *attest.Workload) error {
+	if r := v.s.Guard.Check(w.Claims, w.Attributes); r != nil {
+		return &attest.ConditionError{Upstream: v.s.Name, Check: r.Check, Detail: r.Detail}
+	}
+	return nil
 }
 
 // VerifyX509 verifies chain (leaf first, as presented in the TLS handshake) as an
@@ -295,7 +306,7 @@ func (v *Verifier) VerifyX509(ctx context.Context, chain []*x509.Certificate) (*
 			expiry = c.NotAfter
 		}
 	}
-	return &attest.Workload{
+	w := &attest.Workload{
 		Upstream:   v.s.Name,
 		Issuer:     v.issuer,
 		Subject:    id.String(),
@@ -304,7 +315,11 @@ func (v *Verifier) VerifyX509(ctx context.Context, chain []*x509.Certificate) (*
 		IssuedAt:   leaf.NotBefore,
 		Attributes: v.attributes(id),
 		Claims:     map[string]any{"sub": id.String(), "x5t#S256": Thumbprint(leaf)},
-	}, nil
+	}
+	if err := v.guard(w); err != nil {
+		return nil, err
+	}
+	return w, nil
 }
 
 // Thumbprint returns the base64url (unpadded) SHA-256 of cert's DER encoding, the
@@ -343,7 +358,7 @@ func (v *Verifier) checkBreadth(id spiffeid.ID) error {
 			return nil
 		}
 	}
-	return v.invalid("subject outside the upstream's allowed subjects (sub %.128q)", s)
+	return &attest.ConditionError{Upstream: v.s.Name, Check: "subjects", Detail: fmt.Sprintf("subject outside the upstream's allowed subjects (sub %.128q)", s)}
 }
 
 // attributes are the Workload's: the captures of the first matching path template,

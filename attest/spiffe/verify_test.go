@@ -12,6 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 
 	"github.com/safeconduct/safeconduct/attest"
+	"github.com/safeconduct/safeconduct/attest/attrs"
 	"github.com/safeconduct/safeconduct/attest/spiffe"
 )
 
@@ -351,6 +352,50 @@ func TestBreadthAndTemplates(t *testing.T) {
 			w, err = v.VerifyX509(t.Context(), []*x509.Certificate{testCAs()[tdA].svid(t, id)})
 			check("X.509-SVID", w, err)
 		})
+	}
+}
+
+// The upstream's guard applies to JWT-SVIDs and X.509-SVIDs alike, over the
+// path templates' captures, after the breadth check.
+func TestGuard(t *testing.T) {
+	g, err := attrs.NewGuard(attrs.GuardConfig{
+		Condition:       `attributes.service_account != "admin"`,
+		AttributeBounds: map[string][]string{"namespace": {"prod", "prod-*"}},
+		Known:           []string{"sub", "iss", "trust_domain", "path", "namespace", "service_account"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ sub, check string }{
+		{"/ns/prod/sa/api", ""},
+		{"/ns/prod-2/sa/api", ""},
+		{"/ns/payments/sa/api", "attribute_bounds.namespace"},
+		{"/ns/prod/sa/admin", "condition"},
+		// No template matches: service_account is absent, and the condition,
+		// which reads it unguarded, fails closed.
+		{"/other", "condition"},
+	} {
+		clock := newClock()
+		v := fileVerifier(t, tdA, goodBundle(t, tdA), clock, func(c *spiffe.Config) {
+			c.PathTemplates = []string{"/ns/{namespace}/sa/{service_account}"}
+			c.Guard = g
+		})
+		id := "spiffe://" + tdA + tc.sub
+		check := func(what string, w *attest.Workload, err error) {
+			t.Helper()
+			var ce *attest.ConditionError
+			switch {
+			case tc.check == "" && err != nil:
+				t.Fatalf("%s %s: %v", what, tc.sub, err)
+			case tc.check == "":
+			case !errors.As(err, &ce) || ce.Check != tc.check || !errors.Is(err, attest.ErrInvalid) || w != nil:
+				t.Fatalf("%s %s: got %v, want refusal by %s", what, tc.sub, err, tc.check)
+			}
+		}
+		w, err := v.Verify(t.Context(), svidToken(t, clock.Now(), set("sub", id)), attest.TypeJWT)
+		check("JWT-SVID", w, err)
+		w, err = v.VerifyX509(t.Context(), []*x509.Certificate{testCAs()[tdA].svid(t, id)})
+		check("X.509-SVID", w, err)
 	}
 }
 

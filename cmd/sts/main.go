@@ -32,6 +32,8 @@ commands:
   revocation-store accept-loss --config FILE
                                acknowledge that the revocation store lost its data
                                (the STS refuses service until then)
+  healthcheck --config FILE    exit 0 when the local STS's /readyz answers 200, else 1
+                               (the container image's health check: no shell there)
   version                      print the version
 `
 
@@ -53,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdQuickstart(ctx, args[1:], stdout, stderr)
 	case "revocation-store":
 		return cmdRevocationStore(ctx, args[1:], stdout, stderr)
+	case "healthcheck":
+		return cmdHealthcheck(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version())
 		return 0

@@ -17,8 +17,8 @@ import (
 	"github.com/safeconduct/safeconduct/issuer"
 )
 
-const keysUsage = `usage: stsctl keys list --key-dir DIR [--alg ES256] [--max-ttl 1h]
-       stsctl keys rotate --key-dir DIR [--alg ES256] [--emergency [--sts URL --token-file F [--cacert F] [--reason R]]]
+const keysUsage = `usage: stsctl keys list (--key-dir DIR [--alg ES256] [--max-ttl 1h] | --config sts.yaml)
+       stsctl keys rotate (--key-dir DIR [--alg ES256] [--rsa-bits 3072] | --config sts.yaml) [--emergency [--sts URL --token-file F [--cacert F] [--reason R]]]
        stsctl keys revoke --kid KID --sts URL --token-file F [--cacert F] [--reason R]
   (--token VALUE|@FILE|- or --cert/--key instead of --token-file)`
 
@@ -124,12 +124,15 @@ func cmdKeysRotate(ctx context.Context, args []string, stdin io.Reader, stdout, 
 	dir := fs.String("key-dir", "", "the STS signing.key_dir (required)")
 	alg := fs.String("alg", "ES256", "signing algorithm of the new key (the STS signing.algorithm)")
 	emergency := fs.Bool("emergency", false, "activate the new key now, delete the key signing now, and (with --sts) revoke every token it signed")
+	rsaBits := fs.Int("rsa-bits", issuer.DefaultRSABits, "size of a new RS256/PS256 key: 2048, 3072 or 4096 (the STS signing.rsa_bits)")
 	var kf keyAdminFlags
 	kf.register(fs)
+	var kc keyConfig
+	kc.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return parseErr(err)
 	}
-	if err := need(fs, "key-dir"); err != nil {
+	if err := needKeyDir(fs, *dir, kc.path); err != nil {
 		fmt.Fprintln(stderr, keysUsage)
 		return err
 	}
@@ -153,7 +156,12 @@ func cmdKeysRotate(ctx context.Context, args []string, stdin io.Reader, stdout, 
 			}
 		}
 	}
-	res, err := issuer.RotateKey(*dir, jose.SignatureAlgorithm(*alg), time.Now(), *emergency)
+	keyDir, keyAlg, _, opts, closeToken, err := kc.apply(*dir, jose.SignatureAlgorithm(*alg), 0, []issuer.KeyOption{issuer.WithRSABits(*rsaBits)})
+	if err != nil {
+		return err
+	}
+	defer closeToken()
+	res, err := issuer.RotateKey(keyDir, keyAlg, time.Now(), *emergency, opts...)
 	if err != nil {
 		return err
 	}
@@ -168,6 +176,11 @@ func cmdKeysRotate(ctx context.Context, args []string, stdin io.Reader, stdout, 
 		return nil
 	}
 	fmt.Fprintf(stdout, "old key %s deleted (%v)\n", res.Previous, res.Removed)
+	for _, f := range res.Removed {
+		if strings.HasSuffix(f, ".pkcs11") {
+			fmt.Fprintln(stdout, "the old key's reference is deleted; the key itself stays in the PKCS#11 token until deleted there (pkcs11-tool --delete-object)")
+		}
+	}
 	fmt.Fprintf(stdout, "replicas drop it from the JWKS within %s; verifiers reject its tokens at their next JWKS refresh (at most %s)\n",
 		issuer.KeyReloadInterval, issuer.JWKSCacheLifetime)
 	fmt.Fprintln(stdout, "verifiers may reject tokens of the new key until they refresh the JWKS")
@@ -236,17 +249,24 @@ func cmdKeysList(args []string, stdout, stderr io.Writer) error {
 	dir := fs.String("key-dir", "", "the STS signing.key_dir (required)")
 	alg := fs.String("alg", "ES256", "the STS signing.algorithm")
 	maxTTL := fs.Duration("max-ttl", time.Hour, "the STS tokens.max_ttl (how long a retired key stays published)")
+	var kc keyConfig
+	kc.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return parseErr(err)
 	}
-	if err := need(fs, "key-dir"); err != nil {
+	if err := needKeyDir(fs, *dir, kc.path); err != nil {
 		fmt.Fprintln(stderr, keysUsage)
 		return err
 	}
-	if _, err := os.Stat(*dir); err != nil {
+	keyDir, keyAlg, ttl, opts, closeToken, err := kc.apply(*dir, jose.SignatureAlgorithm(*alg), *maxTTL, nil)
+	if err != nil {
+		return err
+	}
+	defer closeToken()
+	if _, err := os.Stat(keyDir); err != nil {
 		return fmt.Errorf("key directory: %w", err)
 	}
-	keys, err := issuer.ListKeys(*dir, jose.SignatureAlgorithm(*alg), *maxTTL, time.Now())
+	keys, err := issuer.ListKeys(keyDir, keyAlg, ttl, time.Now(), opts...)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "KID\tSTATE\tALG\tACTIVATES\tFILE")
 	for _, k := range keys {
@@ -276,4 +296,19 @@ func entryTime(v any) string {
 		return "never"
 	}
 	return time.UnixMilli(int64(ms)).UTC().Format(time.RFC3339)
+}
+
+// needKeyDir checks that exactly one of --key-dir and --config names the keys,
+// and that nothing else follows the flags.
+func needKeyDir(fs *flag.FlagSet, dir, config string) error {
+	name := strings.TrimPrefix(fs.Name(), "stsctl ")
+	switch {
+	case dir == "" && config == "":
+		return usagef("%s: missing --key-dir (or --config) (see %s --help)", name, fs.Name())
+	case dir != "" && config != "":
+		return usagef("%s: --key-dir and --config exclude each other", name)
+	case fs.NArg() > 0:
+		return usagef("%s: unexpected arguments %q", name, fs.Args())
+	}
+	return nil
 }

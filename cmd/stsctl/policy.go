@@ -454,7 +454,7 @@ func cmdPolicyReview(ctx context.Context, args []string, stdout, stderr io.Write
 			return fmt.Errorf("%w: --now: %v", errUsage, err)
 		}
 	}
-	o := policy.ReviewOptions{UpstreamSubjects: upstreamSubjects(cfg)}
+	o := policy.ReviewOptions{UpstreamSubjects: upstreamSubjects(cfg), Upstreams: upstreamLimits(cfg)}
 	if *metrics != "" {
 		if o.Usage, err = ruleUsage(ctx, *metrics, *cacert); err != nil {
 			return fmt.Errorf("metrics: %w", err)
@@ -481,6 +481,21 @@ func upstreamSubjects(cfg *config.Config) map[string][]string {
 			out[u.Name] = u.Subjects
 		case u.Kind == "spiffe":
 			out[u.Name] = []string{"spiffe://" + u.TrustDomain + "/*"}
+		}
+	}
+	return out
+}
+
+// upstreamLimits are each upstream's own checks in cfg (preset, required
+// claims, attribute bounds, condition), for the review. nil without a config.
+func upstreamLimits(cfg *config.Config) map[string]policy.UpstreamLimits {
+	if cfg == nil {
+		return nil
+	}
+	out := map[string]policy.UpstreamLimits{}
+	for _, u := range cfg.Upstreams {
+		out[u.Name] = policy.UpstreamLimits{
+			Preset: u.Preset, RequiredClaims: u.RequiredClaims, AttributeBounds: u.AttributeBounds, Condition: u.Condition,
 		}
 	}
 	return out
