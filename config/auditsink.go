@@ -24,6 +24,9 @@ type AuditConfig struct {
 	// the events. Either way the failure is counted, logged and ends when writes
 	// succeed again.
 	OnFailure string `yaml:"on_failure"`
+	// HTTP posts the events to an HTTP endpoint as CloudEvents batches
+	// (audithttp.go) instead of a file; exclusive with Path.
+	HTTP *AuditHTTPConfig `yaml:"http"`
 }
 
 // Values of audit.on_failure.
@@ -35,6 +38,12 @@ const (
 func (c *AuditConfig) validate(v *validator) {
 	if c.Fsync && c.Path == "" {
 		v.at("audit.fsync needs audit.path", "audit", "fsync")
+	}
+	if c.HTTP != nil {
+		if c.Path != "" {
+			v.at("audit.path and audit.http are exclusive: choose one sink", "audit", "http")
+		}
+		c.HTTP.validate(v)
 	}
 	switch c.OnFailure {
 	case "":

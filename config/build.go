@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/safeconduct/safeconduct/attest"
@@ -68,6 +69,7 @@ func Build(ctx context.Context, cfg *Config, o Options) (s *issuer.Server, err e
 		}
 	}()
 	auditSink := o.AuditSink
+	var collectors []prometheus.Collector
 	if o.AuditLogger != nil {
 		auditSink = nil
 	} else if cfg.Audit.Path != "" {
@@ -76,6 +78,13 @@ func Build(ctx context.Context, cfg *Config, o Options) (s *issuer.Server, err e
 			return nil, err
 		}
 		closers = append(closers, closeAudit)
+	} else if cfg.Audit.HTTP != nil {
+		sink, err := NewAuditHTTPSink(*cfg.Audit.HTTP, cfg, cfg.Issuer, o.Logger)
+		if err != nil {
+			return nil, err
+		}
+		auditSink, collectors = sink, sink.Collectors()
+		closers = append(closers, sink.Close)
 	}
 	router, upstreams, closeAttester, err := buildAttester(ctx, cfg, o)
 	if err != nil {
@@ -131,6 +140,7 @@ func Build(ctx context.Context, cfg *Config, o Options) (s *issuer.Server, err e
 		AuditLogger:        o.AuditLogger,
 		AuditSink:          auditSink,
 		AuditContinue:      cfg.Audit.OnFailure == AuditContinue,
+		Collectors:         collectors,
 		Now:                o.Now,
 		// The server closes the store itself, after these.
 		Closers: closers[:len(closers)-1],
@@ -180,6 +190,11 @@ func Check(ctx context.Context, cfg *Config) error {
 	}
 	if err := cfg.Tracing.check(cfg); err != nil {
 		errs = append(errs, err)
+	}
+	if cfg.Audit.HTTP != nil {
+		if err := cfg.Audit.HTTP.check(cfg); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if cfg.Revocation.Backend == "redis" && cfg.Revocation.Redis.PasswordFile != "" {
 		if _, err := os.Stat(cfg.Path(cfg.Revocation.Redis.PasswordFile)); err != nil {

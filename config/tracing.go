@@ -163,20 +163,25 @@ func (c *TracingConfig) exporterOptions(cfg *Config) ([]otlptracehttp.Option, er
 // reservedHeaders are set by the exporter; a headers_file must not override them.
 var reservedHeaders = []string{"Content-Type", "Content-Length", "Content-Encoding", "Transfer-Encoding", "Host", "Connection"}
 
-// readHeadersFile reads "Name: value" lines. Errors name the line, never its
-// content: the values are credentials.
+// readHeadersFile reads tracing.headers_file.
 func readHeadersFile(path string) (map[string]string, error) {
+	return readHeaders(path, "tracing.headers_file")
+}
+
+// readHeaders reads "Name: value" lines of the file of setting key. Errors name
+// the line, never its content: the values are credentials.
+func readHeaders(path, key string) (map[string]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("tracing.headers_file: %w", err)
+		return nil, fmt.Errorf("%s: %w", key, err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxHeadersFile+1))
 	if err != nil {
-		return nil, fmt.Errorf("tracing.headers_file: %w", err)
+		return nil, fmt.Errorf("%s: %w", key, err)
 	}
 	if len(data) > maxHeadersFile {
-		return nil, errors.New("tracing.headers_file: larger than 64 KiB")
+		return nil, fmt.Errorf("%s: larger than 64 KiB", key)
 	}
 	out := map[string]string{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
@@ -187,7 +192,7 @@ func readHeadersFile(path string) (map[string]string, error) {
 			continue
 		}
 		bad := func(why string) error {
-			return fmt.Errorf("tracing.headers_file: %s:%d: %s", path, n, why)
+			return fmt.Errorf("%s: %s:%d: %s", key, path, n, why)
 		}
 		name, value, ok := strings.Cut(line, ":")
 		switch {
@@ -208,7 +213,7 @@ func readHeadersFile(path string) (map[string]string, error) {
 		out[name] = strings.TrimSpace(value)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("tracing.headers_file: %w", err)
+		return nil, fmt.Errorf("%s: %w", key, err)
 	}
 	return out, nil
 }

@@ -131,6 +131,14 @@ func (s *adminService) authorize(w http.ResponseWriter, r *http.Request, action 
 // one of actions on some upstream. Whoever is not an admin for these actions gets
 // 401 or 403 and never a word about the body.
 func (s *adminService) admitCaller(w http.ResponseWriter, r *http.Request, actions ...string) (*attest.Workload, bool) {
+	return s.admitCallerFor(w, r, nil, actions...)
+}
+
+// admitCallerFor is admitCaller whose refusal of an authenticated caller is
+// audited as what the request asked for: detail (when set) names the action
+// and the fields of the request (it may read the bounded body; the answer
+// says nothing about it either way).
+func (s *adminService) admitCallerFor(w http.ResponseWriter, r *http.Request, detail func() (string, []slog.Attr), actions ...string) (*attest.Workload, bool) {
 	ctx := r.Context()
 	caller, err := s.caller(ctx, r)
 	if err != nil {
@@ -142,7 +150,7 @@ func (s *adminService) admitCaller(w http.ResponseWriter, r *http.Request, actio
 		writeAdminError(w, errUnauthenticated)
 		return nil, false
 	}
-	reason := ""
+	var last policy.Decision
 	for _, action := range actions {
 		// Every upstream as the target: DenyTarget means a rule grants the action
 		// on some of them, which the request's own targets then decide.
@@ -150,19 +158,27 @@ func (s *adminService) admitCaller(w http.ResponseWriter, r *http.Request, actio
 		if d.Allowed() || d.Outcome == policy.DenyTarget {
 			return caller, true
 		}
-		reason = d.Reason
+		last = d
 	}
-	s.auditAdmin(r, actions[0], "denied", caller, slog.String("reason", reason))
+	action, attrs := actions[0], []slog.Attr{slog.String("reason", last.Reason)}
+	if detail != nil {
+		if a, more := detail(); a != "" {
+			action, attrs = a, append(attrs, more...)
+		}
+	}
+	s.metrics.countAdmin(action, last)
+	s.auditAdmin(r, action, "denied", caller, attrs...)
 	writeAdminError(w, errForbidden)
 	return nil, false
 }
 
 // permit asks policy whether caller may perform action on targets; a refusal is
 // audited and answered 403.
-func (s *adminService) permit(w http.ResponseWriter, r *http.Request, caller *attest.Workload, action string, targets []string) bool {
+func (s *adminService) permit(w http.ResponseWriter, r *http.Request, caller *attest.Workload, action string, targets []string, attrs ...slog.Attr) bool {
 	d := s.policy().DecideAdmin(policy.AdminRequest{Caller: caller, Action: action, TargetUpstreams: targets, Now: s.now()})
+	s.metrics.countAdmin(action, d)
 	if !d.Allowed() {
-		s.auditAdmin(r, action, "denied", caller, slog.String("reason", d.Reason))
+		s.auditAdmin(r, action, "denied", caller, append([]slog.Attr{slog.String("reason", d.Reason)}, attrs...)...)
 		writeAdminError(w, errForbidden)
 		return false
 	}
@@ -210,12 +226,37 @@ type createRevocation struct {
 
 // handleCreateRevocation is POST /admin/v1/revocations.
 func (s *adminService) handleCreateRevocation(w http.ResponseWriter, r *http.Request) {
-	caller, ok := s.admitCaller(w, r, policy.ActionRevoke, policy.ActionBlock)
+	var req createRevocation
+	var bodyErr error
+	read := false
+	readBody := func() {
+		if !read {
+			read, bodyErr = true, decodeJSONBody(r, &req)
+		}
+	}
+	// A caller refused outright is audited with what it asked for: a block as
+	// a block, with its selector.
+	detail := func() (string, []slog.Attr) {
+		readBody()
+		if bodyErr != nil {
+			return "", nil
+		}
+		action := policy.ActionRevoke
+		if req.Kind == string(revocation.KindBlock) {
+			action = policy.ActionBlock
+		}
+		selector := boundedField(req.Selector)
+		if sel, err := s.resolveSelector(req.Selector); err == nil {
+			selector = sel.String()
+		}
+		return action, []slog.Attr{slog.String("selector", selector)}
+	}
+	caller, ok := s.admitCallerFor(w, r, detail, policy.ActionRevoke, policy.ActionBlock)
 	if !ok {
 		return
 	}
-	var req createRevocation
-	if err := decodeJSONBody(r, &req); err != nil {
+	if readBody(); bodyErr != nil {
+		err := bodyErr
 		writeAdminError(w, &adminError{http.StatusBadRequest, "invalid_request", err.Error()})
 		return
 	}
@@ -231,7 +272,7 @@ func (s *adminService) handleCreateRevocation(w http.ResponseWriter, r *http.Req
 	if req.Kind == string(revocation.KindBlock) {
 		action = policy.ActionBlock
 	}
-	if !s.permit(w, r, caller, action, selectorUpstreams(sel)) {
+	if !s.permit(w, r, caller, action, selectorUpstreams(sel), slog.String("selector", sel.String())) {
 		return
 	}
 	// A revoke with a kid term ignores iat: never on a key that signs, nor on a
@@ -429,6 +470,14 @@ func (s *adminService) resolveSelector(text string) (revocation.Selector, error)
 		return sel.WithUpstream(name)
 	}
 	return sel, nil
+}
+
+// boundedField cuts a caller's free text to 256 bytes for an audit field.
+func boundedField(s string) string {
+	if len(s) > 256 {
+		s = strings.ToValidUTF8(s[:256], "")
+	}
+	return s
 }
 
 // selectorUpstreams is the upstreams a selector is confined to (exact upstream

@@ -296,7 +296,8 @@ func (w *auditWriter) appendRecovered(out []byte, lost int64) []byte {
 	buf.b = out
 	slog.New(slog.NewJSONHandler(&buf, nil)).LogAttrs(context.Background(), slog.LevelWarn, "audit_recovered",
 		slog.String("log", "audit"), slog.String("event", "audit_recovered"), slog.Int64("lost", lost),
-		slog.Time("failed_since", since), slog.String("error", cause))
+		slog.Time("failed_since", since), slog.String("error", cause),
+		slog.Int("schema_version", AuditSchemaVersion), slog.String("event_id", newEventID()))
 	return buf.b
 }
 
@@ -410,14 +411,15 @@ func (h *auditHandler) WithGroup(name string) slog.Handler {
 // written, or with an error after at most auditWriteBound; the caller then
 // answers 503 instead of success. Otherwise it is an ordinary audit event.
 func (c *core) auditDurable(ctx context.Context, level slog.Level, msg string, attrs ...slog.Attr) error {
-	h, ok := c.auditLog.Handler().(*auditHandler)
+	eh, _ := c.auditLog.Handler().(eventHandler)
+	h, ok := eh.next.(*auditHandler)
 	if !ok || !h.w.failClosed {
 		c.auditLog.LogAttrs(ctx, level, msg, attrs...)
 		return nil
 	}
 	r := slog.NewRecord(time.Now(), level, msg, 0)
 	r.AddAttrs(attrs...)
-	return h.handle(ctx, r, true)
+	return h.handle(ctx, withEnvelope(ctx, r), true)
 }
 
 // auditRefuses reports whether changes must be refused before they are made:

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/safeconduct/safeconduct/attest"
 	"github.com/safeconduct/safeconduct/revocation"
@@ -60,6 +61,8 @@ var (
 type refusal struct {
 	oauth *oauthError
 	cause string
+	// blockEntry is the id of the block that refused the exchange, if one did.
+	blockEntry string
 }
 
 func refuse(oerr *oauthError, cause string) *refusal {
@@ -74,7 +77,16 @@ func refuse(oerr *oauthError, cause string) *refusal {
 func mapErr(err error, fallback *oauthError, prefix string) *refusal {
 	switch {
 	case errors.Is(err, revocation.ErrBlocked):
-		return refuse(errSubjectRejected, "revocation: "+err.Error())
+		// A BlockedError already reads "revocation: issuance blocked by entry ...".
+		cause := err.Error()
+		if !strings.HasPrefix(cause, "revocation: ") {
+			cause = "revocation: " + cause
+		}
+		ref := refuse(errSubjectRejected, cause)
+		if be, ok := errors.AsType[*revocation.BlockedError](err); ok {
+			ref.blockEntry = be.Entry.ID
+		}
+		return ref
 	case errors.Is(err, attest.ErrUnavailable):
 		return refuse(errUnavailable, prefix+err.Error())
 	default:

@@ -389,9 +389,10 @@ func (x *exchangeState) event(ref *refusal) exchangeEvent {
 	if x.req != nil {
 		ev.subjectTokenSHA = tokenHash(x.req.SubjectToken)
 		ev.audiences = slices.Concat(x.req.Audiences, x.req.Resources)
+		ev.requestedAud, ev.requestedResource, ev.requestedScopes = x.req.Audiences, x.req.Resources, x.req.Scopes
 	}
 	if ref != nil {
-		ev.outcome, ev.code, ev.reason = "refused", ref.oauth.Code, ref.cause
+		ev.outcome, ev.code, ev.reason, ev.blockEntry = "refused", ref.oauth.Code, ref.cause, ref.blockEntry
 		return ev
 	}
 	ev.jti, ev.expiry, ev.scopes = x.claims.ID, x.claims.Expiry, x.decision.Scopes

@@ -35,7 +35,7 @@ var volatile = []struct {
 	re   *regexp.Regexp
 	with string
 }{
-	{regexp.MustCompile(`"(jti|subject_token_sha256)":"[^"]*"`), `"$1":"<v>"`},
+	{regexp.MustCompile(`"(jti|subject_token_sha256|event_id|request_id|revocation_entry)":"[^"]*"`), `"$1":"<v>"`},
 	{regexp.MustCompile(`"exp":[0-9]+`), `"exp":<v>`},
 	{regexp.MustCompile(`"access_token":"[^"]*"`), `"access_token":"<v>"`},
 	{regexp.MustCompile(`"expires_in":[0-9]+`), `"expires_in":<v>`},

@@ -34,6 +34,9 @@ type metrics struct {
 	storeErrors  *prometheus.CounterVec
 	// policyReloads counts policy reloads by result (ok, error).
 	policyReloads *prometheus.CounterVec
+	// adminDecisions counts the admin API's policy decisions by admin rule,
+	// action and outcome.
+	adminDecisions *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -96,9 +99,14 @@ func newMetrics() *metrics {
 		Name: "safeconduct_policy_reloads_total",
 		Help: "Policy reloads by result (ok, error).",
 	}, []string{"result"})
+	m.adminDecisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "safeconduct_policy_admin_decisions_total",
+		Help: "Admin API policy decisions by deciding admin rule (empty when none granted), action and outcome; stsctl policy review reads it to find unused admin rules.",
+	}, []string{"rule", "action", "outcome"})
 	m.registry.MustRegister(m.requests, m.exchanges, m.latency, m.decisions, m.audited, m.policyReloads, m.revocations, m.changesFired, m.feedSubscribers,
-		m.feedEventsSent, m.feedLag, m.storeLatency, m.storeErrors,
+		m.feedEventsSent, m.feedLag, m.storeLatency, m.storeErrors, m.adminDecisions, buildInfo(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.preinit()
 	return m
 }
 

@@ -491,9 +491,12 @@ func TestPhaseAdmit(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, ref := admit(tokenRequestOf(ts.form(ts.a.Token(t, payments, pod("pod-2")))))
-		wantRefusal(t, ref, errSubjectRejected, "revocation: revocation: issuance blocked by entry ")
+		wantRefusal(t, ref, errSubjectRejected, "revocation: issuance blocked by entry ")
 		if !strings.HasSuffix(ref.cause, ": incident 7") {
 			t.Fatalf("cause %q lacks the block's reason", ref.cause)
+		}
+		if ref.blockEntry == "" || !strings.Contains(ref.cause, ref.blockEntry) {
+			t.Fatalf("refusal names block entry %q, cause %q", ref.blockEntry, ref.cause)
 		}
 	})
 

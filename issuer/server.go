@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/safeconduct/safeconduct/attest"
@@ -90,6 +91,8 @@ type Config struct {
 	// and admin changes then answer 503.
 	AuditSink     io.Writer
 	AuditContinue bool
+	// Collectors are more metrics for the server's registry (an audit sink's).
+	Collectors []prometheus.Collector
 	// Now is the clock (default: time.Now).
 	Now func() time.Time
 	// Closers release what the parts started (verifier background work, an
@@ -133,8 +136,10 @@ type Server struct {
 	tokens *tokenService
 	admin  *adminService
 	mux    *http.ServeMux
-	// handler is mux, wrapped in a server span per request when tracing is on.
+	// handler is mux, wrapped in a server span per request when tracing is on;
+	// public is handler given the request id (auditevent.go).
 	handler http.Handler
+	public  http.Handler
 	// limits guard /token before any verification; adminLimits the other
 	// endpoints that verify a credential; conns bound open connections.
 	limits      *tokenLimits
@@ -208,6 +213,7 @@ func newServer(c Config) (*Server, error) {
 	}
 	met := newMetrics()
 	met.registerStoreHealth(c.Store)
+	met.registry.MustRegister(c.Collectors...)
 	var tr *tracing
 	if c.TracerProvider != nil {
 		tr = &tracing{provider: c.TracerProvider, tracer: c.TracerProvider.Tracer(tracerName)}
@@ -218,7 +224,7 @@ func newServer(c Config) (*Server, error) {
 		store:    instrumentStore(c.Store, met),
 		bindings: map[string]binding{},
 		log:      c.Logger,
-		auditLog: c.AuditLogger,
+		auditLog: slog.New(eventHandler{next: c.AuditLogger.Handler()}),
 		now:      c.Now,
 		metrics:  met,
 		tracing:  tr,
@@ -229,11 +235,12 @@ func newServer(c Config) (*Server, error) {
 	}
 	if c.AuditSink != nil {
 		cr.audit = newAuditWriter(c.AuditSink, !c.AuditContinue, met, c.Logger, c.Now)
-		cr.auditLog = slog.New(newAuditHandler(cr.audit, nil)).With(slog.String("log", "audit"))
+		cr.auditLog = slog.New(eventHandler{next: newAuditHandler(cr.audit, nil)}).With(slog.String("log", "audit"))
 	}
 	cr.decider.Store(&c.Decider)
 	cr.policyState = newPolicyState(met.registry)
 	cr.policyState.setLive(c.Decider, c.Now())
+	met.initPolicy(c.Decider)
 	keys, err := newSigning(cr, c.Keys.ring, discoveryMeta{authMethods: clients.authMethods(c.ClientCertificates), mtls: c.ClientCertificates})
 	if err != nil {
 		return nil, err
@@ -252,6 +259,7 @@ func newServer(c Config) (*Server, error) {
 	for _, u := range c.Upstreams {
 		if len(u.BindingAttributes) > 0 {
 			cr.bindings[u.Name] = binding{names: u.BindingAttributes, instance: u.InstanceAttributes}
+			met.changesFired.WithLabelValues(u.Name)
 		}
 		if u.Issuer != "" {
 			s.admin.upstreamByIssuer[u.Issuer] = u.Name
@@ -276,11 +284,13 @@ func newServer(c Config) (*Server, error) {
 	s.routes()
 	met.registerCollectors(keys, c.Now, stats)
 	s.startTracing()
+	s.public = withRequestID(s.handler)
 	return s, nil
 }
 
 // SetPolicy swaps the issuance policy atomically (hot reload).
 func (s *Server) SetPolicy(d Decider) {
+	s.metrics.initPolicy(d)
 	s.decider.Store(&d)
 	s.policyState.setLive(d, s.now())
 }
@@ -320,7 +330,7 @@ func postOnly(w http.ResponseWriter, _ *http.Request) {
 }
 
 // Handler is the server's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.handler }
+func (s *Server) Handler() http.Handler { return s.public }
 
 // ActiveKeyID is the kid that signs new tokens.
 func (s *Server) ActiveKeyID() string { return s.currentRing().active.kid }
@@ -359,7 +369,7 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 // drain. With tlsConfig nil it serves plain HTTP.
 func (s *Server) Serve(ctx context.Context, l net.Listener, tlsConfig *tls.Config, drain time.Duration) error {
 	srv := &http.Server{
-		Handler:           withHSTS(s.handler),
+		Handler:           withHSTS(s.public),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      15 * time.Second,

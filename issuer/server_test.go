@@ -138,6 +138,9 @@ signing: {algorithm: %s, key_dir: keys}
 		write(name, data)
 	}
 	ts.audit = &testproc.Buffer{}
+	// Every audit event a test produces matches the published schema (checked
+	// after the server closed: its last events are written by then).
+	t.Cleanup(func() { checkAuditSchema(t, ts.audit.String()) })
 	ts.srv, err = buildFromConfig(filepath.Join(ts.dir, "sts.yaml"), slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		slog.New(slog.NewJSONHandler(ts.audit, nil)), ts.b.Client())
 	if err != nil {

@@ -128,13 +128,20 @@ func writeTokenResponse(w http.ResponseWriter, t *tokenResponse) {
 // exchangeEvent is the audit record of one exchange. It never holds a token, only
 // its SHA-256.
 type exchangeEvent struct {
-	outcome         string
-	code            string
-	reason          string
-	rule            string
-	workload        *attest.Workload
-	audiences       []string
-	scopes          []string
+	outcome   string
+	code      string
+	reason    string
+	rule      string
+	workload  *attest.Workload
+	audiences []string
+	// requested* are the targets and scopes the request asked for; scopes
+	// those granted (issued only).
+	requestedAud      []string
+	requestedResource []string
+	requestedScopes   []string
+	scopes            []string
+	// blockEntry is the revocation entry of a block that refused the exchange.
+	blockEntry      string
 	jti             string
 	expiry          time.Time
 	actor           *attest.Workload
@@ -151,16 +158,22 @@ type exchangeEvent struct {
 // audit writes one structured event per exchange decision to the audit log;
 // durable (an issued token) waits for it to be written under fail_closed.
 func (s *tokenService) audit(ctx context.Context, ev *exchangeEvent, durable bool) error {
-	attrs := make([]slog.Attr, 0, 15)
+	attrs := make([]slog.Attr, 0, 22)
 	attrs = append(attrs, slog.String("event", "exchange"), slog.String("outcome", ev.outcome), clientAddrAttr(ev.clientAddr, false))
 	if ev.code != "" {
 		attrs = append(attrs, slog.String("error", ev.code))
 	}
 	if ev.workload != nil {
 		attrs = append(attrs, slog.String("upstream", ev.workload.Upstream), slog.String("sub", ev.workload.ID))
+		if ev.workload.Issuer != "" {
+			attrs = append(attrs, slog.String("upstream_iss", ev.workload.Issuer))
+		}
 	}
 	if ev.actor != nil {
 		attrs = append(attrs, slog.String("actor_upstream", ev.actor.Upstream), slog.String("actor", ev.actor.ID))
+		if ev.actor.Issuer != "" {
+			attrs = append(attrs, slog.String("actor_iss", ev.actor.Issuer))
+		}
 	}
 	if ev.client != nil {
 		attrs = append(attrs, slog.String("client", ev.client.ID), slog.String("client_auth", ev.clientAuth))
@@ -168,11 +181,23 @@ func (s *tokenService) audit(ctx context.Context, ev *exchangeEvent, durable boo
 	if len(ev.audiences) > 0 {
 		attrs = append(attrs, slog.Any("aud", jsonStrings(ev.audiences)))
 	}
+	if len(ev.requestedAud) > 0 {
+		attrs = append(attrs, slog.Any("requested_audience", jsonStrings(ev.requestedAud)))
+	}
+	if len(ev.requestedResource) > 0 {
+		attrs = append(attrs, slog.Any("requested_resource", jsonStrings(ev.requestedResource)))
+	}
+	if len(ev.requestedScopes) > 0 {
+		attrs = append(attrs, slog.Any("requested_scope", jsonStrings(ev.requestedScopes)))
+	}
 	if ev.rule != "" {
 		attrs = append(attrs, slog.String("rule", ev.rule))
 	}
 	if ev.reason != "" {
 		attrs = append(attrs, slog.String("reason", ev.reason))
+	}
+	if ev.blockEntry != "" {
+		attrs = append(attrs, slog.String("revocation_entry", ev.blockEntry))
 	}
 	if c := ev.condition; c != nil {
 		attrs = append(attrs, slog.String("refused_by_upstream", c.Upstream), slog.String("upstream_condition", c.Check))

@@ -285,8 +285,8 @@ func TestTracingCallerCannotForceSampling(t *testing.T) {
 // mux, and the pipeline's trace calls allocate nothing.
 func TestTracingOffCostsNothing(t *testing.T) {
 	ts := startSTS(t, stsOptions{})
-	if mux, ok := ts.srv.Handler().(*http.ServeMux); !ok || mux != ts.srv.mux {
-		t.Fatalf("handler is %T, want the bare mux", ts.srv.Handler())
+	if mux, ok := ts.srv.handler.(*http.ServeMux); !ok || mux != ts.srv.mux {
+		t.Fatalf("handler is %T, want the bare mux (given the request id)", ts.srv.handler)
 	}
 	if err := ts.srv.ShutdownTracing(context.Background()); err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/safeconduct/safeconduct/internal/auditschema"
 	"github.com/safeconduct/safeconduct/internal/testissuer"
 )
 
@@ -96,6 +97,9 @@ func auditEvents(t *testing.T, path string) []map[string]any {
 		var ev map[string]any
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
 			t.Fatalf("audit line %q: %v", sc.Text(), err)
+		}
+		if err := auditschema.Validate(sc.Bytes()); err != nil {
+			t.Errorf("audit event does not match %s: %v\n%s", auditschema.SchemaPath, err, sc.Text())
 		}
 		out = append(out, ev)
 	}

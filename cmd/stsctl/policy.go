@@ -502,7 +502,7 @@ func upstreamLimits(cfg *config.Config) map[string]policy.UpstreamLimits {
 }
 
 // usageLine matches the per-rule counters the STS exports.
-var usageLine = regexp.MustCompile(`^safeconduct_policy_(?:decisions|audit_hits)_total\{([^}]*)\} ([0-9.e+]+)$`)
+var usageLine = regexp.MustCompile(`^safeconduct_policy_(?:decisions|audit_hits|admin_decisions)_total\{([^}]*)\} ([0-9.e+]+)$`)
 var ruleLabel = regexp.MustCompile(`(?:^|,)rule="((?:[^"\\]|\\.)*)"`)
 
 // ruleUsage reads matches per rule from Prometheus text (a URL or a file).

@@ -174,6 +174,43 @@ safeconduct_policy_decisions_total{outcome="deny_no_rule",rule=""} 3
 	stsctl(t, 1, "policy", "review", "--config", filepath.Join(dir, "sts.yaml"), "--metrics", metrics)
 }
 
+// TestPolicyReviewAdminUsage: an admin rule the STS counted in
+// safeconduct_policy_admin_decisions_total is not "unused"; one it did not is.
+func TestPolicyReviewAdminUsage(t *testing.T) {
+	dir := writeFiles(t)
+	policy := testPolicyFile + `admin:
+  - name: ops-revoke
+    upstreams: [cluster-a]
+    subjects: ["system:serviceaccount:secops:ops"]
+    actions: [revoke]
+    within_upstreams: ["*"]
+  - name: ops-lift
+    upstreams: [cluster-a]
+    subjects: ["system:serviceaccount:secops:ops"]
+    actions: [lift]
+    within_upstreams: ["*"]
+`
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(policy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	metrics := filepath.Join(dir, "metrics.txt")
+	os.WriteFile(metrics, []byte(`safeconduct_policy_decisions_total{outcome="allow",rule="payments-to-ledger"} 4
+safeconduct_policy_admin_decisions_total{action="revoke",outcome="allow",rule="ops-revoke"} 1
+safeconduct_policy_admin_decisions_total{action="lift",outcome="allow",rule="ops-lift"} 0
+safeconduct_policy_admin_decisions_total{action="block",outcome="deny_no_rule",rule=""} 2
+`), 0o600)
+	out := stsctl(t, 0, "policy", "review", "--config", filepath.Join(dir, "sts.yaml"), "--metrics", metrics, "--now", "2026-11-23T00:00:00Z")
+	unused := map[string]bool{}
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) >= 4 && f[1] == "unused" {
+			unused[f[3]] = true
+		}
+	}
+	if unused["ops-revoke"] || !unused["ops-lift"] {
+		t.Errorf("admin rule usage misread (unused: %v):\n%s", unused, out)
+	}
+}
+
 var update = flag.Bool("update", false, "rewrite the golden files of testdata/review")
 
 // TestPolicyReviewJSON: the --json review of a config with a dev cluster, a prod
