@@ -29,6 +29,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/safeconduct/safeconduct/config"
+	"github.com/safeconduct/safeconduct/internal/watch"
 )
 
 const baseDir = "kubernetes/base"
@@ -1572,4 +1573,162 @@ func TestReadmeNamesEveryFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// ---------------------------------------------------------------------------
+// The watcher (kubernetes/watcher)
+
+const watcherDir = "kubernetes/watcher"
+
+// TestWatcher: the watcher's kustomization names files that exist, its config
+// passes stswatch's own loader and mirrors the admin rule example, its RBAC is
+// read-only on pods and service accounts, and its Deployment mounts what the config
+// names.
+func TestWatcher(t *testing.T) {
+	var k struct {
+		Resources          []string `yaml:"resources"`
+		ConfigMapGenerator []struct {
+			Name  string   `yaml:"name"`
+			Files []string `yaml:"files"`
+		} `yaml:"configMapGenerator"`
+	}
+	readYAML(t, filepath.Join(watcherDir, "kustomization.yaml"), &k)
+	for _, r := range k.Resources {
+		if _, err := os.Stat(filepath.Join(watcherDir, r)); err != nil {
+			t.Errorf("resource %s: %v", r, err)
+		}
+	}
+
+	cfgPath := filepath.Join(watcherDir, "stswatch.yaml")
+	data, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := watch.ParseConfig(data)
+	if err != nil {
+		t.Fatalf("%s: %v", cfgPath, err)
+	}
+	if cfg.Kubernetes == nil || cfg.Kubernetes.Kubeconfig != "" {
+		t.Fatalf("%s: want the kubernetes source, in-cluster", cfgPath)
+	}
+	var rule struct {
+		Admin []struct {
+			Subjects        []string `yaml:"subjects"`
+			Actions         []string `yaml:"actions"`
+			WithinUpstreams []string `yaml:"within_upstreams"`
+		} `yaml:"admin"`
+	}
+	readYAML(t, filepath.Join(watcherDir, "admin-rule-example.yaml"), &rule)
+	if len(rule.Admin) != 1 || !slices.Equal(rule.Admin[0].WithinUpstreams, []string{cfg.Kubernetes.Upstream}) ||
+		!slices.Equal(rule.Admin[0].Subjects, []string{"system:serviceaccount:safeconduct:stswatch"}) {
+		t.Errorf("admin-rule-example.yaml: want one rule for the watcher's service account within upstream %s, got %+v", cfg.Kubernetes.Upstream, rule.Admin)
+	}
+	for _, a := range rule.Admin[0].Actions {
+		if a != "revoke" && a != "report_change" {
+			t.Errorf("admin-rule-example.yaml grants %s, which the watcher does not use", a)
+		}
+	}
+
+	// RBAC: only get/list/watch, only pods and serviceaccounts of the core group.
+	dec := yaml.NewDecoder(mustOpen(t, filepath.Join(watcherDir, "stswatch-rbac.yaml")))
+	roles := 0
+	for {
+		var obj struct {
+			Kind  string `yaml:"kind"`
+			Rules []struct {
+				APIGroups []string `yaml:"apiGroups"`
+				Resources []string `yaml:"resources"`
+				Verbs     []string `yaml:"verbs"`
+			} `yaml:"rules"`
+		}
+		if err := dec.Decode(&obj); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			t.Fatal(err)
+		}
+		if obj.Kind != "ClusterRole" && obj.Kind != "Role" {
+			continue
+		}
+		roles++
+		for _, r := range obj.Rules {
+			if !slices.Equal(r.APIGroups, []string{""}) {
+				t.Errorf("RBAC rule on API groups %q: the watcher reads core objects only", r.APIGroups)
+			}
+			for _, res := range r.Resources {
+				if res != "pods" && res != "serviceaccounts" {
+					t.Errorf("RBAC rule on %s: the watcher reads pods and serviceaccounts only", res)
+				}
+			}
+			for _, v := range r.Verbs {
+				if v != "get" && v != "list" && v != "watch" {
+					t.Errorf("RBAC verb %s: the watcher only reads", v)
+				}
+			}
+		}
+	}
+	if roles != 1 {
+		t.Errorf("stswatch-rbac.yaml: %d roles, want 1", roles)
+	}
+
+	// The Deployment mounts the config, the credential file and the state dir.
+	var d struct {
+		Spec struct {
+			Template struct {
+				Spec struct {
+					ServiceAccountName string `yaml:"serviceAccountName"`
+					Containers         []struct {
+						Args         []string `yaml:"args"`
+						VolumeMounts []struct {
+							MountPath string `yaml:"mountPath"`
+						} `yaml:"volumeMounts"`
+					} `yaml:"containers"`
+				} `yaml:"spec"`
+			} `yaml:"template"`
+		} `yaml:"spec"`
+	}
+	readYAML(t, filepath.Join(watcherDir, "stswatch-deployment.yaml"), &d)
+	ps := d.Spec.Template.Spec
+	if ps.ServiceAccountName != "stswatch" || len(ps.Containers) != 1 {
+		t.Fatalf("stswatch-deployment.yaml: want one container as service account stswatch")
+	}
+	var mounts []string
+	for _, m := range ps.Containers[0].VolumeMounts {
+		mounts = append(mounts, m.MountPath)
+	}
+	for _, p := range []string{cfg.STS.CAFile, cfg.STS.CredentialFile, cfg.StateDir + "/x", "/etc/stswatch/stswatch.yaml"} {
+		ok := false
+		for _, m := range mounts {
+			ok = ok || strings.HasPrefix(p, m+"/")
+		}
+		if !ok {
+			t.Errorf("%s is under no volume mount of the watcher (%v)", p, mounts)
+		}
+	}
+	if !slices.Contains(ps.Containers[0].Args, "/etc/stswatch/stswatch.yaml") {
+		t.Errorf("the watcher's args %q do not name /etc/stswatch/stswatch.yaml", ps.Containers[0].Args)
+	}
+	if df, _ := os.ReadFile("Dockerfile"); !bytes.Contains(df, []byte("./cmd/stswatch")) || !bytes.Contains(df, []byte("/out/stswatch")) {
+		t.Error("the Dockerfile does not build and copy stswatch, which the watcher's Deployment runs")
+	}
+}
+
+func readYAML(t *testing.T, p string, v any) {
+	t.Helper()
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(data, v); err != nil {
+		t.Fatalf("%s: %v", p, err)
+	}
+}
+
+func mustOpen(t *testing.T, p string) io.Reader {
+	t.Helper()
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.NewReader(data)
 }

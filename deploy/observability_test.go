@@ -18,7 +18,6 @@ import (
 	"strings"
 	"testing"
 
-	"go.yaml.in/yaml/v3"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
 
@@ -194,17 +193,6 @@ func TestObservabilityNamesKnown(t *testing.T) {
 		if !strings.Contains(all, `"`+n+`"`) {
 			t.Errorf("%s is queried but no Go source defines it", n)
 		}
-	}
-}
-
-func readYAML(t *testing.T, path string, v any) {
-	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := yaml.Unmarshal(raw, v); err != nil {
-		t.Fatalf("%s: %v", path, err)
 	}
 }
 

@@ -3,6 +3,8 @@
 # progress on stderr, so that no test builds them inside its time limit:
 #   - SPIRE (spire-server, spire-agent) through scripts/spire-install.sh, cached
 #     per version (several minutes on a cold machine, instant after);
+#   - kube-apiserver and etcd through scripts/kube-install.sh, cached per version
+#     (about 6 minutes on a quiet cold 2-core machine, instant after);
 #   - the go tool staticcheck, into the Go build cache.
 # It names the system packages the tests use that are missing (redis-server, zsh).
 # On stdout it prints the environment to export, for eval:
@@ -16,14 +18,18 @@ cd "$(dirname "$0")/.."
 say() { echo "tools.sh: $*" >&2; }
 start=$SECONDS
 
-say "[1/3] SPIRE (scripts/spire-install.sh: a build takes minutes the first time, then is cached)"
+say "[1/4] SPIRE (scripts/spire-install.sh: a build takes minutes the first time, then is cached)"
 spire=$(bash scripts/spire-install.sh)
 say "      SPIRE binaries in $spire"
 
-say "[2/3] staticcheck (go tool, built into the Go build cache)"
+say "[2/4] kube-apiserver and etcd (scripts/kube-install.sh: a build takes minutes the first time, then is cached)"
+kube=$(bash scripts/kube-install.sh)
+say "      kube binaries in $kube"
+
+say "[3/4] staticcheck (go tool, built into the Go build cache)"
 go tool staticcheck -version >&2
 
-say "[3/3] system packages the tests use"
+say "[4/4] system packages the tests use"
 for pkg in redis-server zsh; do
   if command -v "$pkg" >/dev/null 2>&1; then
     say "      $pkg: $(command -v "$pkg")"
@@ -33,4 +39,4 @@ for pkg in redis-server zsh; do
 done
 
 say "done in $((SECONDS - start))s; export the line below (eval \"\$(bash scripts/tools.sh)\" does)"
-printf 'export SAFECONDUCT_SPIRE_DIR=%q\n' "$spire"
+printf 'export SAFECONDUCT_SPIRE_DIR=%q SAFECONDUCT_KUBE_DIR=%q\n' "$spire" "$kube"

@@ -7,7 +7,7 @@
 //	token := s.FetchJWTSVIDFor(t, id, "sts")              // through the Workload API
 //	bundle := s.BundleJWKS(t)                             // SPIFFE bundle (JWKS) JSON
 //
-// The server uses a sqlite datastore and an in-memory key manager in a private
+// The server uses a sqlite datastore and a disk key manager in a private
 // directory under /tmp (kept short: Workload API socket paths must stay under about
 // 100 bytes), attests the agent with a join token, and the agent bootstraps its trust
 // from `spire-server bundle show` rather than insecure_bootstrap. Server

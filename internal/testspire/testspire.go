@@ -257,7 +257,10 @@ func (s *SPIRE) serverConfig(opts Options, port int) string {
 	fmt.Fprintf(&b, "  DataStore \"sql\" {\n    plugin_data {\n      database_type = \"sqlite3\"\n      connection_string = %s\n    }\n  }\n",
 		strconv.Quote(filepath.Join(s.dir, "server", "datastore.sqlite3")))
 	fmt.Fprintf(&b, "  NodeAttestor \"join_token\" {\n    plugin_data {}\n  }\n")
-	fmt.Fprintf(&b, "  KeyManager \"memory\" {\n    plugin_data {}\n  }\n")
+	// On disk, so that RestartServer brings back the same CA (a new one would not
+	// chain to the bundle the agent holds).
+	fmt.Fprintf(&b, "  KeyManager \"disk\" {\n    plugin_data {\n      keys_path = %s\n    }\n  }\n",
+		strconv.Quote(filepath.Join(s.dir, "server", "keys.json")))
 	fmt.Fprintf(&b, "}\n")
 	return b.String()
 }
@@ -350,4 +353,34 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// ServerSocketPath returns the path of the server API (admin) unix socket, as
+// spire-server's -socketPath takes it. Whoever can connect to it is an admin of
+// the server API.
+func (s *SPIRE) ServerSocketPath() string { return s.serverSock }
+
+// StopServer stops the spire-server (SIGTERM, then SIGKILL after 5s), as in a
+// server outage; the agent keeps running on its cached SVIDs. RestartServer
+// starts it again.
+func (s *SPIRE) StopServer() { s.server.stop() }
+
+// RestartServer starts the spire-server again after StopServer, with the same
+// configuration, port and datastore (entries and agents survive), and waits for
+// its health check (bounded by 30s).
+func (s *SPIRE) RestartServer(t testing.TB) {
+	t.Helper()
+	p, err := startProc("spire-server", s.serverBin, s.dir, filepath.Join(s.dir, "server.log"), "run", "-config", filepath.Join(s.dir, "server.conf"))
+	if err != nil {
+		t.Fatalf("testspire: %v", err)
+	}
+	s.server = p
+	t.Cleanup(p.stop)
+	if err := p.waitHealthy(func() error {
+		_, err := runCLIWithin(checkTimeout, s.serverBin, "healthcheck", "-socketPath", s.serverSock)
+		return err
+	}); err != nil {
+		s.logTails(t)
+		t.Fatalf("testspire: restart: %v", err)
+	}
 }

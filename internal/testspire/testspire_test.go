@@ -180,7 +180,7 @@ func TestConfigs(t *testing.T) {
 	server := s.serverConfig(opts, 4242)
 	for _, want := range []string{
 		`bind_address = "127.0.0.1"`, `bind_port = "4242"`, `ca_ttl = "24h0m0s"`, `jwt_issuer = "https://iss"`,
-		`cache_reload_interval = "1s"`, `database_type = "sqlite3"`, `NodeAttestor "join_token"`, `KeyManager "memory"`,
+		`cache_reload_interval = "1s"`, `database_type = "sqlite3"`, `NodeAttestor "join_token"`, `KeyManager "disk"`,
 	} {
 		if !strings.Contains(server, want) {
 			t.Errorf("server config lacks %s:\n%s", want, server)
