@@ -361,6 +361,22 @@ func loadPolicy(cfg *Config) (*policy.Policy, error) {
 	return p, nil
 }
 
+// PolicyWarnings loads the configured policy and returns its warnings (what is
+// legal but probably not meant: a file defining no rules, '*' patterns that cross
+// segments in a file without `version: 2`), formatted "file:line: path: message",
+// for `sts check-config`. A policy that does not load has none: Check reports it.
+func PolicyWarnings(cfg *Config) []string {
+	p, err := loadPolicy(cfg)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, w := range p.Warnings() {
+		out = append(out, w.String())
+	}
+	return out
+}
+
 // PolicySource is the configured policy files as the server's hot-reload source.
 func PolicySource(cfg *Config) issuer.PolicySource { return policySource{cfg} }
 

@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// The operations listener (metrics_listen) serves /metrics, /healthz and /readyz
-// over plain HTTP, away from the token listener: the metrics name rules, upstreams
+// The operations listener (metrics_listen) serves /metrics, /healthz, /readyz and
+// /policyz (the live policy, PolicyStatus) over plain HTTP, away from the token listener: the metrics name rules, upstreams
 // and key ages, which the internet has no business reading.
 
 // maxMetricsInFlight bounds concurrent /metrics and /readyz requests on the
@@ -19,8 +19,8 @@ import (
 // costs nothing and is never refused, so busy scrapers cannot fail it.
 const maxMetricsInFlight = 8
 
-// MetricsHandler serves /metrics, /healthz and /readyz (the operations listener's
-// routes); everything else is 404.
+// MetricsHandler serves /metrics, /healthz, /readyz and /policyz (the operations
+// listener's routes); everything else is 404.
 func (s *Server) MetricsHandler() http.Handler {
 	slots := make(chan struct{}, maxMetricsInFlight)
 	bounded := func(h http.Handler) http.Handler {
@@ -39,6 +39,7 @@ func (s *Server) MetricsHandler() http.Handler {
 	mux.Handle("GET /metrics", bounded(s.metrics.handler()))
 	mux.Handle("GET /readyz", bounded(http.HandlerFunc(s.handleReadyz)))
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
+	mux.Handle("GET "+PathPolicyStatus, bounded(http.HandlerFunc(s.handlePolicyStatus)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "not found", http.StatusNotFound)
 	})

@@ -44,12 +44,14 @@ func (s *Server) WatchPolicy(ctx context.Context, src PolicySource, interval tim
 func (s *Server) reloadPolicy(ctx context.Context, src PolicySource, trigger string) {
 	p, err := src.Load()
 	if err != nil {
+		s.policyState.reloaded(trigger, s.now(), err)
 		s.metrics.policyReloads.WithLabelValues("error").Inc()
 		s.log.ErrorContext(ctx, "policy reload failed; keeping the last good policy",
 			slog.String("trigger", trigger), slog.String("error", err.Error()))
 		return
 	}
 	s.SetPolicy(p)
+	s.policyState.reloaded(trigger, s.now(), nil)
 	s.metrics.policyReloads.WithLabelValues("ok").Inc()
 	s.log.InfoContext(ctx, "policy reloaded", slog.String("trigger", trigger))
 }

@@ -181,6 +181,8 @@ type core struct {
 	resourceServers map[string][]string
 	// status is the status list concern; nil when off.
 	status *statusLists
+	// policyState is the live policy's status (PathPolicyStatus, gauges).
+	policyState *policyState
 }
 
 // policy returns the current issuance policy.
@@ -242,6 +244,8 @@ func newServer(c Config) (*Server, error) {
 		cr.auditLog = slog.New(eventHandler{next: newAuditHandler(cr.audit, nil)}).With(slog.String("log", "audit"))
 	}
 	cr.decider.Store(&c.Decider)
+	cr.policyState = newPolicyState(met.registry)
+	cr.policyState.setLive(c.Decider, c.Now())
 	met.initPolicy(c.Decider)
 	keys, err := newSigning(cr, c.Keys.ring, discoveryMeta{authMethods: clients.authMethods(c.ClientCertificates), mtls: c.ClientCertificates})
 	if err != nil {
@@ -302,6 +306,7 @@ func newServer(c Config) (*Server, error) {
 func (s *Server) SetPolicy(d Decider) {
 	s.metrics.initPolicy(d)
 	s.decider.Store(&d)
+	s.policyState.setLive(d, s.now())
 }
 
 func (s *Server) routes() {

@@ -321,6 +321,15 @@ type condition struct {
 	src  string
 	line int
 	prg  cel.Program
+	// terms are its leading equality terms (see whenindex.go); nil for admin
+	// rules.
+	terms []whenTerm
+}
+
+// compiled is a compiled condition's program and terms, cached by source.
+type compiled struct {
+	prg   cel.Program
+	terms []whenTerm
 }
 
 // celProblem is one compile or type error of a condition, located in its text.
@@ -331,12 +340,12 @@ type celProblem struct {
 
 // compileCondition parses, type-checks and plans src. Problems come back located
 // within src; the caller adds the file:line of the `when` key.
-func compileCondition(env *cel.Env, src string) (cel.Program, []celProblem) {
+func compileCondition(env *cel.Env, src string) (compiled, []celProblem) {
 	if len(src) > MaxConditionSize {
-		return nil, []celProblem{{msg: fmt.Sprintf("a condition is at most %d bytes", MaxConditionSize)}}
+		return compiled{}, []celProblem{{msg: fmt.Sprintf("a condition is at most %d bytes", MaxConditionSize)}}
 	}
 	if strings.TrimSpace(src) == "" {
-		return nil, []celProblem{{msg: "a condition must not be empty (leave the key out instead)"}}
+		return compiled{}, []celProblem{{msg: "a condition must not be empty (leave the key out instead)"}}
 	}
 	ast, iss := env.Compile(src)
 	if iss != nil && iss.Err() != nil {
@@ -347,19 +356,19 @@ func compileCondition(env *cel.Env, src string) (cel.Program, []celProblem) {
 		if len(out) == 0 {
 			out = append(out, celProblem{msg: iss.Err().Error()})
 		}
-		return nil, out
+		return compiled{}, out
 	}
 	if !ast.OutputType().IsExactType(types.BoolType) {
-		return nil, []celProblem{{msg: fmt.Sprintf("a condition must be a bool expression, this one is %s", ast.OutputType())}}
+		return compiled{}, []celProblem{{msg: fmt.Sprintf("a condition must be a bool expression, this one is %s", ast.OutputType())}}
 	}
 	prg, err := env.Program(ast,
 		cel.EvalOptions(cel.OptOptimize),
 		cel.CostLimit(MaxConditionCost),
 	)
 	if err != nil {
-		return nil, []celProblem{{msg: err.Error()}}
+		return compiled{}, []celProblem{{msg: err.Error()}}
 	}
-	return prg, nil
+	return compiled{prg: prg, terms: extractTerms(ast)}, nil
 }
 
 // celVars binds the variables of one evaluation. It is built once per decision,

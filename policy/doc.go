@@ -10,6 +10,7 @@
 // A policy is one or more YAML files. Each may hold issuance rules, admin rules
 // and sensitive audience patterns:
 //
+//	version: 2                                # pattern semantics (see Subject patterns)
 //	sensitive_audiences: ["https://vault.*"]   # for Review only
 //	rules:
 //	  - name: payments-to-ledger
@@ -128,13 +129,34 @@
 //
 // # Subject patterns
 //
-// In a subject pattern '*' matches any run of characters, including none and
-// including ':' and '/'; every other character matches itself, case-sensitively.
-// Patterns are anchored at both ends, so "system:serviceaccount:payments:*"
-// matches "system:serviceaccount:payments:api" but not
-// "system:serviceaccount:payments-x:api", and "*" alone matches every subject.
-// Patterns are compiled once, at load. Attribute value patterns and
-// sensitive_audiences use the same syntax.
+// Patterns are anchored at both ends and case-sensitive; every character but '*'
+// matches itself, and there is no escape. What '*' matches depends on the file's
+// top-level `version` key (version: 2, or 1, the default):
+//
+//   - version 2: ':' and '/' separate segments. '*' matches any run of characters
+//     within one segment (none of ':' or '/'), '**' (two or more stars) any run,
+//     separators included. "repo:acme/*" matches "repo:acme/app", not
+//     "repo:acme/app:pull_request" nor "repo:acme/app:environment:prod";
+//     "repo:acme/app:**" matches every subject form of that repository;
+//     "spiffe://td/ns/*/sa/*" one namespace and one service account.
+//   - version 1, the default when the key is absent: '*' matches any run of
+//     characters, ':' and '/' included ('**' is the same as '*'). This is AWS
+//     StringLike, and a trap: "repo:acme/*" matches the pull_request and
+//     environment subjects of every acme repository too. Old files keep this
+//     meaning. Policy.Warnings reports each version 1 file with a '*' pattern
+//     containing ':' or '/' (its first few such patterns), and the review a
+//     crosses_segments finding per allow or admin rule with one.
+//
+// "*" alone matches every subject under version 1, and every subject without ':'
+// or '/' under version 2 ("**" matches all). The version applies per file to
+// subject patterns (rules, actors and admin rules), attribute value patterns and
+// clients; sensitive_audiences, which only the review reads, keep the version 1
+// meaning. Any other value of `version` is an error. Patterns are compiled once, at
+// load (internal/glob).
+//
+// Migrating a file: add `version: 2`, keep '*' where it stands for one segment,
+// write '**' where it must cross (a branch with '/', a SPIFFE path of any depth),
+// and check the result with `stsctl policy test`.
 //
 // # Decisions
 //
@@ -175,10 +197,25 @@
 //
 // Decide is the hot path: rules are indexed by upstream and subject pattern
 // (literal patterns by subject, patterns with a literal prefix by that prefix,
-// patterns starting with '*' in a list), so a decision looks at the rules whose
-// patterns can match, in file order, whatever the size of the policy; static
-// checks run before conditions; and the allow path allocates nothing unless a
-// condition runs. Policy.Explain returns the same Decision with a Trace of every
+// patterns starting with '*' in a list), and then by the first equality term of
+// their condition (below), so a decision looks at the rules that can apply, in
+// file order, whatever the size of the policy; static checks run before
+// conditions; and the allow path allocates nothing unless a condition runs.
+//
+// An equality term is a leading conjunct of a `when` (every conjunct before it in
+// the top-level && chain is one too) of the form workload.attributes["k"] == "v",
+// workload.claims["k"] == "v" (or .k, or "v" == ...), or ... in ["v", "w"]. When the
+// workload has k as a string that is none of the values, the condition is false
+// whatever else it says (CEL's && is false as soon as one operand is), so such a
+// rule is neither looked at nor evaluated. A missing k, or a claim that is not a
+// string, decides nothing: the condition runs as written. So a thousand rules that
+// share subject and audience and differ by `workload.claims.repository ==
+// "acme/app1"` cost what one does; write the equality terms first to benefit. A
+// refusal names the nearest rule: the first that grants everything requested but
+// for its condition ends the search; otherwise (no rule grants the targets or
+// scopes) every rule the subject matches is looked at, without running the
+// conditions the terms settle. The indexes change no decision and no reason:
+// tests compare them with an evaluation of every rule. Policy.Explain returns the same Decision with a Trace of every
 // rule of the upstream (enforced deny rules, then enforced allow rules, then
 // audit rules) and its verdict: applies, or the first check it failed (subject,
 // expired, trust_domain, attribute, delegated_only, no_delegation, actor, depth,
@@ -321,6 +358,13 @@
 // normal; then file and line. Review.WriteText prints the review; its JSON
 // (Schema ReviewSchema) is documented in docs/policy-review.md. The output is
 // deterministic.
+//
+// # Identity
+//
+// Policy.Digest identifies the policy's content ("sha256:" and the SHA-256 of the
+// sha256sum listing of its files, "HEX  NAME" per line, in order) and Policy.Files
+// each file's SHA-256. The server shows both for the live policy (`/policyz` on
+// its operations listener, `stsctl policy status`, safeconduct_policy_info).
 //
 // # Usage
 //

@@ -117,12 +117,15 @@ func (p *Policy) decide(req *Request, t *tracer) Decision {
 		return Decision{Outcome: DenyNoRule, Reason: reason}
 	}
 	var cands []*rule
-	if t != nil {
+	pruned := false // cands leaves out rules whose condition is false
+	if t != nil || p.bruteForce {
 		cands = ix.all
 	} else {
 		var buf [16]*rule
-		cands = ix.candidates(w.Subject, buf[:0])
+		cands = ix.candidates(w, false, buf[:0])
+		pruned = true
 	}
+	c.bruteForce = p.bruteForce
 
 	var d Decision
 	decided := false
@@ -158,7 +161,14 @@ func (p *Policy) decide(req *Request, t *tracer) Decision {
 		}
 	}
 	if !decided {
-		d = refusal(cands, &c)
+		all := cands
+		if pruned {
+			// The refusal names the nearest rule, which may be one whose
+			// condition is false: look at every rule the subject may match.
+			// (Audit rules left out of cands cannot apply: they stay out.)
+			all = ix.candidates(w, true, nil)
+		}
+		d = refusal(all, &c)
 	}
 	// Audit rules never change the outcome; they report what they would do.
 	for _, r := range cands {
@@ -203,6 +213,15 @@ type evalCtx struct {
 	scopes  []string
 	// vars binds the variables of conditions; built when the first one runs.
 	vars *celVars
+	// bruteForce: run every condition, without the equality-term shortcut, and
+	// explain a refusal from every rule (no early exit).
+	bruteForce bool
+}
+
+// whenFalse reports whether r's condition is false for this request by one of
+// its equality terms, without running it.
+func (c *evalCtx) whenFalse(r *rule) bool {
+	return !c.bruteForce && len(r.when.terms) > 0 && definitelyFalse(r.when.terms, c.req.Workload)
 }
 
 func (c *evalCtx) celVars() *celVars {
@@ -393,6 +412,9 @@ func (r *rule) evalWhen(c *evalCtx) ruleResult {
 	if r.when == nil {
 		return ruleResult{v: vApplies}
 	}
+	if c.whenFalse(r) {
+		return ruleResult{v: vWhenFalse}
+	}
 	return whenResult(r.when.eval(c.celVars()))
 }
 
@@ -498,6 +520,9 @@ func (r *rule) evalDeny(c *evalCtx) ruleResult {
 		out.scope = c.scopes[i]
 	}
 	if r.when != nil {
+		if c.whenFalse(r) {
+			return ruleResult{v: vWhenFalse}
+		}
 		ok, err := r.when.eval(c.celVars())
 		if err == nil && !ok {
 			return ruleResult{v: vWhenFalse}
@@ -655,6 +680,13 @@ func refusal(cands []*rule, c *evalCtx) Decision {
 			continue
 		}
 		res := r.evalAllow(c)
+		if res.v.stage() == stageWhen && !c.bruteForce {
+			// No enforced allow rule applies (or there would be no refusal), so
+			// no rule gets further than its condition: the first one that gets
+			// that far is the furthest, and grants every requested target, so it
+			// is the nearest rule too. The rules after it change nothing.
+			return whenRefusal(r, c, res)
+		}
 		best = max(best, res.v.stage())
 		results = append(results, ruleOutcome{r, res})
 	}
@@ -713,8 +745,14 @@ func refusal(cands []*rule, c *evalCtx) Decision {
 			"rule %q grants the request only as a sender-constrained token, and this one would not be (the request is not over mTLS)", x.r.name)}
 	default:
 		x := nearest(stageWhen)
-		return Decision{Outcome: DenyNoRule, Reason: fmt.Sprintf("rule %q grants every requested target and scope, but %s", x.r.name, x.r.detail(c, x.ruleResult))}
+		return whenRefusal(x.r, c, x.ruleResult)
 	}
+}
+
+// whenRefusal is the refusal of a request that rule r would grant but for its
+// condition.
+func whenRefusal(r *rule, c *evalCtx, res ruleResult) Decision {
+	return Decision{Outcome: DenyNoRule, Reason: fmt.Sprintf("rule %q grants every requested target and scope, but %s", r.name, r.detail(c, res))}
 }
 
 // ruleOutcome is a rule with its verdict.

@@ -2,6 +2,8 @@ package policy
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +16,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/google/cel-go/cel"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/safeconduct/safeconduct/internal/confcheck"
@@ -132,8 +133,24 @@ type compiler struct {
 	warnings []Problem
 	// programs caches compiled conditions by environment and source, so a
 	// condition repeated over many rules is compiled once.
-	programs map[programKey]cel.Program
+	programs map[programKey]compiled
+	// digests are the SHA-256 of each file compiled, in order.
+	digests []FileDigest
+	// mode is the glob semantics of the file being compiled (its `version`).
+	mode glob.Mode
+	// crossing counts, per file, the Legacy patterns whose '*' may cross a
+	// separator (one warning per file names the first few).
+	crossing map[string]*crossingPatterns
 }
+
+// crossingPatterns are the patterns of one version 1 file whose '*' may match ':'
+// or '/'.
+type crossingPatterns struct {
+	n     int
+	first []string // "line N: pattern", up to maxCrossingListed
+}
+
+const maxCrossingListed = 5
 
 type programKey struct {
 	admin bool
@@ -141,7 +158,7 @@ type programKey struct {
 }
 
 func newCompiler() *compiler {
-	return &compiler{byName: make(map[string]located), programs: make(map[programKey]cel.Program)}
+	return &compiler{byName: make(map[string]located), programs: make(map[programKey]compiled), crossing: make(map[string]*crossingPatterns)}
 }
 
 // problem records a problem at line of file, about the value at path.
@@ -165,6 +182,7 @@ func (c *compiler) finish() (*Policy, error) {
 		adminIndex: make(map[string][]*adminRule),
 		sensitive:  c.sensitive,
 		warnings:   c.warnings,
+		digests:    c.digests,
 	}
 	for _, r := range c.admin {
 		for _, u := range r.upstream {
@@ -181,6 +199,9 @@ func (c *compiler) file(name string, data []byte) {
 		return
 	}
 	before, sensitive := c.count, len(c.sensitive)
+	c.mode = glob.Legacy
+	sum := sha256.Sum256(data)
+	c.digests = append(c.digests, FileDigest{Name: name, SHA256: hex.EncodeToString(sum[:])})
 	// The document is decoded into a yaml.Node, never straight into Go structs, and
 	// walked by hand: that is how every problem is found in one pass, each with its
 	// line, and how unknown keys, duplicate keys, aliases and values of the wrong
@@ -213,10 +234,71 @@ func (c *compiler) file(name string, data []byte) {
 	if c.count == before && len(c.sensitive) == sensitive && !c.tooMany {
 		c.warnings = append(c.warnings, Problem{File: name, Message: "file defines no rules"})
 	}
+	if x := c.crossing[name]; x != nil {
+		more := ""
+		if x.n > len(x.first) {
+			more = fmt.Sprintf(", and %d more", x.n-len(x.first))
+		}
+		c.warnings = append(c.warnings, Problem{File: name, Path: "version", Message: fmt.Sprintf(
+			"%d pattern(s) use '*', which in a file without `version: %d` also matches ':' and '/' (\"repo:acme/*\" matches \"repo:acme/app:pull_request\"): %s%s; "+
+				"add `version: %d` and write '**' where a pattern should cross segments (see the policy docs)",
+			x.n, VersionSegments, strings.Join(x.first, "; "), more, VersionSegments)})
+	}
+}
+
+// Policy file versions (the top-level `version` key).
+const (
+	// VersionLegacy (the default when the key is absent): '*' in a pattern
+	// matches any run of characters, ':' and '/' included.
+	VersionLegacy = 1
+	// VersionSegments: '*' matches within one segment (no ':' or '/'), '**'
+	// across segments.
+	VersionSegments = 2
+)
+
+// version reads the top-level `version` key of a file, before anything else is
+// compiled, and sets the glob semantics of its patterns.
+func (c *compiler) version(file string, n *yaml.Node) {
+	if n.Kind != yaml.MappingNode {
+		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := n.Content[i]; k.Kind != yaml.ScalarNode || k.Value != "version" {
+			continue
+		}
+		v := n.Content[i+1]
+		switch {
+		case v.Kind == yaml.ScalarNode && v.ShortTag() == "!!int" && v.Value == "1":
+			c.mode = glob.Legacy
+		case v.Kind == yaml.ScalarNode && v.ShortTag() == "!!int" && v.Value == "2":
+			c.mode = glob.Segments
+		default:
+			c.problem(file, v.Line, "version", "must be %d or %d (a number; %d is the default)", VersionLegacy, VersionSegments, VersionLegacy)
+		}
+		return
+	}
+}
+
+// glob compiles a pattern of the current file, noting Legacy patterns whose '*'
+// may cross a separator.
+func (c *compiler) glob(file string, line int, pattern string) glob.Glob {
+	g := glob.CompileMode(pattern, c.mode)
+	if g.CrossesSegments() {
+		x := c.crossing[file]
+		if x == nil {
+			x = &crossingPatterns{}
+			c.crossing[file] = x
+		}
+		x.n++
+		if len(x.first) < maxCrossingListed {
+			x.first = append(x.first, fmt.Sprintf("line %d: %q", line, pattern))
+		}
+	}
+	return g
 }
 
 // topKeys are the keys of a policy file.
-var topKeys = []string{"rules", "admin", "sensitive_audiences"}
+var topKeys = []string{"version", "rules", "admin", "sensitive_audiences"}
 
 func (c *compiler) top(file string, n *yaml.Node) {
 	if isNull(n) {
@@ -230,6 +312,7 @@ func (c *compiler) top(file string, n *yaml.Node) {
 		c.problem(file, n.Line, "", "the top level must be a mapping with a \"rules\" key")
 		return
 	}
+	c.version(file, n)
 	seen := make(map[string]int)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		key, ok := c.key(file, "", n.Content[i], seen)
@@ -237,6 +320,8 @@ func (c *compiler) top(file string, n *yaml.Node) {
 			continue
 		}
 		switch key {
+		case "version":
+			// read first, by c.version
 		case "rules":
 			c.entries(file, "rules", n.Content[i+1], c.rule)
 		case "admin":
@@ -435,7 +520,7 @@ func (c *compiler) upstreamsAndSubjects(e *entry) ([]located, []glob.Glob) {
 	}
 	var globs []glob.Glob
 	for _, s := range subjects {
-		globs = append(globs, glob.Compile(s.value))
+		globs = append(globs, c.glob(e.file, s.line, s.value))
 	}
 	return upstreams, globs
 }
@@ -473,7 +558,7 @@ func (c *compiler) attributes(file, path string, n *yaml.Node) []attrMatch {
 			c.problem(file, n.Content[i+1].Line, at, "%s", msg)
 			continue
 		}
-		out = append(out, attrMatch{name: name, pattern: glob.Compile(pattern)})
+		out = append(out, attrMatch{name: name, pattern: c.glob(file, n.Content[i+1].Line, pattern)})
 	}
 	return out
 }
@@ -516,7 +601,11 @@ func (c *compiler) when(e *entry, v *yaml.Node, admin bool) *condition {
 		}
 		c.programs[key] = prg
 	}
-	return &condition{src: src, line: line, prg: prg}
+	cond := &condition{src: src, line: line, prg: prg.prg}
+	if !admin {
+		cond.terms = prg.terms
+	}
+	return cond
 }
 
 // ruleKeys are the keys a rule may have. Anything else is an error: a misspelt key
@@ -630,7 +719,7 @@ func (c *compiler) rule(file string, index int, n *yaml.Node) {
 	}
 	p = len(c.problems)
 	for _, x := range c.stringList(e, "clients", checkToken) {
-		r.clients = append(r.clients, glob.Compile(x.value))
+		r.clients = append(r.clients, c.glob(file, x.line, x.value))
 	}
 	if _, ok := e.fields["clients"]; ok && len(r.clients) == 0 && len(c.problems) == p {
 		c.problem(file, e.line("clients"), e.at("clients"), "at least one client pattern is required (leave the key out instead)")

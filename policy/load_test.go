@@ -50,7 +50,8 @@ func TestLoad(t *testing.T) {
 			t.Errorf("rule %d:\ngot  %#v\nwant %#v", i, got[i], want[i])
 		}
 	}
-	if w := p.Warnings(); len(w) != 1 || w[0].String() != filepath.Join("testdata", "empty.yaml")+": file defines no rules" {
+	if w := p.Warnings(); len(w) != 3 || w[2].String() != filepath.Join("testdata", "empty.yaml")+": file defines no rules" ||
+		!strings.Contains(w[0].String(), `line 6: "system:serviceaccount:*:debug-*"`) || !strings.Contains(w[1].String(), "add `version: 2`") {
 		t.Errorf("warnings: %v", w)
 	}
 	if err := p.ValidateUpstreams([]string{"cluster-a", "cluster-b", "cluster-c"}); err != nil {
@@ -93,8 +94,8 @@ func TestParseErrors(t *testing.T) {
 	}{
 		{
 			name: "unknown top-level key",
-			src:  "version: 1\nrules: []\n",
-			want: []string{`p.yaml:1: version: unknown key (the keys here are rules, admin, sensitive_audiences)`},
+			src:  "versions: 1\nrules: []\n",
+			want: []string{`p.yaml:1: versions: unknown key (did you mean "version"?)`},
 		},
 		{
 			name: "unknown rule key",
@@ -231,7 +232,7 @@ rules:
     subjects: *s
 `,
 			want: []string{
-				`p.yaml:1: subjects: unknown key (the keys here are rules, admin, sensitive_audiences)`,
+				`p.yaml:1: subjects: unknown key (the keys here are version, rules, admin, sensitive_audiences)`,
 				`p.yaml:6: rules[0].subjects: YAML aliases are not supported`,
 			},
 		},

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"time"
@@ -52,6 +54,11 @@ type Policy struct {
 	// sensitive audience patterns, for Review.
 	sensitive []glob.Glob
 	warnings  []Problem
+	// digests identify the files compiled (Digest, Files).
+	digests []FileDigest
+	// bruteForce (tests only) makes Decide look at every rule of the upstream
+	// and run every condition: the reference the indexes must agree with.
+	bruteForce bool
 }
 
 // rule is the compiled form of one YAML rule.
@@ -341,6 +348,36 @@ func attrMap(attrs []attrMatch) map[string]string {
 	return m
 }
 
+// FileDigest identifies one policy file as it was compiled: its name (as given to
+// Load or ParseFiles) and the SHA-256 of its content, in hex, as sha256sum prints
+// it.
+type FileDigest struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+}
+
+// Files returns the digest of every file of the policy, in order.
+func (p *Policy) Files() []FileDigest {
+	if p == nil {
+		return nil
+	}
+	return slices.Clone(p.digests)
+}
+
+// Digest identifies the policy's content: "sha256:" and the hex SHA-256 of the
+// sha256sum listing of its files, in order ("HEX  NAME\n" per file), so
+// `sha256sum a.yaml b.yaml | sha256sum` run with the same names reproduces it.
+func (p *Policy) Digest() string {
+	if p == nil {
+		return ""
+	}
+	h := sha256.New()
+	for _, f := range p.digests {
+		fmt.Fprintf(h, "%s  %s\n", f.SHA256, f.Name)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
 // Warnings returns what is legal but probably not meant, such as a file that defines
 // no rules. They are worth printing (`sts check-config`) but do not stop a load.
 func (p *Policy) Warnings() []Problem {
@@ -400,26 +437,36 @@ func (p *Policy) ValidateUpstreams(known []string) error {
 // looks only at the rules with a pattern that can match the subject: literal
 // patterns in a map by subject; patterns with a literal prefix before their first
 // '*' in a map by that prefix, probed with the subject's prefixes of the lengths
-// that occur; patterns starting with '*' in a list. Every list is in file order,
-// and candidates merges them back into file order.
+// that occur; patterns starting with '*' in a list. Each entry is a ruleBucket,
+// which indexes its rules again on their conditions' first equality term (see
+// whenindex.go). Every list is in file order, and candidates merges them back into
+// file order.
 type subjectIndex struct {
-	exact   map[string][]*rule
-	prefix  map[string][]*rule
+	exact   map[string]*ruleBucket
+	prefix  map[string]*ruleBucket
 	lengths []int // the distinct prefix lengths, ascending
-	wild    []*rule
+	wild    ruleBucket
 	// all is every rule of the upstream in file order (Explain and Review).
 	all []*rule
 }
 
 func (ix *subjectIndex) add(r *rule) {
 	ix.all = append(ix.all, r)
+	bucket := func(m map[string]*ruleBucket, k string) *ruleBucket {
+		b := m[k]
+		if b == nil {
+			b = &ruleBucket{}
+			m[k] = b
+		}
+		return b
+	}
 	for i := range r.subjects {
 		g := &r.subjects[i]
 		switch {
 		case g.Literal():
-			ix.exact[g.Pattern()] = appendOnce(ix.exact[g.Pattern()], r)
+			bucket(ix.exact, g.Pattern()).add(r)
 		case g.Prefix() == "":
-			ix.wild = appendOnce(ix.wild, r)
+			ix.wild.add(r)
 		default:
 			p := g.Prefix()
 			if _, ok := ix.prefix[p]; !ok {
@@ -427,42 +474,38 @@ func (ix *subjectIndex) add(r *rule) {
 					ix.lengths = slices.Insert(ix.lengths, n, len(p))
 				}
 			}
-			ix.prefix[p] = appendOnce(ix.prefix[p], r)
+			bucket(ix.prefix, p).add(r)
 		}
 	}
 }
 
-// appendOnce appends r unless it is already last (rules are added in file order,
-// so a rule with two patterns in the same list is listed once).
-func appendOnce(l []*rule, r *rule) []*rule {
-	if n := len(l); n > 0 && l[n-1] == r {
-		return l
-	}
-	return append(l, r)
-}
-
 // candidates returns, in file order and without repeats, the rules with a pattern
-// that may match subject (each still has to Match). It appends to buf when it has
-// to merge several lists, and otherwise returns a list of the index itself: treat
-// the result as read-only.
-func (ix *subjectIndex) candidates(subject string, buf []*rule) []*rule {
-	var srcBuf [8][]*rule
+// that may match w's subject (each still has to Match) and, unless all is set,
+// whose condition's first equality term may hold for w. It appends to buf when it
+// has to merge several lists, and otherwise returns a list of the index itself:
+// treat the result as read-only.
+func (ix *subjectIndex) candidates(w *attest.Workload, all bool, buf []*rule) []*rule {
+	subject := w.Subject
+	if all {
+		w = nil
+	}
+	var srcBuf [16][]*rule
 	srcs := srcBuf[:0]
 	if len(ix.exact) > 0 {
-		if l := ix.exact[subject]; l != nil {
-			srcs = append(srcs, l)
+		if b := ix.exact[subject]; b != nil {
+			srcs = b.appendSources(srcs, w)
 		}
 	}
 	for _, n := range ix.lengths {
 		if n > len(subject) {
 			break
 		}
-		if l := ix.prefix[subject[:n]]; l != nil {
-			srcs = append(srcs, l)
+		if b := ix.prefix[subject[:n]]; b != nil {
+			srcs = b.appendSources(srcs, w)
 		}
 	}
-	if len(ix.wild) > 0 {
-		srcs = append(srcs, ix.wild)
+	if len(ix.wild.rules) > 0 {
+		srcs = ix.wild.appendSources(srcs, w)
 	}
 	switch len(srcs) {
 	case 0:
@@ -496,7 +539,7 @@ func buildIndex(rules []*rule) map[string]*subjectIndex {
 		for _, u := range r.upstream {
 			ix := index[u.value]
 			if ix == nil {
-				ix = &subjectIndex{exact: make(map[string][]*rule), prefix: make(map[string][]*rule)}
+				ix = &subjectIndex{exact: make(map[string]*ruleBucket), prefix: make(map[string]*ruleBucket)}
 				index[u.value] = ix
 			}
 			ix.add(r)

@@ -143,6 +143,9 @@ const (
 	FindingDeepDelegation = "deep_delegation" // the rule allows delegation chains longer than one actor
 	FindingUnreachable    = "unreachable"     // no subject pattern matches what an upstream of the rule asserts, or an attribute pattern is outside its bounds
 	FindingGitHubUnpinned = "github_unpinned" // a rule of a github_actions upstream pins neither event_name nor a protected ref nor an environment
+	// FindingCrossesSegments: in a file without `version: 2`, a pattern of an
+	// allow or admin rule has a '*' that also matches ':' and '/'.
+	FindingCrossesSegments = "crosses_segments"
 )
 
 // Sensitivities of a Finding: how much the rule it is about grants.
@@ -460,6 +463,7 @@ func (p *Policy) ReviewWith(now time.Time, o ReviewOptions) *Review {
 			add(r.name, r.file, r.line, FindingBroad, SeverityHigh, "%s, and gives it admin rights (%s)", msg, strings.Join(r.actions, ", "))
 		}
 	}
+	p.crossingFindings(add)
 	for i := range rv.Findings {
 		f := &rv.Findings[i]
 		f.Sensitivity = sensitivities[at{f.File, f.Line}]
@@ -990,4 +994,53 @@ func list(l []string, empty string) string {
 		return empty
 	}
 	return strings.Join(l, ", ")
+}
+
+// crossingFindings reports the allow and admin rules with a version 1 pattern
+// (subject, actor subject, attribute value or client) whose '*' may match ':' or
+// '/' (glob.Glob.CrossesSegments).
+func (p *Policy) crossingFindings(add func(name, file string, line int, kind, severity, format string, args ...any)) {
+	report := func(name, file string, line int, gs []glob.Glob) {
+		var pats []string
+		for i := range gs {
+			if gs[i].CrossesSegments() && !slices.Contains(pats, gs[i].Pattern()) {
+				pats = append(pats, gs[i].Pattern())
+			}
+		}
+		if len(pats) > 0 {
+			add(name, file, line, FindingCrossesSegments, SeverityWarning,
+				"%s: '*' matches ':' and '/' too in a file without `version: %d`; set it, and write '**' where crossing is meant", strings.Join(quoteAll(pats), ", "), VersionSegments)
+		}
+	}
+	for _, r := range p.rules {
+		if r.deny {
+			continue // a broader deny refuses more, never grants more
+		}
+		report(r.name, r.file, r.line, r.globs())
+	}
+	for _, r := range p.admin {
+		report(r.name, r.file, r.line, r.matcher.globs())
+	}
+}
+
+// globs returns the matcher's subject and attribute patterns.
+func (m *matcher) globs() []glob.Glob {
+	out := slices.Clone(m.subjects)
+	for _, a := range m.attributes {
+		out = append(out, a.pattern)
+	}
+	return out
+}
+
+// globs returns every pattern of the rule: the matcher's, its actors' and its
+// clients'.
+func (r *rule) globs() []glob.Glob {
+	out := r.matcher.globs()
+	for _, a := range r.actors {
+		out = append(out, a.subjects...)
+		for _, x := range a.attributes {
+			out = append(out, x.pattern)
+		}
+	}
+	return append(out, r.clients...)
 }

@@ -367,14 +367,23 @@ func TestE2EPolicyReloadOnFileChange(t *testing.T) {
 
 func TestE2ECheckConfig(t *testing.T) {
 	e := setup(t, "")
-	if out := runBin(t, 0, "sts", "check-config", "--config", e.cfg); !strings.Contains(out, ": ok") {
+	out := runBin(t, 0, "sts", "check-config", "--config", e.cfg)
+	if !strings.Contains(out, ": ok") {
 		t.Fatalf("good config:\n%s", out)
+	}
+	// A version 1 policy with '*' patterns that may cross ':' is valid, and warned about.
+	if !strings.Contains(out, "warning: "+e.path("policy.yaml")+": version: ") || !strings.Contains(out, "add `version: 2`") {
+		t.Fatalf("no crossing-pattern warning:\n%s", out)
+	}
+	e.write("policy.yaml", "version: 2\n"+e2ePolicy)
+	if out := runBin(t, 0, "sts", "check-config", "--config", e.cfg); strings.Contains(out, "warning") || !strings.Contains(out, ": ok") {
+		t.Fatalf("version 2 policy:\n%s", out)
 	}
 	if _, err := os.Stat(e.path("keys")); err == nil {
 		t.Fatal("check-config created the key directory")
 	}
 	e.write("policy.yaml", "rules:\n  - name: r\n    effect: allow\n    upstreams: [cluster-z]\n    subjects: [\"*\"]\n    audiences: [a]\n")
-	out := runBin(t, 1, "sts", "check-config", "--config", e.cfg)
+	out = runBin(t, 1, "sts", "check-config", "--config", e.cfg)
 	if !strings.Contains(out, "policy.yaml:4") || !strings.Contains(out, "cluster-z") {
 		t.Fatalf("unknown upstream in policy:\n%s", out)
 	}

@@ -128,6 +128,9 @@ func cmdCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	for _, w := range config.PolicyWarnings(cfg) {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
 	fmt.Fprintf(stdout, "%s: ok\n", path)
 	return 0
 }

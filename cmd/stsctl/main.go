@@ -21,7 +21,8 @@ const usage = `usage: stsctl <command> [flags]
 commands:
   exchange   exchange a subject token at the STS (RFC 8693) and print the response
   verify     validate a minted token from the STS's discovery + JWKS and print its claims
-  policy     test a request against policy offline (policy test), or review access (policy review)
+  policy     test a request against policy offline (policy test), review access (policy review),
+             or show a running STS's live policy (policy status)
   revoke     revoke issued tokens (or --block new ones) by selector, through the admin API
   revocations  list or lift revocations (revocations list | revocations lift ID)
   keys       list the STS signing keys in key_dir with their full kids (keys list --key-dir DIR),

@@ -26,10 +26,11 @@ import (
 	"github.com/safeconduct/safeconduct/policy"
 )
 
-const policyUsage = `usage: stsctl policy <test|review> [flags]
+const policyUsage = `usage: stsctl policy <test|review|status> [flags]
 
   test     decide one request offline and print the decision and its trace
   review   print who can obtain what, and findings (unused, past review, broad rules)
+  status   show a running STS's live policy (digest, load time, last reload; exit 1 if it failed)
 `
 
 func cmdPolicy(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -46,6 +47,8 @@ func cmdPolicy(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return cmdPolicyTest(ctx, args[1:], stdin, stdout, stderr)
 	case "review":
 		return cmdPolicyReview(ctx, args[1:], stdout, stderr)
+	case "status":
+		return cmdPolicyStatus(ctx, args[1:], stdout, stderr)
 	default:
 		fmt.Fprint(stderr, policyUsage)
 		return errUsage
