@@ -90,32 +90,7 @@ func TestKustomizeBuild(t *testing.T) {
 // a signing-key Secret") builds against the base and does what it says: one
 // replica, an emptyDir for the keys, a writable mount, no PodDisruptionBudget.
 func TestKustomizeTrialOverlay(t *testing.T) {
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	const marker = "# deploy/kubernetes/trial/kustomization.yaml"
-	m := regexp.MustCompile("(?s)```yaml\n(" + regexp.QuoteMeta(marker) + "[^\n]*\n.*?)```").FindSubmatch(readme)
-	if m == nil {
-		t.Fatalf("deploy/README.md has no yaml block starting with %q", marker)
-	}
-	fSys := filesys.MakeFsInMemory()
-	err = filepath.WalkDir("kubernetes", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return fSys.WriteFile("/deploy/"+filepath.ToSlash(p), data)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := fSys.WriteFile("/deploy/kubernetes/trial/kustomization.yaml", m[1]); err != nil {
-		t.Fatal(err)
-	}
+	fSys := readmeOverlay(t, "trial")
 	trial := objects(t, build(t, fSys, "/deploy/kubernetes/trial"), "safeconduct")
 	if trial["PodDisruptionBudget/sts"] != nil {
 		t.Error("the trial overlay keeps the PodDisruptionBudget")
@@ -140,6 +115,40 @@ func TestKustomizeTrialOverlay(t *testing.T) {
 			t.Error("the signing-keys mount stays read-only")
 		}
 	}
+}
+
+// readmeOverlay returns an in-memory copy of deploy/kubernetes with the overlay
+// deploy/README.md shows for deploy/kubernetes/NAME (its yaml block starting
+// with "# deploy/kubernetes/NAME/kustomization.yaml") written in place.
+func readmeOverlay(t *testing.T, name string) filesys.FileSystem {
+	t.Helper()
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := "# deploy/kubernetes/" + name + "/kustomization.yaml"
+	m := regexp.MustCompile("(?s)```yaml\n(" + regexp.QuoteMeta(marker) + "[^\n]*\n.*?)```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatalf("deploy/README.md has no yaml block starting with %q", marker)
+	}
+	fSys := filesys.MakeFsInMemory()
+	err = filepath.WalkDir("kubernetes", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return fSys.WriteFile("/deploy/"+filepath.ToSlash(p), data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fSys.WriteFile("/deploy/kubernetes/"+name+"/kustomization.yaml", m[1]); err != nil {
+		t.Fatal(err)
+	}
+	return fSys
 }
 
 func keys(m map[string]map[string]any) []string {

@@ -9,7 +9,6 @@ package deploy_test
 import (
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,8 +16,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
 
 const obsDir = "observability"
@@ -280,32 +277,7 @@ func TestServiceMonitor(t *testing.T) {
 // with kustomize's library: the base's objects, the metrics Service and the
 // ServiceMonitor, all in namespace safeconduct.
 func TestKustomizeMonitoringOverlay(t *testing.T) {
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	const marker = "# deploy/kubernetes/prod/kustomization.yaml"
-	m := regexp.MustCompile("(?s)```yaml\n(" + regexp.QuoteMeta(marker) + "[^\n]*\n.*?)```").FindSubmatch(readme)
-	if m == nil {
-		t.Fatalf("deploy/README.md has no yaml block starting with %q", marker)
-	}
-	fSys := filesys.MakeFsInMemory()
-	err = filepath.WalkDir("kubernetes", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return fSys.WriteFile("/deploy/"+filepath.ToSlash(p), data)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := fSys.WriteFile("/deploy/kubernetes/prod/kustomization.yaml", m[1]); err != nil {
-		t.Fatal(err)
-	}
+	fSys := readmeOverlay(t, "prod")
 	prod := objects(t, build(t, fSys, "/deploy/kubernetes/prod"), "safeconduct")
 	base := objects(t, build(t, fSys, "/deploy/kubernetes/base"), "safeconduct")
 	for _, want := range []string{"ServiceMonitor/sts", "Service/sts-metrics", "Deployment/sts"} {
