@@ -5,7 +5,6 @@ package auditschema
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"sync"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/safeconduct/safeconduct/internal/testbin"
 )
 
 // SchemaPath is the schema's path in the repository.
@@ -24,31 +25,12 @@ var (
 	errC   error
 )
 
-// root is the module's directory: the nearest parent of the working directory
-// (a package's directory under go test) holding go.mod.
-func root() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("auditschema: no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
 // Schema is the compiled schema (compiled once; formats asserted).
 func Schema() (*jsonschema.Schema, error) {
 	once.Do(func() {
-		dir, err := root()
+		dir, err := testbin.ModuleRoot()
 		if err != nil {
-			errC = err
+			errC = fmt.Errorf("auditschema: %w", err)
 			return
 		}
 		raw, err := os.ReadFile(filepath.Join(dir, SchemaPath))

@@ -49,6 +49,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/safeconduct/safeconduct/internal/testbin"
+	"github.com/safeconduct/safeconduct/internal/testproc"
 )
 
 // Kube is a running etcd and kube-apiserver.
@@ -67,8 +70,8 @@ type Kube struct {
 	dir       string
 	apiBin    string
 	apiArgs   []string
-	apiserver *proc
-	etcd      *proc
+	apiserver *testbin.Proc
+	etcd      *testbin.Proc
 	http      *http.Client
 }
 
@@ -76,8 +79,10 @@ type Kube struct {
 // bounded by 60s) and the discovery binding is in place.
 func Start(t testing.TB) *Kube {
 	t.Helper()
-	if !supported {
-		unavailable(t, "the kube harness needs process groups, which this OS lacks")
+	// Outside Linux there is no Pdeathsig: an etcd or kube-apiserver could outlive
+	// a killed test binary.
+	if !testbin.DiesWithParent {
+		testbin.Unavailable(t, "testkube", "the kube harness needs process groups, which this OS lacks")
 	}
 	apiBin, etcdBin := binaries(t)
 	began := time.Now()
@@ -89,10 +94,10 @@ func Start(t testing.TB) *Kube {
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 
 	// etcd on two free ports.
-	clientPort, peerPort := freePort(t), freePort(t)
+	clientPort, peerPort := testproc.FreePort(t), testproc.FreePort(t)
 	etcdURL := "http://127.0.0.1:" + strconv.Itoa(clientPort)
 	peerURL := "http://127.0.0.1:" + strconv.Itoa(peerPort)
-	k.etcd, err = startProc("etcd", etcdBin, dir, filepath.Join(dir, "etcd.log"),
+	k.etcd, err = testbin.StartAppend("etcd", etcdBin, dir, filepath.Join(dir, "etcd.log"),
 		"--name", "default", "--data-dir", filepath.Join(dir, "etcd"),
 		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
 		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
@@ -100,14 +105,14 @@ func Start(t testing.TB) *Kube {
 	if err != nil {
 		t.Fatalf("testkube: %v", err)
 	}
-	t.Cleanup(k.etcd.stop)
-	if err := k.etcd.waitHealthy(func() error { return httpOK(http.DefaultClient, etcdURL+"/health", "") }); err != nil {
+	t.Cleanup(k.etcd.Stop)
+	if err := k.etcd.WaitHealthy(healthTimeout, func() error { return httpOK(http.DefaultClient, etcdURL+"/health", "") }); err != nil {
 		k.logTails(t)
 		t.Fatalf("testkube: %v", err)
 	}
 
 	// TLS, the service-account key and the admin token.
-	port := freePort(t)
+	port := testproc.FreePort(t)
 	k.URL = "https://127.0.0.1:" + strconv.Itoa(port)
 	k.CAFile = filepath.Join(dir, "ca.crt")
 	pool := writeTLS(t, k.CAFile, filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
@@ -155,7 +160,7 @@ func Start(t testing.TB) *Kube {
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("testkube: discovery binding: %v", err)
 	}
-	if err := k.apiserver.waitHealthy(func() error {
+	if err := k.apiserver.WaitHealthy(healthTimeout, func() error {
 		return httpOK(k.http, k.URL+"/.well-known/openid-configuration", "")
 	}); err != nil {
 		k.logTails(t)
@@ -167,20 +172,20 @@ func Start(t testing.TB) *Kube {
 
 func (k *Kube) startAPIServer(t testing.TB) {
 	t.Helper()
-	p, err := startProc("kube-apiserver", k.apiBin, k.dir, filepath.Join(k.dir, "apiserver.log"), k.apiArgs...)
+	p, err := testbin.StartAppend("kube-apiserver", k.apiBin, k.dir, filepath.Join(k.dir, "apiserver.log"), k.apiArgs...)
 	if err != nil {
 		t.Fatalf("testkube: %v", err)
 	}
 	k.apiserver = p
-	t.Cleanup(p.stop)
-	if err := p.waitHealthy(func() error { return httpOK(k.http, k.URL+"/readyz", k.AdminToken) }); err != nil {
+	t.Cleanup(p.Stop)
+	if err := p.WaitHealthy(healthTimeout, func() error { return httpOK(k.http, k.URL+"/readyz", k.AdminToken) }); err != nil {
 		k.logTails(t)
 		t.Fatalf("testkube: %v", err)
 	}
 }
 
 // StopAPIServer stops the kube-apiserver (etcd keeps running), as in an outage.
-func (k *Kube) StopAPIServer() { k.apiserver.stop() }
+func (k *Kube) StopAPIServer() { k.apiserver.Stop() }
 
 // RestartAPIServer starts the kube-apiserver again with the same flags (and so
 // the same port and etcd), and waits for /readyz.
@@ -302,11 +307,7 @@ func (k *Kube) kubeconfig(token string) string {
 
 func (k *Kube) logTails(t testing.TB) {
 	t.Helper()
-	for _, p := range []*proc{k.etcd, k.apiserver} {
-		if p != nil {
-			t.Logf("testkube: %s log (%s), last lines:\n%s", p.name, p.logPath, p.logTail(40))
-		}
-	}
+	testbin.LogTails(t, "testkube", k.etcd, k.apiserver)
 }
 
 func httpOK(c *http.Client, url, token string) error {
@@ -326,16 +327,6 @@ func httpOK(c *http.Client, url, token string) error {
 		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return nil
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("testkube: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // writeTLS writes a throwaway CA and a serving certificate for 127.0.0.1.

@@ -1,47 +1,19 @@
 package testspire
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/safeconduct/safeconduct/internal/testbin"
 )
 
-// fatalRecorder is a testing.TB whose Fatal/Skip record the message and end the
-// goroutine, so that a test can check what binaries would have failed with.
-type fatalRecorder struct {
-	testing.TB
-	msg     string
-	skipped bool
-}
-
-func (r *fatalRecorder) Helper() {}
-func (r *fatalRecorder) Fatal(args ...any) {
-	r.msg = fmt.Sprint(args...)
-	runtime.Goexit()
-}
-func (r *fatalRecorder) Fatalf(format string, args ...any) {
-	r.msg = fmt.Sprintf(format, args...)
-	runtime.Goexit()
-}
-func (r *fatalRecorder) Skip(args ...any) {
-	r.msg, r.skipped = fmt.Sprint(args...), true
-	runtime.Goexit()
-}
-func (r *fatalRecorder) Logf(string, ...any) {}
-
-// callBinaries runs binaries with a recorder in its own goroutine.
-func callBinaries(t *testing.T) (server, agent string, rec *fatalRecorder) {
-	rec = &fatalRecorder{TB: t}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		server, agent = binaries(rec)
-	}()
-	<-done
-	return server, agent, rec
+// callBinaries runs binaries with a testing.TB that records how it would have
+// failed or skipped.
+func callBinaries(t *testing.T) (server, agent string, out testbin.Outcome) {
+	out = testbin.Try(t, func(tb testing.TB) { server, agent = binaries(tb) })
+	return server, agent, out
 }
 
 // TestBinariesInCIBuildsNothing: with CI=true and SAFECONDUCT_SPIRE_DIR unset,
@@ -55,9 +27,9 @@ func TestBinariesInCIBuildsNothing(t *testing.T) {
 	t.Setenv("SPIRE_VERSION", "v0.0.0-test")
 
 	_, _, rec := callBinaries(t)
-	if rec.skipped || !strings.Contains(rec.msg, "make tools") || !strings.Contains(rec.msg, installScript) ||
-		!strings.Contains(rec.msg, EnvSPIREDir) || !strings.Contains(rec.msg, "not built") {
-		t.Fatalf("binaries in CI without a build: skipped=%v %q", rec.skipped, rec.msg)
+	if rec.Skipped || !strings.Contains(rec.Msg, "make tools") || !strings.Contains(rec.Msg, installScript) ||
+		!strings.Contains(rec.Msg, EnvSPIREDir) || !strings.Contains(rec.Msg, "not built") {
+		t.Fatalf("binaries in CI without a build: skipped=%v %q", rec.Skipped, rec.Msg)
 	}
 	if entries, _ := os.ReadDir(cache); len(entries) != 0 {
 		t.Fatalf("the cache is not empty after a CI run without a build: %v", entries)
@@ -74,7 +46,7 @@ func TestBinariesInCIBuildsNothing(t *testing.T) {
 		}
 	}
 	server, agent, rec := callBinaries(t)
-	if rec.msg != "" || server != filepath.Join(dir, "spire-server") || agent != filepath.Join(dir, "spire-agent") {
-		t.Fatalf("binaries with a finished build: %q %q (%q)", server, agent, rec.msg)
+	if rec.Msg != "" || server != filepath.Join(dir, "spire-server") || agent != filepath.Join(dir, "spire-agent") {
+		t.Fatalf("binaries with a finished build: %q %q (%q)", server, agent, rec.Msg)
 	}
 }

@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/safeconduct/safeconduct/internal/testbin"
+	"github.com/safeconduct/safeconduct/internal/testproc"
 )
 
 const (
@@ -63,8 +66,8 @@ type SPIRE struct {
 	serverAddr string
 	agentID    spiffeid.ID
 	bundlePEM  []byte
-	server     *proc
-	agent      *proc
+	server     *testbin.Proc
+	agent      *testbin.Proc
 	tailsShown atomic.Bool // logTails has run: the cleanup need not print them again
 }
 
@@ -73,8 +76,8 @@ type SPIRE struct {
 // doc), t is skipped, or failed when CI=true.
 func Start(t testing.TB, opts Options) *SPIRE {
 	t.Helper()
-	if !supported {
-		unavailable(t, "SPIRE needs unix sockets and process groups, which this OS lacks")
+	if !testbin.ProcessGroups {
+		testbin.Unavailable(t, "testspire", "SPIRE needs unix sockets and process groups, which this OS lacks")
 	}
 	opts, td := withDefaults(t, opts)
 	serverBin, agentBin := binaries(t)
@@ -173,28 +176,25 @@ func (s *SPIRE) startServer(t testing.TB, opts Options) {
 	logPath := filepath.Join(s.dir, "server.log")
 	var lastErr error
 	for try := range startTries {
-		port, err := freePort()
-		if err != nil {
-			t.Fatalf("testspire: %v", err)
-		}
+		port := testproc.FreePort(t)
 		s.serverAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		if err := os.WriteFile(confPath, []byte(s.serverConfig(opts, port)), 0o600); err != nil {
 			t.Fatalf("testspire: %v", err)
 		}
-		p, err := startProc("spire-server", s.serverBin, s.dir, logPath, "run", "-config", confPath)
+		p, err := testbin.Start("spire-server", s.serverBin, s.dir, logPath, "run", "-config", confPath)
 		if err != nil {
 			t.Fatalf("testspire: %v", err)
 		}
 		s.server = p
-		err = p.waitHealthy(func() error {
+		err = p.WaitHealthy(healthTimeout, func() error {
 			_, err := runCLIWithin(checkTimeout, s.serverBin, "healthcheck", "-socketPath", s.serverSock)
 			return err
 		})
 		if err == nil {
-			t.Cleanup(p.stop)
+			t.Cleanup(p.Stop)
 			return
 		}
-		p.stop()
+		p.Stop()
 		lastErr = err
 		// Another process may have taken the free port meanwhile: try another.
 		if log, _ := os.ReadFile(logPath); try+1 < startTries && strings.Contains(string(log), "address already in use") {
@@ -220,13 +220,13 @@ func (s *SPIRE) startAgent(t testing.TB, opts Options, bundlePath, joinToken str
 	if err := os.WriteFile(confPath, []byte(s.agentConfig(opts, bundlePath, joinToken)), 0o600); err != nil {
 		t.Fatalf("testspire: %v", err)
 	}
-	p, err := startProc("spire-agent", s.agentBin, s.dir, filepath.Join(s.dir, "agent.log"), "run", "-config", confPath)
+	p, err := testbin.Start("spire-agent", s.agentBin, s.dir, filepath.Join(s.dir, "agent.log"), "run", "-config", confPath)
 	if err != nil {
 		t.Fatalf("testspire: %v", err)
 	}
 	s.agent = p
-	t.Cleanup(p.stop) // registered after the server's, so it runs before it
-	if err := p.waitHealthy(func() error {
+	t.Cleanup(p.Stop) // registered after the server's, so it runs before it
+	if err := p.WaitHealthy(healthTimeout, func() error {
 		_, err := runCLIWithin(checkTimeout, s.agentBin, "healthcheck", "-socketPath", s.agentSock)
 		return err
 	}); err != nil {
@@ -290,7 +290,7 @@ func (s *SPIRE) agentConfig(opts Options, bundlePath, joinToken string) string {
 
 // StopAgent stops the agent (SIGTERM, then SIGKILL after 5s) and waits for it to
 // exit, as in an agent outage; the server keeps running. It is idempotent.
-func (s *SPIRE) StopAgent() { s.agent.stop() }
+func (s *SPIRE) StopAgent() { s.agent.Stop() }
 
 // SocketPath returns the agent's Workload API address, "unix:///tmp/spire-.../agent.sock",
 // as workloadapi.WithAddr and SPIFFE_ENDPOINT_SOCKET take it.
@@ -339,20 +339,7 @@ func (s *SPIRE) serverCLI(t testing.TB, args ...string) []byte {
 func (s *SPIRE) logTails(t testing.TB) {
 	t.Helper()
 	s.tailsShown.Store(true)
-	for _, p := range []*proc{s.server, s.agent} {
-		if p != nil {
-			t.Logf("testspire: %s log (%s), last lines:\n%s", p.name, p.logPath, p.logTail(40))
-		}
-	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	testbin.LogTails(t, "testspire", s.server, s.agent)
 }
 
 // ServerSocketPath returns the path of the server API (admin) unix socket, as
@@ -363,20 +350,20 @@ func (s *SPIRE) ServerSocketPath() string { return s.serverSock }
 // StopServer stops the spire-server (SIGTERM, then SIGKILL after 5s), as in a
 // server outage; the agent keeps running on its cached SVIDs. RestartServer
 // starts it again.
-func (s *SPIRE) StopServer() { s.server.stop() }
+func (s *SPIRE) StopServer() { s.server.Stop() }
 
 // RestartServer starts the spire-server again after StopServer, with the same
 // configuration, port and datastore (entries and agents survive), and waits for
 // its health check (bounded by 30s).
 func (s *SPIRE) RestartServer(t testing.TB) {
 	t.Helper()
-	p, err := startProc("spire-server", s.serverBin, s.dir, filepath.Join(s.dir, "server.log"), "run", "-config", filepath.Join(s.dir, "server.conf"))
+	p, err := testbin.Start("spire-server", s.serverBin, s.dir, filepath.Join(s.dir, "server.log"), "run", "-config", filepath.Join(s.dir, "server.conf"))
 	if err != nil {
 		t.Fatalf("testspire: %v", err)
 	}
 	s.server = p
-	t.Cleanup(p.stop)
-	if err := p.waitHealthy(func() error {
+	t.Cleanup(p.Stop)
+	if err := p.WaitHealthy(healthTimeout, func() error {
 		_, err := runCLIWithin(checkTimeout, s.serverBin, "healthcheck", "-socketPath", s.serverSock)
 		return err
 	}); err != nil {

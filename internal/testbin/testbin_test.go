@@ -1,0 +1,318 @@
+package testbin
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// fakeInstall is an install script: it counts its runs in $RUNS, fails when
+// $FAIL is set, answers --cached from what it built, and otherwise builds two
+// executables into $OUT and prints that directory last, as the real scripts do.
+const fakeInstall = `#!/usr/bin/env bash
+set -eu
+echo "run${1:+ $1}" >>"$RUNS"
+built() { [ -x "$OUT/one" ] && [ -x "$OUT/two" ]; }
+if [ "${1:-}" = --cached ]; then
+  if built; then echo "$OUT"; exit 0; fi
+  echo "nothing built in $OUT" >&2; exit 1
+fi
+echo "fake-install: building" >&2
+if [ -n "${FAIL:-}" ]; then echo "fake-install: FAILED: $FAIL" >&2; exit 1; fi
+mkdir -p "$OUT"
+for b in one two; do printf '#!/bin/sh\n' >"$OUT/$b"; chmod +x "$OUT/$b"; done
+echo "some progress on stdout"
+echo "$OUT"
+`
+
+// fakeModule makes a module root holding scripts/fake-install.sh the working
+// directory (a package directory below it, as under go test) and returns the
+// Set, the directory the script builds into and the file counting its runs.
+func fakeModule(t *testing.T, ciCached bool) (s *Set, out, runs string) {
+	root := t.TempDir()
+	for name, data := range map[string]string{"go.mod": "module fake\n", "scripts/fake-install.sh": fakeInstall} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, name), []byte(data), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pkg := filepath.Join(root, "internal", "pkg")
+	if err := os.MkdirAll(pkg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(pkg)
+	out, runs = filepath.Join(root, "cache", "v1"), filepath.Join(root, "runs")
+	t.Setenv("OUT", out)
+	t.Setenv("RUNS", runs)
+	t.Setenv("FAIL", "")
+	t.Setenv("TESTBIN_FAKE_DIR", "")
+	return &Set{Harness: "testfake", What: "Fake", Names: []string{"one", "two"}, EnvDir: "TESTBIN_FAKE_DIR",
+		Script: "scripts/fake-install.sh", Timeout: time.Minute, CICached: ciCached}, out, runs
+}
+
+func runsOf(t *testing.T, runs string) []string {
+	data, err := os.ReadFile(runs)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSpace(string(data)), "\n")
+}
+
+func paths(t *testing.T, s *Set) ([]string, Outcome) {
+	var got []string
+	o := Try(t, func(tb testing.TB) { got = s.Paths(tb) })
+	return got, o
+}
+
+// TestPathsFromEnvDir: a directory named by EnvDir is used as it is, without
+// running the script; one lacking an executable fails the test (a skip would
+// hide a wrong setting).
+func TestPathsFromEnvDir(t *testing.T) {
+	s, _, runs := fakeModule(t, false)
+	dir := t.TempDir()
+	for _, b := range []string{"one", "two"} {
+		if err := os.WriteFile(filepath.Join(dir, b), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("TESTBIN_FAKE_DIR", dir)
+	got, o := paths(t, s)
+	if o.Msg != "" || len(got) != 2 || got[0] != filepath.Join(dir, "one") || got[1] != filepath.Join(dir, "two") {
+		t.Fatalf("paths %q (%+v)", got, o)
+	}
+	if err := os.Chmod(filepath.Join(dir, "two"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, o = paths(t, s)
+	if o.Skipped || !strings.HasPrefix(o.Msg, "testfake: TESTBIN_FAKE_DIR=") || !strings.Contains(o.Msg, "two is not an executable file") {
+		t.Fatalf("non-executable in EnvDir: %+v", o)
+	}
+	if r := runsOf(t, runs); r != nil {
+		t.Fatalf("the script ran although EnvDir is set: %q", r)
+	}
+}
+
+// TestPathsRunsScriptOnce: without EnvDir the script builds and its last line
+// names the directory; later calls reuse the outcome without running it again.
+func TestPathsRunsScriptOnce(t *testing.T) {
+	for _, ci := range []string{"", "true"} { // CI=true builds too unless CICached
+		t.Run("CI="+ci, func(t *testing.T) {
+			s, out, runs := fakeModule(t, false)
+			t.Setenv("CI", ci)
+			for range 2 {
+				got, o := paths(t, s)
+				if o.Msg != "" || len(got) != 2 || got[0] != filepath.Join(out, "one") || got[1] != filepath.Join(out, "two") {
+					t.Fatalf("paths %q (%+v)", got, o)
+				}
+			}
+			if r := runsOf(t, runs); len(r) != 1 || r[0] != "run" {
+				t.Fatalf("script runs %q, want one build", r)
+			}
+		})
+	}
+}
+
+// TestPathsUnavailable: when the script fails the test is skipped, or failed when
+// CI=true; the failure is remembered, not retried for every test.
+func TestPathsUnavailable(t *testing.T) {
+	for ci, wantSkip := range map[string]bool{"": true, "true": false} {
+		t.Run("CI="+ci, func(t *testing.T) {
+			s, _, runs := fakeModule(t, false)
+			t.Setenv("CI", ci)
+			t.Setenv("FAIL", "no compiler")
+			for range 2 {
+				_, o := paths(t, s)
+				if o.Skipped != wantSkip || !strings.HasPrefix(o.Msg, "testfake: Fake binaries unavailable: scripts/fake-install.sh: exit status 1") ||
+					!strings.Contains(o.Msg, "set TESTBIN_FAKE_DIR to a directory holding one and two") {
+					t.Fatalf("outcome %+v, want skipped=%v", o, wantSkip)
+				}
+				if !wantSkip && !strings.Contains(o.Msg, "CI=true, so failing instead of skipping") {
+					t.Fatalf("CI failure does not say why it is not a skip: %q", o.Msg)
+				}
+			}
+			if r := runsOf(t, runs); len(r) != 1 {
+				t.Fatalf("script runs %q, want one", r)
+			}
+		})
+	}
+}
+
+// TestPathsCICached: with CICached and CI=true only `--cached` is asked: with
+// nothing built the test fails naming make tools and nothing is built; a
+// finished build is used.
+func TestPathsCICached(t *testing.T) {
+	s, out, runs := fakeModule(t, true)
+	t.Setenv("CI", "true")
+	_, o := paths(t, s)
+	if o.Skipped || !strings.Contains(o.Msg, "TESTBIN_FAKE_DIR is unset and Fake is not built") || !strings.Contains(o.Msg, "make tools") ||
+		!strings.Contains(o.Msg, "nothing built in") {
+		t.Fatalf("CI without a build: %+v", o)
+	}
+	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("something was built in CI: %v", err)
+	}
+	t.Setenv("CI", "")
+	if got, o := paths(t, s); o.Msg != "" || len(got) != 2 {
+		t.Fatalf("build outside CI: %q %+v", got, o)
+	}
+	t.Setenv("CI", "true")
+	if got, o := paths(t, s); o.Msg != "" || len(got) != 2 || got[0] != filepath.Join(out, "one") {
+		t.Fatalf("CI with a finished build: %q %+v", got, o)
+	}
+	if r := runsOf(t, runs); strings.Join(r, ",") != "run --cached,run,run --cached" {
+		t.Fatalf("script runs %q", r)
+	}
+}
+
+func TestUnavailableOutsideCI(t *testing.T) {
+	t.Setenv("CI", "")
+	o := Try(t, func(tb testing.TB) { Unavailable(tb, "testfake", "no unix sockets") })
+	if !o.Skipped || o.Msg != "testfake: no unix sockets; skipping" {
+		t.Fatalf("outcome %+v", o)
+	}
+}
+
+func needGroups(t *testing.T) {
+	if !ProcessGroups {
+		t.Skip("no process groups on this OS")
+	}
+}
+
+// alive reports whether pid is a process that has not exited (a zombie, exited
+// and not yet reaped, counts as gone).
+func alive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return !errors.Is(err, os.ErrNotExist)
+	}
+	_, rest, _ := strings.Cut(string(stat), ") ")
+	return !strings.HasPrefix(rest, "Z")
+}
+
+// TestProcStopsGroup: a started process writes to its log; Stop ends it with
+// SIGTERM, well before the grace period, and the child it started too (the
+// signal goes to the process group); Stop again does nothing.
+func TestProcStopsGroup(t *testing.T) {
+	needGroups(t)
+	dir := t.TempDir()
+	p, err := Start("sh", "/bin/sh", dir, filepath.Join(dir, "sh.log"), "-c", "echo started; sleep 60 & echo $! >child.pid; wait")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	var child int
+	if err := p.WaitHealthy(10*time.Second, func() error {
+		b, err := os.ReadFile(filepath.Join(dir, "child.pid"))
+		if err == nil {
+			child, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.LogTail(5); got != "started" {
+		t.Fatalf("log tail %q", got)
+	}
+	began := time.Now()
+	p.Stop()
+	if took := time.Since(began); took >= StopGrace {
+		t.Fatalf("Stop took %s: SIGTERM did not end the process", took)
+	}
+	for deadline := time.Now().Add(5 * time.Second); alive(child); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the child %d of the stopped process still runs", child)
+		}
+	}
+	p.Stop()
+}
+
+// TestProcStopKills: a process ignoring SIGTERM is killed after StopGrace.
+func TestProcStopKills(t *testing.T) {
+	needGroups(t)
+	dir := t.TempDir()
+	p, err := Start("stubborn", "/bin/sh", dir, filepath.Join(dir, "log"), "-c", "trap '' TERM; echo ready; sleep 60")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	if err := p.WaitHealthy(10*time.Second, func() error {
+		if p.LogTail(1) != "ready" {
+			return errors.New("not ready")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	p.Stop()
+	if took := time.Since(began); took < StopGrace || took > StopGrace+5*time.Second {
+		t.Fatalf("Stop took %s, want StopGrace (%s) and then SIGKILL", took, StopGrace)
+	}
+}
+
+// TestProcWaitHealthy: WaitHealthy gives up when the process exits (with its
+// exit status) or when its bound passes, naming the process.
+func TestProcWaitHealthy(t *testing.T) {
+	needGroups(t)
+	dir := t.TempDir()
+	never := func() error { return errors.New("no answer") }
+	p, err := Start("crasher", "/bin/sh", dir, filepath.Join(dir, "crasher.log"), "-c", "echo boom; exit 3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	if err := p.WaitHealthy(time.Minute, never); err == nil || err.Error() != "crasher exited before becoming healthy: exit status 3" {
+		t.Fatalf("exited process: %v", err)
+	}
+	if got := p.LogTail(5); got != "boom" {
+		t.Fatalf("log tail %q", got)
+	}
+	q, err := Start("sleeper", "/bin/sh", dir, filepath.Join(dir, "sleeper.log"), "-c", "sleep 60")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(q.Stop)
+	if err := q.WaitHealthy(300*time.Millisecond, never); err == nil || err.Error() != "sleeper not healthy after 300ms: no answer" {
+		t.Fatalf("slow process: %v", err)
+	}
+	if got := q.LogTail(5); got != "[empty]" {
+		t.Fatalf("empty log tail %q", got)
+	}
+}
+
+// TestProcLogFile: Start empties the log; StartAppend keeps what it holds; a long
+// log's tail says how many lines it leaves out.
+func TestProcLogFile(t *testing.T) {
+	needGroups(t)
+	dir := t.TempDir()
+	log := filepath.Join(dir, "log")
+	run := func(start func(name, bin, dir, logPath string, args ...string) (*Proc, error), line string) *Proc {
+		p, err := start("echo", "/bin/sh", dir, log, "-c", "echo "+line)
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-p.exited
+		return p
+	}
+	run(Start, "first")
+	run(StartAppend, "second")
+	if got := run(StartAppend, "third").LogTail(2); got != "[... 1 earlier lines]\nsecond\nthird" {
+		t.Fatalf("appended log tail %q", got)
+	}
+	if got := run(Start, "fourth").LogTail(2); got != "fourth" {
+		t.Fatalf("restarted log tail %q", got)
+	}
+}
