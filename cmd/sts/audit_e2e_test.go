@@ -21,6 +21,7 @@ import (
 
 	"github.com/safeconduct/safeconduct/internal/auditschema"
 	"github.com/safeconduct/safeconduct/internal/testissuer"
+	"github.com/safeconduct/safeconduct/internal/testproc"
 )
 
 // The audit path's failures, end to end: the real sts with its audit file on a
@@ -307,15 +308,9 @@ func TestE2EAuditStderrUnread(t *testing.T) {
 func (e *e2e) startWithStderr(w *os.File) {
 	t := e.t
 	t.Helper()
-	e.cmd = exec.Command(filepath.Join(binDir, "sts"), "serve", "--config", e.cfg)
-	e.cmd.Dir = t.TempDir()
-	e.cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+e.b.WriteCA(t, e.dir))
-	e.cmd.Stdout, e.cmd.Stderr = w, w
-	if err := e.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	e.done = make(chan error, 1)
-	go func() { e.done <- e.cmd.Wait() }()
+	cmd := e.serveCmd()
+	cmd.Stdout, cmd.Stderr = w, w
+	e.proc = testproc.Start(t, cmd)
 	t.Cleanup(func() {
 		if err := e.stop(); err != nil {
 			t.Error(err)

@@ -30,24 +30,7 @@ import (
 
 var binDir string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sts-e2e-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	for _, name := range []string{"sts", "stsctl"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), "../"+name)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", name, err, out)
-			os.Exit(1)
-		}
-	}
-	binDir = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testproc.MainWithCommands(m, &binDir, "sts", "stsctl") }
 
 const (
 	ledger   = "https://ledger.internal"
@@ -73,9 +56,8 @@ type e2e struct {
 	caFile string
 	client *http.Client
 	a, b   *testissuer.Issuer
-	cmd    *exec.Cmd
-	log    *testproc.Buffer
-	done   chan error
+	proc   *testproc.Process // the running sts
+	log    *testproc.Buffer  // its output (from start)
 	// ops is the metrics_listen address (plain HTTP: /metrics, /healthz, /readyz).
 	ops string
 }
@@ -158,51 +140,28 @@ func (e *e2e) write(name, data string) {
 func (e *e2e) start() {
 	t := e.t
 	t.Helper()
-	e.cmd = exec.Command(filepath.Join(binDir, "sts"), "serve", "--config", e.cfg)
-	e.cmd.Dir = t.TempDir()
-	// The served upstream's certificate is trusted the way operators do it.
-	e.cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+e.b.WriteCA(t, e.dir))
-	e.log = &testproc.Buffer{}
-	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
-	if err := e.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	e.done = make(chan error, 1)
-	go func() { e.done <- e.cmd.Wait() }()
+	e.proc = testproc.Start(t, e.serveCmd())
+	e.log = e.proc.Log
 	t.Cleanup(func() { e.stop() })
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-e.done:
-			t.Fatalf("sts exited early: %v\n%s", err, e.log)
-		default:
-		}
-		resp, err := e.client.Get(e.url + "/.well-known/openid-configuration")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("sts not ready in 20s\n%s", e.log)
+	e.proc.WaitReady(t, 20*time.Second, func() bool { return testproc.StatusOK(e.client, e.url+"/.well-known/openid-configuration") })
+}
+
+// serveCmd is `sts serve` run from another working directory (paths resolve
+// against the config file).
+func (e *e2e) serveCmd() *exec.Cmd {
+	cmd := exec.Command(filepath.Join(binDir, "sts"), "serve", "--config", e.cfg)
+	cmd.Dir = e.t.TempDir()
+	// The served upstream's certificate is trusted the way operators do it.
+	cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+e.b.WriteCA(e.t, e.dir))
+	return cmd
 }
 
 // stop sends SIGTERM and waits (bounded) for a clean exit.
 func (e *e2e) stop() error {
-	if e.cmd == nil || e.cmd.ProcessState != nil {
+	if e.proc == nil {
 		return nil
 	}
-	_ = e.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-e.done:
-		e.done <- err
-		return err
-	case <-time.After(15 * time.Second):
-		_ = e.cmd.Process.Kill()
-		return fmt.Errorf("sts did not stop within 15s")
-	}
+	return e.proc.Stop(15 * time.Second)
 }
 
 func (e *e2e) exchange(subject string) (*stsclient.Response, error) {
@@ -335,7 +294,7 @@ func TestE2EPolicyReloadOnSIGHUP(t *testing.T) {
 		t.Fatal("outsider allowed before reload")
 	}
 	e.write("policy.yaml", strings.Replace(e2ePolicy, "payments:*", "*", 1))
-	hup := func() { _ = e.cmd.Process.Signal(syscall.SIGHUP) }
+	hup := func() { _ = e.proc.Cmd.Process.Signal(syscall.SIGHUP) }
 	hup()
 	waitFor(t, func() bool { _, err := e.exchange(e.a.Token(t, outsider)); return err == nil })
 	e.write("policy.yaml", "rules:\n  - name: broken\n    effect: maybe\n")
@@ -417,14 +376,7 @@ func runBin(t *testing.T, wantCode int, name string, args ...string) string {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("condition not met within 10s")
+	testproc.WaitUntil(t, 10*time.Second, "a condition", cond)
 }
 
 // TestDeployExamples: every example configuration under deploy/examples parses and

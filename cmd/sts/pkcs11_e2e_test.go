@@ -73,7 +73,7 @@ func TestE2EPKCS11(t *testing.T) {
 	if !strings.Contains(out, ".pkcs11") {
 		t.Fatalf("keys rotate:\n%s", out)
 	}
-	if err := e.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := e.proc.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return len(e.jwksKids(t)) == 2 })
@@ -89,7 +89,7 @@ func TestE2EPKCS11(t *testing.T) {
 	if !strings.Contains(out, "stays in the PKCS#11 token") {
 		t.Fatalf("emergency rotation:\n%s", out)
 	}
-	if err := e.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := e.proc.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return !slices.Contains(e.jwksKids(t), first) })

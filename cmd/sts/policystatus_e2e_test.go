@@ -51,7 +51,7 @@ func TestE2EPolicyStatus(t *testing.T) {
 		t.Errorf("token listener %s: %d", issuer.PathPolicyStatus, code)
 	}
 
-	hup := func() { _ = e.cmd.Process.Signal(syscall.SIGHUP) }
+	hup := func() { _ = e.proc.Cmd.Process.Signal(syscall.SIGHUP) }
 	e.write("policy.yaml", strings.Replace(e2ePolicy, "payments:*", "*", 1))
 	second := digestOf()
 	hup()

@@ -72,15 +72,12 @@ func testShutdownEndsFeedStream(t *testing.T, h2 bool) {
 		close(ended)
 	}()
 	start := time.Now()
-	if err := e.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := e.proc.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	var exitErr error
-	select {
-	case exitErr = <-e.done:
-		e.done <- exitErr
-	case <-time.After(15 * time.Second):
-		_ = e.cmd.Process.Kill()
+	exited, exitErr := e.proc.Wait(15 * time.Second)
+	if !exited {
+		_ = e.proc.Cmd.Process.Kill()
 		t.Fatalf("sts did not exit within 15 s of SIGTERM\n%s", e.log)
 	}
 	took := time.Since(start)

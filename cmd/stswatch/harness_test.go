@@ -3,24 +3,15 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -36,24 +27,7 @@ import (
 
 var binDir string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "stswatch-e2e-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	for _, name := range []string{"sts", "stswatch"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), "../"+name)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", name, err, out)
-			os.Exit(1)
-		}
-	}
-	binDir = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testproc.MainWithCommands(m, &binDir, "sts", "stswatch") }
 
 const ledger = "https://ledger.internal"
 
@@ -63,50 +37,25 @@ type proc struct {
 	name string
 	args []string
 	env  []string // added to the test's environment
-	cmd  *exec.Cmd
-	log  *testproc.Buffer
-	done chan error
+	*testproc.Process
 }
 
 func (p *proc) start() {
 	p.t.Helper()
-	p.cmd = exec.Command(filepath.Join(binDir, p.name), p.args...)
-	p.cmd.Dir = p.t.TempDir()
-	p.cmd.Env = append(os.Environ(), p.env...)
-	p.log = &testproc.Buffer{}
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	p.done = done
-	cmd := p.cmd
-	go func() { done <- cmd.Wait() }()
-	p.t.Cleanup(func() { p.stop() })
+	cmd := exec.Command(filepath.Join(binDir, p.name), p.args...)
+	cmd.Dir = p.t.TempDir()
+	cmd.Env = append(os.Environ(), p.env...)
+	p.Process = testproc.Start(p.t, cmd)
+	p.t.Cleanup(p.stop)
 }
 
 // stop sends SIGTERM and waits (bounded) for the exit; it is idempotent.
 func (p *proc) stop() {
-	if p.cmd == nil || p.cmd.ProcessState != nil {
+	if p.Process == nil {
 		return
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-p.done:
-		p.done <- err
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		p.t.Errorf("%s did not stop within 20s", p.name)
-	}
-}
-
-func (p *proc) exited() bool {
-	select {
-	case err := <-p.done:
-		p.done <- err
-		return true
-	default:
-		return false
+	if err := p.Stop(20 * time.Second); errors.Is(err, testproc.ErrKilled) {
+		p.t.Error(err)
 	}
 }
 
@@ -127,7 +76,7 @@ func newEnv(t *testing.T, stsConfig func(e *env) string, policy string) *env {
 	port := testproc.FreePort(t)
 	e.url = fmt.Sprintf("https://127.0.0.1:%d", port)
 	e.caFile = e.path("ca.crt")
-	pool := writeTLS(t, e.caFile, e.path("tls.crt"), e.path("tls.key"))
+	pool := testproc.WriteTLS(t, "stswatch test CA", e.caFile, e.path("tls.crt"), e.path("tls.key"))
 	e.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	e.write("sts.yaml", fmt.Sprintf("issuer: %s\nlisten: 127.0.0.1:%d\ntls: {cert_file: tls.crt, key_file: tls.key}\n"+
 		"signing: {algorithm: ES256, key_dir: keys}\ntokens: {default_ttl: 5m, max_ttl: 1h}\n"+
@@ -157,17 +106,7 @@ func (e *env) startSTS() {
 	t := e.t
 	t.Helper()
 	e.sts.start()
-	waitUntil(t, 30*time.Second, "the STS to serve discovery", func() bool {
-		if e.sts.exited() {
-			t.Fatalf("sts exited early\n%s", e.sts.log)
-		}
-		resp, err := e.client.Get(e.url + "/.well-known/openid-configuration")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	e.sts.WaitReady(t, 30*time.Second, func() bool { return testproc.StatusOK(e.client, e.url+"/.well-known/openid-configuration") })
 }
 
 // exchange trades a subject token for a ledger token.
@@ -177,7 +116,7 @@ func (e *env) exchange(subject string) string {
 		SubjectToken: subject, SubjectTokenType: stsclient.TypeJWT, Audiences: []string{ledger}, Scopes: []string{"ledger.read"},
 	})
 	if err != nil {
-		e.t.Fatalf("exchange: %v\n%s", err, e.sts.log)
+		e.t.Fatalf("exchange: %v\n%s", err, e.sts.Log)
 	}
 	return resp.AccessToken
 }
@@ -197,7 +136,7 @@ func (e *env) verifier(feedToken func() string) *verify.Verifier {
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := v.WaitSynced(wctx); err != nil {
-		e.t.Fatalf("verifier feed: %v (%+v)\n%s", err, v.Status(), e.sts.log)
+		e.t.Fatalf("verifier feed: %v (%+v)\n%s", err, v.Status(), e.sts.Log)
 	}
 	return v
 }
@@ -259,13 +198,7 @@ func (w *watcher) readyz() (int, string) {
 
 func (w *watcher) awaitReady(limit time.Duration) {
 	w.t.Helper()
-	waitUntil(w.t, limit, "stswatch /readyz 200", func() bool {
-		if w.exited() {
-			w.t.Fatalf("stswatch exited\n%s", w.log)
-		}
-		code, _ := w.readyz()
-		return code == 200
-	})
+	w.WaitReady(w.t, limit, func() bool { code, _ := w.readyz(); return code == 200 })
 }
 
 // metric sums the samples of /metrics whose line starts with name and contains
@@ -299,58 +232,4 @@ func (w *watcher) metric(name string, labels ...string) float64 {
 		sum += v
 	}
 	return sum
-}
-
-// waitUntil polls cond every 50ms until it holds, failing t after limit.
-func waitUntil(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// writeTLS writes a throwaway CA and a serving certificate for 127.0.0.1 and
-// returns a pool trusting the CA.
-func writeTLS(t *testing.T, caPath, certPath, keyPath string) *x509.CertPool {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "stswatch test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	for path, block := range map[string]*pem.Block{
-		caPath:   {Type: "CERTIFICATE", Bytes: caDER},
-		certPath: {Type: "CERTIFICATE", Bytes: der},
-		keyPath:  {Type: "EC PRIVATE KEY", Bytes: keyDER},
-	} {
-		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return pool
 }

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/safeconduct/safeconduct/internal/testkube"
+	"github.com/safeconduct/safeconduct/internal/testproc"
 )
 
 const kubeWatchPolicy = `rules:
@@ -182,7 +183,7 @@ func TestE2EWatcherKubernetes(t *testing.T) {
 	w.awaitReady(60 * time.Second)
 	// The watcher's first change reports (one per pod) carry the attributes the
 	// STS derived from the real tokens: same fingerprint, nothing revoked.
-	waitUntil(t, 30*time.Second, "the initial change reports", func() bool {
+	testproc.WaitUntil(t, 30*time.Second, "the initial change reports", func() bool {
 		return w.metric("stswatch_reports_total", `kind="change"`, `outcome="delivered"`) >= 8
 	})
 	for name, tk := range tok {
@@ -206,7 +207,7 @@ func TestE2EWatcherKubernetes(t *testing.T) {
 	// 3. The API server unreachable (for the watcher): not ready; the pods deleted
 	// meanwhile are all revoked once it is back.
 	ke.proxy.setCut(true)
-	waitUntil(t, 30*time.Second, "readyz to report the API server unreachable", func() bool {
+	testproc.WaitUntil(t, 30*time.Second, "readyz to report the API server unreachable", func() bool {
 		code, body := w.readyz()
 		return code == 503 && strings.Contains(body, `"kubernetes"`)
 	})
@@ -224,7 +225,7 @@ func TestE2EWatcherKubernetes(t *testing.T) {
 	// The API server itself restarted: the informers reconnect and the next
 	// deletion is reported.
 	ke.k.StopAPIServer()
-	waitUntil(t, 30*time.Second, "readyz to report the API server down", func() bool {
+	testproc.WaitUntil(t, 30*time.Second, "readyz to report the API server down", func() bool {
 		code, body := w.readyz()
 		return code == 503 && strings.Contains(body, `"kubernetes"`)
 	})
@@ -249,6 +250,6 @@ func TestE2EWatcherKubernetes(t *testing.T) {
 	mustVerify(t, v, tok["api-6"], "a token of another service account")
 
 	if got := w.metric("stswatch_reports_total", `outcome="forbidden"`) + w.metric("stswatch_reports_total", `outcome="rejected"`); got != 0 {
-		t.Fatalf("%v reports forbidden or rejected:\n%s", got, w.log)
+		t.Fatalf("%v reports forbidden or rejected:\n%s", got, w.Log)
 	}
 }

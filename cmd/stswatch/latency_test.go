@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/safeconduct/safeconduct/internal/testproc"
 )
 
 // The latency measurements of docs/benchmarks.md ("Watcher"): from the event (a
@@ -68,7 +70,7 @@ func TestLatencyPodDeleted(t *testing.T) {
 	}
 	w := ke.startWatcher("watch", ke.watcherConfig("state"))
 	w.awaitReady(60 * time.Second)
-	waitUntil(t, 60*time.Second, "the initial change reports", func() bool {
+	testproc.WaitUntil(t, 60*time.Second, "the initial change reports", func() bool {
 		return w.metric("stswatch_reports_total", `kind="change"`, `outcome="delivered"`) >= float64(n)
 	})
 	var d []time.Duration

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/safeconduct/safeconduct/internal/testproc"
 	"github.com/safeconduct/safeconduct/internal/testspire"
 )
 
@@ -147,18 +148,18 @@ func TestE2EWatcherSPIRE(t *testing.T) {
 	mustVerify(t, v, cronTok, "the token of an entry that still exists")
 
 	// The denied watcher saw both deletions: two 403s, one log line.
-	waitUntil(t, 30*time.Second, "the denied watcher's 403s", func() bool {
+	testproc.WaitUntil(t, 30*time.Second, "the denied watcher's 403s", func() bool {
 		return denied.metric("stswatch_reports_total", `outcome="forbidden"`) >= 2
 	})
 	denied.stop()
-	if n := strings.Count(denied.log.String(), "refuses the watcher this action (403)"); n != 1 {
-		t.Fatalf("the 403 was logged %d times, want once per kind:\n%s", n, denied.log)
+	if n := strings.Count(denied.Log.String(), "refuses the watcher this action (403)"); n != 1 {
+		t.Fatalf("the 403 was logged %d times, want once per kind:\n%s", n, denied.Log)
 	}
 
 	// 3. STS down: the watcher is not ready, keeps the report, delivers it later.
 	se.sts.stop()
 	se.deleteEntry(cronEntry)
-	waitUntil(t, 30*time.Second, "readyz to report the STS unreachable", func() bool {
+	testproc.WaitUntil(t, 30*time.Second, "readyz to report the STS unreachable", func() bool {
 		code, body := w.readyz()
 		return code == 503 && strings.Contains(body, `"sts"`)
 	})
@@ -171,7 +172,7 @@ func TestE2EWatcherSPIRE(t *testing.T) {
 
 	// 4. SPIRE server down: not ready; back: ready, and the next deletion is found.
 	se.s.StopServer()
-	waitUntil(t, 30*time.Second, "readyz to report SPIRE unreachable", func() bool {
+	testproc.WaitUntil(t, 30*time.Second, "readyz to report SPIRE unreachable", func() bool {
 		code, body := w.readyz()
 		return code == 503 && strings.Contains(body, `"spire"`)
 	})
@@ -196,6 +197,6 @@ func TestE2EWatcherSPIRE(t *testing.T) {
 		t.Fatalf("agent_banned events %v", got)
 	}
 	if got := w.metric("stswatch_reports_total", `outcome="forbidden"`) + w.metric("stswatch_reports_total", `outcome="rejected"`); got != 0 {
-		t.Fatalf("the allowed watcher had %v reports forbidden or rejected:\n%s", got, w.log)
+		t.Fatalf("the allowed watcher had %v reports forbidden or rejected:\n%s", got, w.Log)
 	}
 }

@@ -30,12 +30,9 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -115,7 +112,7 @@ func Start(t testing.TB) *Kube {
 	port := testproc.FreePort(t)
 	k.URL = "https://127.0.0.1:" + strconv.Itoa(port)
 	k.CAFile = filepath.Join(dir, "ca.crt")
-	pool := writeTLS(t, k.CAFile, filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
+	pool := testproc.WriteTLS(t, "testkube CA", k.CAFile, filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
 	writeSAKey(t, filepath.Join(dir, "sa.key"), filepath.Join(dir, "sa.pub"))
 	tokBytes := make([]byte, 24)
 	_, _ = rand.Read(tokBytes)
@@ -327,47 +324,6 @@ func httpOK(c *http.Client, url, token string) error {
 		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return nil
-}
-
-// writeTLS writes a throwaway CA and a serving certificate for 127.0.0.1.
-func writeTLS(t testing.TB, caPath, certPath, keyPath string) *x509.CertPool {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "testkube CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatalf("testkube: %v", err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatalf("testkube: %v", err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	for path, block := range map[string]*pem.Block{
-		caPath:   {Type: "CERTIFICATE", Bytes: caDER},
-		certPath: {Type: "CERTIFICATE", Bytes: der},
-		keyPath:  {Type: "EC PRIVATE KEY", Bytes: keyDER},
-	} {
-		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatalf("testkube: %v", err)
-		}
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return pool
 }
 
 // writeSAKey writes the service-account signing key (ES256) and its public key.

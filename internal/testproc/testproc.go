@@ -1,6 +1,7 @@
 // Package testproc holds the small helpers of tests that run real processes and
-// servers: a free loopback port, and a buffer a child's output is copied into
-// while the test reads it.
+// servers: a free loopback port, a buffer a child's output is copied into while
+// the test reads it, building a test's commands in its TestMain, a started child
+// process to wait for and stop, and a throwaway serving certificate.
 package testproc
 
 import (
