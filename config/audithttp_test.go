@@ -1,17 +1,13 @@
 package config
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -130,26 +126,7 @@ func (s *siem) received() ([]cloudEventIn, []http.Header) {
 // go to the siem.
 func auditHTTPServer(t *testing.T, sink *siem, onFailure string) (*issuer.Server, *testissuer.Issuer, *testproc.Buffer) {
 	t.Helper()
-	dir := t.TempDir()
-	a := testissuer.New(t, "https://issuer.example")
-	write := func(name, data string) {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("sts.yaml", fmt.Sprintf(`issuer: https://sts.example
-listen: 127.0.0.1:0
-tls: {cert_file: unused.crt, key_file: unused.key}
-signing: {key_dir: keys}
-upstreams:
-  - name: cluster-a
-    kind: oidc
-    issuer: https://issuer.example
-    audiences: [sts]
-    jwks_file: a-jwks.json
-policy_files: [policy.yaml]
-revocation: {embedded: {path: data/revocation.db}}
-audit:
+	dir, a := writeAuditConfig(t, fmt.Sprintf(`audit:
   on_failure: %s
   http:
     url: %s/ingest
@@ -160,29 +137,8 @@ audit:
     buffer_events: 50
     max_delay: 300ms
     timeout: 200ms
-`, onFailure, sink.URL))
-	write("siem-headers", "Authorization: Bearer siem-secret\n")
-	write("policy.yaml", `rules:
-  - name: payments-to-ledger
-    effect: allow
-    upstreams: [cluster-a]
-    subjects: ["system:serviceaccount:payments:*"]
-    audiences: ["https://ledger.internal"]
-    scopes: [ledger.read]
-`)
-	write("a-jwks.json", string(a.JWKS()))
-	cfg, err := Load(filepath.Join(dir, "sts.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := Check(context.Background(), cfg); err != nil && strings.Contains(err.Error(), "audit") {
-		t.Fatalf("check-config: %v", err)
-	}
-	appLog := &testproc.Buffer{}
-	srv, err := Build(context.Background(), cfg, Options{Logger: slog.New(slog.NewJSONHandler(appLog, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
+`, onFailure, sink.URL), map[string]string{"siem-headers": "Authorization: Bearer siem-secret\n"})
+	srv, appLog := buildAuditServer(t, dir)
 	return srv, a, appLog
 }
 

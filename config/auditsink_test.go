@@ -6,9 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
-	"net/url"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,20 +18,16 @@ import (
 	"github.com/safeconduct/safeconduct/issuer"
 )
 
-// TestAuditSinkFile: with audit.path, audit events go to that file only, one JSON
-// object per line, and neither the presented nor the minted token is in it.
-func TestAuditSinkFile(t *testing.T) {
+// writeAuditConfig writes, in a new directory, a configuration with one upstream
+// (cluster-a, a JWKS file), the payments-to-ledger policy and the given audit
+// section, with the files named in extra beside it; it returns the directory and
+// the upstream.
+func writeAuditConfig(t *testing.T, audit string, extra map[string]string) (string, *testissuer.Issuer) {
+	t.Helper()
 	dir := t.TempDir()
 	a := testissuer.New(t, "https://issuer.example")
-	write := func(name, data string) {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Mkdir(filepath.Join(dir, "audit"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	write("sts.yaml", `issuer: https://sts.example
+	files := map[string]string{
+		"sts.yaml": `issuer: https://sts.example
 listen: 127.0.0.1:0
 tls: {cert_file: unused.crt, key_file: unused.key}
 signing: {key_dir: keys}
@@ -45,17 +39,31 @@ upstreams:
     jwks_file: a-jwks.json
 policy_files: [policy.yaml]
 revocation: {embedded: {path: data/revocation.db}}
-audit: {path: audit/audit.jsonl}
-`)
-	write("policy.yaml", `rules:
+` + audit,
+		"policy.yaml": `rules:
   - name: payments-to-ledger
     effect: allow
     upstreams: [cluster-a]
     subjects: ["system:serviceaccount:payments:*"]
     audiences: ["https://ledger.internal"]
     scopes: [ledger.read]
-`)
-	write("a-jwks.json", string(a.JWKS()))
+`,
+		"a-jwks.json": string(a.JWKS()),
+	}
+	maps.Copy(files, extra)
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, a
+}
+
+// buildAuditServer loads dir/sts.yaml, checks that check-config finds nothing
+// wrong with its audit section, and builds the server, its application log going
+// to the returned buffer.
+func buildAuditServer(t *testing.T, dir string) (*issuer.Server, *testproc.Buffer) {
+	t.Helper()
 	cfg, err := Load(filepath.Join(dir, "sts.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -68,33 +76,30 @@ audit: {path: audit/audit.jsonl}
 	if err != nil {
 		t.Fatal(err)
 	}
-	exchange := func(subject string) *httptest.ResponseRecorder {
-		body := url.Values{
-			"grant_type":         {issuer.GrantTypeTokenExchange},
-			"subject_token":      {subject},
-			"subject_token_type": {issuer.TypeJWT},
-			"audience":           {"https://ledger.internal"},
-			"scope":              {"ledger.read"},
-		}.Encode()
-		r := httptest.NewRequest(http.MethodPost, "/token", strings.NewReader(body))
-		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		w := httptest.NewRecorder()
-		srv.Handler().ServeHTTP(w, r)
-		return w
+	return srv, appLog
+}
+
+// TestAuditSinkFile: with audit.path, audit events go to that file only, one JSON
+// object per line, and neither the presented nor the minted token is in it.
+func TestAuditSinkFile(t *testing.T) {
+	dir, a := writeAuditConfig(t, "audit: {path: audit/audit.jsonl}\n", nil)
+	if err := os.Mkdir(filepath.Join(dir, "audit"), 0o700); err != nil {
+		t.Fatal(err)
 	}
+	srv, appLog := buildAuditServer(t, dir)
 	subject := a.Token(t, "system:serviceaccount:payments:api")
-	ok := exchange(subject)
-	if ok.Code != 200 {
-		t.Fatalf("exchange: %d %s", ok.Code, ok.Body)
+	code, body := exchangeOn(t, srv, subject)
+	if code != 200 {
+		t.Fatalf("exchange: %d %s", code, body)
 	}
 	var resp map[string]any
-	if err := json.Unmarshal(ok.Body.Bytes(), &resp); err != nil {
+	if err := json.Unmarshal([]byte(body), &resp); err != nil {
 		t.Fatal(err)
 	}
 	minted, _ := resp["access_token"].(string)
 	refusedSubject := a.Token(t, "system:serviceaccount:billing:api")
-	if w := exchange(refusedSubject); w.Code != 400 {
-		t.Fatalf("refusal: %d %s", w.Code, w.Body)
+	if code, body := exchangeOn(t, srv, refusedSubject); code != 400 {
+		t.Fatalf("refusal: %d %s", code, body)
 	}
 	if err := srv.Close(); err != nil {
 		t.Fatal(err)
