@@ -3,10 +3,8 @@ package config
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -228,30 +226,15 @@ var signingAlgorithms = []string{"ES256", "EdDSA", "RS256", "PS256"}
 type Problem = confcheck.Problem
 
 // ConfigError holds every problem found in a configuration, in file order.
-type ConfigError struct {
-	Problems []Problem
-}
-
-func (e *ConfigError) Error() string { return confcheck.Format(e.Problems) }
-
-// maxConfigSize bounds the config file.
-const maxConfigSize = 1 << 20
+type ConfigError = confcheck.Error
 
 // Load reads, strictly parses and validates the configuration at path,
 // reporting every problem together (a *ConfigError). It reads no other file and
 // makes no network request.
 func Load(path string) (*Config, error) {
-	f, err := os.Open(path)
+	data, err := confcheck.ReadFile(path)
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxConfigSize {
-		return nil, &ConfigError{Problems: []Problem{{File: path, Message: "file larger than 1 MiB"}}}
 	}
 	return Parse(path, data)
 }
@@ -261,20 +244,12 @@ func Load(path string) (*Config, error) {
 // values that fail validation are all reported, each with its line and key path.
 func Parse(name string, data []byte) (*Config, error) {
 	cfg := &Config{path: name}
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, &ConfigError{Problems: []Problem{confcheck.Syntax(name, err)}}
-	}
-	problems := confcheck.Decode(name, &root, cfg)
-	if doc := &root; len(problems) > 0 && len(doc.Content) == 1 && doc.Content[0].Kind != yaml.MappingNode {
-		return nil, &ConfigError{Problems: problems} // not a mapping: nothing to validate
-	}
-	v := &validator{file: name, root: &root}
-	cfg.validate(v)
-	problems = confcheck.Merge(problems, v.problems)
-	if len(problems) > 0 {
-		confcheck.Sort(problems)
-		return nil, &ConfigError{Problems: problems}
+	if err := confcheck.Parse(name, data, cfg, func(root *yaml.Node) []Problem {
+		v := &validator{file: name, root: root}
+		cfg.validate(v)
+		return v.problems
+	}); err != nil {
+		return nil, err
 	}
 	return cfg, nil
 }
@@ -297,42 +272,7 @@ func (v *validator) at(msg string, path ...any) {
 			p = confcheck.Key(p, e.(string))
 		}
 	}
-	v.problems = append(v.problems, Problem{File: v.file, Line: lineOf(v.root, path), Path: p, Message: confcheck.StripKey(p, msg)})
-}
-
-func lineOf(n *yaml.Node, path []any) int {
-	if n == nil {
-		return 0
-	}
-	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
-		n = n.Content[0]
-	}
-	line := n.Line
-	for _, p := range path {
-		var next *yaml.Node
-		switch p := p.(type) {
-		case string:
-			if n.Kind == yaml.MappingNode {
-				for i := 0; i+1 < len(n.Content); i += 2 {
-					if n.Content[i].Value == p {
-						line = n.Content[i].Line
-						next = n.Content[i+1]
-						break
-					}
-				}
-			}
-		case int:
-			if n.Kind == yaml.SequenceNode && p < len(n.Content) {
-				next = n.Content[p]
-				line = next.Line
-			}
-		}
-		if next == nil {
-			return line
-		}
-		n = next
-	}
-	return line
+	v.problems = append(v.problems, Problem{File: v.file, Line: confcheck.Line(v.root, path...), Path: p, Message: confcheck.StripKey(p, msg)})
 }
 
 func (c *Config) validate(v *validator) {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/safeconduct/safeconduct/internal/confcheck"
 )
 
 const goodConfig = `issuer: https://127.0.0.1:8443
@@ -163,7 +165,7 @@ func TestParseConfigRejects(t *testing.T) {
 
 func TestLoadConfigTooLarge(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "big.yaml")
-	if err := os.WriteFile(p, []byte("#"+strings.Repeat("x", maxConfigSize)), 0o600); err != nil {
+	if err := os.WriteFile(p, []byte("#"+strings.Repeat("x", confcheck.MaxFileSize)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "larger than") {

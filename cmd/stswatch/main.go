@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/safeconduct/safeconduct/internal/confcheck"
 	"github.com/safeconduct/safeconduct/internal/watch"
 )
 
@@ -79,7 +80,10 @@ func loadConfig(args []string, stderr io.Writer) (*watch.Config, int) {
 		return nil, 2
 	}
 	cfg, err := watch.LoadConfig(*path)
-	if err != nil {
+	if ce := (*confcheck.Error)(nil); errors.As(err, &ce) {
+		fmt.Fprintln(stderr, err) // one problem a line, each naming the file, as sts check-config prints them
+		return nil, 1
+	} else if err != nil {
 		fmt.Fprintf(stderr, "stswatch: %v\n", err)
 		return nil, 1
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -359,5 +360,57 @@ func TestSyntax(t *testing.T) {
 		if got := Syntax("c.yaml", err).String(); got != want {
 			t.Errorf("%q: got %q, want %q", src, got, want)
 		}
+	}
+}
+
+// TestParse: a syntax error and a document that is not a mapping end at
+// decoding (validate is not called); otherwise validate's problems join
+// decoding's, less those under a value decoding already refused, sorted by line.
+func TestParse(t *testing.T) {
+	validate := func(called *bool) func(*yaml.Node) []Problem {
+		return func(root *yaml.Node) []Problem {
+			*called = true
+			return []Problem{
+				{File: "c.yaml", Line: Line(root, "inner", "n"), Path: "inner.n", Message: "too small"},
+				{File: "c.yaml", Line: Line(root, "count"), Path: "count", Message: "must be positive"},
+				{File: "c.yaml", Line: Line(root, "list", 1), Path: "list[1]", Message: "bad item"},
+				{File: "c.yaml", Line: Line(root, "missing", "key"), Message: "missing.key is required"},
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name, src, want string
+		validated       bool
+	}{
+		{"syntax", "a: [\n", "c.yaml:2: invalid YAML: did not find expected node content", false},
+		{"not a mapping", "- a\n", "c.yaml:1: the document must be a mapping of keys to values", false},
+		{"merged and sorted", "nme: x\nlist:\n  - a\n  - b\ninner: {n: x}\ncount: 0\n", `c.yaml:1: nme: unknown key (did you mean "name"?)
+c.yaml:1: missing.key is required
+c.yaml:4: list[1]: bad item
+c.yaml:5: inner.n: must be a whole number
+c.yaml:6: count: must be positive`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var s sample
+			called := false
+			err := Parse("c.yaml", []byte(tc.src), &s, validate(&called))
+			var e *Error
+			if !errors.As(err, &e) || err.Error() != tc.want || called != tc.validated {
+				t.Fatalf("got (validated %v) %v, want (validated %v):\n%s", called, err, tc.validated, tc.want)
+			}
+		})
+	}
+	if err := Parse("c.yaml", []byte("name: n\n"), &sample{}, func(*yaml.Node) []Problem { return nil }); err != nil {
+		t.Fatalf("good document: %v", err)
+	}
+}
+
+func TestReadFileTooLarge(t *testing.T) {
+	p := t.TempDir() + "/big.yaml"
+	if err := os.WriteFile(p, []byte("#"+strings.Repeat("x", MaxFileSize)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadFile(p); err == nil || err.Error() != p+": file larger than 1 MiB" {
+		t.Fatalf("got %v", err)
 	}
 }

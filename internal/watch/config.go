@@ -1,24 +1,21 @@
 package watch
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/safeconduct/safeconduct/internal/confcheck"
 )
 
 // Limits and defaults of the configuration.
 const (
-	maxConfigBytes      = 1 << 20
 	DefaultQueueSize    = 10000
 	MaxQueueSize        = 1000000
 	DefaultConcurrency  = 4
@@ -42,11 +39,11 @@ type Duration time.Duration
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	var s string
 	if err := n.Decode(&s); err != nil {
-		return fmt.Errorf("line %d: a duration such as 10s is required", n.Line)
+		return fmt.Errorf("a duration such as 10s is required")
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration such as 10s", n.Line, s)
+		return fmt.Errorf("%q is not a duration such as 10s", s)
 	}
 	*d = Duration(v)
 	return nil
@@ -108,40 +105,35 @@ type KubeConfig struct {
 	Namespaces []string `yaml:"namespaces"`
 }
 
-// LoadConfig reads, decodes (unknown keys are errors) and validates path;
-// relative file paths resolve against its directory.
+// LoadConfig reads, decodes and validates path; relative file paths resolve
+// against its directory. It reports every problem at once, as sts.yaml's are (a
+// *confcheck.Error): each with its file and line, an unknown key with its key
+// path and the key it may have meant.
 func LoadConfig(path string) (*Config, error) {
-	f, err := os.Open(path)
+	data, err := confcheck.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
+	cfg, err := parseConfig(path, data)
 	if err != nil {
 		return nil, err
-	}
-	if len(data) > maxConfigBytes {
-		return nil, fmt.Errorf("%s: over %d bytes", path, maxConfigBytes)
-	}
-	cfg, err := ParseConfig(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	cfg.resolve(filepath.Dir(path))
 	return cfg, nil
 }
 
 // ParseConfig decodes and validates a configuration (paths unresolved), applying
-// defaults.
+// defaults; its problems name the file stswatch.yaml.
 func ParseConfig(data []byte) (*Config, error) {
+	return parseConfig("stswatch.yaml", data)
+}
+
+func parseConfig(file string, data []byte) (*Config, error) {
 	var cfg Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil {
-		return nil, fmt.Errorf("not a valid stswatch config: %w", err)
-	}
-	cfg.defaults()
-	if err := cfg.validate(); err != nil {
+	if err := confcheck.Parse(file, data, &cfg, func(root *yaml.Node) []confcheck.Problem {
+		cfg.defaults()
+		return cfg.validate(file, root)
+	}); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
@@ -168,73 +160,84 @@ func (c *Config) defaults() {
 	}
 }
 
-func (c *Config) validate() error {
-	var problems []string
-	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+// validate returns what is wrong with the decoded configuration, each problem at
+// the line of the value it is about (root is file's document).
+func (c *Config) validate(file string, root *yaml.Node) []confcheck.Problem {
+	var problems []confcheck.Problem
+	// bad records msg (which names its key itself) at the line of the value at
+	// path (keys and list indexes), or of its deepest part that exists; with no
+	// path the problem is the whole file's.
+	bad := func(msg string, path ...any) {
+		line := 0
+		if len(path) > 0 {
+			line = confcheck.Line(root, path...)
+		}
+		problems = append(problems, confcheck.Problem{File: file, Line: line, Message: msg})
+	}
 
 	u, err := url.Parse(c.STS.URL)
 	switch {
 	case c.STS.URL == "":
-		bad("sts.url is required")
+		bad("sts.url is required", "sts", "url")
 	case err != nil || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
-		bad("sts.url must be a base URL such as https://sts.example:8443")
+		bad("sts.url must be a base URL such as https://sts.example:8443", "sts", "url")
 	case u.Scheme == "https":
 	case u.Scheme == "http" && loopbackHost(u.Hostname()):
 	default:
-		bad("sts.url must be https (http only to a loopback address)")
+		bad("sts.url must be https (http only to a loopback address)", "sts", "url")
 	}
 	if c.STS.CredentialFile == "" {
-		bad("sts.credential_file is required (the watcher's bearer credential)")
+		bad("sts.credential_file is required (the watcher's bearer credential)", "sts", "credential_file")
 	}
 	if c.STS.Timeout < 0 || time.Duration(c.STS.Timeout) > 5*time.Minute {
-		bad("sts.timeout must be between 0 and 5m")
+		bad("sts.timeout must be between 0 and 5m", "sts", "timeout")
 	}
 	if c.STS.Concurrency < 0 || c.STS.Concurrency > MaxConcurrency {
-		bad("sts.concurrency must be between 1 and %d", MaxConcurrency)
+		bad(fmt.Sprintf("sts.concurrency must be between 1 and %d", MaxConcurrency), "sts", "concurrency")
 	}
 	if c.STS.MaxBackoff < 0 || time.Duration(c.STS.MaxBackoff) < 100*time.Millisecond || time.Duration(c.STS.MaxBackoff) > 10*time.Minute {
-		bad("sts.max_backoff must be between 100ms and 10m")
+		bad("sts.max_backoff must be between 100ms and 10m", "sts", "max_backoff")
 	}
 	if c.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-			bad("listen must be host:port")
+			bad("listen must be host:port", "listen")
 		}
 	}
 	if c.QueueSize < 0 || c.QueueSize > MaxQueueSize {
-		bad("queue_size must be between 1 and %d", MaxQueueSize)
+		bad(fmt.Sprintf("queue_size must be between 1 and %d", MaxQueueSize), "queue_size")
 	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
-		bad("log_level must be debug, info, warn or error")
+		bad("log_level must be debug, info, warn or error", "log_level")
 	}
 	if c.SPIRE == nil && c.Kubernetes == nil {
 		bad("at least one source (spire, kubernetes) is required")
 	}
 	if c.StateDir == "" {
-		bad("state_dir is required (what each source last saw, to catch deletions across restarts)")
+		bad("state_dir is required (what each source last saw, to catch deletions across restarts)", "state_dir")
 	}
 	if s := c.SPIRE; s != nil {
 		if s.ServerSocket == "" {
-			bad("spire.server_socket is required (the SPIRE server's admin API socket)")
+			bad("spire.server_socket is required (the SPIRE server's admin API socket)", "spire", "server_socket")
 		}
 		if !validName(s.Upstream) {
-			bad("spire.upstream must name the STS upstream of the SPIFFE IDs")
+			bad("spire.upstream must name the STS upstream of the SPIFFE IDs", "spire", "upstream")
 		}
 		if d := time.Duration(s.PollInterval); d < MinPollInterval || d > MaxPollInterval {
-			bad("spire.poll_interval must be between %s and %s", MinPollInterval, MaxPollInterval)
+			bad(fmt.Sprintf("spire.poll_interval must be between %s and %s", MinPollInterval, MaxPollInterval), "spire", "poll_interval")
 		}
 	}
 	if k := c.Kubernetes; k != nil {
 		if !validName(k.Upstream) {
-			bad("kubernetes.upstream must name the STS upstream of the cluster's tokens")
+			bad("kubernetes.upstream must name the STS upstream of the cluster's tokens", "kubernetes", "upstream")
 		}
 		for _, list := range []struct {
 			key   string
 			names []string
 		}{{"binding_attributes", k.BindingAttributes}, {"instance_attributes", k.InstanceAttributes}} {
-			for _, a := range list.names {
+			for i, a := range list.names {
 				if !slices.Contains(KubeAttributes, a) {
-					bad("kubernetes.%s: %q is not an attribute of the kubernetes preset the watcher can compute from a pod (%s)",
-						list.key, a, strings.Join(KubeAttributes, ", "))
+					bad(fmt.Sprintf("kubernetes.%s: %q is not an attribute of the kubernetes preset the watcher can compute from a pod (%s)",
+						list.key, a, strings.Join(KubeAttributes, ", ")), "kubernetes", list.key, i)
 				}
 			}
 		}
@@ -242,26 +245,23 @@ func (c *Config) validate() error {
 		// service account must be told apart (else each change report of one would
 		// revoke the tokens of the others): sts.yaml's upstream must say the same.
 		if !slices.Contains(k.BindingAttributes, "pod_uid") {
-			bad("kubernetes.binding_attributes must include pod_uid (as the upstream's binding_attributes in sts.yaml must)")
+			bad("kubernetes.binding_attributes must include pod_uid (as the upstream's binding_attributes in sts.yaml must)", "kubernetes", "binding_attributes")
 		}
 		if !slices.Contains(k.InstanceAttributes, "pod") {
-			bad("kubernetes.instance_attributes must include pod (as the upstream's instance_attributes in sts.yaml must)")
+			bad("kubernetes.instance_attributes must include pod (as the upstream's instance_attributes in sts.yaml must)", "kubernetes", "instance_attributes")
 		}
-		for _, a := range k.InstanceAttributes {
+		for i, a := range k.InstanceAttributes {
 			if slices.Contains(k.BindingAttributes, a) {
-				bad("kubernetes: attribute %q cannot both identify the instance and bind its tokens", a)
+				bad(fmt.Sprintf("kubernetes: attribute %q cannot both identify the instance and bind its tokens", a), "kubernetes", "instance_attributes", i)
 			}
 		}
-		for _, ns := range k.Namespaces {
+		for i, ns := range k.Namespaces {
 			if ns == "" || len(ns) > 63 {
-				bad("kubernetes.namespaces: %q is not a namespace name", ns)
+				bad(fmt.Sprintf("kubernetes.namespaces: %q is not a namespace name", ns), "kubernetes", "namespaces", i)
 			}
 		}
 	}
-	if len(problems) > 0 {
-		return errors.New(strings.Join(problems, "; "))
-	}
-	return nil
+	return problems
 }
 
 func (c *Config) resolve(dir string) {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/safeconduct/safeconduct/internal/confcheck"
 )
 
 const minimalConfig = `sts: {url: "https://sts.example:8443", credential_file: token}
@@ -40,7 +42,7 @@ spire: {server_socket: /s, upstream: spire}`, "sts.credential_file is required"}
 state_dir: s`, "at least one source"},
 		{"no state dir", `sts: {url: "https://sts", credential_file: t}
 spire: {server_socket: /s, upstream: spire}`, "state_dir is required"},
-		{"unknown key", minimalConfig + "colour: blue\n", "field colour not found"},
+		{"unknown key", minimalConfig + "colour: blue\n", "colour: unknown key"},
 		{"poll too fast", `sts: {url: "https://sts", credential_file: t}
 state_dir: s
 spire: {server_socket: /s, upstream: spire, poll_interval: 1ms}`, "spire.poll_interval must be between"},
@@ -99,6 +101,36 @@ func TestLoadConfigResolvesPaths(t *testing.T) {
 	}
 	if time.Duration(cfg.SPIRE.PollInterval) != DefaultPollInterval {
 		t.Fatalf("poll interval %v", cfg.SPIRE.PollInterval)
+	}
+}
+
+// TestLoadConfigProblems: the watcher's configuration reports its problems as
+// sts.yaml's are reported: all at once, one per line, each with the file and the
+// line, a mistyped key with its key path and the key it may have meant.
+func TestLoadConfigProblems(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "stswatch.yaml")
+	if err := os.WriteFile(p, []byte(`sts: {url: "https://sts.example:8443", credential_file: token}
+stat_dir: state
+spire:
+  server_socket: /run/spire/api.sock
+  upstream: spire
+  pol_interval: 1s
+  poll_interval: 1ms
+kubernetes: {upstream: k8s, binding_attributes: [pod_uid], instance_attributes: [pod], namespace: [a]}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadConfig(p)
+	want := p + `:1: state_dir is required (what each source last saw, to catch deletions across restarts)
+` + p + `:2: stat_dir: unknown key (did you mean "state_dir"?)
+` + p + `:6: spire.pol_interval: unknown key (did you mean "poll_interval"?)
+` + p + `:7: spire.poll_interval must be between 100ms and 5m0s
+` + p + `:8: kubernetes.namespace: unknown key (did you mean "namespaces"?)`
+	if err == nil || err.Error() != want {
+		t.Fatalf("got:\n%v\nwant:\n%s", err, want)
+	}
+	if ce := (*confcheck.Error)(nil); !errors.As(err, &ce) || len(ce.Problems) != 5 {
+		t.Fatalf("not a *confcheck.Error with 5 problems: %#v", err)
 	}
 }
 
