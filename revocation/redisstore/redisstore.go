@@ -506,10 +506,10 @@ func (s *Store) check(ctx context.Context, instance string, buckets []string) (t
 // Admit implements revocation.Store in one script (one round trip): the blocks
 // filed under the facts' anchors, Redis TIME and the instance's fingerprint.
 func (s *Store) Admit(ctx context.Context, f *revocation.Facts, instance string) (revocation.Admission, error) {
-	anchors, err := backend.CheckFacts(f)
-	if err != nil {
+	if err := backend.CheckFacts(f); err != nil {
 		return revocation.Admission{}, err
 	}
+	anchors := f.Anchors()
 	if instance != "" {
 		if err := backend.CheckInstance(instance); err != nil {
 			return revocation.Admission{}, err
@@ -546,10 +546,10 @@ func later(a, b revocation.Entry) bool {
 
 // Revoked implements revocation.Store in one script over the facts' anchors.
 func (s *Store) Revoked(ctx context.Context, f *revocation.Facts) (*revocation.Entry, error) {
-	anchors, err := backend.CheckFacts(f)
-	if err != nil {
+	if err := backend.CheckFacts(f); err != nil {
 		return nil, err
 	}
+	anchors := f.Anchors()
 	buckets := make([]string, len(anchors))
 	for i, a := range anchors {
 		buckets[i] = s.bucketKey(revocation.KindRevoke, false, a)
