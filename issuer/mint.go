@@ -3,11 +3,9 @@ package issuer
 import (
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -146,7 +144,17 @@ func (m *minter) mintKID(c *claims) (string, string, error) {
 		buf = appendStatusClaim(buf, c.StatusURI, c.StatusIdx)
 	}
 	buf = append(buf, '}')
-	jws, err := m.signer.Sign(buf)
+	var (
+		jws *jose.JSONWebSignature
+		kid string
+		err error
+	)
+	if ks, ok := m.signer.(kidSigner); ok {
+		jws, kid, err = ks.signKID(buf)
+	} else {
+		jws, err = m.signer.Sign(buf)
+		kid = m.key.kid
+	}
 	if err != nil {
 		return "", "", fmt.Errorf("sign: %w", err)
 	}
@@ -154,23 +162,13 @@ func (m *minter) mintKID(c *claims) (string, string, error) {
 	if err != nil {
 		return "", "", err
 	}
-	return tok, headerKID(tok), nil
+	return tok, kid, nil
 }
 
-// headerKID reads the kid of a compact JWS's protected header ("" if none).
-func headerKID(tok string) string {
-	h, _, _ := strings.Cut(tok, ".")
-	raw, err := base64.RawURLEncoding.DecodeString(h)
-	if err != nil {
-		return ""
-	}
-	var hdr struct {
-		KID string `json:"kid"`
-	}
-	if json.Unmarshal(raw, &hdr) != nil {
-		return ""
-	}
-	return hdr.KID
+// kidSigner is a signer that says which key signed (the key ring's, whose active
+// key may change between two tokens).
+type kidSigner interface {
+	signKID(payload []byte) (*jose.JSONWebSignature, string, error)
 }
 
 // appendAct appends the nested act claim: {"sub":..,"iss":..,"act":{...}}.
