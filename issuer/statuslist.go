@@ -10,9 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/bits"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -123,6 +125,9 @@ type statusLists struct {
 	// closed: no more tokens (an exchange after close would open a list nobody
 	// writes).
 	closed bool
+
+	// classes remembers the class of each subject's last token.
+	classes classCache
 
 	smu       sync.Mutex
 	served    map[string]*servedList
@@ -287,7 +292,7 @@ func (s *statusLists) record(ctx context.Context, c *claims, kid string) (string
 		Subject: c.Subject, Upstream: c.Upstream, ClientID: c.ClientID, Audiences: c.Audience,
 		Attributes: c.Attributes, Binding: c.Binding, KeyID: kid,
 	}
-	classID, enc := revocation.EncodeStatusClass(&f)
+	classID, enc := s.classes.encode(&f)
 	now := s.now()
 	for range 3 {
 		s.mu.Lock()
@@ -319,6 +324,53 @@ func (s *statusLists) record(ctx context.Context, c *claims, kid string) (string
 		return s.base + l.name, idx, nil
 	}
 	return "", 0, errors.New("status list: no open list")
+}
+
+// classCache remembers, by subject, the class of the last token minted
+// (revocation.EncodeStatusClass): a workload's tokens nearly always share their
+// class, so the JSON encoding and its hash are computed once per change rather
+// than once per token. A hit is checked against every fact of the class.
+type classCache struct {
+	mu sync.Mutex
+	m  map[string]*cachedClass
+}
+
+type cachedClass struct {
+	f   revocation.Facts // a copy, never changed
+	id  string
+	enc []byte
+}
+
+// maxCachedClasses bounds the cache; when full it starts over.
+const maxCachedClasses = 4096
+
+// encode returns what revocation.EncodeStatusClass returns for f.
+func (c *classCache) encode(f *revocation.Facts) (string, []byte) {
+	c.mu.Lock()
+	e := c.m[f.Subject]
+	c.mu.Unlock()
+	if e != nil && sameClass(&e.f, f) {
+		return e.id, e.enc
+	}
+	id, enc := revocation.EncodeStatusClass(f)
+	e = &cachedClass{f: *f, id: id, enc: enc}
+	e.f.Audiences = slices.Clone(f.Audiences)
+	e.f.Attributes = maps.Clone(f.Attributes)
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxCachedClasses {
+		c.m = make(map[string]*cachedClass)
+	}
+	c.m[f.Subject] = e
+	c.mu.Unlock()
+	return id, enc
+}
+
+// sameClass reports whether a and b have the same class: the facts
+// EncodeStatusClass encodes are equal.
+func sameClass(a, b *revocation.Facts) bool {
+	return a.Subject == b.Subject && a.Upstream == b.Upstream && a.ClientID == b.ClientID &&
+		a.Binding == b.Binding && a.KeyID == b.KeyID &&
+		slices.Equal(a.Audiences, b.Audiences) && maps.Equal(a.Attributes, b.Attributes)
 }
 
 // flusher writes the pending records every flushEvery.
