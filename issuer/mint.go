@@ -203,20 +203,25 @@ func appendJSONString(buf []byte, s string) []byte {
 const hexDigits = "0123456789abcdef"
 
 // appendJSONStringBody appends s escaped for a JSON string, without quotes. Invalid
-// UTF-8 becomes U+FFFD, as encoding/json does.
+// UTF-8 becomes U+FFFD, as encoding/json does. Runs of bytes that need no escape
+// are copied at once.
 func appendJSONStringBody(buf []byte, s string) []byte {
+	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
+		if jsonPlain[c] {
+			i++
+			continue
+		}
+		buf = append(buf, s[start:i]...)
 		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
+			if c == '"' || c == '\\' {
 				buf = append(buf, '\\', c)
-			case c < 0x20:
+			} else { // a control character
 				buf = append(buf, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			default:
-				buf = append(buf, c)
 			}
 			i++
+			start = i
 			continue
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
@@ -229,6 +234,16 @@ func appendJSONStringBody(buf []byte, s string) []byte {
 			buf = append(buf, s[i:i+size]...)
 		}
 		i += size
+		start = i
 	}
-	return buf
+	return append(buf, s[start:]...)
 }
+
+// jsonPlain marks the bytes a JSON string holds as they are: ASCII but for
+// control characters, '"' and '\\'.
+var jsonPlain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
