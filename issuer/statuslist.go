@@ -149,6 +149,7 @@ type openList struct {
 	// written, classes already written, retired (no more records), the last
 	// write.
 	pending        []byte
+	scratch        [32]byte // permute's
 	pendingClasses map[string][]byte
 	known          map[string]struct{}
 	retired        bool
@@ -260,18 +261,20 @@ func (s *statusLists) rotate(ctx context.Context, now time.Time) error {
 
 // permute maps n < 2^w to a unique index < 2^w: a 4-round Feistel network over
 // the smallest even width >= w, with AES as round function, cycle-walking back
-// into [0, 2^w).
-func permute(blk cipher.Block, w int, n uint32) uint32 {
+// into [0, 2^w). scratch is the caller's (a block's input and output escape
+// through the interface call: kept by the list, they cost no allocation).
+func permute(blk cipher.Block, w int, n uint32, scratch *[32]byte) uint32 {
 	half := (w + 1) / 2
 	mask := uint32(1)<<half - 1
+	in, out := scratch[:16], scratch[16:]
 	x := n
 	for {
 		l, r := x>>half, x&mask
 		for round := range 4 {
-			var in, out [16]byte
+			clear(in)
 			in[0] = byte(round)
 			binary.BigEndian.PutUint32(in[1:5], r)
-			blk.Encrypt(out[:], in[:])
+			blk.Encrypt(out, in)
 			l, r = r, l^(binary.BigEndian.Uint32(out[:4])&mask)
 		}
 		x = l<<half | r
@@ -314,7 +317,7 @@ func (s *statusLists) record(ctx context.Context, c *claims, kid string) (string
 		}
 		n := l.next
 		l.next++
-		idx := permute(l.perm, l.exp, n)
+		idx := permute(l.perm, l.exp, n, &l.scratch)
 		l.pending = revocation.AppendStatusRecord(l.pending,
 			revocation.StatusRecord{Index: idx, IssuedAt: c.IssuedAt, JTI: c.ID, Class: classID})
 		if _, ok := l.known[classID]; !ok {

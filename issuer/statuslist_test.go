@@ -231,7 +231,7 @@ func TestPermuteIsABijection(t *testing.T) {
 		seen := make([]bool, 1<<w)
 		inOrder := 0
 		for n := range uint32(1 << w) {
-			x := permute(ol.perm, w, n)
+			x := permute(ol.perm, w, n, &ol.scratch)
 			if x >= 1<<w || seen[x] {
 				t.Fatalf("width %d: %d -> %d (out of range or repeated)", w, n, x)
 			}
