@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
-	"github.com/go-jose/go-jose/v4"
 	"strings"
+	"sync"
+
+	"github.com/go-jose/go-jose/v4"
 
 	"github.com/safeconduct/safeconduct/attest/internal/strictjson"
 	"github.com/safeconduct/safeconduct/internal/jwtcore"
@@ -83,7 +85,11 @@ func ParseHeaderInsecure(raw, tokenType string) (Header, error) {
 	if err != nil {
 		return Header{}, err
 	}
-	hdrJSON, err := b64.DecodeString(raw[:hdrEnd])
+	seg := raw[:hdrEnd]
+	if h, ok := headers.get(seg, tokenType); ok {
+		return h, nil
+	}
+	hdrJSON, err := b64.DecodeString(seg)
 	if err != nil {
 		return Header{}, fmt.Errorf("%w: header is not base64url", ErrMalformed)
 	}
@@ -91,7 +97,56 @@ func ParseHeaderInsecure(raw, tokenType string) (Header, error) {
 	if err != nil {
 		return Header{}, fmt.Errorf("%w: header: %w", ErrMalformed, err)
 	}
-	return checkHeader(hdr, tokenType)
+	h, err := checkHeader(hdr, tokenType)
+	if err == nil {
+		headers.put(seg, tokenType, h)
+	}
+	return h, err
+}
+
+// headers remembers the headers that passed checkHeader, by encoded segment and
+// token type: the tokens of one issuer and key share their header, so the
+// decoding and strict parse run once per header, not once per token. The result
+// depends on those two strings alone; refused headers are never kept.
+var headers = headerCache{m: make(map[headerKey]Header)}
+
+// Bounds of the header cache: what it holds is at most maxCachedHeaders entries
+// of at most maxCachedHeaderLen bytes; when full it starts over, so a client
+// sending ever new headers gets the uncached cost and nothing more.
+const (
+	maxCachedHeaders   = 256
+	maxCachedHeaderLen = 512
+)
+
+type headerKey struct{ seg, tokenType string }
+
+type headerCache struct {
+	mu sync.RWMutex
+	m  map[headerKey]Header
+}
+
+func (c *headerCache) get(seg, tokenType string) (Header, bool) {
+	if len(seg) > maxCachedHeaderLen {
+		return Header{}, false
+	}
+	c.mu.RLock()
+	h, ok := c.m[headerKey{seg, tokenType}]
+	c.mu.RUnlock()
+	return h, ok
+}
+
+func (c *headerCache) put(seg, tokenType string, h Header) {
+	if len(seg) > maxCachedHeaderLen {
+		return
+	}
+	// A copy: seg is a slice of the token, whose memory the cache must not keep.
+	k := headerKey{strings.Clone(seg), tokenType}
+	c.mu.Lock()
+	if len(c.m) >= maxCachedHeaders {
+		clear(c.m)
+	}
+	c.m[k] = h
+	c.mu.Unlock()
 }
 
 // splitCompact checks that raw is three non-empty base64url segments separated by

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"math/big"
 	"net/url"
 	"strings"
@@ -482,5 +483,50 @@ func TestNewRouterRoutes(t *testing.T) {
 	}
 	if got := strings.Join(r.TrustDomains(), ","); got != "a.example,b.example" || len(r.Issuers()) != 0 {
 		t.Fatalf("TrustDomains() = %s, Issuers() = %v", got, r.Issuers())
+	}
+}
+
+// TestHeaderCache: a header passed once is remembered for its token type only; a
+// refused header is refused every time; the cache stays within its bounds.
+func TestHeaderCache(t *testing.T) {
+	at := compact(`{"alg":"ES256","kid":"cache-test","typ":"at+jwt"}`, goodPayload)
+	for range 2 {
+		if h, err := ParseHeaderInsecure(at, TypeAccessToken); err != nil || h != (Header{Alg: "ES256", Kid: "cache-test", Typ: "at+jwt"}) {
+			t.Fatalf("access token: %+v, %v", h, err)
+		}
+		// The same header presented as an ID token is refused, cached or not.
+		if _, err := ParseHeaderInsecure(at, TypeIDToken); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("at+jwt as an ID token: %v", err)
+		}
+	}
+	bad := compact(`{"alg":"ES256","alg":"none"}`, goodPayload)
+	for range 2 {
+		if _, err := ParseHeaderInsecure(bad, TypeJWT); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("duplicate alg: %v", err)
+		}
+	}
+	for i := range 2 * maxCachedHeaders {
+		tok := compact(fmt.Sprintf(`{"alg":"ES256","kid":"k%d"}`, i), goodPayload)
+		if h, err := ParseHeaderInsecure(tok, TypeJWT); err != nil || h.Kid != fmt.Sprintf("k%d", i) {
+			t.Fatalf("kid k%d: %+v, %v", i, h, err)
+		}
+	}
+	long := compact(`{"alg":"ES256","kid":"`+strings.Repeat("x", maxCachedHeaderLen)+`"}`, goodPayload)
+	if _, err := ParseHeaderInsecure(long, TypeJWT); err != nil {
+		t.Fatal(err)
+	}
+	headers.mu.RLock()
+	n := len(headers.m)
+	for k := range headers.m {
+		if len(k.seg) > maxCachedHeaderLen {
+			t.Errorf("a %d-byte header was cached", len(k.seg))
+		}
+		if strings.Contains(k.seg, ".") {
+			t.Errorf("cached key %q holds more than the header", k.seg)
+		}
+	}
+	headers.mu.RUnlock()
+	if n > maxCachedHeaders {
+		t.Errorf("%d headers cached, more than %d", n, maxCachedHeaders)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
-	"go.opentelemetry.io/otel/trace"
 )
 
 // The audit event envelope. Every audit event, whatever its kind, carries the
@@ -133,15 +132,8 @@ func (h eventHandler) WithGroup(name string) slog.Handler {
 // withEnvelope returns r with the envelope fields of ctx added.
 func withEnvelope(ctx context.Context, r slog.Record) slog.Record {
 	r = r.Clone()
-	r.AddAttrs(slog.Int("schema_version", AuditSchemaVersion), slog.String("event_id", newEventID()))
-	if info, ok := ctx.Value(requestInfoKey{}).(*requestInfo); ok {
-		r.AddAttrs(slog.String("request_id", info.id))
-		if info.userAgent != "" {
-			r.AddAttrs(slog.String("user_agent", info.userAgent))
-		}
-	}
-	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
-	}
+	a := make(attrFields, 0, 6)
+	envelopeFields(ctx, &a)
+	r.AddAttrs(a...)
 	return r
 }

@@ -54,7 +54,12 @@ func keyServer(t *testing.T, dir string, clock *keyClock, maxTTL time.Duration) 
 func (s *Server) testMint(t *testing.T, ttl time.Duration) (string, error) {
 	t.Helper()
 	now := s.now()
-	return s.minter.mint(&claims{Subject: "w", Audience: []string{"a"}, IssuedAt: now, Expiry: now.Add(ttl), ID: newTokenID(), ClientID: "c"})
+	tok, kid, err := s.minter.mintKID(&claims{Subject: "w", Audience: []string{"a"}, IssuedAt: now, Expiry: now.Add(ttl), ID: newTokenID(), ClientID: "c"})
+	if err == nil && headerKid(t, tok) != kid {
+		// The status list records the kid mintKID reports: it must be the signer's.
+		t.Fatalf("mintKID reports kid %q, the token's header says %q", kid, headerKid(t, tok))
+	}
+	return tok, err
 }
 
 func getJWKS(t *testing.T, s *Server) (jose.JSONWebKeySet, string) {

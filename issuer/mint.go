@@ -3,11 +3,9 @@ package issuer
 import (
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -146,7 +144,17 @@ func (m *minter) mintKID(c *claims) (string, string, error) {
 		buf = appendStatusClaim(buf, c.StatusURI, c.StatusIdx)
 	}
 	buf = append(buf, '}')
-	jws, err := m.signer.Sign(buf)
+	var (
+		jws *jose.JSONWebSignature
+		kid string
+		err error
+	)
+	if ks, ok := m.signer.(kidSigner); ok {
+		jws, kid, err = ks.signKID(buf)
+	} else {
+		jws, err = m.signer.Sign(buf)
+		kid = m.key.kid
+	}
 	if err != nil {
 		return "", "", fmt.Errorf("sign: %w", err)
 	}
@@ -154,23 +162,13 @@ func (m *minter) mintKID(c *claims) (string, string, error) {
 	if err != nil {
 		return "", "", err
 	}
-	return tok, headerKID(tok), nil
+	return tok, kid, nil
 }
 
-// headerKID reads the kid of a compact JWS's protected header ("" if none).
-func headerKID(tok string) string {
-	h, _, _ := strings.Cut(tok, ".")
-	raw, err := base64.RawURLEncoding.DecodeString(h)
-	if err != nil {
-		return ""
-	}
-	var hdr struct {
-		KID string `json:"kid"`
-	}
-	if json.Unmarshal(raw, &hdr) != nil {
-		return ""
-	}
-	return hdr.KID
+// kidSigner is a signer that says which key signed (the key ring's, whose active
+// key may change between two tokens).
+type kidSigner interface {
+	signKID(payload []byte) (*jose.JSONWebSignature, string, error)
 }
 
 // appendAct appends the nested act claim: {"sub":..,"iss":..,"act":{...}}.
@@ -205,20 +203,25 @@ func appendJSONString(buf []byte, s string) []byte {
 const hexDigits = "0123456789abcdef"
 
 // appendJSONStringBody appends s escaped for a JSON string, without quotes. Invalid
-// UTF-8 becomes U+FFFD, as encoding/json does.
+// UTF-8 becomes U+FFFD, as encoding/json does. Runs of bytes that need no escape
+// are copied at once.
 func appendJSONStringBody(buf []byte, s string) []byte {
+	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
+		if jsonPlain[c] {
+			i++
+			continue
+		}
+		buf = append(buf, s[start:i]...)
 		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
+			if c == '"' || c == '\\' {
 				buf = append(buf, '\\', c)
-			case c < 0x20:
+			} else { // a control character
 				buf = append(buf, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			default:
-				buf = append(buf, c)
 			}
 			i++
+			start = i
 			continue
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
@@ -231,6 +234,16 @@ func appendJSONStringBody(buf []byte, s string) []byte {
 			buf = append(buf, s[i:i+size]...)
 		}
 		i += size
+		start = i
 	}
-	return buf
+	return append(buf, s[start:]...)
 }
+
+// jsonPlain marks the bytes a JSON string holds as they are: ASCII but for
+// control characters, '"' and '\\'.
+var jsonPlain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()

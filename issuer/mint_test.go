@@ -39,9 +39,12 @@ func TestMintClaimsRoundTrip(t *testing.T) {
 		IssuedAt: now, Expiry: now.Add(time.Minute),
 		ID: "jti-1", ClientID: "client", Scopes: []string{"a", "b"}, Upstream: "up",
 	}
-	tok, err := m.mint(c)
+	tok, kid, err := m.mintKID(c)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if kid != m.key.kid {
+		t.Fatalf("mintKID reports kid %q, want %q", kid, m.key.kid)
 	}
 	jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {

@@ -126,11 +126,5 @@ func (a *refusalAudit) close() error {
 // clientAddrAttr is the client_addr of audit events: the client's address
 // after trusted proxies; a per-IP key of an IPv6 client as its /64.
 func clientAddrAttr(a netip.Addr, key bool) slog.Attr {
-	switch {
-	case !a.IsValid():
-		return slog.String("client_addr", "unknown")
-	case key && a.Is6():
-		return slog.String("client_addr", netip.PrefixFrom(a, 64).String())
-	}
-	return slog.String("client_addr", a.String())
+	return slog.String("client_addr", clientAddr(a, key))
 }

@@ -287,21 +287,28 @@ type ringSigner struct {
 func (s *ringSigner) Options() jose.SignerOptions { return s.opts }
 
 func (s *ringSigner) Sign(payload []byte) (*jose.JSONWebSignature, error) {
+	jws, _, err := s.signKID(payload)
+	return jws, err
+}
+
+// signKID signs with the ring's active key and returns its kid.
+func (s *ringSigner) signKID(payload []byte) (*jose.JSONWebSignature, string, error) {
 	r := s.m.current()
 	k := r.active
 	exp, ok := payloadExp(payload)
 	if !ok {
-		return nil, errors.New("token has no exp")
+		return nil, "", errors.New("token has no exp")
 	}
 	// A token must never outlive its key's verification window.
 	if drop, scheduled := r.dropAt[k.kid]; scheduled && exp > drop.Unix() {
-		return nil, fmt.Errorf("key %s leaves the JWKS at %s, before the token expires", k.kid, drop.UTC().Format(time.RFC3339))
+		return nil, "", fmt.Errorf("key %s leaves the JWKS at %s, before the token expires", k.kid, drop.UTC().Format(time.RFC3339))
 	}
 	js, err := k.jose()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return js.Sign(payload)
+	jws, err := js.Sign(payload)
+	return jws, k.kid, err
 }
 
 // payloadExp reads exp from a claims set built by minter.mint, where the top-level

@@ -10,9 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/bits"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -124,6 +126,9 @@ type statusLists struct {
 	// writes).
 	closed bool
 
+	// classes remembers the class of each subject's last token.
+	classes classCache
+
 	smu       sync.Mutex
 	served    map[string]*servedList
 	signers   map[string]jose.Signer // kid -> signer with typ statuslist+jwt
@@ -144,6 +149,7 @@ type openList struct {
 	// written, classes already written, retired (no more records), the last
 	// write.
 	pending        []byte
+	scratch        [32]byte // permute's
 	pendingClasses map[string][]byte
 	known          map[string]struct{}
 	retired        bool
@@ -255,18 +261,20 @@ func (s *statusLists) rotate(ctx context.Context, now time.Time) error {
 
 // permute maps n < 2^w to a unique index < 2^w: a 4-round Feistel network over
 // the smallest even width >= w, with AES as round function, cycle-walking back
-// into [0, 2^w).
-func permute(blk cipher.Block, w int, n uint32) uint32 {
+// into [0, 2^w). scratch is the caller's (a block's input and output escape
+// through the interface call: kept by the list, they cost no allocation).
+func permute(blk cipher.Block, w int, n uint32, scratch *[32]byte) uint32 {
 	half := (w + 1) / 2
 	mask := uint32(1)<<half - 1
+	in, out := scratch[:16], scratch[16:]
 	x := n
 	for {
 		l, r := x>>half, x&mask
 		for round := range 4 {
-			var in, out [16]byte
+			clear(in)
 			in[0] = byte(round)
 			binary.BigEndian.PutUint32(in[1:5], r)
-			blk.Encrypt(out[:], in[:])
+			blk.Encrypt(out, in)
 			l, r = r, l^(binary.BigEndian.Uint32(out[:4])&mask)
 		}
 		x = l<<half | r
@@ -287,7 +295,7 @@ func (s *statusLists) record(ctx context.Context, c *claims, kid string) (string
 		Subject: c.Subject, Upstream: c.Upstream, ClientID: c.ClientID, Audiences: c.Audience,
 		Attributes: c.Attributes, Binding: c.Binding, KeyID: kid,
 	}
-	classID, enc := revocation.EncodeStatusClass(&f)
+	classID, enc := s.classes.encode(&f)
 	now := s.now()
 	for range 3 {
 		s.mu.Lock()
@@ -309,7 +317,7 @@ func (s *statusLists) record(ctx context.Context, c *claims, kid string) (string
 		}
 		n := l.next
 		l.next++
-		idx := permute(l.perm, l.exp, n)
+		idx := permute(l.perm, l.exp, n, &l.scratch)
 		l.pending = revocation.AppendStatusRecord(l.pending,
 			revocation.StatusRecord{Index: idx, IssuedAt: c.IssuedAt, JTI: c.ID, Class: classID})
 		if _, ok := l.known[classID]; !ok {
@@ -319,6 +327,53 @@ func (s *statusLists) record(ctx context.Context, c *claims, kid string) (string
 		return s.base + l.name, idx, nil
 	}
 	return "", 0, errors.New("status list: no open list")
+}
+
+// classCache remembers, by subject, the class of the last token minted
+// (revocation.EncodeStatusClass): a workload's tokens nearly always share their
+// class, so the JSON encoding and its hash are computed once per change rather
+// than once per token. A hit is checked against every fact of the class.
+type classCache struct {
+	mu sync.Mutex
+	m  map[string]*cachedClass
+}
+
+type cachedClass struct {
+	f   revocation.Facts // a copy, never changed
+	id  string
+	enc []byte
+}
+
+// maxCachedClasses bounds the cache; when full it starts over.
+const maxCachedClasses = 4096
+
+// encode returns what revocation.EncodeStatusClass returns for f.
+func (c *classCache) encode(f *revocation.Facts) (string, []byte) {
+	c.mu.Lock()
+	e := c.m[f.Subject]
+	c.mu.Unlock()
+	if e != nil && sameClass(&e.f, f) {
+		return e.id, e.enc
+	}
+	id, enc := revocation.EncodeStatusClass(f)
+	e = &cachedClass{f: *f, id: id, enc: enc}
+	e.f.Audiences = slices.Clone(f.Audiences)
+	e.f.Attributes = maps.Clone(f.Attributes)
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxCachedClasses {
+		c.m = make(map[string]*cachedClass)
+	}
+	c.m[f.Subject] = e
+	c.mu.Unlock()
+	return id, enc
+}
+
+// sameClass reports whether a and b have the same class: the facts
+// EncodeStatusClass encodes are equal.
+func sameClass(a, b *revocation.Facts) bool {
+	return a.Subject == b.Subject && a.Upstream == b.Upstream && a.ClientID == b.ClientID &&
+		a.Binding == b.Binding && a.KeyID == b.KeyID &&
+		slices.Equal(a.Audiences, b.Audiences) && maps.Equal(a.Attributes, b.Attributes)
 }
 
 // flusher writes the pending records every flushEvery.

@@ -231,7 +231,7 @@ func TestPermuteIsABijection(t *testing.T) {
 		seen := make([]bool, 1<<w)
 		inOrder := 0
 		for n := range uint32(1 << w) {
-			x := permute(ol.perm, w, n)
+			x := permute(ol.perm, w, n, &ol.scratch)
 			if x >= 1<<w || seen[x] {
 				t.Fatalf("width %d: %d -> %d (out of range or repeated)", w, n, x)
 			}
@@ -304,4 +304,41 @@ func TestStatusListAfterRFC7009Revoke(t *testing.T) {
 		t.Fatalf("/revoke: %d %s", rr.status, rr.raw)
 	}
 	waitStatus(t, ts, uri, idx, revocation.StatusInvalid)
+}
+
+// TestClassCache: the cached class of a subject is used only for facts of the
+// same class; any other fact changed gives EncodeStatusClass's answer.
+func TestClassCache(t *testing.T) {
+	base := func() *revocation.Facts {
+		return &revocation.Facts{Subject: "s", Upstream: "u", ClientID: "c", Audiences: []string{"a1", "a2"},
+			Attributes: map[string]string{"ns": "payments"}, Binding: "b", KeyID: "k1"}
+	}
+	edits := map[string]func(*revocation.Facts){
+		"none":            func(*revocation.Facts) {},
+		"upstream":        func(f *revocation.Facts) { f.Upstream = "u2" },
+		"client":          func(f *revocation.Facts) { f.ClientID = "c2" },
+		"audience":        func(f *revocation.Facts) { f.Audiences = []string{"a1"} },
+		"audience order":  func(f *revocation.Facts) { f.Audiences = []string{"a2", "a1"} },
+		"attribute value": func(f *revocation.Facts) { f.Attributes = map[string]string{"ns": "billing"} },
+		"attribute added": func(f *revocation.Facts) { f.Attributes["pod"] = "p" },
+		"no attributes":   func(f *revocation.Facts) { f.Attributes = nil },
+		"binding":         func(f *revocation.Facts) { f.Binding = "b2" },
+		"kid":             func(f *revocation.Facts) { f.KeyID = "k2" },
+	}
+	for name, edit := range edits {
+		var c classCache
+		first := base()
+		c.encode(first)
+		first.Attributes["ns"] = "changed after" // the cache kept a copy
+		f := base()
+		edit(f)
+		gotID, gotEnc := c.encode(f)
+		wantID, wantEnc := revocation.EncodeStatusClass(f)
+		if gotID != wantID || string(gotEnc) != string(wantEnc) {
+			t.Errorf("%s: cached class %s, want %s", name, gotEnc, wantEnc)
+		}
+		if again, _ := c.encode(f); again != wantID {
+			t.Errorf("%s: second lookup gave another class", name)
+		}
+	}
 }

@@ -7,11 +7,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -158,71 +156,7 @@ type exchangeEvent struct {
 // audit writes one structured event per exchange decision to the audit log;
 // durable (an issued token) waits for it to be written under fail_closed.
 func (s *tokenService) audit(ctx context.Context, ev *exchangeEvent, durable bool) error {
-	attrs := make([]slog.Attr, 0, 22)
-	attrs = append(attrs, slog.String("event", "exchange"), slog.String("outcome", ev.outcome), clientAddrAttr(ev.clientAddr, false))
-	if ev.code != "" {
-		attrs = append(attrs, slog.String("error", ev.code))
-	}
-	if ev.workload != nil {
-		attrs = append(attrs, slog.String("upstream", ev.workload.Upstream), slog.String("sub", ev.workload.ID))
-		if ev.workload.Issuer != "" {
-			attrs = append(attrs, slog.String("upstream_iss", ev.workload.Issuer))
-		}
-	}
-	if ev.actor != nil {
-		attrs = append(attrs, slog.String("actor_upstream", ev.actor.Upstream), slog.String("actor", ev.actor.ID))
-		if ev.actor.Issuer != "" {
-			attrs = append(attrs, slog.String("actor_iss", ev.actor.Issuer))
-		}
-	}
-	if ev.client != nil {
-		attrs = append(attrs, slog.String("client", ev.client.ID), slog.String("client_auth", ev.clientAuth))
-	}
-	if len(ev.audiences) > 0 {
-		attrs = append(attrs, slog.Any("aud", jsonStrings(ev.audiences)))
-	}
-	if len(ev.requestedAud) > 0 {
-		attrs = append(attrs, slog.Any("requested_audience", jsonStrings(ev.requestedAud)))
-	}
-	if len(ev.requestedResource) > 0 {
-		attrs = append(attrs, slog.Any("requested_resource", jsonStrings(ev.requestedResource)))
-	}
-	if len(ev.requestedScopes) > 0 {
-		attrs = append(attrs, slog.Any("requested_scope", jsonStrings(ev.requestedScopes)))
-	}
-	if ev.rule != "" {
-		attrs = append(attrs, slog.String("rule", ev.rule))
-	}
-	if ev.reason != "" {
-		attrs = append(attrs, slog.String("reason", ev.reason))
-	}
-	if ev.blockEntry != "" {
-		attrs = append(attrs, slog.String("revocation_entry", ev.blockEntry))
-	}
-	if c := ev.condition; c != nil {
-		attrs = append(attrs, slog.String("refused_by_upstream", c.Upstream), slog.String("upstream_condition", c.Check))
-	}
-	if ev.jti != "" {
-		attrs = append(attrs, slog.String("jti", ev.jti), slog.Int64("exp", ev.expiry.Unix()))
-		if len(ev.scopes) > 0 {
-			attrs = append(attrs, slog.String("scope", strings.Join(ev.scopes, " ")))
-		}
-	}
-	for _, a := range ev.audited {
-		attrs = append(attrs, slog.Group("audit_rule", slog.String("rule", a.Rule), slog.String("would", a.Would)))
-	}
-	if ev.subjectTokenSHA != "" {
-		attrs = append(attrs, slog.String("subject_token_sha256", ev.subjectTokenSHA))
-	}
-	level := slog.LevelInfo
-	if ev.code == codeTemporarilyUnavailable || ev.code == codeServerError {
-		level = slog.LevelWarn
-	}
-	if durable {
-		return s.auditDurable(ctx, level, "exchange", attrs...)
-	}
-	s.auditLog.LogAttrs(ctx, level, "exchange", attrs...)
-	return nil
+	return s.auditEvent(ctx, ev.level(), "exchange", ev.fields, durable)
 }
 
 // copyAttributes returns the workload attributes the deciding rule asked to copy

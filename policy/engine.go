@@ -66,45 +66,10 @@ func (t *tracer) refuse(o Outcome, reason string) Decision {
 }
 
 func (p *Policy) decide(req *Request, t *tracer) Decision {
-	if p == nil {
-		return t.refuse(DenyNoRule, "no policy is loaded")
+	if d, refused := checkRequest(p, req, t); refused {
+		return d
 	}
 	w := req.Workload
-	if w == nil {
-		return t.refuse(DenyNoRule, "the request has no attested workload")
-	}
-	if w.Upstream == "" || w.Subject == "" {
-		return t.refuse(DenyRequest, "the workload has no upstream or no subject")
-	}
-	if req.Now.IsZero() {
-		return t.refuse(DenyRequest, "the request has no time (Request.Now is zero)")
-	}
-	n := len(req.Audiences) + len(req.Resources)
-	if n == 0 {
-		return t.refuse(DenyTarget, "no audience or resource requested")
-	}
-	if n > MaxTargets {
-		return t.refuse(DenyTarget, fmt.Sprintf("%d targets requested, more than the %d allowed", n, MaxTargets))
-	}
-	if len(req.Scopes) > MaxScopes {
-		return t.refuse(DenyScope, fmt.Sprintf("%d scopes requested, more than the %d allowed", len(req.Scopes), MaxScopes))
-	}
-	if req.Actor == nil && req.DelegationDepth != 0 {
-		return t.refuse(DenyRequest, fmt.Sprintf("delegation depth %d without an actor", req.DelegationDepth))
-	}
-	if req.Actor != nil {
-		if req.Actor.Upstream == "" || req.Actor.Subject == "" {
-			return t.refuse(DenyRequest, "the actor has no upstream or no subject")
-		}
-		if req.DelegationDepth < 1 {
-			return t.refuse(DenyRequest, fmt.Sprintf("an actor with delegation depth %d (at least 1)", req.DelegationDepth))
-		}
-		if reason := checkMayAct(w, req.Actor); reason != "" {
-			t.add(TraceStep{Verdict: VerdictMayAct, Decided: true, Detail: reason})
-			return Decision{Outcome: DenyActor, Reason: reason}
-		}
-	}
-
 	c := evalCtx{
 		req:     *req,
 		targets: joinUnique(req.Audiences, req.Resources),
@@ -127,38 +92,12 @@ func (p *Policy) decide(req *Request, t *tracer) Decision {
 	}
 	c.bruteForce = p.bruteForce
 
-	var d Decision
-	decided := false
 	// Deny rules first: an explicit deny beats any allow, wherever it is written.
-	for _, r := range cands {
-		if !r.deny || r.audit {
-			continue
-		}
-		res := r.evalDeny(&c)
-		applies := res.v == vApplies
-		t.step(r, &c, res, applies && !decided)
-		if applies && !decided {
-			d, decided = denyRule(r, w, res), true
-			if t == nil {
-				break
-			}
-		}
-	}
+	d, decided := firstDeny(cands, &c, t)
 	// Then the first allow rule that grants the whole request by itself. Targets
 	// and scopes granted by different rules are never combined.
-	for _, r := range cands {
-		if r.deny || r.audit {
-			continue
-		}
-		if decided && t == nil {
-			break
-		}
-		res := r.evalAllow(&c)
-		applies := res.v == vApplies
-		t.step(r, &c, res, applies && !decided)
-		if applies && !decided {
-			d, decided = grant(r, &c), true
-		}
+	if a, granted := firstAllow(cands, &c, t, decided); granted {
+		d, decided = a, true
 	}
 	if !decided {
 		all := cands
@@ -171,34 +110,138 @@ func (p *Policy) decide(req *Request, t *tracer) Decision {
 		d = refusal(all, &c)
 	}
 	// Audit rules never change the outcome; they report what they would do.
+	d.Audited = auditHits(cands, &c, t, d.Outcome)
+	if !decided {
+		// No single rule decided the refusal: say why at the end.
+		t.add(TraceStep{Verdict: VerdictRefused, Decided: true, Detail: d.Reason})
+	}
+	return d
+}
+
+// checkRequest refuses, before any rule is looked at, a request that no rule
+// may be asked about: no policy, no workload, no time, no or too many targets,
+// too many scopes, an inconsistent delegation, or an actor the subject token
+// does not allow (may_act).
+func checkRequest(p *Policy, req *Request, t *tracer) (Decision, bool) {
+	w := req.Workload
+	switch {
+	case p == nil:
+		return t.refuse(DenyNoRule, "no policy is loaded"), true
+	case w == nil:
+		return t.refuse(DenyNoRule, "the request has no attested workload"), true
+	case w.Upstream == "" || w.Subject == "":
+		return t.refuse(DenyRequest, "the workload has no upstream or no subject"), true
+	case req.Now.IsZero():
+		return t.refuse(DenyRequest, "the request has no time (Request.Now is zero)"), true
+	}
+	n := len(req.Audiences) + len(req.Resources)
+	switch {
+	case n == 0:
+		return t.refuse(DenyTarget, "no audience or resource requested"), true
+	case n > MaxTargets:
+		return t.refuse(DenyTarget, fmt.Sprintf("%d targets requested, more than the %d allowed", n, MaxTargets)), true
+	case len(req.Scopes) > MaxScopes:
+		return t.refuse(DenyScope, fmt.Sprintf("%d scopes requested, more than the %d allowed", len(req.Scopes), MaxScopes)), true
+	}
+	return checkDelegation(req, t)
+}
+
+// checkDelegation is checkRequest's part for the actor and delegation depth.
+func checkDelegation(req *Request, t *tracer) (Decision, bool) {
+	if req.Actor == nil {
+		if req.DelegationDepth != 0 {
+			return t.refuse(DenyRequest, fmt.Sprintf("delegation depth %d without an actor", req.DelegationDepth)), true
+		}
+		return Decision{}, false
+	}
+	if req.Actor.Upstream == "" || req.Actor.Subject == "" {
+		return t.refuse(DenyRequest, "the actor has no upstream or no subject"), true
+	}
+	if req.DelegationDepth < 1 {
+		return t.refuse(DenyRequest, fmt.Sprintf("an actor with delegation depth %d (at least 1)", req.DelegationDepth)), true
+	}
+	if reason := checkMayAct(req.Workload, req.Actor); reason != "" {
+		t.add(TraceStep{Verdict: VerdictMayAct, Decided: true, Detail: reason})
+		return Decision{Outcome: DenyActor, Reason: reason}, true
+	}
+	return Decision{}, false
+}
+
+// firstDeny evaluates the enforced deny rules among cands and returns the
+// decision of the first that applies. With a tracer it evaluates them all.
+func firstDeny(cands []*rule, c *evalCtx, t *tracer) (Decision, bool) {
+	var d Decision
+	decided := false
+	for _, r := range cands {
+		if !r.deny || r.audit {
+			continue
+		}
+		res := r.evalDeny(c)
+		applies := res.v == vApplies
+		t.step(r, c, res, applies && !decided)
+		if applies && !decided {
+			d, decided = denyRule(r, c.req.Workload, res), true
+			if t == nil {
+				break
+			}
+		}
+	}
+	return d, decided
+}
+
+// firstAllow evaluates the enforced allow rules among cands and returns the
+// grant of the first that grants the whole request. With denied set (a deny
+// rule decided) no allow rule decides: without a tracer none is evaluated, with
+// one they all are, for the trace.
+func firstAllow(cands []*rule, c *evalCtx, t *tracer, denied bool) (Decision, bool) {
+	var d Decision
+	decided := denied
+	granted := false
+	for _, r := range cands {
+		if r.deny || r.audit {
+			continue
+		}
+		if decided && t == nil {
+			break
+		}
+		res := r.evalAllow(c)
+		applies := res.v == vApplies
+		t.step(r, c, res, applies && !decided)
+		if applies && !decided {
+			d, decided, granted = grant(r, c), true, true
+		}
+	}
+	return d, granted
+}
+
+// auditHits evaluates the audit rules among cands: what each would have done to
+// a request whose outcome is outcome.
+func auditHits(cands []*rule, c *evalCtx, t *tracer, outcome Outcome) []AuditHit {
+	var hits []AuditHit
 	for _, r := range cands {
 		if !r.audit {
 			continue
 		}
 		var res ruleResult
 		if r.deny {
-			res = r.evalDeny(&c)
+			res = r.evalDeny(c)
 		} else {
-			res = r.evalAllow(&c)
+			res = r.evalAllow(c)
 		}
-		t.step(r, &c, res, false)
+		t.step(r, c, res, false)
 		if res.v != vApplies {
 			continue
 		}
 		hit := AuditHit{Rule: r.name, Effect: EffectDeny, Would: DenyRule.String()}
 		if !r.deny {
 			hit.Effect = EffectAllow
-			if d.Outcome != DenyRule {
+			if outcome != DenyRule {
 				hit.Would = Allow.String()
 			}
 		}
-		d.Audited = append(d.Audited, hit)
+		hits = append(hits, hit)
 	}
-	if !decided {
-		// No single rule decided the refusal: say why at the end.
-		t.add(TraceStep{Verdict: VerdictRefused, Decided: true, Detail: d.Reason})
-	}
-	return d
+	return hits
 }
 
 // evalCtx is one decision's view of the request.
@@ -690,30 +733,9 @@ func refusal(cands []*rule, c *evalCtx) Decision {
 		best = max(best, res.v.stage())
 		results = append(results, ruleOutcome{r, res})
 	}
-	// nearest is the first rule at stage, or the first rule that grants every
-	// requested target and got furthest when it is at stage.
-	hint, hasHint := nearestGranting(results, c)
-	nearest := func(stage int) ruleOutcome {
-		if hasHint && hint.v.stage() == stage {
-			return hint
-		}
-		for _, x := range results {
-			if x.v.stage() == stage {
-				return x
-			}
-		}
-		panic("policy: no rule at the best stage")
-	}
-	// from returns the rules that got to stage or beyond.
-	from := func(stage int) []*rule {
-		var out []*rule
-		for _, x := range results {
-			if x.v.stage() >= stage {
-				out = append(out, x.r)
-			}
-		}
-		return out
-	}
+	st := stages{results: results}
+	st.hint, st.hasHint = nearestGranting(results, c)
+	hint, hasHint, nearest, from := st.hint, st.hasHint, st.nearest, st.from
 	switch best {
 	case stageSubject:
 		return Decision{Outcome: DenyNoRule, Reason: noRuleReason(w)}
@@ -747,6 +769,38 @@ func refusal(cands []*rule, c *evalCtx) Decision {
 		x := nearest(stageWhen)
 		return whenRefusal(x.r, c, x.ruleResult)
 	}
+}
+
+// stages are the verdicts of the enforced allow rules of a refusal: hint is the
+// first rule that grants every requested target and got furthest (when hasHint).
+type stages struct {
+	results []ruleOutcome
+	hint    ruleOutcome
+	hasHint bool
+}
+
+// nearest is the first rule at stage, or the hint when it is at stage.
+func (s *stages) nearest(stage int) ruleOutcome {
+	if s.hasHint && s.hint.v.stage() == stage {
+		return s.hint
+	}
+	for _, x := range s.results {
+		if x.v.stage() == stage {
+			return x
+		}
+	}
+	panic("policy: no rule at the best stage")
+}
+
+// from returns the rules that got to stage or beyond.
+func (s *stages) from(stage int) []*rule {
+	var out []*rule
+	for _, x := range s.results {
+		if x.v.stage() >= stage {
+			out = append(out, x.r)
+		}
+	}
+	return out
 }
 
 // whenRefusal is the refusal of a request that rule r would grant but for its

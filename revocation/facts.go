@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -68,10 +69,71 @@ func (f *Facts) Anchors() []string {
 	if f == nil {
 		return nil
 	}
-	var out []string
+	out := make([]string, 0, f.AnchorCount())
+	f.EachAnchor(func(a []byte) { out = append(out, string(a)) })
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// AnchorCount is how many anchors EachAnchor yields for f (an upper bound of
+// len(f.Anchors()), which drops repeats), counted without building them.
+func (f *Facts) AnchorCount() int {
+	if f == nil {
+		return 0
+	}
+	n := 0
+	for _, v := range [...]string{f.JTI, f.KeyID, f.Subject, f.ClientID, f.Binding, f.Upstream, f.TrustDomain} {
+		if v != "" {
+			n++
+		}
+	}
+	for name, v := range f.Attributes {
+		if v != "" && checkAttrName(name) == nil {
+			n++
+		}
+	}
+	for _, a := range f.Audiences {
+		if a != "" {
+			n++
+		}
+	}
+	return n + f.subPrefixes()
+}
+
+// subPrefixes is the number of "sub^P" anchors of f.
+func (f *Facts) subPrefixes() int {
+	n := 0
+	for i := 0; i < len(f.Subject) && n < MaxSubPrefixes; i++ {
+		if c := f.Subject[i]; c == '/' || c == ':' {
+			n++
+		}
+	}
+	return n
+}
+
+// anchorBufs holds the scratch buffers of EachAnchor.
+var anchorBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+
+// EachAnchor calls fn with each anchor of f (see Anchors), in no particular order
+// and possibly repeated, built in a pooled buffer (no allocation per call). The
+// bytes are valid only during the call: a lookup such as m[string(a)] does not
+// copy them.
+func (f *Facts) EachAnchor(fn func(anchor []byte)) {
+	if f == nil {
+		return
+	}
+	bp := anchorBufs.Get().(*[]byte)
+	buf := (*bp)[:0]
+	defer func() {
+		if cap(buf) <= 4096 {
+			*bp = buf[:0]
+			anchorBufs.Put(bp)
+		}
+	}()
 	add := func(key, v string) {
 		if v != "" {
-			out = append(out, key+"="+v)
+			buf = append(append(append(buf[:0], key...), '='), v...)
+			fn(buf)
 		}
 	}
 	add(KeyJTI, f.JTI)
@@ -80,8 +142,9 @@ func (f *Facts) Anchors() []string {
 	add(KeyClientID, f.ClientID)
 	add(KeyBinding, f.Binding)
 	for name, v := range f.Attributes {
-		if checkAttrName(name) == nil {
-			add(KeyAttrPrefix+name, v)
+		if v != "" && checkAttrName(name) == nil {
+			buf = append(append(append(append(buf[:0], KeyAttrPrefix...), name...), '='), v...)
+			fn(buf)
 		}
 	}
 	for _, a := range f.Audiences {
@@ -92,12 +155,11 @@ func (f *Facts) Anchors() []string {
 	n := 0
 	for i := 0; i < len(f.Subject) && n < MaxSubPrefixes; i++ {
 		if c := f.Subject[i]; c == '/' || c == ':' {
-			out = append(out, KeySubject+"^"+f.Subject[:i+1])
+			buf = append(append(append(buf[:0], KeySubject...), '^'), f.Subject[:i+1]...)
+			fn(buf)
 			n++
 		}
 	}
-	slices.Sort(out)
-	return slices.Compact(out)
 }
 
 // FactsFromClaims reads the facts of a token from its verified claims: jti, sub,

@@ -171,17 +171,19 @@ func (x *Index) find(f *Facts, ok func(*indexed) bool) *Entry {
 	if f == nil {
 		return nil
 	}
-	anchors := f.Anchors()
 	x.mu.RLock()
 	defer x.mu.RUnlock()
+	if len(x.buckets) == 0 {
+		return nil
+	}
 	var best *indexed
-	for _, a := range anchors {
-		for _, it := range x.buckets[a] {
+	f.EachAnchor(func(a []byte) {
+		for _, it := range x.buckets[string(a)] {
 			if ok(it) && (best == nil || laterEntry(it.entry, best.entry)) {
 				best = it
 			}
 		}
-	}
+	})
 	if best == nil {
 		return nil
 	}

@@ -257,7 +257,7 @@ func (s *Store) Admit(ctx context.Context, f *revocation.Facts, instance string)
 	if err := s.check(ctx); err != nil {
 		return revocation.Admission{}, err
 	}
-	if _, err := backend.CheckFacts(f); err != nil {
+	if err := backend.CheckFacts(f); err != nil {
 		return revocation.Admission{}, err
 	}
 	if instance != "" {
@@ -312,7 +312,7 @@ func (s *Store) Revoked(ctx context.Context, f *revocation.Facts) (*revocation.E
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	if _, err := backend.CheckFacts(f); err != nil {
+	if err := backend.CheckFacts(f); err != nil {
 		return nil, err
 	}
 	return s.index.Revoked(f, s.now()), nil

@@ -214,6 +214,30 @@ func (s *Store) bucketKey(kind revocation.Kind, openEnded bool, anchor string) s
 	}
 }
 
+// blockBuckets are the keys of both block buckets (bounded and open-ended) of
+// each anchor of f; revokeBuckets those of its revoke buckets. Built from
+// f.EachAnchor: an anchor f repeats gives its keys twice, which reads the same
+// entries twice and changes nothing.
+func (s *Store) blockBuckets(f *revocation.Facts) []string {
+	keys := make([]string, 0, 2*f.AnchorCount())
+	var h []byte
+	f.EachAnchor(func(a []byte) {
+		h = backend.AppendHash(h[:0], a) // both block buckets of an anchor share its hash
+		keys = append(keys, s.prefix+"b:"+string(h), s.prefix+"o:"+string(h))
+	})
+	return keys
+}
+
+func (s *Store) revokeBuckets(f *revocation.Facts) []string {
+	keys := make([]string, 0, f.AnchorCount())
+	var h []byte
+	f.EachAnchor(func(a []byte) {
+		h = backend.AppendHash(h[:0], a)
+		keys = append(keys, s.prefix+"r:"+string(h))
+	})
+	return keys
+}
+
 func ms(d time.Duration) int64 { return d.Milliseconds() }
 
 // jsonString returns s as a JSON string literal.
@@ -506,8 +530,7 @@ func (s *Store) check(ctx context.Context, instance string, buckets []string) (t
 // Admit implements revocation.Store in one script (one round trip): the blocks
 // filed under the facts' anchors, Redis TIME and the instance's fingerprint.
 func (s *Store) Admit(ctx context.Context, f *revocation.Facts, instance string) (revocation.Admission, error) {
-	anchors, err := backend.CheckFacts(f)
-	if err != nil {
+	if err := backend.CheckFacts(f); err != nil {
 		return revocation.Admission{}, err
 	}
 	if instance != "" {
@@ -515,11 +538,7 @@ func (s *Store) Admit(ctx context.Context, f *revocation.Facts, instance string)
 			return revocation.Admission{}, err
 		}
 	}
-	buckets := make([]string, 0, 2*len(anchors))
-	for _, a := range anchors {
-		h := backend.Hash(a) // both block buckets of an anchor share its hash
-		buckets = append(buckets, s.prefix+"b:"+h, s.prefix+"o:"+h)
-	}
+	buckets := s.blockBuckets(f)
 	now, fp, entries, err := s.check(ctx, instance, buckets)
 	if err != nil {
 		return revocation.Admission{}, err
@@ -546,14 +565,10 @@ func later(a, b revocation.Entry) bool {
 
 // Revoked implements revocation.Store in one script over the facts' anchors.
 func (s *Store) Revoked(ctx context.Context, f *revocation.Facts) (*revocation.Entry, error) {
-	anchors, err := backend.CheckFacts(f)
-	if err != nil {
+	if err := backend.CheckFacts(f); err != nil {
 		return nil, err
 	}
-	buckets := make([]string, len(anchors))
-	for i, a := range anchors {
-		buckets[i] = s.bucketKey(revocation.KindRevoke, false, a)
-	}
+	buckets := s.revokeBuckets(f)
 	now, _, entries, err := s.check(ctx, "", buckets)
 	if err != nil {
 		return nil, err

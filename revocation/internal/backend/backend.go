@@ -122,17 +122,17 @@ func CheckInstance(instance string) error {
 	return nil
 }
 
-// CheckFacts refuses a nil Facts and facts with more than maxAnchors anchors
-// (refusing fails closed; skipping anchors would not).
-func CheckFacts(f *revocation.Facts) ([]string, error) {
+// CheckFacts refuses a nil Facts and facts with more than MaxAnchors anchors
+// (refusing fails closed; skipping anchors would not). The anchors are counted,
+// not built: a store that needs them calls f.Anchors (or f.EachAnchor).
+func CheckFacts(f *revocation.Facts) error {
 	if f == nil {
-		return nil, Invalid("nil facts")
+		return Invalid("nil facts")
 	}
-	a := f.Anchors()
-	if len(a) > MaxAnchors {
-		return nil, Invalid("facts have %d anchors, more than %d", len(a), MaxAnchors)
+	if n := f.AnchorCount(); n > MaxAnchors {
+		return Invalid("facts have %d anchors, more than %d", n, MaxAnchors)
 	}
-	return a, nil
+	return nil
 }
 
 // MaxAnchors bounds the buckets one check reads.
@@ -183,6 +183,12 @@ func NewID() string { return rand.Text() }
 func Hash(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:16])
+}
+
+// AppendHash appends Hash(string(b)) to dst.
+func AppendHash(dst, b []byte) []byte {
+	sum := sha256.Sum256(b)
+	return hex.AppendEncode(dst, sum[:16])
 }
 
 // IssuedAt is Admit's iat: the earlier of the store's clock and the caller's,
