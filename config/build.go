@@ -184,9 +184,9 @@ func Check(ctx context.Context, cfg *Config) error {
 	}
 	if cfg.Audit.Path != "" {
 		if fi, err := os.Stat(filepath.Dir(cfg.Path(cfg.Audit.Path))); err != nil {
-			errs = append(errs, fmt.Errorf("audit.path: %w", err))
+			errs = append(errs, cfg.errAt(err, "audit", "path"))
 		} else if !fi.IsDir() {
-			errs = append(errs, fmt.Errorf("audit.path: %s is not a directory", filepath.Dir(cfg.Path(cfg.Audit.Path))))
+			errs = append(errs, cfg.errAt(fmt.Errorf("%s is not a directory", filepath.Dir(cfg.Path(cfg.Audit.Path))), "audit", "path"))
 		}
 	}
 	if err := cfg.Tracing.check(cfg); err != nil {
@@ -199,7 +199,7 @@ func Check(ctx context.Context, cfg *Config) error {
 	}
 	if cfg.Revocation.Backend == "redis" && cfg.Revocation.Redis.PasswordFile != "" {
 		if _, err := os.Stat(cfg.Path(cfg.Revocation.Redis.PasswordFile)); err != nil {
-			errs = append(errs, fmt.Errorf("revocation.redis.password_file: %w", err))
+			errs = append(errs, cfg.errAt(err, "revocation", "redis", "password_file"))
 		}
 	}
 	return errors.Join(errs...)
@@ -233,19 +233,19 @@ func buildAttester(ctx context.Context, cfg *Config, o Options) (router *attest.
 		}
 	}
 	var errs []error
-	for _, u := range cfg.Upstreams {
+	for i, u := range cfg.Upstreams {
 		switch u.Kind {
 		case "spiffe":
 			sc := spiffeConfig(cfg, u, o)
 			guard, err := attrs.NewGuard(u.guardConfig())
 			if err != nil {
-				errs = append(errs, fmt.Errorf("upstream %s: %w", u.Name, err))
+				errs = append(errs, cfg.errAt(fmt.Errorf("upstream %s: %w", u.Name, err), "upstreams", i))
 				continue
 			}
 			sc.Guard = guard
 			v, err := spiffe.New(ctx, sc)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("upstream %s: %w", u.Name, err))
+				errs = append(errs, cfg.errAt(fmt.Errorf("upstream %s: %w", u.Name, err), "upstreams", i))
 				continue
 			}
 			closers = append(closers, v.Close)
@@ -257,7 +257,7 @@ func buildAttester(ctx context.Context, cfg *Config, o Options) (router *attest.
 		default:
 			v, err := oidcVerifier(ctx, cfg, u, o)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("upstream %s: %w", u.Name, err))
+				errs = append(errs, cfg.errAt(fmt.Errorf("upstream %s: %w", u.Name, err), "upstreams", i))
 				continue
 			}
 			routes.ByIssuer[u.Issuer] = v

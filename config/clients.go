@@ -129,7 +129,7 @@ func buildClients(ctx context.Context, cfg *Config, o Options) (map[string]attes
 	byID := make(map[string]attest.ParsedVerifier, len(cfg.Clients))
 	audiences := issuer.ClientAssertionAudiences(cfg.Issuer)
 	var errs []error
-	for _, c := range cfg.Clients {
+	for i, c := range cfg.Clients {
 		if strings.HasPrefix(c.ID, "spiffe://") {
 			continue // an mTLS resource server: no keys
 		}
@@ -152,7 +152,7 @@ func buildClients(ctx context.Context, cfg *Config, o Options) (map[string]attes
 			HTTPClient:   o.UpstreamClient,
 		})
 		if err != nil {
-			errs = append(errs, fmt.Errorf("client %q: %w", c.ID, err))
+			errs = append(errs, cfg.errAt(fmt.Errorf("client %q: %w", c.ID, err), "clients", i))
 			continue
 		}
 		byID[c.ID] = v

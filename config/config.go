@@ -51,6 +51,49 @@ type Config struct {
 	// path is the file the config was read from; relative paths resolve against its
 	// directory.
 	path string
+	// root is the parsed document: the line of a problem found after validation
+	// (a file that cannot be read, a verifier that cannot start), see errAt.
+	root *yaml.Node
+}
+
+// errAt places err, found while building what the configuration names, at the key
+// path in the file: "sts.yaml:7: upstreams[0]: ...", the style of the validation
+// problems. The error still wraps err.
+func (c *Config) errAt(err error, path ...any) error {
+	if err == nil {
+		return nil
+	}
+	p := keyPath(path...)
+	where := p
+	if c.path != "" {
+		where = c.path + ": " + p
+		if line := confcheck.Line(c.root, path...); line > 0 {
+			where = fmt.Sprintf("%s:%d: %s", c.path, line, p)
+		}
+	}
+	return &locatedError{where: where, msg: confcheck.StripKey(p, err.Error()), err: err}
+}
+
+// locatedError is an error of errAt.
+type locatedError struct {
+	where, msg string
+	err        error
+}
+
+func (e *locatedError) Error() string { return e.where + ": " + e.msg }
+func (e *locatedError) Unwrap() error { return e.err }
+
+// keyPath renders map keys and list indexes as confcheck writes key paths.
+func keyPath(path ...any) string {
+	p := ""
+	for _, e := range path {
+		if i, ok := e.(int); ok {
+			p = confcheck.Index(p, i)
+		} else {
+			p = confcheck.Key(p, e.(string))
+		}
+	}
+	return p
 }
 
 // TLSConfig names the serving certificate. InsecureHTTP serves plain HTTP and must be
@@ -246,6 +289,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	cfg := &Config{path: name}
 	if err := confcheck.Parse(name, data, cfg, func(root *yaml.Node) []Problem {
 		v := &validator{file: name, root: root}
+		cfg.root = root
 		cfg.validate(v)
 		return v.problems
 	}); err != nil {
@@ -264,14 +308,7 @@ type validator struct {
 // at records msg at the node reached by path (map keys and list indexes); the
 // deepest existing node's line is used.
 func (v *validator) at(msg string, path ...any) {
-	p := ""
-	for _, e := range path {
-		if i, ok := e.(int); ok {
-			p = confcheck.Index(p, i)
-		} else {
-			p = confcheck.Key(p, e.(string))
-		}
-	}
+	p := keyPath(path...)
 	v.problems = append(v.problems, Problem{File: v.file, Line: confcheck.Line(v.root, path...), Path: p, Message: confcheck.StripKey(p, msg)})
 }
 

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -333,5 +334,39 @@ func TestSigningRSABits(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Fatalf("%s: got %v, want %q", tc.signing, err, tc.want)
 		}
+	}
+}
+
+// TestCheckProblemsHaveLines: what the dry run finds beyond the schema (files
+// that cannot be read) is reported, all of it, at the line and key path of the
+// setting, in the style of the validation problems.
+func TestCheckProblemsHaveLines(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sts.yaml")
+	if err := os.WriteFile(path, []byte(goodConfig+"audit: {path: nodir/audit.jsonl}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte("rules: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Check(context.Background(), cfg)
+	if err == nil {
+		t.Fatal("Check accepted missing files")
+	}
+	for _, want := range []string{
+		path + ":7: upstreams[0]: upstream cluster-a: ",
+		path + ":3: tls: open ",
+		path + ":17: audit.path: ",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Check:\n%v\nlacks %q", err, want)
+		}
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the located errors do not wrap the cause: %v", err)
 	}
 }

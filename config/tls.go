@@ -97,7 +97,7 @@ func ServingTLS(ctx context.Context, cfg *Config) (*tls.Config, func() error, er
 func LoadTLS(cfg *Config) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(cfg.Path(cfg.TLS.CertFile), cfg.Path(cfg.TLS.KeyFile))
 	if err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
+		return nil, cfg.errAt(err, "tls")
 	}
 	tc := serverTLS(cfg)
 	tc.Certificates = []tls.Certificate{cert}
