@@ -266,6 +266,9 @@ func newServer(c Config) (*Server, error) {
 		closers: slices.Clone(c.Closers),
 	}
 	s.adminLimits = newAdminLimits(c.Limits, c.Now, met, s.limits.gate)
+	if cr.status != nil {
+		cr.status.limitIPs(c.Limits, c.Now, met, s.limits.clientAddr)
+	}
 	s.conns = newConnLimiter(c.Limits.MaxConnections, met)
 	s.tokens = &tokenService{core: cr, limits: s.limits, defaultTTL: c.DefaultTTL, oneTime: map[string]time.Duration{}}
 	s.admin = &adminService{core: cr, upstreamByIssuer: map[string]string{}}

@@ -14,6 +14,7 @@ import (
 	"math/bits"
 	"mime"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/safeconduct/safeconduct/revocation"
 )
@@ -128,6 +130,12 @@ type statusLists struct {
 
 	// classes remembers the class of each subject's last token.
 	classes classCache
+
+	// perIP bounds what one client address asks of the endpoint (a list not
+	// served yet costs a store read); limitedIP counts its refusals.
+	perIP      *keyLimiter[netip.Addr]
+	limitedIP  prometheus.Counter
+	clientAddr func(*http.Request) netip.Addr
 
 	smu       sync.Mutex
 	served    map[string]*servedList
@@ -502,6 +510,13 @@ func (s *statusLists) handleStatusList(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "only "+mediaStatusListJWT+" is served", http.StatusNotAcceptable)
 		return
 	}
+	if s.perIP != nil {
+		if ok, wait := s.perIP.allow(s.clientAddr(r)); !ok {
+			s.limitedIP.Inc()
+			writeRateLimited(w, wait)
+			return
+		}
+	}
 	tok, built, err := s.list(r.Context(), name, size)
 	switch {
 	case errors.Is(err, errNoList):
@@ -524,6 +539,23 @@ func (s *statusLists) handleStatusList(w http.ResponseWriter, r *http.Request) {
 }
 
 var errNoList = errors.New("no such status list")
+
+// limitIPs gives the endpoint per-IP buckets of its own at limits.admin_per_ip_rps
+// (a verifier fetches a list about once per half ttl; a list not served yet costs
+// a store read).
+func (s *statusLists) limitIPs(c Limits, now func() time.Time, m *metrics, addr func(*http.Request) netip.Addr) {
+	c = c.withDefaults()
+	if c.AdminPerIPRPS <= 0 {
+		return
+	}
+	s.perIP = newKeyLimiter[netip.Addr](c.AdminPerIPRPS, c.AdminBurst, maxLimiterKeys, now)
+	s.clientAddr = addr
+	s.limitedIP = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "safeconduct_status_list_rate_limited_total",
+		Help: "GET /statuslists/{name} requests refused with 429 by the per-IP bucket (limits.admin_per_ip_rps).",
+	})
+	m.registry.MustRegister(s.limitedIP)
+}
 
 // parseListName reads the size of a list from its name "<log2 size>-<22 chars>".
 func parseListName(name string) (int, bool) {
@@ -570,14 +602,14 @@ func (s *statusLists) list(ctx context.Context, name string, size int) ([]byte, 
 	now := s.now()
 	s.smu.Lock()
 	sl := s.served[name]
-	if sl == nil {
-		if len(s.served) >= maxServedLists {
-			s.evictLocked(now)
-		}
+	isNew := sl == nil
+	if isNew {
+		// Served (and so given a place, maybe evicting another) only once the
+		// store has it: asking for names that do not exist evicts no list.
 		sl = &servedList{size: size, classes: map[string]revocation.Facts{}}
-		s.served[name] = sl
+	} else {
+		sl.lastUsed = now
 	}
-	sl.lastUsed = now
 	s.smu.Unlock()
 
 	sl.mu.Lock()
@@ -590,9 +622,11 @@ func (s *statusLists) list(ctx context.Context, name string, size int) ([]byte, 
 		return nil, time.Time{}, err
 	}
 	if !found {
-		s.smu.Lock()
-		delete(s.served, name)
-		s.smu.Unlock()
+		if !isNew {
+			s.smu.Lock()
+			delete(s.served, name)
+			s.smu.Unlock()
+		}
 		return nil, time.Time{}, errNoList
 	}
 	for id, enc := range classes {
@@ -624,6 +658,15 @@ func (s *statusLists) list(ctx context.Context, name string, size int) ([]byte, 
 		return nil, time.Time{}, err
 	}
 	sl.token, sl.built = tok, now
+	if isNew {
+		s.smu.Lock()
+		if _, ok := s.served[name]; !ok && len(s.served) >= maxServedLists {
+			s.evictLocked(now)
+		}
+		sl.lastUsed = now
+		s.served[name] = sl
+		s.smu.Unlock()
+	}
 	return tok, now, nil
 }
 

@@ -342,3 +342,62 @@ func TestClassCache(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusListUnknownNames: names the store does not hold are answered 404
+// without taking a place among the lists served, so a client asking for made-up
+// names evicts no list; and each client address has a bucket of its own
+// (limits.admin_per_ip_rps, admin_burst) beyond which it gets 429.
+func TestStatusListUnknownNames(t *testing.T) {
+	const burst = 20
+	ts := startSTS(t, stsOptions{extra: fmt.Sprintf("status_lists: {ttl: 2s}\nlimits: {admin_per_ip_rps: 0.001, admin_burst: %d}\n", burst)})
+	r := ts.post(t, ts.form(ts.a.Token(t, payments)))
+	if r.status != 200 {
+		t.Fatalf("exchange: %d %s", r.status, r.raw)
+	}
+	uri, idx := statusRef(t, r.body["access_token"].(string))
+	fetchStatus(t, ts, uri, idx) // served from now on
+	get := func(path string) *reply {
+		return ts.do(t, http.MethodGet, path, "", "", func(r *http.Request) { r.Header.Set("Accept", "application/statuslist+jwt") })
+	}
+	sl := ts.srv.core.status
+	name := strings.TrimPrefix(uri, ts.url+PathStatusLists)
+	// The served list is the least recently used of a full set: any new entry
+	// would evict it.
+	sl.smu.Lock()
+	real := sl.served[name]
+	if real == nil {
+		sl.smu.Unlock()
+		t.Fatalf("list %s not served", name)
+	}
+	real.lastUsed = time.Unix(0, 0)
+	for i := 0; len(sl.served) < maxServedLists; i++ {
+		sl.served[fmt.Sprintf("filler-%d", i)] = &servedList{lastUsed: time.Now()}
+	}
+	sl.smu.Unlock()
+	requests := 1
+	for i := range 10 {
+		path := PathStatusLists + fmt.Sprintf("10-%021dA", i)
+		if r := get(path); r.status != http.StatusNotFound {
+			t.Fatalf("GET %s: %d, want 404", path, r.status)
+		}
+		requests++
+	}
+	sl.smu.Lock()
+	kept, n := sl.served[name] == real, len(sl.served)
+	sl.smu.Unlock()
+	if !kept || n != maxServedLists {
+		t.Fatalf("after unknown names: the served list kept %v, %d lists served", kept, n)
+	}
+	for ; requests < burst; requests++ {
+		if r := get(PathStatusLists + name); r.status != 200 {
+			t.Fatalf("request %d: %d within the burst", requests+1, r.status)
+		}
+	}
+	r = get(PathStatusLists + name)
+	if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" {
+		t.Fatalf("request %d beyond the burst: %d (Retry-After %q), want 429", burst+1, r.status, r.header.Get("Retry-After"))
+	}
+	if got, _ := metricValue(t, ts.metrics(t), "safeconduct_status_list_rate_limited_total"); got != 1 {
+		t.Errorf("safeconduct_status_list_rate_limited_total = %v, want 1", got)
+	}
+}
