@@ -3,10 +3,12 @@ package issuer
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -400,4 +402,76 @@ func TestStatusListUnknownNames(t *testing.T) {
 	if got, _ := metricValue(t, ts.metrics(t), "safeconduct_status_list_rate_limited_total"); got != 1 {
 		t.Errorf("safeconduct_status_list_rate_limited_total = %v, want 1", got)
 	}
+}
+
+// flakyStatusStore is the server's store whose status writes fail while fail is
+// set (a full disk, a store refusing writes), everything else untouched.
+type flakyStatusStore struct {
+	revocation.Store
+	status revocation.StatusStore
+	fail   atomic.Bool
+}
+
+func (f *flakyStatusStore) AppendStatus(ctx context.Context, list string, expires time.Time, classes map[string][]byte, records []byte, meta revocation.StatusMeta) error {
+	if f.fail.Load() {
+		return errors.New("no space left on device")
+	}
+	return f.status.AppendStatus(ctx, list, expires, classes, records, meta)
+}
+
+func (f *flakyStatusStore) ReadStatus(ctx context.Context, list string, offset int) ([]byte, map[string][]byte, revocation.StatusMeta, bool, error) {
+	return f.status.ReadStatus(ctx, list, offset)
+}
+
+// TestStatusWritesFailingRefuseExchanges: tokens are issued while their records
+// are written behind them; once writes have failed for flushFailLimit, exchanges
+// are refused with 503 (a token whose record may be lost is not handed out), and
+// they are issued again as soon as a write succeeds.
+func TestStatusWritesFailingRefuseExchanges(t *testing.T) {
+	ts := startSTS(t, stsOptions{})
+	c := ts.srv.core
+	if err := c.status.close(); err != nil {
+		t.Fatal(err)
+	}
+	store := &flakyStatusStore{Store: c.store, status: c.status.store}
+	sl, err := newStatusLists(c, StatusListConfig{TTL: 2 * time.Second, FlushInterval: 20 * time.Millisecond}, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sl.close() })
+	c.status = sl // no request is in flight
+	exchange := func() *reply {
+		t.Helper()
+		return ts.post(t, ts.form(ts.a.Token(t, payments)))
+	}
+	if r := exchange(); r.status != 200 {
+		t.Fatalf("exchange: %d %s", r.status, r.raw)
+	}
+	store.fail.Store(true)
+	failedAt := time.Now()
+	if r := exchange(); r.status != 200 {
+		t.Fatalf("exchange while writes just started failing: %d %s", r.status, r.raw)
+	}
+	var r *reply
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if r = exchange(); r.status != 200 {
+			break
+		}
+	}
+	if r.status != http.StatusServiceUnavailable || r.body["error"] != "temporarily_unavailable" {
+		t.Fatalf("exchange while status writes fail: %d %s", r.status, r.raw)
+	}
+	if since := time.Since(failedAt); since < flushFailLimit {
+		t.Fatalf("refused %v after writes began failing, before flushFailLimit (%v)", since, flushFailLimit)
+	}
+	if ev := lastEvent(t, ts, "exchange"); ev["outcome"] != "refused" || !strings.Contains(fmt.Sprint(ev["reason"]), "status list") {
+		t.Errorf("audit event of the refusal: %v", ev)
+	}
+	store.fail.Store(false)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if r = exchange(); r.status == 200 {
+			return
+		}
+	}
+	t.Fatalf("exchanges still refused after writes recovered: %d %s", r.status, r.raw)
 }
