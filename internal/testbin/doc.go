@@ -1,6 +1,7 @@
 // Package testbin is what the harnesses that run real third-party servers in
-// tests (internal/testspire, internal/testkube) have in common: finding the
-// prebuilt binaries, and running them as child processes.
+// tests have in common: finding the prebuilt binaries (internal/testspire,
+// internal/testkube), and running them as child processes (those two and
+// internal/testredis).
 //
 // A Set names the binaries, the environment variable of a directory holding them
 // and the install script that otherwise builds them into a cache directory (the
@@ -10,6 +11,8 @@
 // build (`script --cached`) and never builds inside a test's time limit.
 //
 // A Proc is a child process with its output in a log file, in its own process
-// group (Stop signals the group: SIGTERM, then SIGKILL after 5s) and, on Linux,
-// killed when the test binary dies (Pdeathsig), so nothing outlives a test.
+// group (Stop signals the group: SIGTERM, then SIGKILL after 5s; Kill sends
+// SIGKILL at once, as a crash would end it) and, on Linux, killed when the test
+// binary dies (Pdeathsig), so nothing outlives a test. Poll is the bounded
+// polling loop of Proc.WaitHealthy, for other waits.
 package testbin

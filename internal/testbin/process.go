@@ -1,6 +1,7 @@
 package testbin
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -89,9 +90,53 @@ func (p *Proc) Stop() {
 	})
 }
 
+// Kill sends SIGKILL to the process group (no clean shutdown, as a crash would
+// end it) and waits for the process to exit. It does nothing once the process
+// has exited, and may be called with or after Stop.
+func (p *Proc) Kill() {
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	if err := signalGroup(p.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		_ = p.cmd.Process.Kill()
+	}
+	<-p.exited
+}
+
+// Signal sends sig to the process alone (not its group), for example SIGSTOP and
+// SIGCONT to freeze and thaw it. It returns os.ErrProcessDone once the process
+// has exited.
+func (p *Proc) Signal(sig os.Signal) error {
+	return p.cmd.Process.Signal(sig)
+}
+
+// Exited is closed once the process has exited (and been waited for).
+func (p *Proc) Exited() <-chan struct{} { return p.exited }
+
 // WaitHealthy polls check every 100ms until it succeeds, the process exits or
 // within has passed.
 func (p *Proc) WaitHealthy(within time.Duration, check func() error) error {
+	err := Poll(within, pollInterval, p.exited, check)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrQuit):
+		return fmt.Errorf("%s exited before becoming healthy: %v", p.Name, p.waitErr)
+	default:
+		return fmt.Errorf("%s not healthy after %s: %w", p.Name, within, err)
+	}
+}
+
+// ErrQuit is what Poll returns when its quit channel is closed first.
+var ErrQuit = errors.New("testbin: quit before the check succeeded")
+
+// Poll calls check, then again every interval, until it returns nil (Poll
+// returns nil), within has passed (Poll returns check's last error) or quit is
+// closed (Poll returns ErrQuit; a nil quit never is). check runs at least once,
+// and is not called again once quit is closed.
+func Poll(within, interval time.Duration, quit <-chan struct{}, check func() error) error {
 	deadline := time.Now().Add(within)
 	for {
 		err := check()
@@ -99,12 +144,12 @@ func (p *Proc) WaitHealthy(within time.Duration, check func() error) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not healthy after %s: %w", p.Name, within, err)
+			return err
 		}
 		select {
-		case <-p.exited:
-			return fmt.Errorf("%s exited before becoming healthy: %v", p.Name, p.waitErr)
-		case <-time.After(pollInterval):
+		case <-quit:
+			return ErrQuit
+		case <-time.After(interval):
 		}
 	}
 }

@@ -316,3 +316,167 @@ func TestProcLogFile(t *testing.T) {
 		t.Fatalf("restarted log tail %q", got)
 	}
 }
+
+// waitFile waits for the process p to write a number to path and returns it.
+func waitFile(t *testing.T, p *Proc, path string) int {
+	t.Helper()
+	var n int
+	if err := p.WaitHealthy(10*time.Second, func() error {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			n, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// gone waits (bounded) until pid has exited.
+func gone(t *testing.T, pid int, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); alive(pid); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s (%d) still runs", what, pid)
+		}
+	}
+}
+
+// TestProcKill: Kill ends the process group at once with SIGKILL, without the
+// SIGTERM that would let the process shut down (its TERM trap never runs), and
+// closes Exited; Kill and Stop afterwards do nothing.
+func TestProcKill(t *testing.T) {
+	needGroups(t)
+	dir := t.TempDir()
+	p, err := Start("trapper", "/bin/sh", dir, filepath.Join(dir, "log"), "-c",
+		"trap 'echo got TERM' TERM; sleep 60 & echo $! >child.pid; echo ready; wait")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	child := waitFile(t, p, filepath.Join(dir, "child.pid"))
+	select {
+	case <-p.Exited():
+		t.Fatal("Exited is closed while the process runs")
+	default:
+	}
+	began := time.Now()
+	p.Kill()
+	if took := time.Since(began); took > 2*time.Second {
+		t.Fatalf("Kill took %s", took)
+	}
+	select {
+	case <-p.Exited():
+	default:
+		t.Fatal("Exited is not closed after Kill")
+	}
+	gone(t, child, "the child of the killed process")
+	if got := p.LogTail(5); got != "ready" {
+		t.Fatalf("log tail %q: the process was not killed outright", got)
+	}
+	p.Kill()
+	p.Stop()
+}
+
+// TestProcSignal: Signal reaches the process alone, not the rest of its group,
+// and reports os.ErrProcessDone once the process has exited.
+func TestProcSignal(t *testing.T) {
+	needGroups(t)
+	dir := t.TempDir()
+	p, err := Start("trapper", "/bin/sh", dir, filepath.Join(dir, "log"), "-c",
+		"trap 'echo got USR1' USR1; sleep 60 & echo $! >child.pid; while :; do sleep 0.05; done")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	child := waitFile(t, p, filepath.Join(dir, "child.pid"))
+	if err := p.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitHealthy(5*time.Second, func() error {
+		if got := p.LogTail(5); !strings.Contains(got, "got USR1") {
+			return errors.New("log tail " + got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !alive(child) {
+		t.Fatal("the signal reached the process's child too")
+	}
+	p.Stop()
+	if err := p.Signal(syscall.SIGUSR1); !errors.Is(err, os.ErrProcessDone) {
+		t.Fatalf("Signal after exit: %v", err)
+	}
+}
+
+// TestProcDiesWithParent: a child started by a test binary that is killed (as on
+// a test timeout, when no cleanup runs) dies with it.
+func TestProcDiesWithParent(t *testing.T) {
+	if dir := os.Getenv("TESTBIN_DYING_PARENT"); dir != "" {
+		// Run as the parent below: start a child and wait to be killed.
+		if _, err := Start("sleeper", "/bin/sh", dir, filepath.Join(dir, "log"), "-c", "echo $$ >child.pid; exec sleep 60"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Minute)
+		t.Fatal("the parent was not killed")
+	}
+	if !DiesWithParent {
+		t.Skip("children do not die with their parent on this OS")
+	}
+	dir := t.TempDir()
+	t.Setenv("TESTBIN_DYING_PARENT", dir)
+	parent, err := Start("parent", os.Args[0], dir, filepath.Join(dir, "parent.log"), "-test.run=^TestProcDiesWithParent$", "-test.count=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(parent.Stop)
+	child := waitFile(t, parent, filepath.Join(dir, "child.pid"))
+	t.Cleanup(func() {
+		if alive(child) {
+			_ = syscall.Kill(child, syscall.SIGKILL)
+		}
+	})
+	if err := parent.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-parent.Exited()
+	gone(t, child, "the child of the killed test binary")
+}
+
+// TestPoll: Poll returns nil once check succeeds, check's last error when its
+// bound passes, and ErrQuit, without calling check again, once quit is closed.
+func TestPoll(t *testing.T) {
+	calls := 0
+	if err := Poll(time.Minute, time.Millisecond, nil, func() error {
+		if calls++; calls < 3 {
+			return errors.New("not yet")
+		}
+		return nil
+	}); err != nil || calls != 3 {
+		t.Fatalf("Poll = %v after %d calls, want nil after 3", err, calls)
+	}
+
+	calls = 0
+	began := time.Now()
+	err := Poll(100*time.Millisecond, 10*time.Millisecond, nil, func() error {
+		calls++
+		return errors.New("no answer " + strconv.Itoa(calls))
+	})
+	if took := time.Since(began); err == nil || err.Error() != "no answer "+strconv.Itoa(calls) || took < 100*time.Millisecond || calls < 2 {
+		t.Fatalf("Poll = %v after %d calls and %s, want the last error after 100ms", err, calls, took)
+	}
+
+	quit := make(chan struct{})
+	calls = 0
+	err = Poll(time.Minute, time.Millisecond, quit, func() error {
+		if calls++; calls == 2 {
+			close(quit)
+		}
+		return errors.New("no answer")
+	})
+	if !errors.Is(err, ErrQuit) || calls != 2 {
+		t.Fatalf("Poll = %v after %d calls, want ErrQuit after 2", err, calls)
+	}
+}
