@@ -23,4 +23,8 @@
 // WAIT counts the replicas that have the writes of its own connection: send it on
 // the connection that wrote (a pipeline on one node's client), never through a
 // ClusterClient, which routes a keyless WAIT round-robin over the masters.
+//
+// The servers run as internal/testbin processes: each in a process group of its
+// own, killed (SIGKILL) when the test that started it ends and, on Linux, when the
+// test binary dies.
 package testredis

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/safeconduct/safeconduct/internal/testbin"
 )
 
 const (
@@ -36,10 +38,9 @@ type node struct {
 	dir     string
 	logPath string
 
-	mu     sync.Mutex
-	args   []string
-	cmd    *exec.Cmd
-	exited chan struct{}
+	mu   sync.Mutex
+	args []string
+	proc *testbin.Proc // nil until started
 }
 
 // launchNode starts a redis-server for a topology in base/name on a free port,
@@ -88,82 +89,59 @@ func (n *node) String() string { return n.name + " (" + n.addr + ")" }
 func (n *node) start(args []string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.exited != nil {
-		select {
-		case <-n.exited:
-		default:
-			return fmt.Errorf("%s is already running", n)
-		}
+	if n.proc != nil && !exited(n.proc) {
+		return fmt.Errorf("%s is already running", n)
 	}
-	logFile, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	p, err := testbin.StartAppend(n.String(), n.bin, n.dir, n.logPath, args...)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(n.bin, args...)
-	cmd.Dir = n.dir
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return fmt.Errorf("start %s: %w", n, err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		logFile.Close()
-		close(exited)
-	}()
-	n.args, n.cmd, n.exited = args, cmd, exited
+	n.args, n.proc = args, p
 	return nil
+}
+
+// current returns the process of the last start, nil if never started.
+func (n *node) current() *testbin.Proc {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.proc
 }
 
 // kill kills the process (SIGKILL: no shutdown, no save) and waits for it to exit.
 // It is a no-op when the process is not running.
 func (n *node) kill() {
-	n.mu.Lock()
-	cmd, exited := n.cmd, n.exited
-	n.mu.Unlock()
-	if cmd == nil {
-		return
+	if p := n.current(); p != nil {
+		p.Kill()
 	}
-	_ = cmd.Process.Kill()
-	<-exited
 }
 
 // signal sends sig to the process, if running.
 func (n *node) signal(sig os.Signal) error {
-	n.mu.Lock()
-	cmd := n.cmd
-	n.mu.Unlock()
-	if cmd == nil {
+	p := n.current()
+	if p == nil {
 		return fmt.Errorf("%s was never started", n)
 	}
-	return cmd.Process.Signal(sig)
+	return p.Signal(sig)
 }
 
 // running reports whether the process was started and has not exited.
 func (n *node) running() bool {
-	n.mu.Lock()
-	exited := n.exited
-	n.mu.Unlock()
-	if exited == nil {
-		return false
-	}
+	p := n.current()
+	return p != nil && !exited(p)
+}
+
+func exited(p *testbin.Proc) bool {
 	select {
-	case <-exited:
-		return false
-	default:
+	case <-p.Exited():
 		return true
+	default:
+		return false
 	}
 }
 
 // waitUp waits until the process answers PING, or fails early if it exits.
 func (n *node) waitUp() error {
-	n.mu.Lock()
-	exited := n.exited
-	n.mu.Unlock()
-	return waitReady(exited, func() error {
+	return waitReady(n.current(), func() error {
 		_, err := Do(n.addr, time.Second, "PING")
 		return err
 	})
@@ -171,15 +149,11 @@ func (n *node) waitUp() error {
 
 // logTail returns the end of the node's log, for failure messages.
 func (n *node) logTail() string {
-	b, err := os.ReadFile(n.logPath)
-	if err != nil {
-		return err.Error()
+	p := n.current()
+	if p == nil {
+		return "[not started]"
 	}
-	const max = 4096
-	if len(b) > max {
-		b = b[len(b)-max:]
-	}
-	return string(b)
+	return p.LogTail(logLines)
 }
 
 // info returns the fields of INFO section on n (or an error).
@@ -259,17 +233,10 @@ func replicaInSync(primary, replica string) error {
 
 // waitFor polls check until it succeeds or timeout passes.
 func waitFor(timeout time.Duration, what string, check func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: not done after %s: %w", what, timeout, err)
-		}
-		time.Sleep(pollInterval)
+	if err := testbin.Poll(timeout, pollInterval, nil, check); err != nil {
+		return fmt.Errorf("%s: not done after %s: %w", what, timeout, err)
 	}
+	return nil
 }
 
 // dataArgs are the arguments of a data-bearing redis-server of a topology: no

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/safeconduct/safeconduct/internal/testbin"
 )
 
 const (
@@ -23,8 +23,11 @@ const (
 	// instead of starting a one-node cluster.
 	EnvClusterAddrs = "SAFECONDUCT_TEST_REDIS_CLUSTER"
 
-	startTimeout = 5 * time.Second
-	startTries   = 3
+	startTimeout  = 5 * time.Second
+	readyInterval = 20 * time.Millisecond
+	startTries    = 3
+	// logLines is how much of a server's log a failure message shows.
+	logLines = 40
 )
 
 // Start returns the address of a standalone Redis for t: the one named by
@@ -185,40 +188,16 @@ func tryStart(t testing.TB, bin string, cluster bool) (string, func(), error) {
 			"--cluster-port", strconv.Itoa(busPort),
 		)
 	}
-	logPath := filepath.Join(dir, "redis.log")
-	logFile, err := os.Create(logPath)
+	p, err := testbin.Start("redis-server", bin, dir, filepath.Join(dir, "redis.log"), args...)
 	if err != nil {
 		return "", nil, err
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = dir
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return "", nil, fmt.Errorf("start redis-server: %w", err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		logFile.Close()
-		close(exited)
-	}()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			_ = cmd.Process.Kill()
-			<-exited
-		})
-	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	fail := func(err error) (string, func(), error) {
-		stop()
-		log, _ := os.ReadFile(logPath)
-		return "", nil, fmt.Errorf("redis-server on %s: %w; log:\n%s", addr, err, log)
+		p.Kill()
+		return "", nil, fmt.Errorf("redis-server on %s: %w; log:\n%s", addr, err, p.LogTail(logLines))
 	}
-	if err := waitReady(exited, func() error {
+	if err := waitReady(p, func() error {
 		_, err := Do(addr, time.Second, "PING")
 		return err
 	}); err != nil {
@@ -228,7 +207,7 @@ func tryStart(t testing.TB, bin string, cluster bool) (string, func(), error) {
 		if _, err := Do(addr, time.Second, "CLUSTER", "ADDSLOTSRANGE", "0", "16383"); err != nil {
 			return fail(fmt.Errorf("CLUSTER ADDSLOTSRANGE: %w", err))
 		}
-		if err := waitReady(exited, func() error {
+		if err := waitReady(p, func() error {
 			info, err := Do(addr, time.Second, "CLUSTER", "INFO")
 			if err != nil {
 				return err
@@ -241,25 +220,20 @@ func tryStart(t testing.TB, bin string, cluster bool) (string, func(), error) {
 			return fail(err)
 		}
 	}
-	return addr, stop, nil
+	return addr, p.Kill, nil
 }
 
-// waitReady polls check until it succeeds, the process exits or startTimeout passes.
-func waitReady(exited <-chan struct{}, check func() error) error {
-	deadline := time.Now().Add(startTimeout)
-	for {
-		err := check()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after %s: %w", startTimeout, err)
-		}
-		select {
-		case <-exited:
-			return errors.New("exited before becoming ready")
-		case <-time.After(20 * time.Millisecond):
-		}
+// waitReady polls check every 20ms until it succeeds, p exits or startTimeout
+// passes.
+func waitReady(p *testbin.Proc, check func() error) error {
+	err := testbin.Poll(startTimeout, readyInterval, p.Exited(), check)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, testbin.ErrQuit):
+		return errors.New("exited before becoming ready")
+	default:
+		return fmt.Errorf("not ready after %s: %w", startTimeout, err)
 	}
 }
 

@@ -31,6 +31,21 @@ func TestStartProcessStop(t *testing.T) {
 	}
 }
 
+// TestServerGoneAfterTest: a server started for a test is killed when the test
+// ends, without stop being called.
+func TestServerGoneAfterTest(t *testing.T) {
+	var addr string
+	t.Run("user", func(t *testing.T) {
+		addr, _ = StartProcess(t)
+		if _, err := Do(addr, time.Second, "PING"); err != nil {
+			t.Fatalf("PING: %v", err)
+		}
+	})
+	if _, err := Do(addr, 200*time.Millisecond, "PING"); err == nil {
+		t.Fatal("PING succeeded after the test that started the server ended")
+	}
+}
+
 func TestStartClusterOwnsAllSlots(t *testing.T) {
 	addrs := StartCluster(t)
 	info, err := Do(addrs[0], time.Second, "CLUSTER", "INFO")
