@@ -206,23 +206,7 @@ func alive(pid int) bool {
 // SIGTERM, well before the grace period, and the child it started too (the
 // signal goes to the process group); Stop again does nothing.
 func TestProcStopsGroup(t *testing.T) {
-	needGroups(t)
-	dir := t.TempDir()
-	p, err := Start("sh", "/bin/sh", dir, filepath.Join(dir, "sh.log"), "-c", "echo started; sleep 60 & echo $! >child.pid; wait")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Stop)
-	var child int
-	if err := p.WaitHealthy(10*time.Second, func() error {
-		b, err := os.ReadFile(filepath.Join(dir, "child.pid"))
-		if err == nil {
-			child, err = strconv.Atoi(strings.TrimSpace(string(b)))
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	p, child := startWithChild(t, "echo started; sleep 60 & echo $! >child.pid; wait")
 	if got := p.LogTail(5); got != "started" {
 		t.Fatalf("log tail %q", got)
 	}
@@ -231,11 +215,7 @@ func TestProcStopsGroup(t *testing.T) {
 	if took := time.Since(began); took >= StopGrace {
 		t.Fatalf("Stop took %s: SIGTERM did not end the process", took)
 	}
-	for deadline := time.Now().Add(5 * time.Second); alive(child); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the child %d of the stopped process still runs", child)
-		}
-	}
+	gone(t, child, "the child of the stopped process")
 	p.Stop()
 }
 
@@ -343,19 +323,25 @@ func gone(t *testing.T, pid int, what string) {
 	}
 }
 
-// TestProcKill: Kill ends the process group at once with SIGKILL, without the
-// SIGTERM that would let the process shut down (its TERM trap never runs), and
-// closes Exited; Kill and Stop afterwards do nothing.
-func TestProcKill(t *testing.T) {
+// startWithChild runs script with /bin/sh (stopped when t ends) and waits until
+// it has written the pid of a child to child.pid in its working directory.
+func startWithChild(t *testing.T, script string) (*Proc, int) {
+	t.Helper()
 	needGroups(t)
 	dir := t.TempDir()
-	p, err := Start("trapper", "/bin/sh", dir, filepath.Join(dir, "log"), "-c",
-		"trap 'echo got TERM' TERM; sleep 60 & echo $! >child.pid; echo ready; wait")
+	p, err := Start("sh", "/bin/sh", dir, filepath.Join(dir, "sh.log"), "-c", script)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Stop)
-	child := waitFile(t, p, filepath.Join(dir, "child.pid"))
+	return p, waitFile(t, p, filepath.Join(dir, "child.pid"))
+}
+
+// TestProcKill: Kill ends the process group at once with SIGKILL, without the
+// SIGTERM that would let the process shut down (its TERM trap never runs), and
+// closes Exited; Kill and Stop afterwards do nothing.
+func TestProcKill(t *testing.T) {
+	p, child := startWithChild(t, "trap 'echo got TERM' TERM; sleep 60 & echo $! >child.pid; echo ready; wait")
 	select {
 	case <-p.Exited():
 		t.Fatal("Exited is closed while the process runs")
@@ -382,15 +368,7 @@ func TestProcKill(t *testing.T) {
 // TestProcSignal: Signal reaches the process alone, not the rest of its group,
 // and reports os.ErrProcessDone once the process has exited.
 func TestProcSignal(t *testing.T) {
-	needGroups(t)
-	dir := t.TempDir()
-	p, err := Start("trapper", "/bin/sh", dir, filepath.Join(dir, "log"), "-c",
-		"trap 'echo got USR1' USR1; sleep 60 & echo $! >child.pid; while :; do sleep 0.05; done")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Stop)
-	child := waitFile(t, p, filepath.Join(dir, "child.pid"))
+	p, child := startWithChild(t, "trap 'echo got USR1' USR1; sleep 60 & echo $! >child.pid; while :; do sleep 0.05; done")
 	if err := p.Signal(syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
