@@ -27,7 +27,9 @@ func reviewV2Of(t *testing.T, subject, extra string, subjects map[string][]strin
 // its effective subjects, breadth and never_asserted are those of the pattern
 // the server enforces, within the upstream's subjects (which the verifiers read
 // with version 1 meaning: "repo:acme/**" and "repo:acme/*" alike match every
-// subject under repo:acme/).
+// subject under repo:acme/). Some cases read the same with either meaning
+// ("every namespace", "'**' spans namespaces", ...): they hold that nothing is
+// reported narrower than it is.
 func TestReviewVersion2(t *testing.T) {
 	tests := []struct {
 		name, subject string
