@@ -68,7 +68,9 @@ type UpstreamAccess struct {
 
 // SubjectAccess is what the workloads matching one subject pattern can obtain,
 // over every rule that lists the pattern. Each list is sorted and without
-// repeats.
+// repeats. A pattern whose lone '*' means one thing in a file without `version:
+// 2` and another in one with it ("repo:acme/*") is two entries when files of
+// both versions list it: the version 1 one first, each with its own rules.
 type SubjectAccess struct {
 	Subject string `json:"subject"`
 	// Effective is the breadth of Subject within the upstream's AssertsOnly, when
@@ -184,13 +186,15 @@ type ReviewOptions struct {
 	// Usage counts the matches of each rule (and admin rule) by name, as the
 	// server recorded them; nil when unknown, and no rule is reported unused.
 	Usage map[string]uint64
-	// UpstreamSubjects are, by upstream name, the subject patterns (as rule
-	// subjects) each upstream may assert at all: its configured `subjects`, which
-	// the upstream's verifier enforces before policy (for a SPIFFE upstream,
-	// "spiffe://TRUST_DOMAIN/*" at least). A rule's subject pattern grants nothing
-	// outside them: the review shows the effective breadth, notes the limit on
-	// broad findings, and reports patterns that can match nothing (unreachable).
-	// An upstream missing from the map may assert any subject.
+	// UpstreamSubjects are, by upstream name, the subject patterns each upstream
+	// may assert at all: its configured `subjects`, which the upstream's verifier
+	// enforces before policy (for a SPIFFE upstream, "spiffe://TRUST_DOMAIN/*" at
+	// least). They are read as the verifiers read them, with version 1 meaning
+	// ('*' matches ':' and '/' too), whatever the version of the policy files. A
+	// rule's subject pattern (read with its file's version) grants nothing outside
+	// them: the review shows the effective breadth, notes the limit on broad
+	// findings, and reports patterns that can match nothing (unreachable). An
+	// upstream missing from the map may assert any subject.
 	UpstreamSubjects map[string][]string
 	// Upstreams are, by upstream name, the upstream's own limits beyond its
 	// subjects: shown with its access, used to drop rules it can never satisfy,
@@ -256,9 +260,19 @@ func (p *Policy) ReviewWith(now time.Time, o ReviewOptions) *Review {
 
 	// Access, from enforced, unexpired allow rules, within what each upstream
 	// asserts: patterns it never asserts and rules it never satisfies go to
-	// never_asserted instead.
-	type key struct{ upstream, subject string }
-	access := make(map[key]*SubjectAccess)
+	// never_asserted instead. Each pattern is read in the mode its file compiled
+	// it with; an entry is keyed by the pattern's text and, where the text means
+	// something else in a version 2 file (a lone '*'), that mode too.
+	type key struct {
+		upstream, subject string
+		mode              glob.Mode
+	}
+	type entry struct {
+		access SubjectAccess
+		glob   glob.Glob
+		mode   glob.Mode // glob.EffectiveMode
+	}
+	access := make(map[key]*entry)
 	never := make(map[string][]string)
 	for _, r := range p.rules {
 		if r.deny {
@@ -273,26 +287,25 @@ func (p *Policy) ReviewWith(now time.Time, o ReviewOptions) *Review {
 				never[u.value] = append(never[u.value], r.name+": "+why)
 				continue
 			}
-			for _, pat := range patterns(r.subjects) {
-				if l := limits[u.value]; len(l) > 0 {
-					g := glob.Compile(pat)
-					if len(effective(&g, l)) == 0 {
-						never[u.value] = append(never[u.value], r.name+": subject "+strconv.Quote(pat))
-						continue
-					}
+			for i := range r.subjects {
+				g := &r.subjects[i]
+				if l := limits[u.value]; len(l) > 0 && len(effective(g, l)) == 0 {
+					never[u.value] = append(never[u.value], r.name+": subject "+strconv.Quote(g.Pattern()))
+					continue
 				}
-				k := key{u.value, pat}
-				a := access[k]
-				if a == nil {
-					a = &SubjectAccess{Subject: pat, MaxTTL: ""}
-					access[k] = a
+				k := key{u.value, g.Pattern(), g.EffectiveMode()}
+				e := access[k]
+				if e == nil {
+					e = &entry{access: SubjectAccess{Subject: g.Pattern()}, glob: *g, mode: k.mode}
+					access[k] = e
 				}
-				addAccess(a, r)
+				addAccess(&e.access, r)
 			}
 		}
 	}
-	byUpstream := make(map[string][]SubjectAccess)
-	for k, a := range access {
+	byUpstream := make(map[string][]*entry)
+	for k, e := range access {
+		a := &e.access
 		a.Audiences = sortedSet(a.Audiences)
 		a.Resources = sortedSet(a.Resources)
 		a.Scopes = sortedSet(a.Scopes)
@@ -303,7 +316,7 @@ func (p *Policy) ReviewWith(now time.Time, o ReviewOptions) *Review {
 		if a.Scopes == nil {
 			a.Scopes = []string{}
 		}
-		byUpstream[k.upstream] = append(byUpstream[k.upstream], *a)
+		byUpstream[k.upstream] = append(byUpstream[k.upstream], e)
 	}
 	for u := range never {
 		if _, ok := byUpstream[u]; !ok {
@@ -311,14 +324,16 @@ func (p *Policy) ReviewWith(now time.Time, o ReviewOptions) *Review {
 		}
 	}
 	for _, u := range slices.Sorted(maps.Keys(byUpstream)) {
-		subjects := byUpstream[u]
-		if subjects == nil {
-			subjects = []SubjectAccess{}
-		}
-		slices.SortFunc(subjects, func(a, b SubjectAccess) int { return strings.Compare(a.Subject, b.Subject) })
-		for i := range subjects {
-			g := glob.Compile(subjects[i].Subject)
-			eff := effectiveEntries(&g, limits[u])
+		entries := byUpstream[u]
+		// By text, and the same text of a version 1 file before that of a
+		// version 2 file (Legacy < Segments).
+		slices.SortFunc(entries, func(a, b *entry) int {
+			return cmp.Or(strings.Compare(a.access.Subject, b.access.Subject), cmp.Compare(a.mode, b.mode))
+		})
+		subjects := make([]SubjectAccess, len(entries))
+		for i, e := range entries {
+			subjects[i] = e.access
+			eff := effectiveEntries(&e.glob, limits[u])
 			if len(limits[u]) > 0 && (len(eff) > 1 || eff[0].text != subjects[i].Subject) {
 				subjects[i].Effective = texts(eff)
 			}
@@ -516,7 +531,8 @@ func outOfBounds(m *matcher, bounds, cond map[string][]string) string {
 			if len(allowed) == 0 {
 				continue
 			}
-			if !slices.ContainsFunc(allowed, func(b string) bool { g := glob.Compile(b); return !disjoint(&a.pattern, &g) }) {
+			// attribute_bounds and conditions are Legacy patterns (attest/attrs).
+			if !slices.ContainsFunc(allowed, func(b string) bool { g := glob.Compile(b); return glob.Overlap(&a.pattern, &g) }) {
 				return fmt.Sprintf("attribute %s=%q is outside %s %s", a.name, a.pattern.Pattern(), src.what, strings.Join(quoteAll(allowed), ", "))
 			}
 		}
@@ -664,10 +680,11 @@ func describeActors(actors []actorSpec) string {
 
 // effective is the breadth of subject pattern p within the patterns an upstream
 // asserts, sorted: each upstream pattern p covers, p where an upstream pattern
-// covers it, and "p within u" where they may overlap otherwise. Empty when p
-// matches nothing the upstream asserts. A pattern covers another when it matches
-// that pattern's text: its literal segments never match a '*', so each of the
-// other's stars falls within one of its own (sound, if not complete).
+// covers it, and "p within u" where they overlap otherwise. Empty when p
+// matches nothing the upstream asserts. Each pattern is read in its own mode (a
+// rule's in its file's, the upstream's Legacy as its verifier reads them);
+// covering is glob's Covers (sound, if not complete), overlapping its Overlap
+// (exact).
 func effective(p *glob.Glob, asserts []glob.Glob) []string {
 	return texts(effectiveEntries(p, asserts))
 }
@@ -689,11 +706,11 @@ func effectiveEntries(p *glob.Glob, asserts []glob.Glob) []effEntry {
 	for i := range asserts {
 		u := &asserts[i]
 		switch {
-		case p.Match(u.Pattern()):
+		case p.Covers(u):
 			out = append(out, effEntry{u.Pattern(), u})
-		case u.Match(p.Pattern()):
+		case u.Covers(p):
 			out = append(out, effEntry{p.Pattern(), p})
-		case !disjoint(p, u):
+		case glob.Overlap(p, u):
 			b := p
 			if len(u.Prefix()) > len(p.Prefix()) {
 				b = u
@@ -810,27 +827,6 @@ func rootOf(pat, prefix string) (root, kind string, ok bool) {
 	return prefix, "", true
 }
 
-// disjoint reports that no subject matches both a and b: a literal one does not
-// match the other, or their literal prefixes or suffixes differ. False when unsure.
-func disjoint(a, b *glob.Glob) bool {
-	switch {
-	case a.Literal():
-		return !b.Match(a.Pattern())
-	case b.Literal():
-		return !a.Match(b.Pattern())
-	}
-	pa, pb := a.Prefix(), b.Prefix()
-	sa, sb := suffix(a), suffix(b)
-	return !strings.HasPrefix(pa, pb) && !strings.HasPrefix(pb, pa) ||
-		!strings.HasSuffix(sa, sb) && !strings.HasSuffix(sb, sa)
-}
-
-// suffix is the literal text after the last '*' of a pattern that has one.
-func suffix(g *glob.Glob) string {
-	p := g.Pattern()
-	return p[strings.LastIndexByte(p, '*')+1:]
-}
-
 // sensitiveTargets returns the targets of r that match a sensitive_audiences
 // pattern.
 func (p *Policy) sensitiveTargets(r *rule) []string {
@@ -902,8 +898,17 @@ func (rv *Review) WriteText(w io.Writer) error {
 		if u.Condition != "" {
 			fmt.Fprintf(&b, "    (condition %s)\n", strings.Join(strings.Fields(u.Condition), " "))
 		}
-		for _, s := range u.Subjects {
-			fmt.Fprintf(&b, "    %s\n", s.Subject)
+		for i, s := range u.Subjects {
+			// The same text from files of both versions, where its '*' means
+			// different things, is two entries: version 1's first.
+			switch {
+			case i+1 < len(u.Subjects) && u.Subjects[i+1].Subject == s.Subject:
+				fmt.Fprintf(&b, "    %s (version %d)\n", s.Subject, VersionLegacy)
+			case i > 0 && u.Subjects[i-1].Subject == s.Subject:
+				fmt.Fprintf(&b, "    %s (version %d)\n", s.Subject, VersionSegments)
+			default:
+				fmt.Fprintf(&b, "    %s\n", s.Subject)
+			}
 			if len(s.Effective) > 0 {
 				field(&b, "effective", strings.Join(s.Effective, ", "))
 			}
