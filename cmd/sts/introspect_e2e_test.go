@@ -136,18 +136,7 @@ func TestE2EIntrospectionAndRevocation(t *testing.T) {
 		t.Fatalf("another audience's token: %v", out)
 	}
 
-	v, err := verify.New(ctx, verify.Config{
-		Issuer: f.url, Audience: ledger, HTTPClient: f.client,
-		FeedToken: func(context.Context) (string, error) { return f.adminToken, nil },
-		MaxStale:  20 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	if err := v.WaitSynced(ctx); err != nil {
-		t.Fatalf("verify feed sync: %v (%+v)", err, v.Status())
-	}
+	v := f.syncedVerifier(t, ctx, f.adminToken, 20*time.Second)
 	if _, err := v.Verify(ctx, tok); err != nil {
 		t.Fatalf("verify rejects a fresh token: %v", err)
 	}

@@ -53,6 +53,26 @@ type replicaPair struct {
 	adminToken string             // alice's token
 }
 
+// syncedVerifier is a verify-based downstream API of e's issuer for the ledger
+// audience, following the revocation feed with adminToken (maxStale: its
+// MaxStale, 0 for the default), synced before it is returned and closed with t.
+func (e *e2e) syncedVerifier(t *testing.T, ctx context.Context, adminToken string, maxStale time.Duration) *verify.Verifier {
+	t.Helper()
+	v, err := verify.New(ctx, verify.Config{
+		Issuer: e.url, Audience: ledger, HTTPClient: e.client,
+		FeedToken: func(context.Context) (string, error) { return adminToken, nil },
+		MaxStale:  maxStale,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = v.Close() })
+	if err := v.WaitSynced(ctx); err != nil {
+		t.Fatalf("verify feed sync: %v (%+v)", err, v.Status())
+	}
+	return v
+}
+
 func startPair(t *testing.T, redisAddr string) *replicaPair {
 	t.Helper()
 	return startReplicas(t, redisAddr, 2)
@@ -224,18 +244,7 @@ func TestE2ERevocationAcrossReplicas(t *testing.T) {
 	}
 
 	// A verify-based downstream API synced from replica B's feed.
-	v, err := verify.New(ctx, verify.Config{
-		Issuer: p.a.url, Audience: ledger, HTTPClient: p.a.client,
-		FeedToken: func(context.Context) (string, error) { return p.adminToken, nil },
-		MaxStale:  20 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	if err := v.WaitSynced(ctx); err != nil {
-		t.Fatalf("verify feed sync: %v (%+v)", err, v.Status())
-	}
+	v := p.a.syncedVerifier(t, ctx, p.adminToken, 20*time.Second)
 	if _, err := v.Verify(ctx, tok); err != nil {
 		t.Fatalf("verify library rejects a fresh token: %v", err)
 	}
@@ -466,17 +475,7 @@ func TestRevocationPropagation(t *testing.T) {
 	}
 	p := startPair(t, testredis.Start(t))
 	ctx := context.Background()
-	v, err := verify.New(ctx, verify.Config{
-		Issuer: p.a.url, Audience: ledger, HTTPClient: p.a.client,
-		FeedToken: func(context.Context) (string, error) { return p.adminToken, nil },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	if err := v.WaitSynced(ctx); err != nil {
-		t.Fatal(err)
-	}
+	v := p.a.syncedVerifier(t, ctx, p.adminToken, 0)
 	delays := make([]time.Duration, 0, n)
 	for i := range n {
 		tok := exchangeAt(t, p.a, p.a.a.Token(t, payments))
