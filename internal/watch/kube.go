@@ -347,16 +347,10 @@ func (k *KubeSource) revokeSA(ctx context.Context, uid string, sa kubeSA, when s
 	if err != nil {
 		return
 	}
-	go func() {
-		select {
-		case <-t.Done():
-			k.mu.Lock()
-			delete(k.reported.SAs, uid)
-			k.dirty = true
-			k.mu.Unlock()
-		case <-ctx.Done():
-		}
-	}()
+	k.onDelivered(ctx, t, func() {
+		delete(k.reported.SAs, uid)
+		k.dirty = true
+	})
 }
 
 // podSeen handles an added or updated pod.
@@ -395,14 +389,22 @@ func (k *KubeSource) podSeen(ctx context.Context, obj any) {
 	if err != nil {
 		return
 	}
+	k.onDelivered(ctx, t, func() {
+		if !k.revoked[uid] {
+			k.reported.Pods[uid] = p
+			k.dirty = true
+		}
+	})
+}
+
+// onDelivered runs update, holding k.mu, once the report behind t is delivered
+// (the state file then remembers it), unless ctx ends first.
+func (k *KubeSource) onDelivered(ctx context.Context, t *Ticket, update func()) {
 	go func() {
 		select {
 		case <-t.Done():
 			k.mu.Lock()
-			if !k.revoked[uid] {
-				k.reported.Pods[uid] = p
-				k.dirty = true
-			}
+			update()
 			k.mu.Unlock()
 		case <-ctx.Done():
 		}
@@ -458,17 +460,11 @@ func (k *KubeSource) revokePod(ctx context.Context, uid string, p kubePod, reaso
 	if err != nil {
 		return
 	}
-	go func() {
-		select {
-		case <-t.Done():
-			k.mu.Lock()
-			delete(k.reported.Pods, uid)
-			delete(k.live, uid)
-			k.dirty = true
-			k.mu.Unlock()
-		case <-ctx.Done():
-		}
-	}()
+	k.onDelivered(ctx, t, func() {
+		delete(k.reported.Pods, uid)
+		delete(k.live, uid)
+		k.dirty = true
+	})
 }
 
 // flush persists the reported state when it changed.
