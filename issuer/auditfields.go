@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/netip"
 	"strconv"
@@ -29,7 +30,8 @@ type attrFields []slog.Attr
 
 func (a *attrFields) str(key, v string) { *a = append(*a, slog.String(key, v)) }
 func (a *attrFields) strs(key string, v []string) {
-	*a = append(*a, slog.Any(key, jsonStrings(v)))
+	// Pre-encoded, so the handler copies it instead of reflecting over a slice.
+	*a = append(*a, slog.Any(key, json.RawMessage(appendJSONStrings(make([]byte, 0, 64), v))))
 }
 func (a *attrFields) int(key string, v int64) { *a = append(*a, slog.Int64(key, v)) }
 func (a *attrFields) pair(key, k1, v1, k2, v2 string) {
@@ -53,14 +55,19 @@ func (j *jsonFields) str(key, v string) {
 
 func (j *jsonFields) strs(key string, v []string) {
 	j.key(key)
-	j.b = append(j.b, '[')
+	j.b = appendJSONStrings(j.b, v)
+}
+
+// appendJSONStrings appends v as a JSON array of strings.
+func appendJSONStrings(buf []byte, v []string) []byte {
+	buf = append(buf, '[')
 	for i, s := range v {
 		if i > 0 {
-			j.b = append(j.b, ',')
+			buf = append(buf, ',')
 		}
-		j.b = appendJSONString(j.b, s)
+		buf = appendJSONString(buf, s)
 	}
-	j.b = append(j.b, ']')
+	return append(buf, ']')
 }
 
 func (j *jsonFields) int(key string, v int64) {

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -246,18 +245,4 @@ func (s *core) clientIdentity(ctx context.Context, r *http.Request) (*attest.Wor
 func certThumbprint(c *x509.Certificate) string {
 	sum := sha256.Sum256(c.Raw)
 	return base64.RawURLEncoding.EncodeToString(sum[:])
-}
-
-// jsonStrings is a string list pre-encoded as a JSON array, so the audit handler
-// copies it instead of reflecting over a slice on every exchange.
-func jsonStrings(v []string) json.RawMessage {
-	buf := make([]byte, 0, 64)
-	buf = append(buf, '[')
-	for i, s := range v {
-		if i > 0 {
-			buf = append(buf, ',')
-		}
-		buf = appendJSONString(buf, s)
-	}
-	return append(buf, ']')
 }
