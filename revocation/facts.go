@@ -76,38 +76,10 @@ func (f *Facts) Anchors() []string {
 }
 
 // AnchorCount is how many anchors EachAnchor yields for f (an upper bound of
-// len(f.Anchors()), which drops repeats), counted without building them.
+// len(f.Anchors()), which drops repeats).
 func (f *Facts) AnchorCount() int {
-	if f == nil {
-		return 0
-	}
 	n := 0
-	for _, v := range [...]string{f.JTI, f.KeyID, f.Subject, f.ClientID, f.Binding, f.Upstream, f.TrustDomain} {
-		if v != "" {
-			n++
-		}
-	}
-	for name, v := range f.Attributes {
-		if v != "" && checkAttrName(name) == nil {
-			n++
-		}
-	}
-	for _, a := range f.Audiences {
-		if a != "" {
-			n++
-		}
-	}
-	return n + f.subPrefixes()
-}
-
-// subPrefixes is the number of "sub^P" anchors of f.
-func (f *Facts) subPrefixes() int {
-	n := 0
-	for i := 0; i < len(f.Subject) && n < MaxSubPrefixes; i++ {
-		if c := f.Subject[i]; c == '/' || c == ':' {
-			n++
-		}
-	}
+	f.EachAnchor(func([]byte) { n++ })
 	return n
 }
 

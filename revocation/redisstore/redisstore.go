@@ -204,13 +204,18 @@ func (s *Store) bindingKey(instance string) string {
 // bucketKey names the bucket of an entry: by kind, and for blocks whether
 // open-ended.
 func (s *Store) bucketKey(kind revocation.Kind, openEnded bool, anchor string) string {
+	return s.bucketKeyOf(kind, openEnded, backend.Hash(anchor))
+}
+
+// bucketKeyOf is bucketKey for the anchor whose backend.Hash is h.
+func (s *Store) bucketKeyOf(kind revocation.Kind, openEnded bool, h string) string {
 	switch {
 	case kind == revocation.KindRevoke:
-		return s.prefix + "r:" + backend.Hash(anchor)
+		return s.prefix + "r:" + h
 	case openEnded:
-		return s.prefix + "o:" + backend.Hash(anchor)
+		return s.prefix + "o:" + h
 	default:
-		return s.prefix + "b:" + backend.Hash(anchor)
+		return s.prefix + "b:" + h
 	}
 }
 
@@ -220,20 +225,17 @@ func (s *Store) bucketKey(kind revocation.Kind, openEnded bool, anchor string) s
 // entries twice and changes nothing.
 func (s *Store) blockBuckets(f *revocation.Facts) []string {
 	keys := make([]string, 0, 2*f.AnchorCount())
-	var h []byte
 	f.EachAnchor(func(a []byte) {
-		h = backend.AppendHash(h[:0], a) // both block buckets of an anchor share its hash
-		keys = append(keys, s.prefix+"b:"+string(h), s.prefix+"o:"+string(h))
+		h := backend.Hash(string(a)) // both block buckets of an anchor share its hash
+		keys = append(keys, s.bucketKeyOf(revocation.KindBlock, false, h), s.bucketKeyOf(revocation.KindBlock, true, h))
 	})
 	return keys
 }
 
 func (s *Store) revokeBuckets(f *revocation.Facts) []string {
 	keys := make([]string, 0, f.AnchorCount())
-	var h []byte
 	f.EachAnchor(func(a []byte) {
-		h = backend.AppendHash(h[:0], a)
-		keys = append(keys, s.prefix+"r:"+string(h))
+		keys = append(keys, s.bucketKeyOf(revocation.KindRevoke, false, backend.Hash(string(a))))
 	})
 	return keys
 }

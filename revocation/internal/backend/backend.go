@@ -185,12 +185,6 @@ func Hash(s string) string {
 	return hex.EncodeToString(sum[:16])
 }
 
-// AppendHash appends Hash(string(b)) to dst.
-func AppendHash(dst, b []byte) []byte {
-	sum := sha256.Sum256(b)
-	return hex.AppendEncode(dst, sum[:16])
-}
-
 // IssuedAt is Admit's iat: the earlier of the store's clock and the caller's,
 // truncated to the second.
 func IssuedAt(store, local time.Time) time.Time {
